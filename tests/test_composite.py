@@ -1,0 +1,30 @@
+"""The composite is exactly a median of the clear observations."""
+
+import numpy as np
+
+from landslide_dask.composite import SCL_NOT_CLEAR, clear_mask, composite_block, median_composite
+
+
+def test_median_composite_equals_numpy_median_of_clear_pixels():
+    rng = np.random.default_rng(0)
+    refl = rng.integers(1, 5000, size=(7, 4, 30, 40), dtype=np.uint16)
+    refl[rng.random(refl.shape) < 0.1] = 0  # scattered no-data
+    scl = rng.choice(np.array([4, 5, 6, 3, 8, 9, 10, 0, 2]), size=(7, 30, 40))
+    out = median_composite(refl, clear_mask(scl))
+    for (b, y, x) in [(0, 0, 0), (1, 5, 7), (3, 29, 39), (2, 13, 21)]:
+        ok = ~np.isin(scl[:, y, x], SCL_NOT_CLEAR) & (refl[:, b, y, x] > 0)
+        vals = refl[ok, b, y, x]
+        expected = np.rint(np.median(vals)) if vals.size else 0
+        assert out[b, y, x] == expected
+    # A pixel clouded on every date has no composite value.
+    scl[:, 3, 3] = 9
+    assert (median_composite(refl, clear_mask(scl))[:, 3, 3] == 0).all()
+
+
+def test_composite_block_splits_pre_and_post_dates():
+    refl = np.stack([np.full((1, 2, 2), v, np.uint16) for v in (10, 20, 30, 100, 200)])
+    scl = np.full((5, 2, 2), 4)
+    is_pre = np.array([True, True, True, False, False])
+    assert (composite_block(refl, scl, is_pre, True) == 20).all()
+    assert (composite_block(refl, scl, is_pre, False) == 150).all()
+    assert (composite_block(refl, scl, np.ones(5, bool), False) == 0).all()
