@@ -1,0 +1,133 @@
+"""Cube build throughput against the raw read of the same COG bytes, and peak memory vs region size.
+
+    python benchmarks/cube.py [--size-km 6] [--chunk 512] [--threads 2]
+
+For a region of S x S km and one of 2S x 2S km (4x the area), in one run:
+- the cube build (search, stackstac, composites, terrain, labels, zarr write) in a fresh process,
+  its wall time, output Mpx/s (cube grid pixels per second) and peak RSS;
+- a plain rasterio read of every asset the cube used (same items, same bands), whole files,
+  with the same number of threads, in a fresh process: its time and source Mpx/s.
+The figure of merit is read time / cube time: 1.0 would mean the cube costs no more than reading
+its input bytes. Peak memory of the larger region over the smaller one shows whether memory
+follows the chunk (about 1x) or the region (about 4x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import date
+from multiprocessing import get_context
+from pathlib import Path
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def build(data: str, region: dict, url: str, out: str, chunk: int, threads: int) -> dict:
+    import dask
+
+    from landslide_dask.cube import CubeSpec, build_cube, open_cube
+
+    dask.config.set(scheduler="threads", num_workers=threads)
+    spec = CubeSpec(stac_url=url, event_date=date.fromisoformat(region["event_date"]),
+                    aoi=Path(data) / region["aoi"], out=Path(out), inventory=Path(data) / region["inventory"],
+                    inventory_area=Path(data) / region["inventory_area"], chunk=chunk)
+    t0 = time.perf_counter()
+    build_cube(spec, progress=False, quicklook=False)
+    seconds = time.perf_counter() - t0
+    ds = open_cube(out)
+    t = ds.attrs["transform"]
+    bounds = (t[2], t[5] - ds.sizes["y"] * t[0], t[2] + ds.sizes["x"] * t[0], t[5])
+    return {"seconds": seconds, "pixels": ds.sizes["y"] * ds.sizes["x"], "peak_mb": _peak_mb(),
+            "items": ds.attrs["stac_items"], "dem_items": ds.attrs["dem_items"], "bands": ds.attrs["bands"],
+            "bounds": bounds, "crs": ds.attrs["crs"]}
+
+
+def raw_read(data: str, cube: dict, threads: int) -> dict:
+    """Read, with rasterio alone, the window of every source file that the cube covers."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import from_bounds
+
+    from landslide_dask.stac_server import load_stac_dir
+
+    _, all_items = load_stac_dir(data)
+    by_id = {it["id"]: it for it in all_items}
+    hrefs = [by_id[i]["assets"][b]["href"] for i in cube["items"] for b in [*cube["bands"], "scl"]]
+    hrefs += [by_id[i]["assets"]["data"]["href"] for i in cube["dem_items"]]
+
+    def read(href: str) -> tuple[int, int]:
+        with rasterio.open(href) as src:
+            left, bottom, right, top = transform_bounds(cube["crs"], src.crs, *cube["bounds"])
+            win = from_bounds(left, bottom, right, top, src.transform).round_offsets().round_lengths()
+            try:
+                win = win.intersection(rasterio.windows.Window(0, 0, src.width, src.height))
+            except rasterio.errors.WindowError:  # the footprint only touches the cube's bbox
+                return 0, 0
+            arr = src.read(window=win)
+        return arr.shape[-1] * arr.shape[-2] * arr.shape[0], arr.nbytes
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        sizes = list(pool.map(read, hrefs))
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "pixels": sum(s[0] for s in sizes), "bytes": sum(s[1] for s in sizes),
+            "files": len(hrefs), "peak_mb": _peak_mb()}
+
+
+def fresh(fn, *args) -> dict:
+    """Run fn in a new process, so its peak RSS is its own."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size-km", type=float, default=6.0)
+    p.add_argument("--chunk", type=int, default=512)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workdir", help="keep data and cubes here (default: a temp dir)")
+    p.add_argument("--json", help="also write the results as JSON to this file")
+    args = p.parse_args()
+
+    from landslide_dask.stac_server import serve_stac
+    from landslide_dask.synth import make_demo_data
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-cube-"))
+    results = []
+    for factor in (1, 2):
+        size = args.size_km * factor
+        data = work / f"data-{size:g}km"
+        if not (data / "regions.json").exists():
+            make_demo_data(data, seed=0, size_km=size, n_regions=1)
+        region = json.loads((data / "regions.json").read_text())[0]
+        with serve_stac(data) as url:
+            cube = fresh(build, str(data), region, url, str(work / f"cube-{size:g}km.zarr"), args.chunk, args.threads)
+        raw = fresh(raw_read, str(data), cube, args.threads)
+        results.append({"size_km": size, "region": region["name"], "cube": cube, "raw": raw})
+
+    print(f"\ncube benchmark: chunk {args.chunk}, {args.threads} threads\n")
+    print("| area | cube px | cube s | cube Mpx/s | raw files | raw Mpx read | raw s | raw Mpx/s "
+          "| read/cube time | cube peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        c, w = r["cube"], r["raw"]
+        print(f"| {r['size_km']:g}x{r['size_km']:g} km | {c['pixels']:,} | {c['seconds']:.1f} | "
+              f"{c['pixels'] / c['seconds'] / 1e6:.2f} | {w['files']} | {w['pixels'] / 1e6:.1f} | "
+              f"{w['seconds']:.2f} | {w['pixels'] / w['seconds'] / 1e6:.1f} | {w['seconds'] / c['seconds']:.2f} | "
+              f"{c['peak_mb']:.0f} |")
+    small, large = results[0]["cube"], results[1]["cube"]
+    print(f"\npeak memory, 4x the area: {large['peak_mb']:.0f} MB vs {small['peak_mb']:.0f} MB "
+          f"({large['peak_mb'] / small['peak_mb']:.2f}x)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

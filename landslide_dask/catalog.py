@@ -1,0 +1,393 @@
+"""STAC items for a user's existing GeoTIFFs, so real files take the same search-and-cube path.
+
+Writes the STAC folder layout served by :mod:`landslide_dask.stac_server`::
+
+    OUT/stac/collections/<collection>.json
+    OUT/stac/items/<collection>.json
+    OUT/assets/<item-id>/<band>.vrt     # one per band of each multi-band file
+
+Why VRTs: stackstac reads ONE band per asset, so each band of a multi-band file becomes its own
+tiny VRT that points (by absolute path, so read-only source folders are fine) at the source band,
+optionally declaring a nodata value the file itself lacks (e.g. 0 = "outside the area").
+Single-band files are referenced directly unless a nodata value must be added.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import warnings
+from collections.abc import Sequence
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import rasterio
+import rasterio.errors
+from pyproj import CRS as ProjCRS
+from pyproj import Transformer
+from rasterio.windows import Window
+
+from .errors import InputDataError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CatalogWarning", "catalog_geotiffs", "describe_geotiff"]
+
+PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+EO_EXT = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+GEOTIFF_TYPE = "image/tiff; application=geotiff"
+VRT_TYPE = "application/x-gdal-vrt+xml"
+
+_GDAL_TYPES = {
+    "uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+    "int32": "Int32", "uint64": "UInt64", "int64": "Int64", "float32": "Float32", "float64": "Float64",
+}
+
+
+class CatalogWarning(UserWarning):
+    """Some files were skipped while cataloguing."""
+
+
+def _safe_name(text: str) -> str:
+    """An id/asset key usable in URLs and file names."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip()).strip("_.")
+    return s or "x"
+
+
+def _parse_datetime(value: str | date | datetime, where: str) -> str:
+    """RFC 3339 UTC string; accepts ISO dates/datetimes and TIFF's 'YYYY:MM:DD HH:MM:SS'."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, date):
+        dt = datetime(value.year, value.month, value.day)
+    else:
+        text = str(value).strip()
+        m = re.fullmatch(r"(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})", text)
+        if m:
+            text = "{}-{}-{}T{}:{}:{}".format(*m.groups())
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise InputDataError(
+                f"cannot read the date {value!r} ({where}): use ISO 8601, e.g. 2024-05-17 or 2024-05-17T04:30:00Z."
+            ) from e
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _footprint_wgs84(crs: Any, bounds: Sequence[float], n: int = 21) -> tuple[dict, list[float]]:
+    """Polygon and bbox in EPSG:4326 of a raster's bounds, each edge densified to n points.
+
+    Densifying keeps a UTM tile's curved edges (and its true extent) in lon/lat.
+    """
+    left, bottom, right, top = bounds
+    t = np.linspace(0.0, 1.0, n)
+    xs = np.concatenate([left + (right - left) * t, np.full(n, right), right - (right - left) * t, np.full(n, left)])
+    ys = np.concatenate([np.full(n, bottom), bottom + (top - bottom) * t, np.full(n, top), top - (top - bottom) * t])
+    src = ProjCRS.from_user_input(crs.to_wkt())
+    if src.equals(ProjCRS.from_epsg(4326), ignore_axis_order=True):
+        lon, lat = np.array([left, right, right, left]), np.array([bottom, bottom, top, top])
+    else:
+        tr = Transformer.from_crs(src, 4326, always_xy=True)
+        lon, lat = tr.transform(xs, ys)
+    lon, lat = np.asarray(lon, float), np.asarray(lat, float)
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        raise ValueError("bounds do not transform to lon/lat")
+    ring: list[list[float]] = []
+    for x, y in zip(lon.tolist(), lat.tolist()):
+        pt = [round(x, 9), round(y, 9)]
+        if not ring or ring[-1] != pt:
+            ring.append(pt)
+    if ring[0] != ring[-1]:
+        ring.append(ring[0])
+    bbox = [float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())]
+    return {"type": "Polygon", "coordinates": [ring]}, bbox
+
+
+def describe_geotiff(path: Path) -> dict[str, Any]:
+    """Open a raster and check it is readable end to end (first and last block of each band).
+
+    Truncated files often open fine and fail only when their tail is read, hence the tail read.
+    """
+    with rasterio.open(path) as src:
+        if src.crs is None:
+            raise ValueError("no CRS (not georeferenced)")
+        if src.transform.is_identity:
+            raise ValueError("no geotransform (not georeferenced)")
+        if src.transform.b != 0 or src.transform.d != 0:
+            raise ValueError("rotated geotransform is not supported")
+        bh, bw = src.block_shapes[0]
+        last = Window(
+            (src.width - 1) // bw * bw, (src.height - 1) // bh * bh,
+            min(bw, src.width - (src.width - 1) // bw * bw), min(bh, src.height - (src.height - 1) // bh * bh),
+        )
+        for win in (Window(0, 0, min(bw, src.width), min(bh, src.height)), last):
+            try:
+                src.read(window=win)
+            except rasterio.errors.RasterioError as e:
+                raise ValueError(f"truncated or corrupt: reading pixel block at {win.col_off},{win.row_off} failed ({e})") from e
+        tags = src.tags()
+        return {
+            "count": src.count,
+            "width": src.width,
+            "height": src.height,
+            "dtypes": list(src.dtypes),
+            "crs": src.crs,
+            "transform": src.transform,
+            "bounds": tuple(src.bounds),
+            "nodata": src.nodata,
+            "descriptions": list(src.descriptions),
+            "block": (bh, bw),
+            "datetime_tag": tags.get("TIFFTAG_DATETIME"),
+        }
+
+
+def _band_names(info: dict[str, Any], bands: list[str] | None, path: Path) -> list[str]:
+    count = info["count"]
+    if bands is not None:
+        if len(bands) != count:
+            raise InputDataError(
+                f"{path} has {count} band(s) but {len(bands)} band name(s) were given "
+                f"({', '.join(bands)}): give exactly one name per band, in file order."
+            )
+        names = [_safe_name(b) for b in bands]
+    else:
+        desc = info["descriptions"]
+        names = [_safe_name(d) for d in desc] if all(desc) else []
+        if len(set(n.lower() for n in names)) != count:
+            names = [f"b{i + 1}" for i in range(count)]
+    if len(set(n.lower() for n in names)) != count:
+        raise InputDataError(f"band names for {path} must be distinct, got {names}.")
+    return names
+
+
+def _fmt(v: float) -> str:
+    """A nodata value as VRT text: '0' rather than '0.0', full precision otherwise."""
+    v = float(v)
+    if not np.isfinite(v):
+        return str(v)  # 'nan', 'inf'
+    return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+
+
+def _write_band_vrt(
+    dst: Path, source: Path, band: int, info: dict[str, Any], nodata: float | None, name: str
+) -> None:
+    """A one-band VRT referencing ``band`` of ``source`` by absolute path."""
+    w, h = info["width"], info["height"]
+    dtype = info["dtypes"][band - 1]
+    gdal_type = _GDAL_TYPES.get(dtype)
+    if gdal_type is None:
+        raise InputDataError(f"{source}: band data type {dtype} is not supported.")
+    root = ET.Element("VRTDataset", rasterXSize=str(w), rasterYSize=str(h))
+    srs = ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2" if _xy_crs(info["crs"]) else "2,1")
+    srs.text = info["crs"].to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in info["transform"].to_gdal())
+    vb = ET.SubElement(root, "VRTRasterBand", dataType=gdal_type, band="1")
+    ET.SubElement(vb, "Description").text = name
+    src_nodata = info["nodata"]
+    out_nodata = nodata if nodata is not None else src_nodata
+    if out_nodata is not None:
+        ET.SubElement(vb, "NoDataValue").text = _fmt(out_nodata)
+    differs = src_nodata is not None and out_nodata is not None and not (
+        src_nodata == out_nodata or (np.isnan(src_nodata) and np.isnan(out_nodata))
+    )
+    kind = "ComplexSource" if differs else "SimpleSource"
+    s = ET.SubElement(vb, kind)
+    ET.SubElement(s, "SourceFilename", relativeToVRT="0").text = str(source)
+    ET.SubElement(s, "SourceBand").text = str(band)
+    bh, bw = info["block"]
+    ET.SubElement(
+        s, "SourceProperties", RasterXSize=str(w), RasterYSize=str(h), DataType=gdal_type,
+        BlockXSize=str(bw), BlockYSize=str(bh),
+    )
+    ET.SubElement(s, "SrcRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
+    ET.SubElement(s, "DstRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
+    if differs:
+        # source nodata pixels are not copied, so they keep the VRT band's NoDataValue
+        ET.SubElement(s, "NODATA").text = _fmt(src_nodata)
+    ET.indent(root)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(ET.tostring(root, encoding="unicode") + "\n", encoding="utf-8")
+
+
+def _xy_crs(crs: Any) -> bool:
+    """Whether the CRS's own axis order is already easting/longitude first."""
+    try:
+        axes = ProjCRS.from_user_input(crs.to_wkt()).axis_info
+        return bool(axes) and axes[0].direction.lower() in ("east", "west")
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def _proj_fields(info: dict[str, Any]) -> dict[str, Any]:
+    crs = info["crs"]
+    epsg = crs.to_epsg()
+    out: dict[str, Any] = {}
+    if epsg is not None:
+        out["proj:code"] = f"EPSG:{epsg}"
+        out["proj:epsg"] = int(epsg)  # projection v1 name, still what stackstac reads
+    else:
+        out["proj:code"] = None
+        out["proj:epsg"] = None
+        out["proj:wkt2"] = crs.to_wkt()
+    out["proj:shape"] = [info["height"], info["width"]]
+    out["proj:transform"] = [float(v) for v in list(info["transform"])[:6]]
+    out["proj:bbox"] = [float(v) for v in info["bounds"]]
+    return out
+
+
+def catalog_geotiffs(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    collection: str = "local-geotiffs",
+    bands: list[str] | None = None,
+    datetime: str | date | None = None,
+    nodata: float | None = None,
+    pattern: str = "**/*.tif",
+) -> Path:
+    """Catalogue the GeoTIFFs under ``src`` as one STAC collection in ``out``; returns ``out``.
+
+    ``datetime`` applies to every file; without it each file needs a TIFFTAG_DATETIME.
+    ``bands`` names the bands in file order (else band descriptions, else b1, b2, ...).
+    ``nodata`` is declared on every band asset (e.g. 0 where 0 means "outside the area").
+    Unreadable files are skipped with a :class:`CatalogWarning`; none readable is an error.
+    """
+    src_path = Path(src).expanduser().resolve()
+    out_path = Path(out).expanduser().resolve()
+    if not src_path.exists():
+        raise InputDataError(f"{src_path} does not exist.")
+    if not collection or _safe_name(collection) != collection:
+        raise InputDataError(f"collection id {collection!r} must be non-empty and use only letters, digits, '.', '_' and '-'.")
+    if src_path.is_file():
+        files = [src_path]
+    else:
+        files = sorted(
+            p.resolve() for p in src_path.glob(pattern)
+            if p.is_file() and out_path not in p.resolve().parents
+        )
+    if not files:
+        raise InputDataError(f"no files match {pattern!r} under {src_path}.")
+    fixed_dt = _parse_datetime(datetime, "the datetime argument") if datetime is not None else None
+
+    items: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    no_date: list[str] = []
+    used_ids: set[str] = set()
+    assets_root = out_path / "assets"
+    items_file = out_path / "stac" / "items" / f"{collection}.json"
+    planned: list[tuple[Path, dict[str, Any], str, list[str]]] = []
+
+    for path in files:
+        try:
+            info = describe_geotiff(path)
+            geometry, bbox = _footprint_wgs84(info["crs"], info["bounds"])
+        except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, not fatal
+            skipped.append(f"{path} ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})")
+            continue
+        names = _band_names(info, bands, path)
+        if fixed_dt is None and not info["datetime_tag"]:
+            no_date.append(str(path))
+            continue
+        base = _safe_name(path.stem)
+        item_id, k = base, 2
+        while item_id.lower() in used_ids:
+            item_id, k = f"{base}-{k}", k + 1
+        used_ids.add(item_id.lower())
+        info["geometry"], info["bbox"] = geometry, bbox
+        planned.append((path, info, item_id, names))
+
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} file(s) that are not readable georeferenced rasters: " + "; ".join(skipped),
+            CatalogWarning,
+            stacklevel=2,
+        )
+    if no_date:
+        raise InputDataError(
+            f"{len(no_date)} file(s) carry no acquisition date (TIFFTAG_DATETIME), e.g. {no_date[0]}: "
+            "give the date for all files with --datetime YYYY-MM-DD (or catalogue files of different "
+            "dates separately)."
+        )
+    if not planned:
+        raise InputDataError(f"none of the {len(files)} file(s) matching {pattern!r} under {src_path} is a readable GeoTIFF.")
+
+    for path, info, item_id, names in planned:
+        dt = fixed_dt or _parse_datetime(info["datetime_tag"], f"TIFFTAG_DATETIME of {path}")
+        item_assets_dir = assets_root / item_id
+        if item_assets_dir.exists():
+            shutil.rmtree(item_assets_dir)
+        assets: dict[str, Any] = {}
+        need_vrt = info["count"] > 1 or (
+            nodata is not None and not (info["nodata"] is not None and (
+                info["nodata"] == nodata or (np.isnan(info["nodata"]) and np.isnan(nodata))))
+        )
+        for b, name in enumerate(names, start=1):
+            if need_vrt:
+                vrt = item_assets_dir / f"{name}.vrt"
+                _write_band_vrt(vrt, path, b, info, nodata, name)
+                href = os.path.relpath(vrt, items_file.parent)
+                media = VRT_TYPE
+            else:
+                href = str(path)
+                media = GEOTIFF_TYPE
+            band_nodata = nodata if nodata is not None else info["nodata"]
+            raster_band: dict[str, Any] = {"data_type": info["dtypes"][b - 1]}
+            if band_nodata is not None:
+                raster_band["nodata"] = band_nodata if np.isfinite(band_nodata) else str(band_nodata)
+            assets[name] = {
+                "href": href,
+                "type": media,
+                "title": f"{name} (band {b} of {path.name})",
+                "roles": ["data"],
+                "eo:bands": [{"name": name}],
+                "raster:bands": [raster_band],
+                "file:source": str(path),
+            }
+        props: dict[str, Any] = {"datetime": dt, **_proj_fields(info)}
+        props = {k: v for k, v in props.items() if v is not None}
+        items.append({
+            "type": "Feature",
+            "stac_version": "1.1.0",
+            "stac_extensions": [PROJ_EXT, EO_EXT, RASTER_EXT],
+            "id": item_id,
+            "collection": collection,
+            "geometry": info["geometry"],
+            "bbox": info["bbox"],
+            "properties": props,
+            "assets": assets,
+            "links": [],
+        })
+
+    west = min(i["bbox"][0] for i in items)
+    south = min(i["bbox"][1] for i in items)
+    east = max(i["bbox"][2] for i in items)
+    north = max(i["bbox"][3] for i in items)
+    dts = sorted(i["properties"]["datetime"] for i in items)
+    all_names = sorted({k for i in items for k in i["assets"]})
+    col = {
+        "type": "Collection",
+        "stac_version": "1.1.0",
+        "stac_extensions": [EO_EXT, RASTER_EXT],
+        "id": collection,
+        "title": f"GeoTIFFs from {src_path.name}",
+        "description": f"{len(items)} GeoTIFF(s) catalogued from {src_path} by landslide-dask.",
+        "license": "other",
+        "extent": {"spatial": {"bbox": [[west, south, east, north]]}, "temporal": {"interval": [[dts[0], dts[-1]]]}},
+        "item_assets": {n: {"roles": ["data"], "eo:bands": [{"name": n}]} for n in all_names},
+        "summaries": {"proj:code": sorted({i["properties"].get("proj:code", "custom") for i in items})},
+        "links": [],
+    }
+    (out_path / "stac" / "collections").mkdir(parents=True, exist_ok=True)
+    items_file.parent.mkdir(parents=True, exist_ok=True)
+    (out_path / "stac" / "collections" / f"{collection}.json").write_text(json.dumps(col, indent=1))
+    items_file.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    log.info("catalogued %d GeoTIFF(s) from %s into %s (collection %s)", len(items), src_path, out_path, collection)
+    return out_path
