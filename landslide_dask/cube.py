@@ -125,7 +125,7 @@ def daily_mosaics(items: list[dict], assets: list[str], grid: Grid, chunk: int) 
     days = sorted(by_day)
     mosaics = []
     for day in days:
-        stack = _stack(by_day[day], assets, grid, chunk, "uint16", 0, Resampling.nearest)
+        stack = _stack(by_day[day], assets, grid, chunk, "uint16", np.uint16(0), Resampling.nearest)
         mosaics.append(stackstac.mosaic(stack, dim="time", nodata=0).drop_vars(
             [c for c in stack.coords if c not in ("band", "y", "x")], errors="ignore"))
     arr = xr.concat(mosaics, dim="time").assign_coords(time=[np.datetime64(d, "D") for d in days])
@@ -284,7 +284,7 @@ def write_cube(ds: xr.Dataset, out: Path, progress: bool = True) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     for name in ds.variables:
         ds[name].encoding.pop("chunks", None)
-    delayed = ds.to_zarr(partial, mode="w", zarr_format=3, consolidated=True, compute=False)
+    delayed = ds.to_zarr(partial, mode="w", zarr_format=3, consolidated=False, compute=False)
     try:
         _compute(delayed, progress)
     except Exception as exc:
@@ -347,6 +347,6 @@ def open_cube(path: str | Path) -> xr.Dataset:
         hint = " A '.partial' write exists: that build did not finish; run it again." if partial.exists() else ""
         raise InputDataError(f"No cube at {path}.{hint}")
     try:
-        return xr.open_zarr(path, consolidated=True)
+        return xr.open_zarr(path, consolidated=False)
     except Exception as exc:
         raise InputDataError(f"{path} is not a readable zarr cube: {exc}") from exc

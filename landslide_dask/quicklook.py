@@ -39,7 +39,7 @@ def rgb_of(ds: xr.Dataset, var: str, step: int) -> np.ndarray:
 def cube_quicklook(cube: str | Path, png: str | Path, max_px: int = 1400) -> Path:
     """Post-event colour image; inventory outlined in yellow; cloud/data gaps in magenta;
     unmapped inventory area hatched grey. Subsampled so a country cube stays cheap to draw."""
-    ds = xr.open_zarr(cube, consolidated=True)
+    ds = xr.open_zarr(cube, consolidated=False)
     step = max(1, int(np.ceil(max(ds.sizes["y"], ds.sizes["x"]) / max_px)))
     valid = ds["valid"][::step, ::step].values
     rgb = stretch(rgb_of(ds, "post", step), valid)
