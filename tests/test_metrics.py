@@ -1,0 +1,46 @@
+"""Metrics against hand-computed confusion matrices, including degenerate cases."""
+
+import math
+
+import numpy as np
+import pytest
+
+from landslide_dask.metrics import Confusion
+
+
+def test_hand_computed_matrix():
+    c = Confusion(tp=20, fp=5, fn=10, tn=65)
+    assert c.precision() == pytest.approx(0.8)
+    assert c.recall() == pytest.approx(20 / 30)
+    assert c.f1() == pytest.approx(40 / 55)
+    assert c.iou() == pytest.approx(20 / 35)
+    assert c.mcc() == pytest.approx((20 * 65 - 5 * 10) / math.sqrt(25 * 30 * 70 * 75))
+
+
+def test_from_arrays_ignores_unknown_and_masked_pixels():
+    truth = np.array([[1, 1, 0, 0], [255, 255, 1, 0]], np.uint8)
+    pred = np.array([[1, 0, 1, 0], [1, 1, 1, 1]], np.uint8)
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool)
+    assert Confusion.from_arrays(pred, truth, mask) == Confusion(tp=2, fp=1, fn=1, tn=1)
+
+
+def test_confusions_add_up_like_the_union():
+    rng = np.random.default_rng(0)
+    t, p = rng.integers(0, 2, 1000), rng.integers(0, 2, 1000)
+    whole = Confusion.from_arrays(p, t)
+    parts = Confusion.from_arrays(p[:300], t[:300]) + Confusion.from_arrays(p[300:], t[300:])
+    assert whole == parts and whole.total == 1000
+
+
+@pytest.mark.parametrize("c, mcc, precision, recall", [
+    (Confusion(tn=100), 1.0, 1.0, 1.0),          # nothing there, nothing predicted: perfect
+    (Confusion(fn=10, tn=90), 0.0, 0.0, 0.0),    # predicts nothing while landslides exist
+    (Confusion(fp=10, tn=90), 0.0, 0.0, 0.0),    # false alarms where there is nothing
+    (Confusion(tp=10, fp=90), 0.0, 0.1, 1.0),    # predicts everything
+    (Confusion(tp=5, fn=5, fp=5, tn=5), 0.0, 0.5, 0.5),
+    (Confusion(fp=5, fn=5), -1.0, 0.0, 0.0),     # every pixel wrong
+])
+def test_degenerate_cases(c, mcc, precision, recall):
+    assert c.mcc() == pytest.approx(mcc)
+    assert c.precision() == pytest.approx(precision)
+    assert c.recall() == pytest.approx(recall)
