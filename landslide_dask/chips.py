@@ -1,0 +1,306 @@
+"""Training windows ("chips") over cubes: an index, a spatial split, statistics, and a reader.
+
+- The index is computed from per-cell counts (cells of ``stride`` pixels, one dask pass per cube),
+  so choosing windows never loads a whole cube.
+- Splits are by spatial blocks per inventory: a window belongs to a split only if it lies wholly
+  inside one block of that split, so windows of different splits never overlap (the strip of
+  windows straddling two blocks is the gap).
+- The reader decodes zarr chunks once into a small per-process cache and the epoch order visits
+  windows grouped by chunk, so decoding, not duplicated I/O, sets the loading cost.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import zarr
+
+from .cube import open_cube
+from .errors import InputDataError
+
+SPLITS = ("train", "val", "test")
+TERRAIN = ("hillshade", "slope")
+
+
+def _cell_counts(ds, stride: int) -> dict[str, da.Array]:
+    """Per-cell (stride x stride) counts of usable and landslide pixels, lazily."""
+    usable = ds["valid"].data
+    if "label" in ds:
+        usable = usable & (ds["label"].data != 255)
+        slide = usable & (ds["label"].data == 1)
+    else:
+        slide = da.zeros_like(usable)
+    h, w = (s // stride * stride for s in usable.shape)
+    out = {}
+    for name, arr in (("usable", usable), ("slide", slide)):
+        arr = arr[:h, :w].astype(np.int32)
+        out[name] = da.coarsen(np.sum, arr, {0: stride, 1: stride}, trim_excess=True)
+    return out
+
+
+def _window_sums(cells: np.ndarray, k: int) -> np.ndarray:
+    """Sum of every k x k block of cells (integral image), for windows at each cell offset."""
+    ii = np.pad(cells, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    return ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]
+
+
+def _assign_blocks(n_by: int, n_bx: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+    """A split per block: a seeded shuffle, cut by the fractions; val and test get at least one
+    block each when there are three or more blocks."""
+    n = n_by * n_bx
+    order = np.random.default_rng(seed).permutation(n)
+    counts = np.floor(np.asarray(fractions) * n).astype(int)
+    if n >= 3:
+        counts[1:] = np.maximum(counts[1:], 1)
+    counts[0] = n - counts[1:].sum()
+    labels = np.repeat(np.arange(3), counts)
+    out = np.empty(n, dtype=int)
+    out[order] = labels
+    return out.reshape(n_by, n_bx)
+
+
+def build_index(cubes: list[str | Path], size: int = 224, stride: int = 112, block: int | None = None,
+                min_usable: float = 0.5, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+                seed: int = 0) -> pd.DataFrame:
+    """Windows of ``size`` px every ``stride`` px where at least ``min_usable`` of the pixels are valid
+    and inside the inventory, each with its split and landslide fraction.
+
+    ``block`` (default 4 x size) is the side of the split blocks in pixels; it must be a multiple
+    of ``stride`` and at least ``size``.
+    """
+    if size % stride:
+        raise InputDataError(f"window size {size} must be a multiple of the stride {stride}")
+    block = block or 4 * size
+    if block % stride or block < size:
+        raise InputDataError(f"split block {block} must be a multiple of the stride {stride} and >= {size}")
+    k = size // stride
+    rows = []
+    lazy = [_cell_counts(open_cube(c), stride) for c in cubes]
+    computed = dask.compute(*lazy)
+    for ci, (cube, counts) in enumerate(zip(cubes, computed)):
+        usable = _window_sums(counts["usable"], k) / (size * size)
+        slide = _window_sums(counts["slide"], k) / (size * size)
+        wy, wx = np.nonzero(usable >= min_usable)
+        r0, c0 = wy * stride, wx * stride
+        by, bx = r0 // block, c0 // block
+        inside = ((r0 + size - 1) // block == by) & ((c0 + size - 1) // block == bx)
+        n_by, n_bx = counts["usable"].shape[0] * stride // block + 1, counts["usable"].shape[1] * stride // block + 1
+        split = _assign_blocks(n_by, n_bx, fractions, seed + ci)[by, bx]
+        rows.append(pd.DataFrame({
+            "cube": ci, "path": str(cube), "row": r0, "col": c0,
+            "split": np.where(inside, np.asarray(SPLITS, dtype=object)[split], "gap"),
+            "usable": usable[wy, wx], "slide": slide[wy, wx],
+        }))
+    if not rows:
+        raise InputDataError("no cubes given")
+    index = pd.concat(rows, ignore_index=True)
+    index.attrs.update(size=size, stride=stride, block=block)
+    if not len(index):
+        raise InputDataError(f"No {size}x{size} window in {', '.join(map(str, cubes))} has {min_usable:.0%} "
+                             "valid, inventoried pixels: check the cubes' valid and label layers.")
+    return index
+
+
+def sampling_weights(index: pd.DataFrame, positive_boost: float = 3.0) -> np.ndarray:
+    """Windows holding landslides are drawn ``positive_boost`` times as often as others."""
+    w = np.where(index["slide"].to_numpy() > 0, positive_boost, 1.0)
+    return w / w.sum()
+
+
+@dataclass
+class BandStats:
+    """Per-channel mean and std for each model stream, stored in the checkpoint."""
+
+    mean: dict[str, list[float]]
+    std: dict[str, list[float]]
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BandStats":
+        return cls(mean=d["mean"], std=d["std"])
+
+
+def _stream_arrays(ds, streams: tuple[str, ...]) -> dict[str, da.Array]:
+    arrays = {}
+    for s in streams:
+        if s == "terrain":
+            arrays[s] = da.stack([ds[t].data.astype(np.float32) for t in TERRAIN])
+        else:
+            arrays[s] = ds[s].data.astype(np.float32)
+    return arrays
+
+
+def _window_mask(windows: pd.DataFrame, shape: tuple[int, int], size: int, stride: int,
+                 chunks) -> da.Array:
+    """Lazy pixel mask of the union of windows, built on the coarse cell grid then repeated."""
+    k = size // stride
+    cells = np.zeros((shape[0] // stride, shape[1] // stride), dtype=bool)
+    for r, c in zip(windows["row"].to_numpy() // stride, windows["col"].to_numpy() // stride):
+        cells[r:r + k, c:c + k] = True
+    m = da.from_array(cells, chunks=max(1, 1024 // stride)).repeat(stride, axis=0).repeat(stride, axis=1)
+    pad = ((0, shape[0] - m.shape[0]), (0, shape[1] - m.shape[1]))
+    return da.pad(m, pad, constant_values=False).rechunk(chunks)
+
+
+def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post", "terrain"),
+                  split: str = "train") -> BandStats:
+    """Mean and std per channel over the valid pixels of the union of the split's windows, in one
+    dask pass (sums and sums of squares in float64)."""
+    size, stride = index.attrs["size"], index.attrs["stride"]
+    parts: dict[str, list] = {s: [] for s in streams}
+    for path, windows in index[index["split"] == split].groupby("path"):
+        ds = open_cube(path)
+        valid = ds["valid"].data
+        m = _window_mask(windows, valid.shape, size, stride, valid.chunks) & valid
+        for s, arr in _stream_arrays(ds, streams).items():
+            x = da.where(m, arr, 0.0).astype(np.float64)
+            parts[s].append((x.sum(axis=(1, 2)), (x * x).sum(axis=(1, 2)), m.sum()))
+    (parts,) = dask.compute(parts)
+    mean, std = {}, {}
+    for s, p in parts.items():
+        n = sum(int(q[2]) for q in p)
+        if n == 0:
+            raise InputDataError(f"no valid pixels in the {split} windows to compute statistics from")
+        mu = sum(q[0] for q in p) / n
+        var = sum(q[1] for q in p) / n - mu * mu
+        mean[s] = [float(v) for v in mu]
+        std[s] = [float(v) for v in np.sqrt(np.maximum(var, 1e-12))]
+    return BandStats(mean, std)
+
+
+class ChipReader:
+    """Reads windows from cubes through a per-process cache of decoded zarr chunks.
+
+    A 224 px window touches one to four 512 px chunks; its neighbours in the epoch order touch
+    the same ones, so each chunk is decoded about once per pass instead of once per window.
+    """
+
+    def __init__(self, paths: list[str], size: int = 224, streams: tuple[str, ...] = ("pre", "post", "terrain"),
+                 stats: BandStats | None = None, cache_mb: int = 512):
+        self.paths, self.size, self.streams, self.stats = list(paths), size, tuple(streams), stats
+        self._groups: dict[int, zarr.Group] = {}
+        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._cache_bytes, self._max_bytes = 0, cache_mb * 2**20
+        self.decoded = 0  # chunks decoded so far (for benchmarks and tests)
+
+    def __getstate__(self) -> dict:  # ship to workers without open handles or cached data
+        return {"paths": self.paths, "size": self.size, "streams": self.streams, "stats": self.stats,
+                "cache_mb": self._max_bytes // 2**20}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    def _group(self, cube: int) -> zarr.Group:
+        if cube not in self._groups:
+            self._groups[cube] = zarr.open_group(self.paths[cube], mode="r")
+        return self._groups[cube]
+
+    def _chunk(self, cube: int, var: str, iy: int, ix: int) -> np.ndarray:
+        key = (cube, var, iy, ix)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        arr = self._group(cube)[var]
+        cy, cx = arr.chunks[-2:]
+        data = arr[..., iy * cy:(iy + 1) * cy, ix * cx:(ix + 1) * cx]
+        self.decoded += 1
+        self._cache[key] = data
+        self._cache_bytes += data.nbytes
+        while self._cache_bytes > self._max_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cache_bytes -= old.nbytes
+        return data
+
+    def window(self, cube: int, var: str, row: int, col: int) -> np.ndarray:
+        """One variable's window, assembled from cached chunks."""
+        arr = self._group(cube)[var]
+        cy, cx = arr.chunks[-2:]
+        s = self.size
+        out = np.zeros(arr.shape[:-2] + (s, s), dtype=arr.dtype)
+        for iy in range(row // cy, (row + s - 1) // cy + 1):
+            for ix in range(col // cx, (col + s - 1) // cx + 1):
+                chunk = self._chunk(cube, var, iy, ix)
+                r0, c0 = max(row, iy * cy), max(col, ix * cx)
+                r1, c1 = min(row + s, iy * cy + chunk.shape[-2]), min(col + s, ix * cx + chunk.shape[-1])
+                out[..., r0 - row:r1 - row, c0 - col:c1 - col] = chunk[..., r0 - iy * cy:r1 - iy * cy,
+                                                                        c0 - ix * cx:c1 - ix * cx]
+        return out
+
+    def read(self, cube: int, row: int, col: int) -> dict[str, np.ndarray]:
+        """Normalised float32 streams, the label (255 = ignore) and the valid mask of one window."""
+        valid = self.window(cube, "valid", row, col).astype(bool)
+        group = self._group(cube)
+        label = (self.window(cube, "label", row, col) if "label" in group
+                 else np.full(valid.shape, 255, np.uint8))
+        sample = {"valid": valid, "label": np.where(valid, label, 255).astype(np.uint8)}
+        for s in self.streams:
+            if s == "terrain":
+                x = np.stack([self.window(cube, t, row, col).astype(np.float32) for t in TERRAIN])
+            else:
+                x = self.window(cube, s, row, col).astype(np.float32)
+            if self.stats is not None:
+                mu = np.asarray(self.stats.mean[s], np.float32)[:, None, None]
+                sd = np.asarray(self.stats.std[s], np.float32)[:, None, None]
+                x = (x - mu) / sd
+            x[:, ~valid] = 0.0
+            sample[s] = np.nan_to_num(x, nan=0.0)
+        return sample
+
+
+def augment(sample: dict[str, np.ndarray], rng: np.random.Generator, jitter: float = 0.05,
+            streams: tuple[str, ...] = ("pre", "post")) -> dict[str, np.ndarray]:
+    """Flips, 90-degree rotations (the same for every layer) and per-band gain/offset jitter of the
+    imagery streams (terrain is a measurement, left alone)."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    out = {}
+    for name, x in sample.items():
+        y = np.rot90(x, k, axes=(-2, -1))
+        if flip:
+            y = y[..., ::-1]
+        out[name] = np.ascontiguousarray(y)
+    for s in streams:
+        if s in out and jitter > 0:
+            n = out[s].shape[0]
+            gain = rng.normal(1.0, jitter, (n, 1, 1)).astype(np.float32)
+            offset = rng.normal(0.0, jitter, (n, 1, 1)).astype(np.float32)
+            out[s] = np.where(out["valid"], out[s] * gain + offset, 0.0).astype(np.float32)
+    return out
+
+
+def epoch_windows(index: pd.DataFrame, split: str, epoch: int, rank: int = 0, world: int = 1,
+                  seed: int = 0, n: int | None = None, positive_boost: float | None = None,
+                  chunk: int = 512, local_shuffle: int = 64) -> pd.DataFrame:
+    """This rank's windows for one epoch: the same draw on every rank, grouped by chunk, shuffled
+    anew each epoch, cut into equal contiguous shards (so every rank runs the same number of steps)
+    and then shuffled within runs of ``local_shuffle`` windows so a batch mixes nearby chunks."""
+    pool = index[index["split"] == split]
+    if not len(pool):
+        raise InputDataError(f"no windows in split {split!r}")
+    rng = np.random.default_rng([seed, epoch])
+    if positive_boost is not None:
+        take = rng.choice(len(pool), size=n or len(pool), replace=True, p=sampling_weights(pool, positive_boost))
+        pool = pool.iloc[take]
+    elif n is not None:
+        pool = pool.iloc[rng.choice(len(pool), size=n, replace=n > len(pool))]
+    group = pool["cube"].astype(np.int64) * 10**12 + (pool["row"] // chunk) * 10**6 + pool["col"] // chunk
+    keys = np.unique(group.to_numpy())
+    rank_of_group = dict(zip(rng.permutation(keys), range(len(keys))))
+    order = np.lexsort((rng.random(len(pool)), group.map(rank_of_group).to_numpy()))
+    pool = pool.iloc[order]
+    per_rank = len(pool) // world
+    if per_rank == 0:
+        raise InputDataError(f"{len(pool)} {split} windows cannot feed {world} ranks")
+    mine = pool.iloc[rank * per_rank:(rank + 1) * per_rank]
+    local = np.random.default_rng([seed, epoch, rank])
+    idx = np.concatenate([local.permutation(np.arange(i, min(i + local_shuffle, per_rank)))
+                          for i in range(0, per_rank, local_shuffle)])
+    return mine.iloc[idx].reset_index(drop=True)

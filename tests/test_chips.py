@@ -1,0 +1,135 @@
+"""Training windows: index, split without overlap, statistics, chunk-cached reading, epoch order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from landslide_dask.chips import (ChipReader, augment, build_index, compute_stats, epoch_windows,
+                                  sampling_weights)
+from landslide_dask.cube import write_cube
+
+
+def _cube(path, h=700, w=900, seed=0, chunk=256):
+    rng = np.random.default_rng(seed)
+    valid = np.ones((h, w), bool)
+    valid[:40, :] = False
+    valid[300:320, 100:700] = False
+    label = (rng.random((h, w)) < 0.02).astype(np.uint8)
+    label[h // 2:, :] = 0  # the lower half has no landslides
+    label[200:260, 300:380] = 1
+    label[:, 800:] = 255
+    ds = xr.Dataset(
+        {"pre": (("band", "y", "x"), rng.integers(1, 4000, (4, h, w), dtype=np.uint16)),
+         "post": (("band", "y", "x"), rng.integers(1, 4000, (4, h, w), dtype=np.uint16)),
+         "slope": (("y", "x"), rng.uniform(0, 60, (h, w)).astype(np.float32)),
+         "hillshade": (("y", "x"), rng.integers(1, 255, (h, w), dtype=np.uint8)),
+         "valid": (("y", "x"), valid), "label": (("y", "x"), label)},
+        coords={"band": np.array(["blue", "green", "red", "nir"], dtype=object)},
+    ).chunk({"band": -1, "y": chunk, "x": chunk})
+    write_cube(ds, path, progress=False)
+    return ds.compute()
+
+
+@pytest.fixture(scope="module")
+def cubes(tmp_path_factory):
+    d = tmp_path_factory.mktemp("chips")
+    return [(str(d / f"c{i}.zarr"), _cube(d / f"c{i}.zarr", seed=i)) for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def index(cubes):
+    return build_index([p for p, _ in cubes], size=128, stride=64, block=256, min_usable=0.5)
+
+
+def test_windows_meet_the_usable_threshold(index, cubes):
+    assert len(index) > 20 and set(index["split"]) <= {"train", "val", "test", "gap"}
+    for _, w in index.sample(15, random_state=0).iterrows():
+        ds = cubes[w["cube"]][1]
+        v = ds["valid"].values[w["row"]:w["row"] + 128, w["col"]:w["col"] + 128]
+        lab = ds["label"].values[w["row"]:w["row"] + 128, w["col"]:w["col"] + 128]
+        usable = (v & (lab != 255)).mean()
+        assert usable >= 0.5 and usable == pytest.approx(w["usable"])
+        assert ((lab == 1) & v).mean() == pytest.approx(w["slide"])
+
+
+def test_windows_of_different_splits_never_overlap(index):
+    assert {"train", "val", "test"} <= set(index["split"])
+    for _, per_cube in index[index["split"] != "gap"].groupby("cube"):
+        r, c, s = per_cube["row"].to_numpy(), per_cube["col"].to_numpy(), per_cube["split"].to_numpy()
+        overlap = (np.abs(r[:, None] - r[None]) < 128) & (np.abs(c[:, None] - c[None]) < 128)
+        assert not (overlap & (s[:, None] != s[None])).any()
+
+
+def test_normalisation_statistics_equal_numpy(index, cubes):
+    stats = compute_stats(index)
+    train = index[index["split"] == "train"]
+    vals = {"pre": [], "post": [], "terrain": []}
+    for ci, windows in train.groupby("cube"):
+        ds = cubes[ci][1]
+        mask = np.zeros(ds["valid"].shape, bool)
+        for r, c in zip(windows["row"], windows["col"]):
+            mask[r:r + 128, c:c + 128] = True
+        mask &= ds["valid"].values
+        vals["pre"].append(ds["pre"].values[:, mask])
+        vals["post"].append(ds["post"].values[:, mask])
+        vals["terrain"].append(np.stack([ds["hillshade"].values[mask], ds["slope"].values[mask]]))
+    for s, parts in vals.items():
+        x = np.concatenate(parts, axis=1).astype(np.float64)
+        np.testing.assert_allclose(stats.mean[s], x.mean(axis=1), rtol=1e-9)
+        np.testing.assert_allclose(stats.std[s], x.std(axis=1), rtol=1e-6)
+
+
+def test_reader_matches_direct_slicing_and_decodes_each_chunk_once(index, cubes):
+    stats = compute_stats(index)
+    reader = ChipReader([p for p, _ in cubes], size=128, stats=stats)
+    order = epoch_windows(index, "train", epoch=0, chunk=256)
+    for _, w in order.head(25).iterrows():
+        got = reader.read(w["cube"], w["row"], w["col"])
+        ds = cubes[w["cube"]][1]
+        sl = (slice(w["row"], w["row"] + 128), slice(w["col"], w["col"] + 128))
+        valid = ds["valid"].values[sl]
+        assert (got["valid"] == valid).all()
+        expected = (ds["post"].values[(slice(None),) + sl] - np.array(stats.mean["post"])[:, None, None]) \
+            / np.array(stats.std["post"])[:, None, None]
+        np.testing.assert_allclose(got["post"][:, valid], expected[:, valid], rtol=1e-5, atol=1e-5)
+        assert (got["post"][:, ~valid] == 0).all()
+        assert (got["label"][~valid] == 255).all()
+        assert got["terrain"].shape == (2, 128, 128)
+    # 25 windows read through the cache decode far fewer chunks than 25 x 1..4 per variable.
+    assert reader.decoded < 25 * 6
+
+
+def test_epoch_shards_are_equal_disjoint_and_reshuffled(index):
+    world = 2
+    e0 = [epoch_windows(index, "train", 0, rank=r, world=world) for r in range(world)]
+    assert len(e0[0]) == len(e0[1]) > 0
+    key = lambda df: set(zip(df["cube"], df["row"], df["col"]))  # noqa: E731
+    assert not key(e0[0]) & key(e0[1])
+    again = epoch_windows(index, "train", 0, rank=0, world=world)
+    pd.testing.assert_frame_equal(again, e0[0])
+    e1 = epoch_windows(index, "train", 1, rank=0, world=world)
+    assert list(zip(e1["row"], e1["col"])) != list(zip(e0[0]["row"], e0[0]["col"]))
+
+
+def test_positive_oversampling_draws_landslide_windows_more_often(index):
+    w = sampling_weights(index, positive_boost=4.0)
+    pos = index["slide"].to_numpy() > 0
+    assert pos.any() and (~pos).any()
+    assert w[pos][0] == pytest.approx(4 * w[~pos][0])
+    drawn = epoch_windows(index, "train", 0, n=2000, positive_boost=4.0)
+    train = index[index["split"] == "train"]
+    assert (drawn["slide"] > 0).mean() > (train["slide"] > 0).mean()
+
+
+def test_augment_moves_every_layer_together():
+    rng = np.random.default_rng(0)
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    sample = {"post": x.copy(), "terrain": x.copy(), "label": x[0].astype(np.uint8),
+              "valid": np.ones((4, 4), bool)}
+    for _ in range(8):
+        out = augment(sample, rng, jitter=0.0)
+        np.testing.assert_array_equal(out["post"], out["terrain"])
+        np.testing.assert_array_equal(out["post"][0].astype(np.uint8), out["label"])
