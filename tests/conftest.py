@@ -1,0 +1,32 @@
+"""Shared fixtures: one small synthetic demo set per test session, served by a real STAC API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """Four 2x2 km synthetic regions (COGs + STAC), generated once per session."""
+    from landslide_dask.synth import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("demo"), seed=7, size_km=2.0)
+
+
+@pytest.fixture(scope="session")
+def demo_regions(demo_data) -> list[dict]:
+    return json.loads((demo_data / "regions.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def demo_stac(demo_data):
+    """The demo data behind a live `rustac serve` on loopback, for the whole session."""
+    from landslide_dask.stac_server import serve_stac
+
+    with serve_stac(demo_data) as url:
+        yield url
