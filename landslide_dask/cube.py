@@ -167,7 +167,7 @@ def terrain(dem_items: list[dict], spec: CubeSpec, grid: Grid) -> tuple[xr.DataA
     check_assets(dem_items, [spec.dem_asset])
     wide = grid.padded(1)
     chunks = (padded_chunks(grid.height, spec.chunk), padded_chunks(grid.width, spec.chunk))
-    stack = _stack(dem_items, [spec.dem_asset], wide, chunks, "float32", np.nan, Resampling.bilinear)
+    stack = _stack(dem_items, [spec.dem_asset], wide, chunks, "float32", np.float32(np.nan), Resampling.bilinear)
     dem = stackstac.mosaic(stack, dim="time").isel(band=0).data
     inner = (slice(1, -1), slice(1, -1))
     dims = ("y", "x")

@@ -20,7 +20,7 @@ from .grid import Grid
 
 log = logging.getLogger(__name__)
 # rasterize() burns into an in-memory dataset of its own and warns that *it* has no transform.
-warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio")
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\..*")
 
 LABEL_UNKNOWN = 255
 
