@@ -90,8 +90,13 @@ def build_index(cubes: list[str | Path], size: int = 224, stride: int = 112, blo
         r0, c0 = wy * stride, wx * stride
         by, bx = r0 // block, c0 // block
         inside = ((r0 + size - 1) // block == by) & ((c0 + size - 1) // block == bx)
-        n_by, n_bx = counts["usable"].shape[0] * stride // block + 1, counts["usable"].shape[1] * stride // block + 1
-        split = _assign_blocks(n_by, n_bx, fractions, seed + ci)[by, bx]
+        # splits are dealt over the blocks that hold whole windows (an edge sliver holds none)
+        n_bx = counts["usable"].shape[1] * stride // block + 1
+        keys = by * n_bx + bx
+        blocks = np.unique(keys[inside])
+        dealt = _assign_blocks(1, len(blocks), fractions, seed + ci)[0] if len(blocks) else np.zeros(0, int)
+        split = np.zeros(len(keys), dtype=int)
+        split[inside] = dealt[np.searchsorted(blocks, keys[inside])]
         rows.append(pd.DataFrame({
             "cube": ci, "path": str(cube), "row": r0, "col": c0,
             "split": np.where(inside, np.asarray(SPLITS, dtype=object)[split], "gap"),

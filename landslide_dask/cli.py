@@ -7,8 +7,12 @@ import logging
 import sys
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import LandslideDaskError
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
 
 
 def _date(text: str) -> date:
@@ -20,6 +24,13 @@ def _date(text: str) -> date:
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
 
 
 def cmd_make_demo_data(args: argparse.Namespace) -> None:
@@ -60,6 +71,103 @@ def cmd_cube(args: argparse.Namespace) -> None:
     )
     out = build_cube(spec, progress=not args.quiet)
     print(f"cube written to {out} (quicklook {out.with_suffix('.png')})")
+
+
+def _train_config(args: argparse.Namespace, cubes: list[str], out: str) -> "TrainConfig":
+    from .train import TrainConfig
+
+    model = {}
+    if args.widths:
+        model["encoder_widths"] = list(args.widths)
+    if args.stem_width:
+        model["stem_widths"] = {s: args.stem_width for s in args.streams}
+    return TrainConfig(cubes=cubes, out=out, streams=tuple(args.streams), size=args.window, stride=args.stride,
+                       block=args.block, min_usable=args.min_usable, batch_size=args.batch_size, epochs=args.epochs,
+                       steps_per_epoch=args.steps_per_epoch, lr=args.lr, positive_boost=args.positive_boost,
+                       patience=args.patience, seed=args.seed, model=model, init_from=args.init_from,
+                       amp=not args.no_amp, progress=not args.quiet)
+
+
+def _client(args: argparse.Namespace):
+    """A client for --scheduler, or a LocalCluster of --workers processes on loopback."""
+    from contextlib import ExitStack
+
+    from distributed import Client, LocalCluster
+
+    stack = ExitStack()
+    if args.scheduler:
+        client = stack.enter_context(Client(args.scheduler))
+    else:
+        cluster = stack.enter_context(LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",
+                                                   dashboard_address="127.0.0.1:0"))
+        client = stack.enter_context(Client(cluster))
+    print(f"[dask] {len(client.scheduler_info()['workers'])} workers, dashboard {client.dashboard_link}", flush=True)
+    return stack, client
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .experiment import train_strategy
+
+    cfg = _train_config(args, list(args.cube), args.out)
+    stack, client = _client(args)
+    with stack:
+        res = train_strategy(client, args.strategy, list(args.cube), cfg)
+    print(f"best checkpoint {res['best']} (validation MCC {res['best_mcc']:.3f} at threshold "
+          f"{res['threshold']:.2f}); curves in {Path(res['best']).parent / 'curves.png'}")
+
+
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from .experiment import leave_one_out, markdown_table
+
+    cfg = _train_config(args, list(args.cube), args.out)
+    stack, client = _client(args)
+    with stack:
+        table = leave_one_out(client, list(args.cube), cfg, strategies=tuple(args.strategies),
+                              local=not args.no_local)
+    print(markdown_table(table))
+    print(f"\ntable written to {Path(args.out) / 'results.csv'} and results.md")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .train import evaluate
+
+    conf = evaluate(args.model, args.cube)
+    s = conf.scores()
+    print(" ".join(f"{k} {s[k]:.3f}" for k in ("mcc", "precision", "recall", "f1", "iou")))
+    print(f"tp {s['tp']} fp {s['fp']} fn {s['fn']} tn {s['tn']} (pixels; threshold from the checkpoint)")
+
+
+def cmd_model_info(args: argparse.Namespace) -> None:
+    from .model import ModelConfig, describe
+    from .train import load_checkpoint
+
+    if args.model:
+        ck = load_checkpoint(args.model)
+        config = ModelConfig.from_dict(ck["model_config"])
+        print(describe(config, args.size))
+        print(f"  bands {ck['bands']}; threshold {ck['threshold']:.2f}; trained on "
+              f"{', '.join(ck['provenance']['inventories'])} ({ck['provenance']['strategy']}, "
+              f"{ck['provenance']['epochs']} epochs)")
+        return
+    channels = {"pre": args.bands, "post": args.bands, "terrain": 2}
+    model = {"encoder_widths": tuple(args.widths)} if args.widths else {}
+    print(describe(ModelConfig(streams={s: channels[s] for s in args.streams}, **model), args.size))
+
+
+def cmd_import_patches(args: argparse.Namespace) -> None:
+    from .cube import open_cube
+    from .patches import import_patches
+
+    out = import_patches(Path(args.source), Path(args.out), fmt=args.format, bands=args.bands,
+                         masks=Path(args.masks) if args.masks else None, require_masks=not args.no_masks,
+                         ignore_value=args.ignore_value, gap=args.gap, chunk=args.chunk,
+                         progress=not args.quiet, quicklook=not args.no_quicklook)
+    a = open_cube(out).attrs
+    r = a["recommended_index"]
+    ql = "" if args.no_quicklook else f" (quicklook {out.with_suffix('.png')})"
+    print(f"{a['patch_count']} patches ({a['patch_unlabelled']} without a mask) written to {out}{ql}")
+    print(f"train on it with --streams post,terrain --window {r['size']} --stride {r['stride']} "
+          f"--block {r['block']} --min-usable {r['min_usable']:g}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -121,6 +229,78 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exclude-item", action="append", help="STAC item id to leave out (repeatable)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_cube)
+
+    s = sub.add_parser("import-patches", help="benchmark patches (Landslide4Sense .h5, image/mask folders) -> one cube")
+    s.add_argument("source", help="dataset folder holding img/ and mask/ (e.g. TrainData), or a folder of images")
+    s.add_argument("--out", required=True, help="output cube, e.g. l4s-train.zarr")
+    s.add_argument("--format", choices=["l4s", "folder"], default="l4s",
+                   help="l4s: Landslide4Sense image_N.h5/mask_N.h5; folder: PNG/GeoTIFF images + masks by file stem")
+    s.add_argument("--bands", help='preset (l4s), JSON text or a JSON file mapping 0-based channels, e.g. '
+                                   '\'{"post": {"blue": 1, "green": 2, "red": 3, "nir": 7}, "slope": 12, "dem": 13, '
+                                   '"scale": 10000, "offset": 0}\' (default: the l4s preset; for folders every '
+                                   'channel as post bands b1..bN)')
+    s.add_argument("--masks", help="mask folder (default: mask/ or masks/ beside the images)")
+    s.add_argument("--no-masks", action="store_true", help="unlabelled (test) data: patches without a mask get label 255")
+    s.add_argument("--ignore-value", type=float, help="mask value meaning unknown, e.g. 255 (default: mask > 0 is landslide)")
+    s.add_argument("--gap", type=int, default=0, help="invalid pixels between patches (default 0: one window per patch "
+                                                      "with --stride = patch size)")
+    s.add_argument("--chunk", type=int, default=1024, help="zarr chunk side in pixels, rounded down to whole patches")
+    s.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNG")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_import_patches)
+
+    def training_options(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--cube", action="append", required=True, help="training cube (repeat for each inventory)")
+        s.add_argument("--out", required=True, help="folder for checkpoints, metrics and curves")
+        s.add_argument("--streams", type=_csv, default=("pre", "post", "terrain"),
+                       help="input streams (default pre,post,terrain; e.g. post,terrain)")
+        s.add_argument("--window", type=int, default=224, help="training window in pixels (default 224)")
+        s.add_argument("--stride", type=int, default=112, help="window spacing in the index (default 112)")
+        s.add_argument("--block", type=int, help="side of the split blocks in pixels (default 4 x window)")
+        s.add_argument("--min-usable", type=float, default=0.5,
+                       help="share of valid, inventoried pixels a window needs (default 0.5)")
+        s.add_argument("--batch-size", type=int, default=8)
+        s.add_argument("--epochs", type=int, default=20)
+        s.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training windows")
+        s.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (one-cycle schedule)")
+        s.add_argument("--positive-boost", type=float, default=3.0,
+                       help="draw windows with landslides this many times as often (default 3)")
+        s.add_argument("--patience", type=int, default=5, help="epochs without a better val MCC before stopping")
+        s.add_argument("--widths", type=_ints, help="encoder widths (default 64,128,256,256, the paper's)")
+        s.add_argument("--stem-width", type=int, help="width of every stream's stem (default 24/24/16)")
+        s.add_argument("--init-from", help="checkpoint to continue from (fine-tuning)")
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--no-amp", action="store_true", help="no mixed precision on GPU")
+        s.add_argument("--workers", type=int, default=2, help="local Dask worker processes, one rank each")
+        s.add_argument("--scheduler", help="address of a running Dask scheduler (one rank per worker)")
+        s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("train", help="train the landslide model with data parallelism on Dask workers")
+    training_options(s)
+    s.add_argument("--strategy", choices=["local", "combined", "progressive"], default="combined",
+                   help="one inventory, all at once, or added one at a time (default combined)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("experiment", help="leave-one-region-out test of generalisation (the paper's table)")
+    s.add_argument("design", choices=["leave-one-out"])
+    training_options(s)
+    s.add_argument("--strategies", type=_csv, default=("combined",),
+                   help="models trained without the held-out region: combined and/or progressive")
+    s.add_argument("--no-local", action="store_true", help="skip the local models used for comparison")
+    s.set_defaults(func=cmd_experiment)
+
+    s = sub.add_parser("evaluate", help="pixel MCC, precision, recall, F1, IoU of a checkpoint on a labelled cube")
+    s.add_argument("--model", required=True, help="checkpoint (best.pt)")
+    s.add_argument("--cube", required=True, help="cube with labels")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("model-info", help="parameters, FLOPs per pixel and receptive field of the model")
+    s.add_argument("--model", help="a checkpoint to describe (default: a fresh model from the options)")
+    s.add_argument("--streams", type=_csv, default=("pre", "post", "terrain"))
+    s.add_argument("--bands", type=int, default=4, help="bands per imagery stream (default 4)")
+    s.add_argument("--widths", type=_ints, help="encoder widths (default 64,128,256,256)")
+    s.add_argument("--size", type=int, default=224, help="tile size for the FLOP count")
+    s.set_defaults(func=cmd_model_info)
 
     s = sub.add_parser("demo", help="run the pipeline on the embedded synthetic regions")
     s.add_argument("--data", default="demo-data", help="demo data folder (made if absent)")

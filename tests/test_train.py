@@ -1,0 +1,183 @@
+"""Training on real (synthetic) cubes with DDP over two Dask worker processes: learning, checkpoints,
+resume after a killed worker, strategies and the leave-one-out table."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from landslide_dask.cube import CubeSpec, build_cube, open_cube
+from landslide_dask.ddp import DistributedTrainingError
+from landslide_dask.errors import InputDataError
+from landslide_dask.experiment import leave_one_out, train_strategy
+from landslide_dask.train import TrainConfig, evaluate, load_checkpoint, tiles, train
+
+LOOPBACK = dict(host="127.0.0.1", dashboard_address="127.0.0.1:0")
+TINY = {"encoder_blocks": [1, 1, 1, 1], "encoder_widths": [8, 16, 32, 32],
+        "stem_widths": {"pre": 8, "post": 8, "terrain": 8}}
+
+
+@pytest.fixture(scope="module")
+def cubes(tmp_path_factory) -> list[str]:
+    """Two 4x4 km synthetic regions as cubes: enough 64 px windows for train/val/test blocks."""
+    from landslide_dask.stac_server import serve_stac
+    from landslide_dask.synth import make_demo_data
+
+    root = tmp_path_factory.mktemp("train")
+    data = make_demo_data(root / "data", seed=3, size_km=4.0, n_regions=2)
+    import json
+
+    out = []
+    with serve_stac(data) as url:
+        for r in json.loads((data / "regions.json").read_text()):
+            spec = CubeSpec(stac_url=url, event_date=date.fromisoformat(r["event_date"]), aoi=data / r["aoi"],
+                            out=root / f"{r['name']}.zarr", inventory=data / r["inventory"],
+                            inventory_area=data / r["inventory_area"], chunk=128)
+            out.append(str(build_cube(spec, progress=False, quicklook=False)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **LOOPBACK) as cluster, \
+            Client(cluster) as c:
+        c.wait_for_workers(2, timeout=60)
+        yield c
+
+
+def _cfg(cubes: list[str], out: Path, **kw) -> TrainConfig:
+    base = dict(cubes=cubes, out=str(out), size=64, stride=32, block=128, batch_size=8, epochs=4,
+                steps_per_epoch=12, lr=3e-3, patience=10, model=TINY, progress=False, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_short_training_learns_and_checkpoints_load_safely(client, cubes, tmp_path):
+    res = train(client, _cfg(cubes, tmp_path))
+    # A model that predicts nothing scores MCC 0; learning shows as a clearly positive MCC.
+    assert res["best_mcc"] > 0.3, res["history"]
+    assert [h["epoch"] for h in res["history"]] == [0, 1, 2, 3]
+    raw = torch.load(tmp_path / "best.pt", weights_only=True)  # plain containers and tensors only
+    assert raw["bands"] == ["blue", "green", "red", "nir"]
+    assert raw["streams"] == ["pre", "post", "terrain"]
+    assert 0.0 < raw["threshold"] < 1.0 and raw["threshold"] == res["threshold"]
+    assert set(raw["stats"]["mean"]) == {"pre", "post", "terrain"}
+    assert raw["provenance"]["inventories"] == [Path(c).stem for c in cubes]
+    for f in ("metrics.csv", "metrics.json", "curves.png", "windows.csv", "result.json", "last.pt"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    assert len(pd.read_csv(tmp_path / "metrics.csv")) == 4
+    # the score reported for validation is what evaluate() recomputes from the checkpoint
+    index = pd.read_csv(tmp_path / "windows.csv")
+    conf = sum((evaluate(res["best"], c, split="val", index=index) for c in cubes[1:]),
+               evaluate(res["best"], cubes[0], split="val", index=index))
+    assert conf.mcc() == pytest.approx(res["best_mcc"], abs=2e-3)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_without_unpickling(tmp_path):
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(InputDataError, match="weights_only"):
+        load_checkpoint(evil)
+    assert not (tmp_path / "pwned").exists()
+    torch.save({"format": 99, "state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(InputDataError, match="not a landslide-dask checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {Path(os.getcwd()) / 'pwned'}",))
+
+
+def _kill_rank1_after_first_checkpoint(client, out: Path) -> threading.Thread:
+    def watch():
+        while not (out / "last.pt").exists():
+            time.sleep(0.05)
+        pids = client.run(os.getpid)
+        os.kill(pids[sorted(pids)[1]], signal.SIGKILL)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def test_killed_worker_fails_clearly_and_the_rerun_resumes(client, cubes, tmp_path):
+    cfg = _cfg(cubes, tmp_path, epochs=3, steps_per_epoch=20)
+    watcher = _kill_rank1_after_first_checkpoint(client, tmp_path)
+    t0 = time.monotonic()
+    with pytest.raises(DistributedTrainingError, match="died") as err:
+        train(client, cfg, timeout_s=30)
+    assert time.monotonic() - t0 < 60
+    watcher.join(5)
+    assert "worker" in str(err.value)
+    done_before = torch.load(tmp_path / "last.pt", weights_only=True)["epoch"]
+    assert done_before < 2 and not (tmp_path / "result.json").exists()
+    client.wait_for_workers(2, timeout=60)
+    res = train(client, cfg, timeout_s=60)
+    assert res["resumed_from"] == done_before + 1
+    assert [h["epoch"] for h in res["history"]] == [0, 1, 2]
+
+
+def test_progressive_stages_continue_from_the_previous_stage(client, cubes, tmp_path):
+    res = train_strategy(client, "progressive", cubes, _cfg(cubes, tmp_path, epochs=1, steps_per_epoch=3))
+    s1 = load_checkpoint(tmp_path / "stage-1" / "best.pt")
+    s2 = load_checkpoint(tmp_path / "stage-2" / "best.pt")
+    assert res["best"] == str(tmp_path / "stage-2" / "best.pt")
+    assert s1["provenance"]["inventories"] == [Path(cubes[0]).stem]
+    assert s2["provenance"]["inventories"] == [Path(c).stem for c in cubes]
+    assert s2["train_config"]["init_from"] == str(tmp_path / "stage-1" / "best.pt")
+    assert s2["stats"] == s1["stats"]  # the parent's normalisation is kept
+    with pytest.raises(InputDataError, match="local strategy trains on one inventory"):
+        train_strategy(client, "local", cubes, _cfg(cubes, tmp_path / "x"))
+
+
+def test_leave_one_out_table_scores_each_region_unseen_and_resumes(client, cubes, tmp_path):
+    cfg = _cfg(cubes, tmp_path, epochs=1, steps_per_epoch=3)
+    table = leave_one_out(client, cubes, cfg)
+    names = [Path(c).stem for c in cubes]
+    assert sorted(table["region"]) == sorted(names * 2)
+    unseen = table[table["strategy"] == "combined (unseen)"].set_index("region")
+    assert unseen.loc[names[0], "trained_on"] == names[1]
+    for _, r in table.iterrows():
+        assert -1 <= r["mcc"] <= 1 and r["tp"] + r["fp"] + r["fn"] + r["tn"] > 0
+    # an unseen region is scored on every valid, inventoried pixel of it
+    ds = open_cube(cubes[0])
+    known = int(((ds["label"] != 255) & ds["valid"]).sum())
+    row = unseen.loc[names[0]]
+    assert row["tp"] + row["fp"] + row["fn"] + row["tn"] == known
+    assert (tmp_path / "results.csv").exists() and "| **mean** |" in (tmp_path / "results.md").read_text()
+    # a rerun reuses every finished run instead of training again
+    mtime = (tmp_path / f"without-{names[0]}" / "combined" / "best.pt").stat().st_mtime
+    again = leave_one_out(client, cubes, cfg)
+    assert (tmp_path / f"without-{names[0]}" / "combined" / "best.pt").stat().st_mtime == mtime
+    pd.testing.assert_frame_equal(again, table)
+
+
+@pytest.mark.parametrize("h,w,size", [(202, 202, 64), (128, 300, 64), (1202, 1202, 512), (100, 90, 512)])
+def test_scoring_tiles_count_every_pixel_exactly_once(tmp_path, h, w, size):
+    import xarray as xr
+
+    path = tmp_path / "c.zarr"
+    xr.Dataset({"valid": (("y", "x"), np.ones((h, w), bool))}).to_zarr(path, consolidated=False)
+    t = tiles(str(path), size, 32)
+    s = t.attrs["size"]
+    seen = np.zeros((h, w), int)
+    for _, r in t.iterrows():
+        win = np.ones((s, s), int)
+        win[:r["skip_r"]] = 0
+        win[:, :r["skip_c"]] = 0
+        seen[r["row"]:r["row"] + s, r["col"]:r["col"] + s] += win
+    assert s % 32 == 0 and (seen == 1).all()
