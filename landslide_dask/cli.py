@@ -173,7 +173,7 @@ def cmd_import_patches(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(Path(args.data), Path(args.out), workers=args.workers, size_km=args.size_km)
+    run_demo(Path(args.data), Path(args.out), workers=args.workers, size_km=args.size_km, epochs=args.epochs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default="demo-data", help="demo data folder (made if absent)")
     s.add_argument("--out", default="demo-out", help="output folder")
     s.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
-    s.add_argument("--size-km", type=float, default=6.0, help="region size when the data is made")
+    s.add_argument("--size-km", type=float, default=10.0, help="region size when the data is made (default 10 km)")
+    s.add_argument("--epochs", type=int, default=10, help="training epochs of the demo model (default 10)")
     s.set_defaults(func=cmd_demo)
     return p
 

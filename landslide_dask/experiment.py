@@ -60,7 +60,7 @@ def train_strategy(client, strategy: str, cubes: list[str], cfg: TrainConfig, lo
     return result
 
 
-def _row(region: str, strategy: str, trained_on: list[str], conf, ckpt: str) -> dict:
+def score_row(region: str, strategy: str, trained_on: list[str], conf, ckpt: str) -> dict:
     scores = conf.scores()
     return {"region": region, "strategy": strategy, "trained_on": "+".join(trained_on),
             **{k: round(float(scores[k]), 4) for k in SCORES},
@@ -85,7 +85,7 @@ def leave_one_out(client, cubes: list[str], cfg: TrainConfig, strategies: tuple[
             run = replace(cfg, out=str(out / f"without-{name}" / strategy))
             res = train_strategy(client, strategy, others, run, log)
             conf = evaluate(res["best"], held)
-            rows.append(_row(name, f"{strategy} (unseen)", [region_name(c) for c in others], conf, res["best"]))
+            rows.append(score_row(name, f"{strategy} (unseen)", [region_name(c) for c in others], conf, res["best"]))
             log(f"[experiment] {name} unseen, {strategy}: MCC {conf.mcc():.3f} P {conf.precision():.3f} "
                 f"R {conf.recall():.3f}")
         if local:
@@ -93,7 +93,7 @@ def leave_one_out(client, cubes: list[str], cfg: TrainConfig, strategies: tuple[
             res = train_strategy(client, "local", [held], run, log)
             index = pd.read_csv(Path(run.out) / "windows.csv")
             conf = evaluate(res["best"], held, split="test", index=index)
-            rows.append(_row(name, "local (test blocks)", [name], conf, res["best"]))
+            rows.append(score_row(name, "local (test blocks)", [name], conf, res["best"]))
             log(f"[experiment] {name} local: MCC {conf.mcc():.3f}")
     table = pd.DataFrame(rows)
     write_table(table, out)

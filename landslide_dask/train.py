@@ -48,6 +48,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     positive_boost: float = 3.0
+    jitter: float = 0.05  # radiometric augmentation: sd of per-band gain and offset (normalised units)
     patience: int = 5
     seed: int = 0
     model: dict = field(default_factory=dict)
@@ -83,7 +84,7 @@ def stream_channels(cube: str | Path, streams: tuple[str, ...]) -> tuple[dict[st
 
 
 def _batches(reader: ChipReader, windows: pd.DataFrame, batch_size: int, rng: np.random.Generator | None,
-             streams: tuple[str, ...], drop_last: bool = True):
+             streams: tuple[str, ...], drop_last: bool = True, jitter: float = 0.05):
     """Batches of tensors, read one batch ahead on a background thread (I/O overlaps compute).
     Training drops a short last batch (equal steps on every rank); evaluation keeps it."""
     q: queue.Queue = queue.Queue(maxsize=2)
@@ -102,7 +103,7 @@ def _batches(reader: ChipReader, windows: pd.DataFrame, batch_size: int, rng: np
                     s = reader.read(int(cube), int(row), int(col))
                     s["label"][:sr] = 255
                     s["label"][:, :sc] = 255
-                    samples.append(augment(s, rng) if rng is not None else s)
+                    samples.append(augment(s, rng, jitter) if rng is not None else s)
                 batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in (*streams, "label")}
                 q.put(batch)
         except BaseException as exc:  # surface reader errors in the training thread
@@ -238,7 +239,7 @@ def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_
                                 n=steps * cfg.batch_size * ctx.world_size, positive_boost=cfg.positive_boost)
         rng = np.random.default_rng([cfg.seed, epoch, ctx.rank, 7])
         loss_sum, n_batches = 0.0, 0
-        batches = _batches(reader, windows, cfg.batch_size, rng, cfg.streams)
+        batches = _batches(reader, windows, cfg.batch_size, rng, cfg.streams, jitter=cfg.jitter)
         if ctx.is_main and cfg.progress:
             from tqdm import tqdm
 
