@@ -84,6 +84,7 @@ def _train_config(args: argparse.Namespace, cubes: list[str], out: str) -> "Trai
     return TrainConfig(cubes=cubes, out=out, streams=tuple(args.streams), size=args.window, stride=args.stride,
                        block=args.block, min_usable=args.min_usable, batch_size=args.batch_size, epochs=args.epochs,
                        steps_per_epoch=args.steps_per_epoch, lr=args.lr, positive_boost=args.positive_boost,
+                       jitter=args.jitter,
                        patience=args.patience, seed=args.seed, model=model, init_from=args.init_from,
                        amp=not args.no_amp, progress=not args.quiet)
 
@@ -265,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (one-cycle schedule)")
         s.add_argument("--positive-boost", type=float, default=3.0,
                        help="draw windows with landslides this many times as often (default 3)")
+        s.add_argument("--jitter", type=float, default=0.15,
+                       help="radiometric augmentation: sd of per-band gain/offset (default 0.15)")
         s.add_argument("--patience", type=int, default=5, help="epochs without a better val MCC before stopping")
         s.add_argument("--widths", type=_ints, help="encoder widths (default 64,128,256,256, the paper's)")
         s.add_argument("--stem-width", type=int, help="width of every stream's stem (default 24/24/16)")

@@ -3,10 +3,12 @@
 How a region is mapped
 ----------------------
 * **One global grid of windows**, anchored to the cube's origin: windows of ``window`` px every
-  ``stride = window - overlap`` px, the first starting at ``-overlap // 2`` (so the cube's first
-  pixels are not on a window's outer edge) and as many as needed to cover the cube. Input outside
-  the cube is zero and invalid, as at training. The grid depends only on the cube's shape, the
-  window and the overlap, never on the chunking, so neither does the result.
+  ``stride = window - overlap`` px, the first starting at ``-overlap / 2`` rounded to the model's
+  32 px input multiple (every window then has the phase of a whole-image pass), as many as needed
+  to cover the cube; the last one per axis is trimmed to the smallest multiple of 32 reaching the
+  cube's end (its start stays on the grid), which keeps the overhead of modest cubes low. Input
+  outside the cube is zero and invalid. The grid depends only on the cube's shape, the window and
+  the overlap, never on the chunking, so neither does the result.
 * **Each window is predicted once** (in batches of ``batch_size`` windows, one task per batch,
   reading its input straight from the zarr store through a per-process cache of decoded chunks:
   only paths and offsets travel in the graph). Windows without a single valid pixel are skipped.
@@ -23,20 +25,44 @@ How a region is mapped
 * **Overhead** (pixels through the model / pixels written) is ``overhead(shape, window,
   overlap)``; for large regions it tends to ``(window / stride)²``.
 * **Resumable**: after a chunk is written a marker file ``_done/<i>.<j>`` is created; a rerun with
-  the same arguments skips marked chunks (and the windows only they need). ``complete: true`` is
-  set only once every chunk is written; :func:`open_prediction` refuses anything else.
+  the same arguments (checked against the ``run`` attribute: cube, model hash, window, overlap,
+  batch size) skips marked chunks (and the windows only they need). ``complete: true`` is set
+  only once every chunk is written (the markers are then removed); :func:`open_prediction`
+  refuses anything else.
+* **Memory** per process: the decoded-chunk cache (``CACHE_MB``), ``threads x batch_size``
+  windows in the model, and the window results still awaited by unfinished output chunks.
 
 The model is loaded once per worker process from the checkpoint path (cached by path,
 modification time and device), never shipped in the graph; inference runs under
 ``torch.inference_mode`` with channels-last tensors, autocast (bf16/fp16) on CUDA and, on CPU,
-``cores // threads-per-worker`` torch threads per task.
+``cores // dask threads on the host`` torch threads per task.
+
+Defaults, by measurement (CPU, the 3.6 M-parameter demo checkpoint on the 1202 x 1202 px
+``haiti_like`` cube, against one whole-image forward pass, pixels > 64 px from the cube border):
+
+=========================  ========  ==========  =====================  ====================
+window / overlap           overhead  asymptotic  max diff (1/255)       pixels > 2/255
+=========================  ========  ==========  =====================  ====================
+512 / 0 (naive tiling)     1.02      1.00        220                    0.39 %
+512 / 32                   1.13      1.14        9                      0.05 %
+512 / 64                   1.31      1.31        4                      0.004 %
+768 / 64 (default)         1.19      1.19        4                      0.001 %
+768 / 128                  1.37      1.44        1                      0
+=========================  ========  ==========  =====================  ====================
+
+Model throughput per pixel on CPU was flat from 256 to 1024 px windows (noise on a shared 2-core
+machine exceeded any trend), while forward-pass memory grows with ``batch_size x window²`` (peak
+0.48 GB for four 512 px windows of the demo model, 1.7 GB for four 1024 px ones): 768 px windows
+with a 64 px overlap give the asymptotic overhead 1.19 (<= 1.29 for every square region of
+1000 px or more) at <= 4/255 from a whole-image pass. Larger windows suit GPUs: pass ``window=``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import logging
-import functools
 import math
 import os
 import shutil
@@ -69,14 +95,13 @@ __all__ = [
     "resolve_window",
 ]
 
-#: Defaults chosen by measurement (see the module notes in ``tests/test_predict.py`` and the
-#: issue note): on CPU the model's pixel throughput is flat from 256 to 1024 px windows, and a
-#: 1024 px window with 96 px overlap keeps the overhead at 1.22 (asymptotic) with a context of at
-#: least 48 px at every seam.
+#: Defaults chosen by measurement (module docstring).
 DEFAULT_WINDOW = 768
 DEFAULT_OVERLAP = 64
 WEIGHT_FLOOR = 1e-3
-CACHE_MB = 256
+#: Decoded-chunk cache per process; enough for neighbouring windows to share chunks. Bounded, so
+#: memory does not grow with the region.
+CACHE_MB = 128
 TERRAIN = ("hillshade", "slope")  # the terrain stream's channel order (chips.TERRAIN)
 PREDICTION_FORMAT = 1
 
@@ -108,7 +133,8 @@ def axis_windows(n: int, window: int, overlap: int, multiple: int = 32) -> list[
     return out
 
 
-def windows_of(shape: tuple[int, ...], window: int, overlap: int, multiple: int = 32) -> list[tuple[int, int, int, int]]:
+def windows_of(shape: tuple[int, ...], window: int, overlap: int,
+               multiple: int = 32) -> list[tuple[int, int, int, int]]:
     """All windows ``(row, col, height, width)`` of a ``(..., H, W)`` region, row-major."""
     ys = axis_windows(int(shape[-2]), window, overlap, multiple)
     xs = axis_windows(int(shape[-1]), window, overlap, multiple)
@@ -166,17 +192,17 @@ def resolve_window(window: int | None, overlap: int | None, multiple: int = 32) 
 # per-process caches: zarr arrays, decoded chunks, models
 # ---------------------------------------------------------------------------------------------
 _LOCK = threading.RLock()
-_ARRAYS: dict[tuple[str, str], object] = {}
+_ARRAYS: dict[tuple[str, str, str], object] = {}
 _CHUNKS: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _CHUNK_BYTES = [0]
 _MODELS: dict[tuple[str, int, str], tuple[object, dict]] = {}
 _MODEL_LOCKS: dict[tuple[str, int, str], threading.Lock] = {}
 
 
-def _array(path: str, var: str):
+def _array(path: str, token: str, var: str):
     import zarr
 
-    key = (path, var)
+    key = (path, token, var)
     with _LOCK:
         arr = _ARRAYS.get(key)
     if arr is None:
@@ -198,7 +224,7 @@ def _chunk(path: str, token: str, var: str, iy: int, ix: int) -> np.ndarray:
         if hit is not None:
             _CHUNKS.move_to_end(key)
             return hit
-    arr = _array(path, var)
+    arr = _array(path, token, var)
     cy, cx = arr.chunks[-2:]
     try:
         data = np.asarray(arr[..., iy * cy:(iy + 1) * cy, ix * cx:(ix + 1) * cx])
@@ -226,7 +252,7 @@ def _chunk(path: str, token: str, var: str, iy: int, ix: int) -> np.ndarray:
 def _read(path: str, token: str, var: str, shape: tuple[int, int], row: int, col: int,
           h: int, w: int) -> np.ndarray:
     """``var[..., row:row+h, col:col+w]`` with zeros (False) outside the cube."""
-    arr = _array(path, var)
+    arr = _array(path, token, var)
     cy, cx = arr.chunks[-2:]
     out = np.zeros(arr.shape[:-2] + (h, w), dtype=arr.dtype)
     y0, y1 = max(row, 0), min(row + h, shape[0])
@@ -288,18 +314,43 @@ def _model(ckpt_path: str, mtime_ns: int, device: str | None):
         return model, meta
 
 
-def _threads_per_task(local_threads: int) -> int:
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _threads_per_task(plan: "_Plan") -> int:
+    """Torch threads for one task: the host's cores shared by every dask thread on that host
+    (measured on 2 shared cores: 2 dask threads x 1 torch thread mapped the demo cube in 2.0 s,
+    1 x 2 in 6.9-11 s)."""
     try:
         from distributed import get_worker
 
-        nthreads = get_worker().state.nthreads
-    except (ImportError, ValueError, AttributeError):
-        nthreads = local_threads
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return max(1, _cores() // max(1, plan.local_threads))
+    given = dict(plan.worker_threads).get(worker.address)
+    return given if given else max(1, _cores() // max(1, worker.state.nthreads))
+
+
+def _worker_threads(client) -> tuple[tuple[str, int], ...]:
+    """Torch threads per worker address: cores of its host // dask threads of all workers there."""
     try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, nthreads))
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # older distributed
+        info = client.scheduler_info()
+    workers = info.get("workers", {})
+    try:
+        cores = client.run(_cores)
+    except Exception:  # pragma: no cover - a worker that cannot run it just gets the fallback
+        return ()
+    per_host: dict[str, int] = {}
+    for w in workers.values():
+        per_host[w.get("host", "")] = per_host.get(w.get("host", ""), 0) + int(w.get("nthreads", 1))
+    return tuple(sorted((addr, max(1, int(cores.get(addr, 1)) // max(1, per_host.get(w.get("host", ""), 1))))
+                        for addr, w in workers.items()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +373,7 @@ class _Plan:
     band_index: tuple[int, ...]
     local_threads: int
     multiple: int = 32
+    worker_threads: tuple[tuple[str, int], ...] = ()
 
 
 def _window_inputs(plan: _Plan, stats: dict, row: int, col: int, h: int, w: int
@@ -363,7 +415,7 @@ def _run_batch(plan: _Plan, windows: tuple[tuple[int, int, int, int], ...]) -> l
     if not samples:
         return results
     if dev.type == "cpu":
-        torch.set_num_threads(_threads_per_task(plan.local_threads))
+        torch.set_num_threads(_threads_per_task(plan))
     inputs = {name: torch.from_numpy(np.stack([x[name] for x in samples])).to(dev, non_blocking=True)
               .contiguous(memory_format=torch.channels_last) for name in plan.streams}
     use_amp = dev.type == "cuda"
@@ -553,18 +605,18 @@ def _graph(plan: _Plan, batches: list, todo: list[tuple[int, int]], out: str | N
     return out_tasks
 
 
-def _chunk_grid(plan: _Plan) -> list[tuple[int, int]]:
-    ny = -(-plan.shape[0] // plan.chunks[0])
-    nx = -(-plan.shape[1] // plan.chunks[1])
+def _chunk_grid_of(shape: tuple[int, int], chunks: tuple[int, int]) -> list[tuple[int, int]]:
+    ny, nx = -(-shape[0] // chunks[0]), -(-shape[1] // chunks[1])
     return [(i, j) for i in range(ny) for j in range(nx)]
 
 
+def _chunk_grid(plan: _Plan) -> list[tuple[int, int]]:
+    return _chunk_grid_of(plan.shape, plan.chunks)
+
+
 def _local_threads(device: str | None) -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 4))
+    """Dask threads of the local scheduler: up to 4 concurrent batches, the cores split among them."""
+    return max(1, min(_cores(), 4))
 
 
 def lazy_probability(cube: str | Path, model: str | Path, *, window: int | None = None,
@@ -632,7 +684,8 @@ def _create_output(out: Path, plan: _Plan, run: dict, attrs: dict) -> None:
                        attributes={**common, "long_name": "landslide probability x 255 (0 where not valid)",
                                    "units": "1/255", "valid_range": [0, 255]})
         g.create_array("valid", shape=plan.shape, chunks=plan.chunks, dtype="bool", fill_value=False,
-                       dimension_names=("y", "x"), attributes={**common, "long_name": "valid input (copied from the cube)"})
+                       dimension_names=("y", "x"),
+                       attributes={**common, "long_name": "valid input (copied from the cube)"})
         g.attrs.update({**attrs, "run": run, "complete": False})
         zarr.open_group(str(tmp / "_done"), mode="w", zarr_format=3)  # marker files live here while running
         if out.exists():
@@ -712,25 +765,31 @@ def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None
             progress: bool = True, overwrite: bool = False) -> Path:
     """Map landslide probability over a cube with blended overlapping windows; resumable.
 
-    ``client``: a ``distributed.Client`` (else dask's local threaded scheduler). ``window``,
-    ``overlap``: pixels, multiples of the model's input multiple (32); defaults
-    ``DEFAULT_WINDOW`` (shrunk for cubes smaller than it) and ``DEFAULT_OVERLAP``. ``device``:
-    ``"cpu"``, ``"cuda"``...; None picks CUDA on workers that have it. An existing ``out`` made
-    with the same arguments is resumed (finished chunks are skipped); with other arguments it is
-    an error unless ``overwrite``. Returns ``out``; open it with :func:`open_prediction`.
+    ``client``: a ``distributed.Client`` (else dask's local threaded scheduler with up to 4
+    threads). ``window``, ``overlap``: pixels, multiples of the model's input multiple (32);
+    defaults ``DEFAULT_WINDOW`` and ``DEFAULT_OVERLAP``. ``batch_size``: windows per forward pass.
+    ``device``: ``"cpu"``, ``"cuda"``...; None picks CUDA on workers that have it. An existing
+    ``out`` made with the same arguments is resumed (finished chunks are skipped); with other
+    arguments it is an error unless ``overwrite``. Returns ``out``; open it with
+    :func:`open_prediction`. Output: zarr v3 group with ``probability`` (uint8, p x 255, 0 where
+    not valid), ``valid``, the cube's ``y``/``x``/``spatial_ref`` and attrs (crs, epsg,
+    transform, model, threshold, window, overlap, overhead, ...).
     """
     import dask
 
     out = Path(out).resolve()
     local_threads = _local_threads(device)
     plan, batches, run, extra = _prepare(cube, model, window, overlap, batch_size, device, local_threads)
+    if client is not None:
+        plan = dataclasses.replace(plan, worker_threads=_worker_threads(client))
+    if overwrite or not out.exists():
+        _check_any_valid(plan)  # before anything is created or replaced
     state = _open_existing(out, run, overwrite)
     grid = _chunk_grid(plan)
     if state == "complete":
         log.info("%s is already complete", out)
         return out
     if state == "new":
-        _check_any_valid(plan)
         _create_output(out, plan, run, _prediction_attrs(plan, extra, run))
     done = _done_chunks(out)
     todo = [ij for ij in grid if ij not in done]
@@ -859,6 +918,7 @@ def export_cog(pred: str | Path, out_tif: str | Path, *, blocksize: int = 512, c
     transform = Affine(*attrs["transform"][:6]) if "transform" in attrs else Affine.identity()
     out_tif.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_tif.with_name(out_tif.name + ".tmp.tif")
+    part = out_tif.with_name(out_tif.name + ".partial")
     profile = dict(driver="GTiff", width=w, height=h, count=1, dtype="uint8", crs=crs, transform=transform,
                    tiled=True, blockxsize=blocksize, blockysize=blocksize, compress="DEFLATE", BIGTIFF="IF_SAFER")
     cy, cx = prob.chunks
@@ -874,21 +934,16 @@ def export_cog(pred: str | Path, out_tif: str | Path, *, blocksize: int = 512, c
                         win = Window(x0, y0, x1 - x0, y1 - y0)
                         dst.write(prob[y0:y1, x0:x1], 1, window=win)
                         dst.write_mask(np.where(valid[y0:y1, x0:x1], 255, 0).astype(np.uint8), window=win)
-            part = out_tif.with_name(out_tif.name + ".partial")
             rasterio.shutil.copy(tmp, part, driver="COG", BLOCKSIZE=blocksize, COMPRESS=compress,
                                  PREDICTOR="YES" if compress.upper() in ("DEFLATE", "ZSTD", "LZW") else "NO",
                                  OVERVIEWS="AUTO", RESAMPLING=overview_resampling.upper(), BIGTIFF="IF_SAFER")
-        part.replace(out_tif)
-    finally:
-        tmp.unlink(missing_ok=True)
-        for extra in (tmp.with_name(tmp.name + ".msk"),):
-            extra.unlink(missing_ok=True)
-    try:
         from rio_cogeo.cogeo import cog_validate
 
-        ok, errors, _ = cog_validate(str(out_tif))
+        ok, errors, _ = cog_validate(str(part))
         if not ok:  # pragma: no cover - GDAL's COG driver writes valid COGs
-            raise RuntimeError(f"{out_tif} is not a valid COG: {errors}")
-    except ImportError:  # pragma: no cover - rio-cogeo is a dependency
-        pass
+            raise RuntimeError(f"GDAL wrote an invalid COG for {out_tif}: {errors}")
+        part.replace(out_tif)  # only a validated file takes the final name
+    finally:
+        for f in (tmp, tmp.with_name(tmp.name + ".msk"), part):
+            f.unlink(missing_ok=True)
     return out_tif
