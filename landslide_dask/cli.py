@@ -171,6 +171,49 @@ def cmd_import_patches(args: argparse.Namespace) -> None:
           f"--block {r['block']} --min-usable {r['min_usable']:g}")
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .predict import export_cog, open_prediction, predict
+
+    if args.scheduler or args.workers:
+        stack, client = _client(args)
+    else:
+        from contextlib import nullcontext
+
+        stack, client = nullcontext(), None
+    with stack:
+        out = predict(args.cube, args.model, args.out, client=client, window=args.window, overlap=args.overlap,
+                      batch_size=args.batch_size, device=args.device, progress=not args.quiet,
+                      overwrite=args.overwrite)
+    a = open_prediction(out).attrs
+    print(f"probability written to {out} (window {a['window']}, overlap {a['overlap']}, "
+          f"overhead {a['overhead']:.2f}, threshold {a['threshold']:.2f})")
+    if args.cog:
+        print(f"COG written to {export_cog(out, args.cog)}")
+
+
+def cmd_polygons(args: argparse.Namespace) -> None:
+    from .polygons import output_paths, polygonize
+
+    gdf = polygonize(args.prediction, args.out, threshold=args.threshold, min_area_m2=args.min_area,
+                     simplify_m=args.simplify)
+    parquet, gpkg = output_paths(args.out)
+    print(f"{len(gdf)} polygons (threshold {gdf.attrs['threshold']:.3f}, minimum area {args.min_area:g} m²) "
+          f"written to {parquet} and {gpkg}")
+
+
+def cmd_evaluate_map(args: argparse.Namespace) -> None:
+    from .report import evaluate_map
+
+    rep = evaluate_map(args.prediction, args.cube, args.out, inventory=args.inventory, polygons=args.polygons,
+                       threshold=args.threshold, min_area_m2=args.min_area)
+    px, ob = rep["pixel"], rep["object"]
+    print("pixels:  " + " ".join(f"{k} {px[k]:.3f}" for k in ("mcc", "precision", "recall", "f1", "iou")))
+    print(f"objects: precision {ob['precision']:.3f} recall {ob['recall']:.3f} "
+          f"({ob['detected_reference']}/{ob['n_reference']} landslides detected, "
+          f"{ob['fp_predicted']} of {ob['n_predicted']} predicted objects false)")
+    print(f"report {rep['files']['report_md']} (+ report.json), map {rep['files']['map']}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -304,6 +347,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--widths", type=_ints, help="encoder widths (default 64,128,256,256)")
     s.add_argument("--size", type=int, default=224, help="tile size for the FLOP count")
     s.set_defaults(func=cmd_model_info)
+
+    s = sub.add_parser("predict", help="map landslide probability over a whole cube (seamless blended windows)")
+    s.add_argument("--model", required=True, help="checkpoint (best.pt)")
+    s.add_argument("--cube", required=True, help="cube to map")
+    s.add_argument("--out", required=True, help="output zarr, e.g. region-pred.zarr (a rerun resumes it)")
+    s.add_argument("--window", type=int, help="window in pixels, a multiple of 32 (default 768)")
+    s.add_argument("--overlap", type=int, help="overlap of neighbouring windows in pixels (default 64)")
+    s.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    s.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    s.add_argument("--cog", help="also write a Cloud-Optimized GeoTIFF here")
+    s.add_argument("--overwrite", action="store_true", help="replace an output made with other arguments")
+    s.add_argument("--workers", type=int, help="run on a LocalCluster of this many processes")
+    s.add_argument("--scheduler", help="address of a running Dask scheduler")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("polygons", help="landslide polygons (GeoParquet + GeoPackage) from a finished prediction")
+    s.add_argument("--prediction", required=True, help="prediction zarr written by `landslide-dask predict`")
+    s.add_argument("--out", required=True, help="output stem: writes STEM.parquet and STEM.gpkg (a suffix is dropped)")
+    s.add_argument("--threshold", type=float,
+                   help="probability threshold 0..1 (default: the checkpoint's validation-chosen threshold)")
+    s.add_argument("--min-area", type=float, default=400.0, help="drop objects smaller than this, in m² (default 400)")
+    s.add_argument("--simplify", type=float, help="topology-preserving simplification tolerance in metres (default: none)")
+    s.set_defaults(func=cmd_polygons)
+
+    s = sub.add_parser("evaluate-map", help="pixel and object metrics of a prediction against a labelled cube, "
+                                            "with a Markdown/JSON report and a PNG map")
+    s.add_argument("--prediction", required=True, help="prediction zarr written by `landslide-dask predict`")
+    s.add_argument("--cube", required=True, help="the labelled cube the prediction was made from")
+    s.add_argument("--out", required=True, help="folder for report.md, report.json and map.png")
+    s.add_argument("--inventory", help="inventory polygons for the object metrics (default: the cube's label layer)")
+    s.add_argument("--polygons", help="predicted polygons, .parquet or .gpkg (default: made from the prediction)")
+    s.add_argument("--threshold", type=float,
+                   help="probability threshold 0..1 (default: the checkpoint's validation-chosen threshold)")
+    s.add_argument("--min-area", type=float, default=400.0, help="minimum predicted object area in m² (default 400)")
+    s.set_defaults(func=cmd_evaluate_map)
 
     s = sub.add_parser("demo", help="run the pipeline on the embedded synthetic regions")
     s.add_argument("--data", default="demo-data", help="demo data folder (made if absent)")

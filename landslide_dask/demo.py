@@ -44,14 +44,18 @@ def demo_train_config(cubes: list[str], out: Path, epochs: int) -> "TrainConfig"
 
 def run_demo(data: Path, out: Path, workers: int = 2, size_km: float = 10.0, epochs: int = 10) -> dict[str, Path]:
     """Make the demo data if absent, serve it as a STAC API, build every region's cube, train a
-    combined model on all regions but the last with DDP over the workers, and score it on the last
-    region, which it never saw."""
+    combined model on all regions but the last with DDP over the workers, then map the last region,
+    which it never saw: probability, polygons, metrics and a map."""
     from distributed import Client, LocalCluster
 
     from .experiment import markdown_table, region_name, score_row
     from .stac_server import serve_stac
     from .synth import make_demo_data
-    from .train import evaluate, train
+    from .metrics import Confusion
+    from .polygons import polygonize
+    from .predict import export_cog, predict
+    from .report import evaluate_map
+    from .train import train
 
     t0 = time.perf_counter()
     if not (data / "regions.json").exists():
@@ -81,14 +85,29 @@ def run_demo(data: Path, out: Path, workers: int = 2, size_km: float = 10.0, epo
               f"with DDP over {workers} Dask workers; {region_name(unseen)} is held out", flush=True)
         cfg = demo_train_config(seen, out / "model", epochs)
         res = train(client, cfg)
-    t_train = time.perf_counter() - t0 - t_cubes
-    conf = evaluate(res["best"], unseen)
-    table = pd.DataFrame([score_row(region_name(unseen), "combined (unseen)", [region_name(c) for c in seen], conf,
-                               res["best"])])
+        t_train = time.perf_counter() - t0 - t_cubes
+
+        name = region_name(unseen)
+        print(f"\n[demo] mapping {name} with blended overlapping windows on the cluster", flush=True)
+        maps = out / "map"
+        maps.mkdir(exist_ok=True)
+        pred = predict(unseen, res["best"], maps / f"{name}-probability.zarr", client=client)
+    export_cog(pred, maps / f"{name}-probability.tif")
+    polys = polygonize(pred, maps / f"{name}-landslides")
+    rep = evaluate_map(pred, unseen, maps, inventory=data / regions[-1]["inventory"], polygons=polys)
+    t_map = time.perf_counter() - t0 - t_cubes - t_train
+    px, ob = rep["pixel"], rep["object"]
+    table = pd.DataFrame([score_row(name, "combined (unseen)", [region_name(c) for c in seen],
+                                    Confusion(px["tp"], px["fp"], px["fn"], px["tn"]), res["best"])])
     table.to_csv(out / "unseen_region.csv", index=False)
-    print(f"\n[demo] the combined model on the unseen region (threshold {res['threshold']:.2f}, "
+    print(f"\n[demo] the combined model on the unseen region {name} (pixels; threshold {res['threshold']:.2f}, "
           f"chosen on validation blocks of the training regions):\n")
     print(markdown_table(table))
-    print(f"\n[demo] cubes and quicklooks in {out / 'cubes'}; model, metrics and curves in {out / 'model'}")
-    print(f"[demo] done in {time.perf_counter() - t0:.0f} s (cubes {t_cubes:.0f} s, training {t_train:.0f} s)")
+    print(f"\n[demo] {len(polys)} landslide polygons >= 400 m²; against the inventory: object precision "
+          f"{ob['precision']:.2f}, recall {ob['recall']:.2f} ({ob['detected_reference']} of {ob['n_reference']} "
+          f"landslides detected)")
+    print(f"[demo] cubes and quicklooks in {out / 'cubes'}; model, metrics and curves in {out / 'model'}")
+    print(f"[demo] probability (zarr + COG), polygons (GeoParquet + GeoPackage), report and map.png in {maps}")
+    print(f"[demo] done in {time.perf_counter() - t0:.0f} s (cubes {t_cubes:.0f} s, training {t_train:.0f} s, "
+          f"mapping and evaluation {t_map:.0f} s)")
     return cubes

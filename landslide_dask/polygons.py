@@ -66,19 +66,13 @@ def _open_prediction(path) -> xr.Dataset:
     """
     if isinstance(path, xr.Dataset):
         ds, where = path, "the prediction dataset"
+        if ds.attrs.get("complete") is not True:
+            raise InputDataError(f"{where} is not a finished prediction (its attribute 'complete' is not true): "
+                                 "rerun `landslide-dask predict` with the same arguments to finish it.")
     else:
-        p = Path(path)
-        where = str(p)
-        if not p.exists():
-            raise InputDataError(f"No prediction at {p}: run `landslide-dask predict` first.")
-        try:
-            ds = xr.open_zarr(p, consolidated=False)
-        except Exception as exc:
-            raise InputDataError(f"{p} is not a readable prediction zarr ({type(exc).__name__}: {exc}). "
-                                 "Rerun `landslide-dask predict` to write it again.") from exc
-    if ds.attrs.get("complete") is not True:
-        raise InputDataError(f"{where} is not a finished prediction (its attribute 'complete' is not true): "
-                             "rerun `landslide-dask predict` with the same arguments to finish it.")
+        from .predict import open_prediction
+
+        ds, where = open_prediction(path), str(path)
     if "probability" not in ds:
         raise InputDataError(f"{where} has no 'probability' variable: it is not a landslide-dask prediction.")
     for key in ("crs", "transform"):
@@ -127,8 +121,8 @@ def foreground(ds: xr.Dataset, level: int) -> da.Array:
 # per chunk
 
 
-def _block_components(fg: np.ndarray, prob: np.ndarray | None, row0: int, col0: int, inner: tuple[bool, bool, bool, bool],
-                      min_pixels: int) -> dict:
+def _block_components(fg: np.ndarray, prob: np.ndarray | None, row0: int, col0: int,
+                      inner: tuple[bool, bool, bool, bool], min_pixels: int) -> dict:
     """Components of one chunk: complete ones (area-filtered) and pieces touching inner edges.
 
     ``inner`` says which edges (top, bottom, left, right) face another chunk.

@@ -14,8 +14,12 @@ minimum area applied) or a given polygons file (filtered by the same minimum are
 objects: the inventory file's polygons, reprojected to the prediction's CRS and clipped to the
 cube's extent, or — without a file — the 4-connected objects of ``label == 1`` (valid pixels),
 made by the same seamless routine as the predictions (touching inventory polygons then merge into
-one object). Both sides keep only objects whose ``point_on_surface`` lies in the evaluated area:
-an object outside the inventory's mapped area can be neither right nor wrong.
+one object). Objects made from the label raster get the same minimum area as the predictions (smaller ones
+are mostly rasterisation fragments, and a map equal to the labels must score 1); an inventory
+file's polygons are all kept, whatever their size. All objects take part in the matching, but
+only those whose ``point_on_surface`` lies in the evaluated area are *counted*: an object outside
+the inventory's mapped area (or under clouds) can be neither right nor wrong, yet it can still be
+the match of one inside.
 
 A predicted object P and a reference object R **match** when their overlap is substantial in
 either sense::
@@ -33,7 +37,7 @@ references; both also per size class (by each object's own area: < 1,000 m², 1,
 
 The map
 -------
-``map.png``: the post-event RGB composite (2-98 % stretch) with true-positive pixels yellow,
+``map.png``: the post-event RGB composite (2-98 % stretch, toned down) with true-positive pixels yellow,
 false positives magenta, misses (false negatives) cyan, predictions outside the evaluated area
 white, and the unevaluated area greyed. Regions larger than ``max_px`` are drawn at 1:step: the
 image is read strided and the classes are counted per step x step block (Dask ``coarsen``), each
@@ -95,7 +99,8 @@ def _check_same_grid(pred: xr.Dataset, cube: xr.Dataset, where: str) -> None:
                              "not on the same grid: evaluate a prediction made from this cube.")
     pt = np.asarray(list(pred.attrs["transform"])[:6], dtype=float)
     ct = np.asarray(list(cube.attrs.get("transform", pt))[:6], dtype=float)
-    if not np.allclose(pt, ct, rtol=0, atol=1e-6) or str(pred.attrs.get("crs")) != str(cube.attrs.get("crs", pred.attrs.get("crs"))):
+    same_crs = str(pred.attrs.get("crs")) == str(cube.attrs.get("crs", pred.attrs.get("crs")))
+    if not np.allclose(pt, ct, rtol=0, atol=1e-6) or not same_crs:
         raise InputDataError(f"The prediction's grid ({pred.attrs.get('crs')}, {pt.tolist()}) differs from the cube "
                              f"{where}'s ({cube.attrs.get('crs')}, {ct.tolist()}): evaluate a prediction made from "
                              "this cube.")
@@ -163,11 +168,21 @@ def match_objects(pred: np.ndarray, ref: np.ndarray, min_iou: float = 0.1, min_c
 
 
 def object_metrics(pred: np.ndarray, ref: np.ndarray, min_iou: float = 0.1, min_cover: float = 0.5,
-                   pred_areas: np.ndarray | None = None, ref_areas: np.ndarray | None = None) -> dict:
-    """Object precision/recall, merges/splits and per-size-class counts for two polygon arrays."""
+                   pred_counted: np.ndarray | None = None, ref_counted: np.ndarray | None = None) -> dict:
+    """Object precision/recall, merges/splits and per-size-class counts for two polygon arrays.
+
+    All objects take part in the matching; only those flagged in ``pred_counted`` / ``ref_counted``
+    (default: all) are counted, so an object just outside the evaluated area still lets its
+    counterpart inside be a match.
+    """
     m = match_objects(pred, ref, min_iou, min_cover)
-    pa = shapely.area(np.asarray(pred, dtype=object)) if pred_areas is None else np.asarray(pred_areas, float)
-    ra = shapely.area(np.asarray(ref, dtype=object)) if ref_areas is None else np.asarray(ref_areas, float)
+    pa = shapely.area(np.asarray(pred, dtype=object))
+    ra = shapely.area(np.asarray(ref, dtype=object))
+    pc = np.ones(len(pa), bool) if pred_counted is None else np.asarray(pred_counted, bool)
+    rc = np.ones(len(ra), bool) if ref_counted is None else np.asarray(ref_counted, bool)
+    m = {"pred_tp": m["pred_tp"][pc], "ref_detected": m["ref_detected"][rc],
+         "pred_matches": m["pred_matches"][pc], "ref_matches": m["ref_matches"][rc]}
+    pa, ra = pa[pc], ra[rc]
     n_pred, n_ref = len(pa), len(ra)
     tp_pred, det = int(m["pred_tp"].sum()), int(m["ref_detected"].sum())
     precision = _ratio(tp_pred, n_pred, n_ref == 0)
@@ -204,9 +219,15 @@ def _coarse(arr: da.Array, step: int) -> da.Array:
     return x.coarsen(y=step, x=step, boundary="pad").sum().data
 
 
-def class_image(counts: dict[str, np.ndarray], unevaluated: np.ndarray, rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """RGB (0..1) of the map: image, greyed where unevaluated, each cell's majority class on top."""
-    img = rgb.copy()
+def class_image(counts: dict[str, np.ndarray], unevaluated: np.ndarray, rgb: np.ndarray,
+                valid: np.ndarray) -> np.ndarray:
+    """RGB (0..1) of the map: image, greyed where unevaluated, each cell's majority class on top.
+
+    The image is toned down (half desaturated, dimmed) so the saturated class colours stand out
+    even over bright or bluish ground.
+    """
+    grey_of = rgb @ np.array([0.299, 0.587, 0.114])
+    img = 0.8 * (0.5 * rgb + 0.5 * grey_of[..., None])
     img[~valid] = (0.25, 0.25, 0.25)
     grey = unevaluated & valid
     img[grey] = 0.45 * img[grey] + 0.55 * np.array([0.6, 0.6, 0.6])
@@ -219,7 +240,9 @@ def class_image(counts: dict[str, np.ndarray], unevaluated: np.ndarray, rgb: np.
     return img
 
 
-def _draw(img: np.ndarray, png: Path, title: str, step: int, present: set[str]) -> None:
+def _draw(img: np.ndarray, png: Path, title: str, present: set[str], min_side: int = 800) -> None:
+    """Save the map one image cell per screen pixel (small maps enlarged by a whole factor), so no
+    class is lost or blended by matplotlib's own resampling; title above, legend below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,10 +250,15 @@ def _draw(img: np.ndarray, png: Path, title: str, step: int, present: set[str]) 
     from matplotlib.patches import Patch
 
     h, w = img.shape[:2]
-    width_in = 10.0
-    height_in = min(max(width_in * h / max(w, 1), 3.0), 14.0) + 1.3
-    fig, ax = plt.subplots(figsize=(width_in, height_in))
-    ax.imshow(img, interpolation="nearest")
+    scale = max(1, min_side // max(h, w, 1))
+    if scale > 1:
+        img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+        h, w = img.shape[:2]
+    dpi, top, bottom, side = 100, 50, 60, 10
+    fig_w, fig_h = max(w + 2 * side, 1000), h + top + bottom
+    fig = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
+    ax = fig.add_axes(((fig_w - w) / 2 / fig_w, bottom / fig_h, w / fig_w, h / fig_h))
+    ax.imshow(img, interpolation="nearest", aspect="auto")
     ax.set_xticks([])
     ax.set_yticks([])
     handles = [Patch(facecolor=COLOURS[n], edgecolor="black", linewidth=0.5, label=LEGEND[n])
@@ -238,12 +266,11 @@ def _draw(img: np.ndarray, png: Path, title: str, step: int, present: set[str]) 
     handles.append(Patch(facecolor=(0.6, 0.6, 0.6), edgecolor="black", linewidth=0.5,
                          label="not evaluated (outside inventory area)"))
     handles.append(Patch(facecolor=(0.25, 0.25, 0.25), edgecolor="black", linewidth=0.5, label="no valid data"))
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=9)
-    ax.set_title(title + (f"  (drawn at 1:{step})" if step > 1 else ""), fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False, fontsize=9)
+    fig.suptitle(title, fontsize=10, y=1 - 4 / fig_h, va="top")
     tmp = png.with_name(png.stem + f".tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
         os.replace(tmp, png)
     finally:
         plt.close(fig)
@@ -305,7 +332,7 @@ def markdown_report(rep: dict) -> str:
 
 def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, threshold: float | None = None,
                  min_area_m2: float = 400.0, *, name: str | None = None, min_iou: float = 0.1,
-                 min_cover: float = 0.5, max_px: int = 2000, client=None) -> dict:
+                 min_cover: float = 0.5, max_px: int = 1600, client=None) -> dict:
     """Evaluate a finished prediction against a labelled cube; write report.md, report.json, map.png.
 
     ``prediction``: prediction zarr (or Dataset); ``cube``: the cube it was made from (with labels);
@@ -370,7 +397,6 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
         pg = pg[area >= min_area_m2]
     pgeoms = np.asarray(pg.geometry.values, dtype=object)
     pred_in = _sample(evaluated, transform, shapely.point_on_surface(pgeoms), client)
-    pgeoms = pgeoms[pred_in]
 
     if inventory is not None:
         from .inventory import read_polygons
@@ -381,16 +407,16 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
         rgeoms = rgeoms[~shapely.is_empty(rgeoms) & (shapely.area(rgeoms) > 0)]
         reference_source = f"inventory `{inventory}` ({len(inv)} polygons, clipped to the cube)"
     else:
-        rgeoms, *_ = components(truth & valid, None, transform, 0.0, client)
-        reference_source = f"the cube's label layer ({CONNECTIVITY}-connected objects of label 1 on valid pixels)"
+        rgeoms, *_ = components(truth & valid, None, transform, min_area_m2, client)
+        reference_source = (f"the cube's label layer ({CONNECTIVITY}-connected objects of label 1 on valid pixels, "
+                            f"at least {min_area_m2:.0f} m² like the predictions)")
     ref_in = _sample(evaluated, transform, shapely.point_on_surface(rgeoms), client) if len(rgeoms) else \
         np.zeros(0, dtype=bool)
-    rgeoms = rgeoms[ref_in]
-    om = object_metrics(pgeoms, rgeoms, min_iou, min_cover)
+    om = object_metrics(pgeoms, rgeoms, min_iou, min_cover, pred_in, ref_in)
     om.pop("_flags")
     om.update({"rule": (f"A predicted and a reference object match when IoU ≥ {min_iou:g} or the overlap covers "
                         f"≥ {min_cover:.0%} of the smaller one; matching is many-to-many; only objects whose "
-                        "interior point lies in the evaluated area count."),
+                        "interior point lies in the evaluated area are counted."),
                "min_iou": min_iou, "min_cover": min_cover, "connectivity": CONNECTIVITY,
                "reference_source": reference_source, "predicted_source": predicted_source})
 
@@ -406,11 +432,12 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
     rgb = _stretch(rgb_raw, vmask)
     img = class_image(counts, np.asarray(n_uneval) * 2 > _cell_pixels(h, w, step), rgb, vmask)
     present = {k for k, v in counts.items() if np.any(v)}
-    title = (f"{name} — pixels: MCC {conf.mcc():.2f}, F1 {conf.f1():.2f}, precision {conf.precision():.2f}, "
+    drawn = f" (drawn at 1:{step})" if step > 1 else ""
+    title = (f"{name}{drawn} — pixels: MCC {conf.mcc():.2f}, F1 {conf.f1():.2f}, precision {conf.precision():.2f}, "
              f"recall {conf.recall():.2f}\nobjects: precision {om['precision']:.2f}, recall {om['recall']:.2f} "
              f"({om['detected_reference']}/{om['n_reference']} detected, {om['fp_predicted']} false) · "
              f"threshold {t:.2f}, min area {min_area_m2:.0f} m²")
-    _draw(img, png, title, step, present)
+    _draw(img, png, title, present)
     _write_text(out_dir / "report.json", json.dumps(rep, indent=2, default=_json_default) + "\n")
     _write_text(out_dir / "report.md", markdown_report(rep))
     return rep
