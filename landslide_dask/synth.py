@@ -887,7 +887,6 @@ def _write_cog(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata
 def _render_granule(task: GranuleTask) -> list[dict]:
     """All acquisitions of one granule: static land surface once, then each date's sky."""
     world = World(task.spec)
-    s = task.spec
     g = task.granule
     n = g.size
     crs = f"EPSG:{g.epsg}"

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-import xarray as xr
 
 from landslide_dask.cli import main as cli_main
 from landslide_dask.composite import SCL_NOT_CLEAR

@@ -8,7 +8,6 @@ import pickle
 import signal
 import threading
 import time
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -181,3 +180,21 @@ def test_scoring_tiles_count_every_pixel_exactly_once(tmp_path, h, w, size):
         win[:, :r["skip_c"]] = 0
         seen[r["row"]:r["row"] + s, r["col"]:r["col"] + s] += win
     assert s % 32 == 0 and (seen == 1).all()
+
+
+def test_landslide4sense_patches_train_and_evaluate_per_patch(client, tmp_path):
+    from landslide_dask.patches import import_patches
+
+    from .test_patches import S, _write_l4s
+
+    _write_l4s(tmp_path / "TrainData", n=20)
+    cube = str(import_patches(tmp_path / "TrainData", tmp_path / "l4s.zarr", progress=False))
+    cfg = _cfg([cube], tmp_path / "model", streams=("post", "terrain"), size=S, stride=S, block=S, batch_size=2,
+               epochs=1, steps_per_epoch=2,
+               model={**TINY, "stem_widths": {"post": 8, "terrain": 8}})
+    res = train(client, cfg)
+    ck = load_checkpoint(res["best"])
+    assert ck["streams"] == ["post", "terrain"] and set(ck["stats"]["mean"]) == {"post", "terrain"}
+    conf = evaluate(res["best"], cube, tile=S)
+    ds = open_cube(cube)
+    assert conf.tp + conf.fp + conf.fn + conf.tn == int(((ds["label"] != 255) & ds["valid"]).sum())
