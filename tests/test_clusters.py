@@ -1,0 +1,333 @@
+"""Cluster definitions (cluster/*.yaml) and start_cluster: validation, missing extras, a real local
+cluster, and a real one-node SLURM cluster (installed and started by tests/slurm.py) that computes
+and runs DDP ranks as SLURM jobs."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import psutil
+import pytest
+import torch
+import yaml
+
+from landslide_dask.clusters import (
+    ClusterDef,
+    ClusterStartError,
+    MissingDependencyError,
+    load_cluster_def,
+    start_cluster,
+)
+from landslide_dask.errors import InputDataError
+
+from . import slurm as slurm_setup
+
+CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
+NAMES = ("local", "gpu-node", "slurm", "kubernetes")
+# functions of this module run on the workers (SLURM jobs included): ship them by value
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(pids, timeout: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if _alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [p for p in left if _alive(p)]
+    return left
+
+
+def _pids() -> tuple[int, int, str | None]:
+    return os.getpid(), os.getppid(), os.environ.get("SLURM_JOB_ID")
+
+
+def _sum(client) -> int:
+    import dask.array as da
+
+    return int(client.compute(da.arange(10_000, chunks=1_000).sum()).result())
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_definitions_are_valid(name):
+    d = load_cluster_def(CLUSTER / f"{name}.yaml")
+    assert d.kind == name and d.source.endswith(f"{name}.yaml")
+    if name == "slurm":
+        assert d.options["processes"] == 1 and d.workers == 4
+    if name == "gpu-node":
+        assert d.workers is None   # auto: one worker per GPU
+
+
+@pytest.mark.parametrize("name", ["slurm", "kubernetes"])
+def test_commented_gpu_examples_are_valid(name):
+    """The commented GPU example at the end of the file, uncommented, is a valid definition."""
+    text = (CLUSTER / f"{name}.yaml").read_text()
+    block = text.split("# GPU ", 1)[1].split("\n", 1)[1]
+    body = "\n".join(ln[2:] for ln in block.splitlines() if ln.startswith("# ") or ln == "#")
+    d = ClusterDef.from_dict(yaml.safe_load(body), f"{name}.yaml GPU example")
+    if name == "slurm":
+        assert "--gres=gpu:1" in d.options["job_extra_directives"] and d.options["processes"] == 1
+    else:
+        assert d.options["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+BAD = [
+    ("kind: docker\nworkers: 2\n", ["field 'kind'", "local, gpu-node, slurm, kubernetes"]),
+    ("workers: 2\n", ["field 'kind'", "missing"]),
+    ("kind: local\nworkers: two\n", ["field 'workers'", "'two'", "whole number >= 1"]),
+    ("kind: local\nworker: 2\n", ["field 'worker'", "unknown field", "options:"]),
+    ("kind: local\nworkers: 2\noptions: {n_workers: 3}\n", ["options.n_workers", "top-level field workers"]),
+    ("kind: local\nworkers: 2\noptions: {processes: false}\n", ["options.processes", "one rank per worker process"]),
+    ("kind: local\nworkers: 2\noptions: {memory_limit: lots}\n", ["options.memory_limit", "4GB"]),
+    ("kind: local\nworkers: 2\ntimeout: -1\n", ["field 'timeout'", "> 0"]),
+    ("kind: local\nadapt: {minimum: 3, maximum: 1}\n", ["adapt.maximum", ">= adapt.minimum"]),
+    ("kind: local\nworkers: 2\nadapt: {maximum: 4}\n", ["field 'workers'", "not both"]),
+    ("kind: slurm\nworkers: 2\noptions: {memory: 4GB}\n", ["options.cores", "missing"]),
+    ("kind: slurm\nworkers: 2\noptions: {cores: 2, memory: 4GB, partition: gpu}\n",
+     ["options.partition", "unknown option", "queue"]),
+    ("kind: slurm\nworkers: 2\noptions: {cores: 2, memory: 4GB, walltime: 3600}\n", ["options.walltime", "HH:MM:SS"]),
+    ("kind: slurm\nworkers: 2\noptions: {cores: 4, memory: 8GB, processes: 2, job_extra_directives: ['--gres=gpu:2']}\n",
+     ["options.processes", "expected 1", "cuda:0"]),
+    ("kind: slurm\nworkers: 3\noptions: {cores: 4, memory: 8GB, processes: 2}\n", ["field 'workers'", "multiple"]),
+    ("kind: slurm\nworkers: 2\noptions: {cores: 1, memory: 4GB, processes: 2}\n", ["options.processes", "at most"]),
+    ("kind: gpu-node\nworkers: 4\noptions: {CUDA_VISIBLE_DEVICES: '0,1'}\n", ["field 'workers'", "at most 2"]),
+    ("kind: gpu-node\nadapt: {minimum: 1, maximum: 2}\n", ["field 'adapt'", "gpu-node"]),
+    ("kind: gpu-node\nworkers: auto\noptions: {protocol: udp}\n", ["options.protocol", "tcp, ucx"]),
+    ("kind: kubernetes\nworkers: 2\noptions: {name: x}\n", ["options.image", "missing"]),
+    ("kind: kubernetes\nworkers: 2\noptions: {image: x, resources: {request: {cpu: 1}}}\n",
+     ["options.resources.request", "requests and/or limits"]),
+    ("- kind: local\n", ["<top level>", "mapping"]),
+]
+
+
+@pytest.mark.parametrize("text,expected", BAD, ids=[f"bad{i}" for i in range(len(BAD))])
+def test_bad_definitions_name_file_and_field(tmp_path, text, expected):
+    p = tmp_path / "mine.yaml"
+    p.write_text(text)
+    with pytest.raises(InputDataError) as e:
+        load_cluster_def(p)
+    msg = str(e.value)
+    assert str(p) in msg
+    for s in expected:
+        assert s in msg, f"{s!r} not in {msg!r}"
+
+
+def test_unreadable_definitions(tmp_path):
+    with pytest.raises(InputDataError, match="not found.*cluster/"):
+        load_cluster_def(tmp_path / "nope.yaml")
+    p = tmp_path / "broken.yaml"
+    p.write_text("kind: local\nworkers: [2\n")
+    with pytest.raises(InputDataError, match=r"broken.yaml is not valid YAML at line \d+"):
+        load_cluster_def(p)
+
+
+def test_overrides_are_merged_and_validated():
+    d = load_cluster_def(CLUSTER / "slurm.yaml")
+    o = d.with_overrides({"workers": 2, "options": {"cores": 1, "scheduler_options": {"port": 0}}})
+    assert (o.workers, o.options["cores"], o.options["memory"]) == (2, 1, d.options["memory"])
+    assert o.options["scheduler_options"] == {"dashboard_address": ":8787", "port": 0}
+    assert d.options["cores"] == 8   # the original is untouched
+    with pytest.raises(InputDataError, match=r"slurm.yaml \(with overrides\): field 'options.cores'"):
+        d.with_overrides({"options": {"cores": "x"}})
+
+
+# --------------------------------------------------------------------------- missing extras
+
+
+@pytest.mark.parametrize("name,module,extra", [("gpu-node", "dask_cuda", "gpu"), ("slurm", "dask_jobqueue", "slurm"),
+                                               ("kubernetes", "dask_kubernetes", "k8s")])
+def test_missing_dependency_names_the_pip_extra(monkeypatch, name, module, extra):
+    monkeypatch.setitem(sys.modules, module, None)   # as if not installed, even where it is
+    with pytest.raises(MissingDependencyError) as e, start_cluster(CLUSTER / f"{name}.yaml", echo=None):
+        pass
+    assert f'pip install "landslide-dask[{extra}]"' in str(e.value)
+    assert f"{name}.yaml" in str(e.value)
+    assert isinstance(e.value, ImportError)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (and dask-cuda) for LocalCUDACluster")
+def test_gpu_node_one_worker_per_gpu_runs_nccl():
+    pytest.importorskip("dask_cuda")
+    from landslide_dask.ddp import run_ddp
+
+    with start_cluster(CLUSTER / "gpu-node.yaml", overrides={"options": {"dashboard_address": "127.0.0.1:0"}}) as c:
+        n = torch.cuda.device_count()
+        assert len(c.scheduler_info(n_workers=-1)["workers"]) == n
+        visible = c.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0])
+        assert len(set(visible.values())) == n
+        out = run_ddp(c, _rank_sum, timeout_s=60)
+        assert out["backend"] == "nccl" and out["sum"] == n * (n + 1) / 2
+
+
+# --------------------------------------------------------------------------- local
+
+
+LOCAL = {"options": {"dashboard_address": "127.0.0.1:0", "memory_limit": "2GB"}}
+
+
+def test_local_starts_computes_and_tears_down(capsys):
+    with start_cluster(CLUSTER / "local.yaml", overrides=LOCAL) as client:
+        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
+        assert _sum(client) == sum(range(10_000))
+        pids = [p for p, _, _ in client.run(_pids).values()]
+        assert len(set(pids)) == 2 and os.getpid() not in pids   # one process per worker (one DDP rank each)
+    out = capsys.readouterr().out
+    assert re.search(r"\[dask\] local cluster local: 2 workers after .*dashboard http://127\.0\.0\.1:\d+/status", out)
+    assert "shut down" in out
+    assert _wait_gone(pids) == []
+
+
+def test_local_torn_down_on_ctrl_c():
+    with pytest.raises(KeyboardInterrupt), \
+            start_cluster(CLUSTER / "local.yaml", overrides={**LOCAL, "workers": 1}, echo=None) as client:
+        pids = [p for p, _, _ in client.run(_pids).values()]
+        raise KeyboardInterrupt
+    assert pids and _wait_gone(pids) == []
+
+
+def test_scheduler_address_connects_but_never_tears_down():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as theirs:
+        with start_cluster(scheduler=theirs.scheduler_address, echo=None) as client:
+            assert _sum(client) == sum(range(10_000))
+        with Client(theirs) as c2:   # still there, with its worker
+            assert len(c2.scheduler_info(n_workers=-1)["workers"]) == 1
+    with pytest.raises(ClusterStartError, match="cannot connect to the Dask scheduler at tcp://127.0.0.1:9"), \
+            start_cluster(scheduler="tcp://127.0.0.1:9", timeout=1, echo=None):
+        pass
+
+
+def test_slurm_without_sbatch_says_what_to_check(monkeypatch, tmp_path):
+    pytest.importorskip("dask_jobqueue")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ClusterStartError, match=r"sbatch, squeue, scancel not found on PATH.*login node"), \
+            start_cluster(CLUSTER / "slurm.yaml", echo=None):
+        pass
+
+
+# --------------------------------------------------------------------------- real SLURM
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A one-node SLURM controller on this machine for the tests of this module, stopped after."""
+    pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed: pip install 'landslide-dask[slurm]'")
+    ok, why, install_s = slurm_setup.ensure_installed()
+    if not ok:
+        pytest.skip(f"cannot run a real SLURM cluster here: {why}")
+    with slurm_setup.slurm_cluster(tmp_path_factory.mktemp("slurm")) as info:
+        info.install_s = install_s
+        print(f"\n[slurm] install {install_s:.1f}s (0 = already installed), daemons to idle node {info.start_s:.1f}s",
+              file=sys.stderr)
+        yield info
+    # slurm_cluster stopped the daemons by pid; make sure
+    assert not any(_alive(p) for p in info.pids.values()), info.pids
+
+
+def _overrides(info, tmp_path, **options) -> dict:
+    return {"workers": 2, "timeout": 60,
+            "options": {"queue": info.partition, "cores": 1, "memory": "2GB", "walltime": "00:10:00",
+                        "interface": "lo", "log_directory": str(tmp_path / "logs"), "death_timeout": 30,
+                        "scheduler_options": {"dashboard_address": "127.0.0.1:0"}, **options}}
+
+
+def _rank_sum(ctx) -> dict:
+    return {"sum": float(ctx.all_reduce_sum(torch.tensor([ctx.rank + 1.0]))[0]), "backend": ctx.backend,
+            "world": ctx.world_size}
+
+
+def _ddp_step(ctx) -> dict:
+    """One DDP forward/backward of a tiny model on rank-specific data: gradients are averaged."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    ddp = DDP(model)
+    x = torch.full((3, 4), float(ctx.rank + 1))
+    ddp(x).pow(2).mean().backward()
+    return {"grad": model.weight.grad.clone(), "world": ctx.world_size, "job": os.environ.get("SLURM_JOB_ID"),
+            "sum": _rank_sum(ctx)["sum"]}
+
+
+def _reference_grad(world: int) -> torch.Tensor:
+    grads = []
+    for r in range(world):
+        torch.manual_seed(0)
+        m = torch.nn.Linear(4, 1)
+        m(torch.full((3, 4), float(r + 1))).pow(2).mean().backward()
+        grads.append(m.weight.grad.clone())
+    return torch.stack(grads).mean(0)
+
+
+def test_slurm_cluster_computes_and_trains_with_ddp(slurm, tmp_path, capsys):
+    from landslide_dask.ddp import run_ddp
+
+    t0 = time.monotonic()
+    # Ctrl-C at the end: the jobs must still be cancelled
+    with pytest.raises(KeyboardInterrupt), \
+            start_cluster(CLUSTER / "slurm.yaml", overrides=_overrides(slurm, tmp_path)) as client:
+            t_up = time.monotonic() - t0
+            queue = slurm.run("squeue", "-h", "-o", "%i %T %P")
+            jobs = {ln.split()[0]: ln.split()[1:] for ln in queue.splitlines()}
+            assert len(jobs) == 2 and all(s == ["RUNNING", slurm.partition] for s in jobs.values()), queue
+            assert _sum(client) == sum(range(10_000))
+            where = list(client.run(_pids).values())
+            assert sorted(j for _, _, j in where) == sorted(jobs)       # each worker runs in its own job
+            out = run_ddp(client, _ddp_step, timeout_s=60)
+            assert out["world"] == 2 and out["sum"] == 3.0 and out["job"] in jobs
+            torch.testing.assert_close(out["grad"], _reference_grad(2))   # DDP averaged the two ranks' gradients
+            with capsys.disabled():
+                print(f"\n[slurm] 2 workers up in {t_up:.1f}s; compute + DDP step "
+                      f"{time.monotonic() - t0 - t_up:.1f}s", file=sys.stderr)
+            raise KeyboardInterrupt
+    assert slurm.job_ids() == []                       # cancelled, and gone from the queue
+    assert _wait_gone([p for pids in where for p in pids[:2]]) == []   # worker and nanny processes
+    assert "dashboard http://127.0.0.1:" in capsys.readouterr().out
+
+
+def test_slurm_bad_partition_is_reported_and_cleaned_up(slurm, tmp_path):
+    with pytest.raises(ClusterStartError) as e, \
+            start_cluster(CLUSTER / "slurm.yaml", overrides=_overrides(slurm, tmp_path, queue="nope"), echo=None):
+        pass
+    msg = str(e.value)
+    assert "sbatch refused" in msg and "invalid partition" in msg.lower() and "sinfo" in msg and "'nope'" in msg
+    assert slurm.job_ids() == []
+
+
+def test_slurm_pending_jobs_time_out_with_their_state(slurm, tmp_path):
+    """Workers that never arrive (jobs held in the queue): the error shows squeue's reason and the logs."""
+    ov = _overrides(slurm, tmp_path, job_extra_directives=["--begin=now+3600"])
+    ov["timeout"] = 3
+    t0 = time.monotonic()
+    with pytest.raises(ClusterStartError) as e, start_cluster(CLUSTER / "slurm.yaml", overrides=ov, echo=None):
+        pass
+    msg = str(e.value)
+    assert "did not connect within 3s" in msg and "PENDING (BeginTime)" in msg and "squeue" in msg
+    assert str(tmp_path / "logs") in msg
+    assert time.monotonic() - t0 < 30
+    assert slurm.job_ids() == []
+
+
+def test_slurm_job_that_fails_reports_its_log(slurm, tmp_path):
+    ov = _overrides(slurm, tmp_path, python="/nonexistent/python")
+    with pytest.raises(ClusterStartError) as e, start_cluster(CLUSTER / "slurm.yaml", overrides=ov, echo=None):
+        pass
+    msg = str(e.value)
+    assert "ended before their Dask worker connected" in msg and "FAILED" in msg
+    assert "/nonexistent/python: No such file or directory" in msg
+    assert slurm.job_ids() == []
