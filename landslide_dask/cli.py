@@ -90,28 +90,25 @@ def _train_config(args: argparse.Namespace, cubes: list[str], out: str) -> "Trai
 
 
 def _client(args: argparse.Namespace):
-    """A client for --scheduler, or a LocalCluster of --workers processes on loopback."""
-    from contextlib import ExitStack
+    """A context manager yielding a client: --scheduler, a --cluster definition, or a LocalCluster of
+    --workers processes on loopback; a cluster started here is torn down on exit."""
+    from .clusters import ClusterDef, start_cluster
 
-    from distributed import Client, LocalCluster
-
-    stack = ExitStack()
+    if getattr(args, "cluster", None) and args.scheduler:
+        raise LandslideDaskError("--cluster and --scheduler exclude each other: give one")
     if args.scheduler:
-        client = stack.enter_context(Client(args.scheduler))
-    else:
-        cluster = stack.enter_context(LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",
-                                                   dashboard_address="127.0.0.1:0"))
-        client = stack.enter_context(Client(cluster))
-    print(f"[dask] {len(client.scheduler_info()['workers'])} workers, dashboard {client.dashboard_link}", flush=True)
-    return stack, client
+        return start_cluster(scheduler=args.scheduler)
+    if getattr(args, "cluster", None):
+        return start_cluster(args.cluster)
+    return start_cluster(ClusterDef.from_dict({"kind": "local", "workers": args.workers or 2,
+                                              "options": {"dashboard_address": "127.0.0.1:0"}}, "--workers"))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .experiment import train_strategy
 
     cfg = _train_config(args, list(args.cube), args.out)
-    stack, client = _client(args)
-    with stack:
+    with _client(args) as client:
         res = train_strategy(client, args.strategy, list(args.cube), cfg)
     print(f"best checkpoint {res['best']} (validation MCC {res['best_mcc']:.3f} at threshold "
           f"{res['threshold']:.2f}); curves in {Path(res['best']).parent / 'curves.png'}")
@@ -121,8 +118,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     from .experiment import leave_one_out, markdown_table
 
     cfg = _train_config(args, list(args.cube), args.out)
-    stack, client = _client(args)
-    with stack:
+    with _client(args) as client:
         table = leave_one_out(client, list(args.cube), cfg, strategies=tuple(args.strategies),
                               local=not args.no_local)
     print(markdown_table(table))
@@ -174,13 +170,9 @@ def cmd_import_patches(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from .predict import export_cog, open_prediction, predict
 
-    if args.scheduler or args.workers:
-        stack, client = _client(args)
-    else:
-        from contextlib import nullcontext
+    from contextlib import nullcontext
 
-        stack, client = nullcontext(), None
-    with stack:
+    with (_client(args) if args.scheduler or args.workers or args.cluster else nullcontext()) as client:
         out = predict(args.cube, args.model, args.out, client=client, window=args.window, overlap=args.overlap,
                       batch_size=args.batch_size, device=args.device, progress=not args.quiet,
                       overwrite=args.overwrite)
@@ -319,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--no-amp", action="store_true", help="no mixed precision on GPU")
         s.add_argument("--workers", type=int, default=2, help="local Dask worker processes, one rank each")
         s.add_argument("--scheduler", help="address of a running Dask scheduler (one rank per worker)")
+        s.add_argument("--cluster", help="cluster definition: cluster/local.yaml, gpu-node.yaml, slurm.yaml, "
+                                         "kubernetes.yaml (one rank per worker)")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("train", help="train the landslide model with data parallelism on Dask workers")
@@ -360,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an output made with other arguments")
     s.add_argument("--workers", type=int, help="run on a LocalCluster of this many processes")
     s.add_argument("--scheduler", help="address of a running Dask scheduler")
+    s.add_argument("--cluster", help="cluster definition YAML (cluster/local.yaml, slurm.yaml, ...)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_predict)
 
@@ -398,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # dask's own INFO chatter (scheduler/nanny start and stop) only with -v
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     try:
         args.func(args)
     except LandslideDaskError as exc:
