@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -393,8 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # dask's own INFO chatter (scheduler/nanny start and stop) only with -v
-        logging.getLogger("distributed").setLevel(logging.WARNING)
+    if not args.verbose:  # dask's own INFO chatter (scheduler/nanny start and stop) only with -v;
+        # read by dask.config when distributed is first imported (lazily, below)
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     try:
         args.func(args)
     except LandslideDaskError as exc:
