@@ -8,8 +8,7 @@ settings (landslide_dask.demo.demo_train_config) and DDP over 2 local Dask worke
 1. leave-one-out: for each region, a combined model trained on the others, scored on every pixel
    of the held-out region; and a local model per region scored on its own test blocks;
 2. ablation on the last region held out: the same combined training with inputs
-   pre+post+terrain (the full model), pre+post (no terrain), post+terrain (no pre-event image)
-   and post only.
+   pre+post+terrain (the full model), pre+post (no terrain) and post only.
 Writes results.csv/.md (leave-one-out) and ablation.csv/.md under --out and prints both.
 Finished training runs are reused, so a killed run resumes.
 """
@@ -24,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 ABLATION = {"pre+post+terrain": ("pre", "post", "terrain"), "pre+post (no terrain)": ("pre", "post"),
-            "post+terrain (no pre-event)": ("post", "terrain"), "post only": ("post",)}
+            "post only": ("post",)}
 
 
 def main() -> None:
