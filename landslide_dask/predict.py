@@ -427,7 +427,9 @@ def _run_batch(plan: _Plan, windows: tuple[tuple[int, int, int, int], ...]) -> l
     for k, ((row, col, _, _), ok) in enumerate(zip(windows, keep)):
         if ok:
             p = next(it)
-            results[k] = np.ascontiguousarray(p[max(0, -row):ny - row, max(0, -col):nx - col], dtype=np.float32)
+            # a copy, never a view: a view would keep the whole batch array alive while the window
+            # waits for its output chunks
+            results[k] = np.array(p[max(0, -row):ny - row, max(0, -col):nx - col], dtype=np.float32, copy=True)
     return results
 
 
