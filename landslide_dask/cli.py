@@ -207,6 +207,24 @@ def cmd_evaluate_map(args: argparse.Namespace) -> None:
     print(f"report {rep['files']['report_md']} (+ report.json), map {rep['files']['map']}")
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .clusters import start_cluster
+    from .country import check_output, run_job
+    from .jobspec import load_jobspec
+
+    spec = load_jobspec(args.job)
+    spec.check_paths()  # a bad spec or output fails here, before any cluster starts
+    check_output(spec)
+    cluster = args.cluster or spec.cluster
+    if args.scheduler is None and cluster is None:
+        raise LandslideDaskError(f"{args.job} names no cluster: pass --cluster cluster/NAME.yaml (see cluster/), "
+                                 "--scheduler tcp://HOST:PORT for a running one, or set `cluster:` in the job spec")
+    overrides = {"workers": args.workers} if args.workers else None
+    with start_cluster(None if args.scheduler else cluster, scheduler=args.scheduler, overrides=overrides) as client:
+        result = run_job(spec, client, progress=not args.quiet, force=args.force, concurrency=args.concurrency)
+    return 1 if result.failed else 0  # failed cells: non-zero exit (a rerun retries them)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -380,6 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-area", type=float, default=400.0, help="minimum predicted object area in m² (default 400)")
     s.set_defaults(func=cmd_evaluate_map)
 
+    s = sub.add_parser("submit", help="map a whole area from a job spec on a cluster, resumably (cells, manifest, merge)")
+    s.add_argument("job", help="job spec (YAML; see cluster/jobs/*.yaml)")
+    s.add_argument("--cluster", help="cluster definition (cluster/NAME.yaml); default: the spec's `cluster`")
+    s.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://HOST:PORT) instead of --cluster")
+    s.add_argument("--workers", type=int, help="override the cluster definition's number of workers")
+    s.add_argument("--concurrency", type=int, help="cells in flight at once (default: the number of workers, >= 2)")
+    s.add_argument("--force", action="store_true",
+                   help="start over if OUTPUT holds the manifest of another configuration (kept as a backup)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar over cells")
+    s.set_defaults(func=cmd_submit)
+
     s = sub.add_parser("demo", help="run the pipeline on the embedded synthetic regions")
     s.add_argument("--data", default="demo-data", help="demo data folder (made if absent)")
     s.add_argument("--out", default="demo-out", help="output folder")
@@ -398,14 +427,14 @@ def main(argv: list[str] | None = None) -> int:
         # read by dask.config when distributed is first imported (lazily, below)
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     try:
-        args.func(args)
+        rc = args.func(args)
     except LandslideDaskError as exc:
         print(f"landslide-dask {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,463 @@
+"""Country jobs end to end on a small synthetic "country": cells in two UTM zones (the gorkha_like
+region straddles 84°E), some beyond the imagery (empty), a tiny random model with a fixed threshold
+(so polygons exist and cross cell borders), on a real two-worker LocalCluster behind a real STAC API.
+
+Faults: the job process SIGKILLed and rerun (resumes, recomputes no finished cell, same outputs), a
+Dask worker killed mid-job (same outputs), a cell whose STAC search times out (retried, then failed
+with its reason while the others finish; a rerun completes it), and the same job through a real
+one-node SLURM cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import shapely
+import yaml
+
+import landslide_dask.cube as cube_mod
+from landslide_dask.cells import make_cells
+from landslide_dask.country import merge_cell_polygons, run_job
+from landslide_dask.errors import StacUnreachableError
+from landslide_dask.jobspec import load_jobspec
+
+from .test_clusters import CLUSTER, _overrides, slurm  # noqa: F401  (the one-node SLURM fixture)
+from .test_predict import make_checkpoint
+
+LOOPBACK = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
+# the gorkha_like region (2 km, seed 5) spans ~83.985-84.005 E; imagery reaches ~84.011 E
+BBOX = [83.984, 28.191, 84.03, 28.209]
+CELL_KM = 1.5
+PREDICT = {"window": 128, "overlap": 32}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from landslide_dask.synth import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("country") / "data", seed=5, size_km=2.0, n_regions=2)
+
+
+@pytest.fixture(scope="module")
+def stac(data):
+    from landslide_dask.stac_server import serve_stac
+
+    with serve_stac(data) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("country-model") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **LOOPBACK) as cluster, \
+            Client(cluster) as c:
+        c.wait_for_workers(2, timeout=60)
+        yield c
+
+
+def write_spec(folder: Path, stac: str, ckpt: Path, **over) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    job = {"name": "tiny-country", "area": {"bbox": BBOX}, "event": {"date": "2023-04-25"},
+           "stac": {"url": stac}, "model": str(ckpt), "cell_size_km": CELL_KM, "output": str(folder / "out"),
+           "threshold": 0.5, "min_area_m2": 200, "retries": 1}
+    job.update(over)
+    path = folder / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, stac, ckpt, client):
+    """A clean, uninterrupted run: the outputs every fault test must reproduce exactly."""
+    spec = load_jobspec(write_spec(tmp_path_factory.mktemp("reference"), stac, ckpt))
+    t0 = time.perf_counter()
+    res = run_job(spec, client, progress=False, predict_options=PREDICT)
+    res.wall_s = time.perf_counter() - t0
+    print(f"\n[country] clean run: {res.summary.total} cells in {res.wall_s:.1f}s; stages {res.seconds}",
+          file=sys.stderr)
+    return spec, res
+
+
+def _statuses(out: Path) -> dict[str, str]:
+    m = json.loads((out / "manifest.json").read_text())
+    return {cid: rec["status"] for cid, rec in m["cells"].items()}
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    """Same cell statuses, same merged polygons (attributes and exact geometry), same COG pixels."""
+    sa, sb = _statuses(a), _statuses(b)
+    assert sa == sb
+    pa, pb = gpd.read_parquet(a / "landslides.parquet"), gpd.read_parquet(b / "landslides.parquet")
+    assert len(pa) == len(pb) > 0
+    pd.testing.assert_frame_equal(pd.DataFrame(pa.drop(columns="geometry")), pd.DataFrame(pb.drop(columns="geometry")))
+    assert list(pa.geometry.to_wkb()) == list(pb.geometry.to_wkb())
+    for cid, status in sa.items():
+        if status == "done":
+            with rasterio.open(a / "cells" / cid / "probability.tif") as ra, \
+                    rasterio.open(b / "cells" / cid / "probability.tif") as rb:
+                assert ra.transform == rb.transform
+                np.testing.assert_array_equal(ra.read(1), rb.read(1))
+                np.testing.assert_array_equal(ra.read_masks(1), rb.read_masks(1))
+
+
+# --------------------------------------------------------------------------- the clean job
+
+
+def test_job_maps_done_and_empty_cells_and_writes_country_outputs(reference):
+    spec, res = reference
+    out = spec.output_path
+    s = res.summary
+    assert res.ok and not res.failed
+    assert s.n_failed == 0 and s.unfinished == 0 and s.done >= 5 and s.n_empty >= 1, str(s)
+    assert all(r.startswith("no imagery") for r in s.empty.values()), s.empty
+    cells = make_cells(spec.area.geometry(), spec.cell_size_km)
+    assert {c.epsg for c in cells} == {32644, 32645}           # the job spans two UTM zones
+    assert {c.epsg for c in cells if _statuses(out)[c.id] == "done"} == {32644, 32645}
+    for c in cells:   # each cube is on its cell's grid: the zone's 10 m pixel grid, so neighbours align
+        if _statuses(out)[c.id] == "done":
+            with rasterio.open(out / "cells" / c.id / "probability.tif") as cog:
+                g = c.grid()
+                assert cog.crs.to_epsg() == c.epsg and (cog.height, cog.width) == g.shape
+                assert tuple(cog.transform)[:6] == tuple(g.transform)[:6]
+
+    # merged polygons: GeoParquet + GeoPackage in EPSG:4326
+    merged = gpd.read_parquet(out / "landslides.parquet")
+    gpkg = gpd.read_file(out / "landslides.gpkg")
+    assert merged.crs.to_epsg() == 4326 and gpkg.crs.to_epsg() == 4326
+    assert len(merged) == len(gpkg) == res.n_polygons > 0
+    assert {"id", "cells", "epsg", "area_m2", "mean_prob", "max_prob"} <= set(merged.columns)
+    assert merged.geometry.is_valid.all()
+    assert ((merged.mean_prob >= 0.5 - 1e-9) & (merged.mean_prob <= merged.max_prob + 1e-12)).all()
+
+    # every landslide cut by a cell border is one polygon again ...
+    per_cell = [gpd.read_parquet(out / "cells" / c.id / "landslides.parquet") for c in cells
+                if _statuses(out)[c.id] == "done"]
+    n_parts = sum(len(g) for g in per_cell)
+    joined = merged[merged.cells.str.contains(",")]
+    assert len(joined) >= 1 and len(merged) < n_parts
+    assert merged.area_m2.sum() == pytest.approx(sum(g.area_m2.sum() for g in per_cell), rel=1e-12)
+    # ... so no two output polygons share a border segment (within a cell they never do: 4-connectivity)
+    for z in (32644, 32645):
+        g = merged[merged.epsg == z].to_crs(z).geometry.values
+        a, b = shapely.STRtree(g).query(g, predicate="intersects")
+        shared = [shapely.intersection(g[i].boundary, g[j].boundary).length for i, j in zip(a, b) if i < j]
+        assert max(shared, default=0.0) < 1e-3, max(shared)
+    # a same-zone joined polygon's area is its UTM area (pixel areas summed)
+    same = joined[joined.cells.map(lambda t: len({c.split("_")[0] for c in t.split(",")}) == 1)]
+    for _, row in same.iterrows():
+        assert gpd.GeoSeries([row.geometry], crs=4326).to_crs(row.epsg).area.iloc[0] == pytest.approx(row.area_m2, rel=1e-6)
+
+    # mosaic index: one VRT per zone over the per-cell COGs, opened by rasterio (GDAL)
+    index = json.loads((out / "mosaic" / "index.json").read_text())
+    assert set(index["vrts"]) == {"EPSG:32644", "EPSG:32645"}
+    for z in (32644, 32645):
+        with rasterio.open(out / "mosaic" / f"probability_EPSG{z}.vrt") as src:
+            assert src.crs.to_epsg() == z and src.count == 1 and src.dtypes[0] == "uint8"
+            mosaic = src.read(1)
+            mask = src.read_masks(1)
+            assert (mask > 0).sum() > 1000
+            for c in cells:
+                if c.epsg == z and _statuses(out)[c.id] == "done":
+                    with rasterio.open(out / "cells" / c.id / "probability.tif") as cog:
+                        win = rasterio.windows.from_bounds(*cog.bounds, transform=src.transform)
+                        r0, c0 = round(win.row_off), round(win.col_off)
+                        np.testing.assert_array_equal(mosaic[r0:r0 + cog.height, c0:c0 + cog.width], cog.read(1))
+
+    # summary table and overview map
+    table = pd.read_csv(out / "summary.csv")
+    assert sorted(table.cell) == sorted(c.id for c in cells)
+    assert {"status", "reason", "landslides", "landslide_area_m2", "search_s", "cube_s", "predict_s", "polygons_s"} <= set(table.columns)
+    done = table[table.status == "done"]
+    assert done.landslides.sum() == n_parts and (done.cube_s > 0).all()
+    assert (table[table.status == "empty"].reason.str.startswith("no imagery")).all()
+    png = (out / "overview.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # the manifest has per-stage timings of every finished cell
+    m = json.loads((out / "manifest.json").read_text())
+    assert all(set(r["timings"]) >= {"search", "cube", "predict", "polygons"} for r in m["cells"].values()
+               if r["status"] == "done")
+
+
+def test_rerun_of_a_finished_job_recomputes_nothing(reference, client):
+    spec, _ = reference
+    out = spec.output_path
+    before = _files(out / "cells")
+    res = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    assert res.ok and res.computed == []
+    assert _files(out / "cells") == before
+
+
+# --------------------------------------------------------------------------- merging (unit)
+
+
+def _parts_gdf(geoms, epsg, areas=None, means=None, maxes=None):
+    n = len(geoms)
+    areas = [g.area for g in geoms] if areas is None else areas
+    return gpd.GeoDataFrame({"id": np.arange(1, n + 1), "area_m2": areas, "mean_prob": means or [0.6] * n,
+                             "max_prob": maxes or [0.8] * n}, geometry=list(geoms), crs=f"EPSG:{epsg}")
+
+
+def test_merge_joins_a_polygon_cut_by_a_cell_border():
+    cells = make_cells(shapely.box(83.90, 28.1, 83.95, 28.15), 1.0)     # zone 44N only
+    by = {(c.col, c.row): c for c in cells}
+    (col, row) = sorted(by)[len(by) // 2]
+    left, right, up = by[(col, row)], by[(col + 1, row)], by[(col, row + 1)]
+    x = right.square[0]                       # the shared edge of left and right
+    y0 = left.square[1] + 300.0
+    # a landslide cut by the left|right border: two parts sharing an edge exactly
+    a = shapely.box(x - 50, y0, x, y0 + 80)
+    b = shapely.box(x, y0 + 20, x + 30, y0 + 120)
+    # touching across the border only at a corner: stays separate (4-connectivity)
+    c1 = shapely.box(x - 20, y0 + 500, x, y0 + 520)
+    c2 = shapely.box(x, y0 + 520, x + 20, y0 + 540)
+    # far from any border
+    d = shapely.box(left.square[0] + 400, y0, left.square[0] + 450, y0 + 50)
+    # cut by the left/up border (horizontal edge)
+    ytop = left.square[3]
+    e1 = shapely.box(left.square[0] + 600, ytop - 40, left.square[0] + 640, ytop)
+    e2 = shapely.box(left.square[0] + 610, ytop, left.square[0] + 650, ytop + 70)
+    parts = [(left, _parts_gdf([a, c1, d, e1], left.epsg, means=[0.6, 0.6, 0.7, 0.5], maxes=[0.7, 0.7, 0.9, 0.6])),
+             (right, _parts_gdf([b, c2], right.epsg, means=[0.9, 0.6], maxes=[0.95, 0.7])),
+             (up, _parts_gdf([e2], up.epsg, means=[0.7], maxes=[0.8]))]
+    merged = merge_cell_polygons(parts)
+    assert merged.crs.to_epsg() == 4326
+    assert len(merged) == 5                                # a+b, c1, c2, d, e1+e2
+    utm = merged.to_crs(left.epsg)
+    joined = merged[merged.cells.str.contains(",")]
+    assert len(joined) == 2
+    ab = utm[merged.cells == f"{left.id},{right.id}"]
+    assert len(ab) == 1
+    row_ab = ab.iloc[0]
+    assert row_ab.geometry.geom_type == "Polygon"
+    assert row_ab.geometry.area == pytest.approx(a.area + b.area, rel=1e-6)
+    assert row_ab.area_m2 == pytest.approx(a.area + b.area)
+    assert row_ab.mean_prob == pytest.approx((0.6 * a.area + 0.9 * b.area) / (a.area + b.area))
+    assert row_ab.max_prob == pytest.approx(0.95)
+    # the union itself, up to the EPSG:4326 round trip of the vertices (< 1 mm)
+    assert shapely.symmetric_difference(row_ab.geometry, shapely.union_all([a, b])).area < 1e-3
+    e = utm[merged.cells == ",".join(sorted([left.id, up.id]))].iloc[0]
+    assert e.geometry.area == pytest.approx(e1.area + e2.area, rel=1e-6)
+    # the corner-touching pair and the isolated one are left alone
+    singles = utm[~merged.cells.str.contains(",")]
+    assert sorted(singles.cells) == sorted([left.id, left.id, right.id])
+    assert sorted(round(g.area) for g in singles.geometry) == sorted(round(g.area) for g in (c1, c2, d))
+
+
+def test_merge_joins_across_the_utm_zone_meridian():
+    cells = make_cells(shapely.box(83.98, 28.19, 84.02, 28.21), 1.0)
+    west = next(c for c in cells if c.epsg == 32644 and c.aoi_4326.bounds[2] >= 84.0 - 1e-9 and c.area_km2 > 0.3)
+    east = next(c for c in cells if c.epsg == 32645 and c.aoi_4326.bounds[0] <= 84.0 + 1e-9 and c.area_km2 > 0.3
+                and c.aoi_4326.intersects(shapely.box(83.9, west.aoi_4326.bounds[1], 84.1, west.aoi_4326.bounds[3])))
+    y = (max(west.aoi_4326.bounds[1], east.aoi_4326.bounds[1]) + min(west.aoi_4326.bounds[3], east.aoi_4326.bounds[3])) / 2
+    # a landslide 60 m wide across the meridian, each zone's part ending ~4 m short of it (pixel grids differ)
+    d = 4.0 / 98_000.0
+    w_part = gpd.GeoSeries([shapely.box(84.0 - 0.0006, y, 84.0 - d, y + 0.0004)], crs=4326).to_crs(west.epsg)
+    e_part = gpd.GeoSeries([shapely.box(84.0 + d, y, 84.0 + 0.0006, y + 0.0004)], crs=4326).to_crs(east.epsg)
+    far = gpd.GeoSeries([shapely.box(84.0 + 0.002, y, 84.0 + 0.0025, y + 0.0004)], crs=4326).to_crs(east.epsg)
+    merged = merge_cell_polygons([(west, _parts_gdf(list(w_part), west.epsg)),
+                                  (east, _parts_gdf([e_part.iloc[0], far.iloc[0]], east.epsg))])
+    assert len(merged) == 2
+    j = merged[merged.cells.str.contains(",")].iloc[0]
+    assert j.cells == f"{west.id},{east.id}" and j.geometry.geom_type == "Polygon"
+    assert j.area_m2 == pytest.approx(w_part.area.iloc[0] + e_part.area.iloc[0])
+
+
+def test_merge_of_nothing_is_an_empty_layer():
+    merged = merge_cell_polygons([])
+    assert len(merged) == 0 and merged.crs.to_epsg() == 4326
+
+
+# --------------------------------------------------------------------------- faults
+
+_DRIVER = textwrap.dedent("""
+    import sys
+    from distributed import Client
+    from landslide_dask.country import run_job
+    from landslide_dask.jobspec import load_jobspec
+
+    spec = load_jobspec(sys.argv[1])
+    with Client(sys.argv[2]) as client:
+        run_job(spec, client, progress=False, predict_options={"window": 128, "overlap": 32})
+""")
+
+
+def test_killed_job_process_resumes_without_recomputing_finished_cells(reference, stac, ckpt, client, tmp_path):
+    ref_spec, _ref = reference
+    spec_path = write_spec(tmp_path, stac, ckpt)
+    spec = load_jobspec(spec_path)
+    out = spec.output_path
+    driver = tmp_path / "driver.py"
+    driver.write_text(_DRIVER)
+    proc = subprocess.Popen([sys.executable, str(driver), str(spec_path), client.scheduler.address],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                st = _statuses(out)
+            except (FileNotFoundError, json.JSONDecodeError):
+                st = {}
+            if sum(s == "done" for s in st.values()) >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    st = _statuses(out)
+    finished = [c for c, s in st.items() if s in ("done", "empty")]
+    assert 1 <= len(finished) < len(st), st          # killed in the middle of the job
+    assert not (out / "landslides.parquet").exists()
+    before = {c: _files(out / "cells" / c) for c in finished}
+
+    res = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    assert res.ok
+    assert not set(res.computed) & set(finished)       # no finished cell recomputed ...
+    assert set(res.computed) == set(st) - set(finished)
+    for c in finished:                                  # ... nor any of its files touched
+        assert _files(out / "cells" / c) == before[c]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["runs"] == 2
+    assert_same_outputs(out, ref_spec.output_path)
+
+
+def test_worker_killed_mid_job_still_finishes_with_the_same_outputs(reference, stac, ckpt, client, tmp_path):
+    ref_spec, _ = reference
+    spec = load_jobspec(write_spec(tmp_path, stac, ckpt))
+    killed = []
+
+    def kill_a_busy_worker(cell_id, status):
+        """After the first finished cell, SIGKILL a worker process while it runs tasks of another."""
+        if killed:
+            return
+        pids = client.run(os.getpid)
+        deadline = time.monotonic() + 10
+        busy = []
+        while not busy and time.monotonic() < deadline:
+            busy = [w for w, keys in client.processing().items() if keys]
+            time.sleep(0.02)
+        victim = (busy or sorted(pids))[0]
+        killed.append((victim, bool(busy)))
+        os.kill(pids[victim], signal.SIGKILL)
+
+    res = run_job(spec, client, progress=False, predict_options=PREDICT, on_cell=kill_a_busy_worker, echo=None)
+    assert killed and killed[0][1], killed             # it was running tasks when killed
+    assert res.ok, str(res.summary)
+    assert_same_outputs(spec.output_path, ref_spec.output_path)
+    client.wait_for_workers(2, timeout=60)             # the nanny restarted it
+    assert killed[0][0] not in client.scheduler_info()["workers"]
+
+
+def test_a_failing_cell_is_retried_then_recorded_while_the_others_finish(reference, stac, ckpt, client, tmp_path,
+                                                                        monkeypatch):
+    ref_spec, _ = reference
+    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, retries=1))
+    out = spec.output_path
+    bad = sorted(c for c, s in _statuses(ref_spec.output_path).items() if s == "done")[1]
+    calls: dict[str, int] = {}
+    real = cube_mod.assemble
+
+    def flaky(cspec):
+        cid = Path(cspec.out).parent.name
+        calls[cid] = calls.get(cid, 0) + 1
+        if cid == bad:
+            raise StacUnreachableError(f"STAC API {cspec.stac_url} did not answer: read timed out (30 s)")
+        return real(cspec)
+
+    monkeypatch.setattr(cube_mod, "assemble", flaky)
+    res = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    assert res.failed and not res.ok
+    s = res.summary
+    assert s.n_failed == 1 and list(s.failed) == [bad] and "timed out" in s.failed[bad]
+    assert calls[bad] == 2                              # 1 + retries attempts
+    assert s.done + s.n_empty == s.total - 1            # the others finished
+    assert f"FAILED {bad}" in str(s)
+    table = pd.read_csv(out / "summary.csv").set_index("cell")
+    assert table.loc[bad, "status"] == "failed" and "timed out" in table.loc[bad, "reason"]
+    assert (out / "landslides.parquet").exists()        # outputs of the finished cells
+
+    # the STAC API answers again: a rerun computes only the failed cell and completes the job
+    monkeypatch.setattr(cube_mod, "assemble", real)
+    res2 = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    assert res2.ok and res2.computed == [bad]
+    assert_same_outputs(out, ref_spec.output_path)
+
+
+def test_a_fully_clouded_cell_is_empty_not_failed(stac, ckpt, client, tmp_path, monkeypatch):
+    from landslide_dask.country import NO_VALID_PIXEL
+
+    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, area={"bbox": [83.986, 28.193, 83.996, 28.199]}))
+    cells = make_cells(spec.area.geometry(), spec.cell_size_km)
+    assert len(cells) == 2
+    clouded = cells[0].id
+    real = cube_mod.assemble
+
+    def clouds(cspec):   # every pixel of one cell masked, as under a complete cloud cover
+        ds = real(cspec)
+        if Path(cspec.out).parent.name == clouded:
+            ds["valid"] = ds["valid"] & False
+        return ds
+
+    monkeypatch.setattr(cube_mod, "assemble", clouds)
+    res = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    assert res.ok and res.summary.done == 1 and res.summary.empty == {clouded: NO_VALID_PIXEL}
+    assert not (spec.output_path / "cells" / clouded / "probability.zarr").exists()   # no prediction made
+    assert pd.read_csv(spec.output_path / "summary.csv").set_index("cell").loc[clouded, "status"] == "empty"
+
+
+def test_fsspec_output_is_refused_clearly(stac, ckpt, client, tmp_path):
+    from landslide_dask.country import CountryJobError
+
+    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, output="memory://bucket/job"))
+    with pytest.raises(CountryJobError, match="not supported yet"):
+        run_job(spec, client, progress=False, echo=None)
+
+
+# --------------------------------------------------------------------------- a real SLURM cluster
+
+def test_the_job_through_a_real_slurm_cluster_gives_the_same_outputs(reference, slurm, stac, ckpt, tmp_path):  # noqa: F811
+    from landslide_dask.clusters import start_cluster
+
+    ref_spec, ref = reference
+    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, cluster=str(CLUSTER / "slurm.yaml")))
+    t0 = time.perf_counter()
+    with start_cluster(spec.cluster, overrides=_overrides(slurm, tmp_path), echo=None) as slurm_client:
+        t_up = time.perf_counter() - t0
+        jobs = slurm.job_ids()
+        assert len(jobs) == 2                               # one SLURM job per Dask worker
+        res = run_job(spec, slurm_client, progress=False, predict_options=PREDICT, echo=None)
+        where = slurm_client.run(lambda: os.environ.get("SLURM_JOB_ID"))
+    assert sorted(where.values()) == sorted(jobs)          # the work ran inside the SLURM jobs
+    assert slurm.job_ids() == []                            # and they were cancelled after
+    assert res.ok
+    assert_same_outputs(spec.output_path, ref_spec.output_path)
+    print(f"\n[country] SLURM: 2 workers up in {t_up:.1f}s, job {time.perf_counter() - t0 - t_up:.1f}s "
+          f"(LocalCluster: {ref.wall_s:.1f}s)", file=sys.stderr)
