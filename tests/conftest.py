@@ -30,3 +30,15 @@ def demo_stac(demo_data):
 
     with serve_stac(demo_data) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two single-threaded Dask worker processes on loopback. One cluster per test module: tests
+    kill workers on purpose, so modules do not share one."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        c.wait_for_workers(2, timeout=60)
+        yield c

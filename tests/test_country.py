@@ -36,7 +36,6 @@ from landslide_dask.jobspec import load_jobspec
 from .test_clusters import CLUSTER, _overrides, slurm  # noqa: F401  (the one-node SLURM fixture)
 from .test_predict import make_checkpoint
 
-LOOPBACK = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
 # the gorkha_like region (2 km, seed 5) spans ~83.985-84.005 E; imagery reaches ~84.011 E
 BBOX = [83.984, 28.191, 84.03, 28.209]
 CELL_KM = 1.5
@@ -65,15 +64,6 @@ def stac(data):
 def ckpt(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("country-model") / "tiny.pt")
 
-
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **LOOPBACK) as cluster, \
-            Client(cluster) as c:
-        c.wait_for_workers(2, timeout=60)
-        yield c
 
 
 def write_spec(folder: Path, stac: str, ckpt: Path, **over) -> Path:

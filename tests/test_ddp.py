@@ -127,15 +127,6 @@ def _assert_clean(client, n: int = 2) -> None:
     assert all(client.run(_no_pg).values())
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **LOOPBACK) as cluster, \
-            Client(cluster) as c:
-        c.wait_for_workers(2, timeout=60)
-        yield c
-
 
 def test_ddp_equals_single_process_on_union(client):
     steps = 3

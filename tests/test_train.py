@@ -22,7 +22,6 @@ from landslide_dask.errors import InputDataError
 from landslide_dask.experiment import leave_one_out, train_strategy
 from landslide_dask.train import TrainConfig, evaluate, load_checkpoint, tiles, train
 
-LOOPBACK = dict(host="127.0.0.1", dashboard_address="127.0.0.1:0")
 TINY = {"encoder_blocks": [1, 1, 1, 1], "encoder_widths": [8, 16, 32, 32],
         "stem_widths": {"pre": 8, "post": 8, "terrain": 8}}
 
@@ -46,15 +45,6 @@ def cubes(tmp_path_factory) -> list[str]:
             out.append(str(build_cube(spec, progress=False, quicklook=False)))
     return out
 
-
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **LOOPBACK) as cluster, \
-            Client(cluster) as c:
-        c.wait_for_workers(2, timeout=60)
-        yield c
 
 
 def _cfg(cubes: list[str], out: Path, **kw) -> TrainConfig:
