@@ -31,6 +31,13 @@ from .terrain import hillshade, padded_chunks, slope_degrees
 log = logging.getLogger(__name__)
 
 
+def event_windows(event: date, pre_days: int, post_days: int) -> tuple[tuple[date, date], tuple[date, date]]:
+    """Pre- and post-event date windows (inclusive). The event day itself belongs to neither:
+    an acquisition that day may be from before or after the event."""
+    return ((event - timedelta(days=pre_days), event - timedelta(days=1)),
+            (event + timedelta(days=1), event + timedelta(days=post_days)))
+
+
 @dataclass
 class CubeSpec:
     """Everything that defines one cube; the CLI's ``cube`` options map onto it one to one."""
@@ -58,12 +65,11 @@ class CubeSpec:
 
     @property
     def pre_window(self) -> tuple[date, date]:
-        """Days before the event; the event day itself belongs to neither window (ambiguous)."""
-        return self.event_date - timedelta(days=self.pre_days), self.event_date - timedelta(days=1)
+        return event_windows(self.event_date, self.pre_days, self.post_days)[0]
 
     @property
     def post_window(self) -> tuple[date, date]:
-        return self.event_date + timedelta(days=1), self.event_date + timedelta(days=self.post_days)
+        return event_windows(self.event_date, self.pre_days, self.post_days)[1]
 
 
 def _item_datetime(item: dict) -> datetime:

@@ -61,13 +61,14 @@ import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import yaml
 
+from .cube import event_windows
 from .errors import InputDataError
 
 __all__ = [
@@ -153,12 +154,11 @@ class Event:
 
     @property
     def pre_window(self) -> tuple[date, date]:
-        """Same convention as CubeSpec: the event day itself belongs to neither window."""
-        return self.date - timedelta(days=self.pre_days), self.date - timedelta(days=1)
+        return event_windows(self.date, self.pre_days, self.post_days)[0]
 
     @property
     def post_window(self) -> tuple[date, date]:
-        return self.date + timedelta(days=1), self.date + timedelta(days=self.post_days)
+        return event_windows(self.date, self.pre_days, self.post_days)[1]
 
 
 @dataclass(frozen=True)
