@@ -1,6 +1,6 @@
 """Whole-region inference: pipeline efficiency, overhead, memory vs region size, km²/h, and the paper's scheme.
 
-    python benchmarks/predict.py --cube CUBE.zarr --model CKPT [--window 768] [--overlap 64] [--batch-size 4]
+    python benchmarks/predict.py --cube CUBE.zarr --model CKPT [--window 768] [--overlap 64] [--batch-size N]
                                  [--threads N] [--device cpu] [--repeat 3] [--tile 1] [--memory-tiles 1,2,4]
                                  [--seam-size 1024] [--seam-margin 64] [--skip-memory] [--workdir DIR]
                                  [--json out.json]
@@ -546,7 +546,8 @@ def main() -> None:
     p.add_argument("--model", required=True, help="checkpoint (e.g. demo-out/model/best.pt)")
     p.add_argument("--window", type=int, help="window px (default: predict's DEFAULT_WINDOW)")
     p.add_argument("--overlap", type=int, help="overlap px (default: predict's DEFAULT_OVERLAP)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4, predict's)")
+    p.add_argument("--batch-size", type=int,
+                   help="windows per forward pass (default: predict's for the device, 1 on CPU)")
     p.add_argument("--threads", type=int, help="use this many of this process's CPUs (affinity; default all)")
     p.add_argument("--device", help="cpu, cuda, ... (default: predict's, cuda when available)")
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions, medians reported (default 3)")
@@ -562,7 +563,7 @@ def main() -> None:
     p.add_argument("--workdir", help="keep derived cubes here (default: a temp dir, removed at the end)")
     p.add_argument("--json", help="also write the results as JSON to this file")
     args = p.parse_args()
-    if args.repeat < 1 or args.batch_size < 1 or args.tile < 1 or min(args.memory_tiles, default=1) < 1:
+    if args.repeat < 1 or (args.batch_size is not None and args.batch_size < 1) or args.tile < 1 or min(args.memory_tiles, default=1) < 1:
         p.error("--repeat, --batch-size, --tile and --memory-tiles must be >= 1")
     if args.threads:
         cpus = sorted(os.sched_getaffinity(0))
@@ -579,6 +580,8 @@ def main() -> None:
 
     args.cube, args.model = str(Path(args.cube).resolve()), str(Path(args.model).resolve())
     args.window, args.overlap = P.resolve_window(args.window, args.overlap)
+    if args.batch_size is None:
+        args.batch_size = P.default_batch_size(args.device)
     load = os.getloadavg()[0]
     t_start = time.perf_counter()
     keep = bool(args.workdir)

@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output zarr, e.g. region-pred.zarr (a rerun resumes it)")
     s.add_argument("--window", type=int, help="window in pixels, a multiple of 32 (default 768)")
     s.add_argument("--overlap", type=int, help="overlap of neighbouring windows in pixels (default 64)")
-    s.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    s.add_argument("--batch-size", type=int,
+                   help="windows per forward pass (default: 1 on CPU, 4 on CUDA)")
     s.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     s.add_argument("--cog", help="also write a Cloud-Optimized GeoTIFF here")
     s.add_argument("--overwrite", action="store_true", help="replace an output made with other arguments")

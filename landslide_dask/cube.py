@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -303,6 +304,9 @@ def write_cube(ds: xr.Dataset, out: Path, progress: bool = True) -> Path:
 
 
 def _compute(delayed, progress: bool) -> None:
+    """Compute on the current distributed client if there is one, else locally. The progress bar
+    is drawn only on a terminal: redirected to a log, a redrawn bar is a wall of text."""
+    progress = progress and sys.stdout.isatty()
     try:
         from distributed import get_client, progress as dist_progress
 
@@ -312,7 +316,7 @@ def _compute(delayed, progress: bool) -> None:
     if client is not None:
         future = client.compute(delayed)
         if progress:
-            dist_progress(future)
+            dist_progress(future, interval="1s")
         future.result()
     elif progress:
         from dask.diagnostics import ProgressBar

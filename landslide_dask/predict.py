@@ -9,9 +9,10 @@ How a region is mapped
   cube's end (its start stays on the grid), which keeps the overhead of modest cubes low. Input
   outside the cube is zero and invalid. The grid depends only on the cube's shape, the window and
   the overlap, never on the chunking, so neither does the result.
-* **Each window is predicted once** (in batches of ``batch_size`` windows, one task per batch,
-  reading its input straight from the zarr store through a per-process cache of decoded chunks:
-  only paths and offsets travel in the graph). Windows without a single valid pixel are skipped.
+* **Each window is predicted once** (in batches of up to ``batch_size`` windows of one row and
+  one size, one task per batch, reading its input straight from the zarr store through a
+  per-process cache of decoded chunks: only paths and offsets travel in the tasks). Windows
+  without a single valid pixel are skipped.
 * **Blending**: each window's probabilities are weighted by a separable Hann-tapered (Tukey)
   window: 1 in the interior, a ``sin²`` ramp over the ``overlap`` px at each edge, floored at
   ``WEIGHT_FLOOR``. Neighbouring ramps overlap exactly, so the weights of all windows covering a
@@ -29,8 +30,17 @@ How a region is mapped
   batch size) skips marked chunks (and the windows only they need). ``complete: true`` is set
   only once every chunk is written (the markers are then removed); :func:`open_prediction`
   refuses anything else.
+* **Streaming, strip by strip** (:func:`_stream`): batches are submitted in row-major order for
+  the output chunk rows up to a small lookahead past the first unfinished one (enough to keep
+  twice as many batches in flight as there are threads); a chunk is written as soon as the
+  batches it overlaps are done, and a window result is released when the last chunk needing it
+  is written. The same driver runs on this process's threads or on a ``distributed.Client``
+  (futures: window results move only from the worker that computed them to the one writing).
+  Handing dask the whole graph instead let ``dask.order`` start windows all over the region, and
+  the results held grew with it (a test counts them).
 * **Memory** per process: the decoded-chunk cache (``CACHE_MB``), ``threads x batch_size``
-  windows in the model, and the window results still awaited by unfinished output chunks.
+  windows in the model, and the window results of a strip of chunk rows across the region: it
+  does not grow with the region's height (nor with its area, for a given width).
 
 The model is loaded once per worker process from the checkpoint path (cached by path,
 modification time and device), never shipped in the graph; inference runs under
@@ -82,6 +92,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_WINDOW",
     "DEFAULT_OVERLAP",
+    "DEFAULT_BATCH_SIZE",
+    "default_batch_size",
     "predict",
     "lazy_probability",
     "open_prediction",
@@ -98,6 +110,10 @@ __all__ = [
 #: Defaults chosen by measurement (module docstring).
 DEFAULT_WINDOW = 768
 DEFAULT_OVERLAP = 64
+#: Windows per forward pass by device type. CPU: 1, batching buys no speed there (measured, module
+#: docstring) and forward-pass memory grows with the batch; CUDA: 4 windows of 768 px keep the GPU
+#: busy (not measured here: no GPU was lent; pass ``batch_size=``).
+DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 4}
 WEIGHT_FLOOR = 1e-3
 #: Decoded-chunk cache per process; enough for neighbouring windows to share chunks. Bounded, so
 #: memory does not grow with the region.
@@ -278,6 +294,19 @@ def clear_caches() -> None:
         _MODELS.clear()
 
 
+def default_batch_size(device: str | None = None) -> int:
+    """Windows per forward pass: ``DEFAULT_BATCH_SIZE`` of the device type (None: CUDA if this
+    process has it, else CPU)."""
+    kind = _resolve_device(device).type
+    return DEFAULT_BATCH_SIZE.get(kind, DEFAULT_BATCH_SIZE["cpu"])
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def _resolve_device(device: str | None):
     import torch
 
@@ -378,23 +407,31 @@ class _Plan:
 
 def _window_inputs(plan: _Plan, stats: dict, row: int, col: int, h: int, w: int
                    ) -> tuple[dict[str, np.ndarray], bool]:
-    """Normalised float32 streams of one window (as ChipReader.read does) and whether any pixel is valid."""
-    valid = _read(plan.cube, plan.cube_token, "valid", plan.shape, row, col, h, w).astype(bool)
+    """Normalised float32 streams of one window (as ChipReader.read does: ``(x - mean) / std``, 0
+    where not valid or not finite) and whether any pixel is valid. In place, one float copy per
+    stream: the unfused version cost 14 % of a CPU forward pass, half of it in ``nan_to_num``."""
+    valid = _read(plan.cube, plan.cube_token, "valid", plan.shape, row, col, h, w).astype(bool, copy=False)
     if not valid.any():
         return {}, False
+    invalid = ~valid
     out = {}
     for name in plan.streams:
         if name == "terrain":
-            x = np.stack([_read(plan.cube, plan.cube_token, t, plan.shape, row, col, h, w).astype(np.float32)
-                          for t in TERRAIN])
+            parts = [_read(plan.cube, plan.cube_token, t, plan.shape, row, col, h, w) for t in TERRAIN]
+            x = np.empty((len(parts), h, w), np.float32)
+            for k, part in enumerate(parts):
+                x[k] = part
+            exact = all(part.dtype.kind in "iub" for part in parts)
         else:
-            x = _read(plan.cube, plan.cube_token, name, plan.shape, row, col, h, w)
-            x = x[list(plan.band_index)].astype(np.float32)
-        mu = np.asarray(stats["mean"][name], np.float32)[:, None, None]
-        sd = np.asarray(stats["std"][name], np.float32)[:, None, None]
-        x = (x - mu) / sd
-        x[:, ~valid] = 0.0
-        out[name] = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+            raw = _read(plan.cube, plan.cube_token, name, plan.shape, row, col, h, w)
+            x = raw[list(plan.band_index)].astype(np.float32)
+            exact = raw.dtype.kind in "iub"
+        x -= np.asarray(stats["mean"][name], np.float32)[:, None, None]
+        x /= np.asarray(stats["std"][name], np.float32)[:, None, None]
+        if not exact:  # float inputs (slope) may hold NaN or inf; integers cannot
+            np.copyto(x, 0.0, where=~np.isfinite(x))
+        np.copyto(x, 0.0, where=invalid[None])
+        out[name] = x
     return out, True
 
 
@@ -443,7 +480,8 @@ def _assemble(plan: _Plan, i: int, j: int, contributions: list) -> tuple[np.ndar
     y0, y1, x0, x1 = _chunk_bounds(plan, i, j)
     acc = np.zeros((y1 - y0, x1 - x0), np.float32)
     wsum = np.zeros_like(acc)
-    for row, col, h, w, p in contributions:  # in window order: the float sum does not depend on chunking
+    for row, col, h, w, results, k in contributions:  # in window order: the float sum does not depend on chunking
+        p = results[k]
         if p is None:
             continue
         # p covers rows [max(row, 0), min(row + h, H)) and the matching columns of the cube
@@ -545,6 +583,8 @@ def _prepare(cube, model, window, overlap, batch_size, device, local_threads):
     chunks = tuple(int(v) for v in valid.chunks)
     cfg = ModelConfig.from_dict(ckpt["model_config"])
     window, overlap = resolve_window(window, overlap, cfg.size_multiple)
+    if batch_size is None:
+        batch_size = default_batch_size(device)
     if batch_size < 1:
         raise InputDataError(f"batch_size must be >= 1, got {batch_size}")
     token = str((cube / "zarr.json").stat().st_mtime_ns) if (cube / "zarr.json").exists() else "0"
@@ -552,12 +592,7 @@ def _prepare(cube, model, window, overlap, batch_size, device, local_threads):
                  model_mtime_ns=model.stat().st_mtime_ns, device=device, window=window, overlap=overlap,
                  streams=tuple(str(s) for s in ckpt["streams"]), band_index=band_index,
                  local_threads=local_threads, multiple=cfg.size_multiple)
-    # batches of same-sized windows (the trimmed last row/column form their own), row-major
-    by_size: dict[tuple[int, int], list] = {}
-    for win in windows_of(shape, window, overlap, cfg.size_multiple):
-        by_size.setdefault(win[2:], []).append(win)
-    batches = [tuple(group[b:b + batch_size]) for group in by_size.values()
-               for b in range(0, len(group), batch_size)]
+    batches = _batches(windows_of(shape, window, overlap, cfg.size_multiple), batch_size)
     run = {"format": PREDICTION_FORMAT, "cube": str(cube), "shape": list(shape), "chunks": list(chunks),
            "model": str(model), "model_sha256": _file_sha256(model), "window": window, "overlap": overlap,
            "batch_size": int(batch_size)}
@@ -565,46 +600,57 @@ def _prepare(cube, model, window, overlap, batch_size, device, local_threads):
     return plan, batches, run, extra
 
 
-def _graph(plan: _Plan, batches: list, todo: list[tuple[int, int]], out: str | None):
-    """Delayed objects, one per chunk in ``todo``: a write task if ``out`` is given, else a
-    probability block. Only the batches that those chunks need are in the graph."""
-    import operator
+def _batches(windows: list[tuple[int, int, int, int]], batch_size: int) -> list[tuple]:
+    """Windows grouped into batches of up to ``batch_size`` consecutive windows of one row and one
+    size, in row-major order. Batches never mix rows, so output chunks are finished row by row and
+    the window results they wait for stay bounded by a strip of the region, whatever its height
+    (grouping all same-sized windows of the region first left the trimmed last column until the
+    end, and every row's windows waiting for it)."""
+    batches: list[tuple] = []
+    run: list[tuple[int, int, int, int]] = []
+    for win in windows:
+        if run and (len(run) == batch_size or win[0] != run[0][0] or win[2:] != run[0][2:]):
+            batches.append(tuple(run))
+            run = []
+        run.append(win)
+    if run:
+        batches.append(tuple(run))
+    return batches
 
+
+def _contributions(plan: _Plan, batches: list, todo: list[tuple[int, int]]
+                   ) -> dict[tuple[int, int], list[tuple[int, int, int, int, int, int]]]:
+    """For each chunk of ``todo``: ``(row, col, h, w, batch, k)`` of every window overlapping it, in
+    window order (row-major), ``batch``/``k`` locating the window in ``batches``."""
+    where = {win: (b, k) for b, batch in enumerate(batches) for k, win in enumerate(batch)}
+    ys = sorted({(r, h) for r, _, h, _ in where})
+    xs = sorted({(c, w) for _, c, _, w in where})
+    out = {}
+    for i, j in todo:
+        y0, y1, x0, x1 = _chunk_bounds(plan, i, j)
+        out[(i, j)] = [(r, c, h, w, *where[(r, c, h, w)]) for r, h in ys if r < y1 and r + h > y0
+                       for c, w in xs if c < x1 and c + w > x0]
+    return out
+
+
+def _graph(plan: _Plan, batches: list, todo: list[tuple[int, int]]) -> list:
+    """Delayed probability blocks, one per chunk in ``todo``, for :func:`lazy_probability`: each
+    batch is one task (each window computed once), each block sums the batches it overlaps."""
     from dask import delayed
     from dask.base import tokenize
 
-    tok = tokenize(plan, batches, out)
-    where: dict[tuple, tuple[int, int]] = {}
-    for b, batch in enumerate(batches):
-        for k, win in enumerate(batch):
-            where[win] = (b, k)
-    ys = sorted({(r, h) for r, _, h, _ in where})
-    xs = sorted({(c, w) for _, c, _, w in where})
+    tok = tokenize(plan, batches)
     batch_tasks: dict[int, object] = {}
-    win_tasks: dict[tuple, object] = {}
 
-    def window_task(win):
-        if win not in win_tasks:
-            b, k = where[win]
-            if b not in batch_tasks:
-                batch_tasks[b] = delayed(_run_batch, pure=True)(plan, batches[b],
-                                                                dask_key_name=f"predict-batch-{tok}-{b}")
-            win_tasks[win] = delayed(operator.getitem, pure=True)(batch_tasks[b], k,
-                                                                  dask_key_name=f"predict-window-{tok}-{b}-{k}")
-        return win_tasks[win]
+    def batch_task(b: int):
+        if b not in batch_tasks:
+            batch_tasks[b] = delayed(_run_batch, pure=True)(plan, batches[b], dask_key_name=f"predict-batch-{tok}-{b}")
+        return batch_tasks[b]
 
-    out_tasks = []
-    for i, j in todo:
-        y0, y1, x0, x1 = _chunk_bounds(plan, i, j)
-        contrib = [(r, c, h, w, window_task((r, c, h, w))) for r, h in ys if r < y1 and r + h > y0
-                   for c, w in xs if c < x1 and c + w > x0]
-        if out is None:
-            out_tasks.append(delayed(_probability_block, pure=True)(
-                plan, i, j, contrib, dask_key_name=f"predict-block-{tok}-{i}-{j}"))
-        else:
-            out_tasks.append(delayed(_write_chunk, pure=True)(
-                plan, out, i, j, contrib, dask_key_name=f"predict-write-{tok}-{i}-{j}"))
-    return out_tasks
+    return [delayed(_probability_block, pure=True)(
+        plan, i, j, [(r, c, h, w, batch_task(b), k) for r, c, h, w, b, k in contrib],
+        dask_key_name=f"predict-block-{tok}-{i}-{j}")
+        for (i, j), contrib in _contributions(plan, batches, todo).items()]
 
 
 def _chunk_grid_of(shape: tuple[int, int], chunks: tuple[int, int]) -> list[tuple[int, int]]:
@@ -622,14 +668,14 @@ def _local_threads(device: str | None) -> int:
 
 
 def lazy_probability(cube: str | Path, model: str | Path, *, window: int | None = None,
-                     overlap: int | None = None, batch_size: int = 4, device: str | None = None):
+                     overlap: int | None = None, batch_size: int | None = None, device: str | None = None):
     """The blended probability (uint8, 0 where invalid) as a lazy dask array on the cube's chunks —
     the same computation as :func:`predict`, without writing (benchmarks, in-memory checks)."""
     import dask.array as da
 
     plan, batches, _, _ = _prepare(cube, model, window, overlap, batch_size, device, _local_threads(device))
     grid = _chunk_grid(plan)
-    tasks = dict(zip(grid, _graph(plan, batches, grid, None)))
+    tasks = dict(zip(grid, _graph(plan, batches, grid)))
     ny, nx = grid[-1][0] + 1, grid[-1][1] + 1
     rows = []
     for i in range(ny):
@@ -763,13 +809,14 @@ def _finish(out: Path, n_total: int) -> None:
 # public API
 # ---------------------------------------------------------------------------------------------
 def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None, window: int | None = None,
-            overlap: int | None = None, batch_size: int = 4, device: str | None = None,
+            overlap: int | None = None, batch_size: int | None = None, device: str | None = None,
             progress: bool = True, overwrite: bool = False) -> Path:
     """Map landslide probability over a cube with blended overlapping windows; resumable.
 
     ``client``: a ``distributed.Client`` (else dask's local threaded scheduler with up to 4
     threads). ``window``, ``overlap``: pixels, multiples of the model's input multiple (32);
-    defaults ``DEFAULT_WINDOW`` and ``DEFAULT_OVERLAP``. ``batch_size``: windows per forward pass.
+    defaults ``DEFAULT_WINDOW`` and ``DEFAULT_OVERLAP``. ``batch_size``: windows per forward pass
+    (None: :func:`default_batch_size` of the device the workers use).
     ``device``: ``"cpu"``, ``"cuda"``...; None picks CUDA on workers that have it. An existing
     ``out`` made with the same arguments is resumed (finished chunks are skipped); with other
     arguments it is an error unless ``overwrite``. Returns ``out``; open it with
@@ -781,6 +828,8 @@ def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None
 
     out = Path(out).resolve()
     local_threads = _local_threads(device)
+    if batch_size is None and device is None and client is not None:
+        batch_size = default_batch_size("cuda" if any(client.run(_has_cuda).values()) else "cpu")
     plan, batches, run, extra = _prepare(cube, model, window, overlap, batch_size, device, local_threads)
     if client is not None:
         plan = dataclasses.replace(plan, worker_threads=_worker_threads(client))
@@ -797,7 +846,6 @@ def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None
     todo = [ij for ij in grid if ij not in done]
     if done:
         log.info("resuming %s: %d of %d chunks already done", out, len(done), len(grid))
-    tasks = _graph(plan, batches, todo, str(out))
     bar = None
     if progress:
         from tqdm import tqdm
@@ -806,10 +854,10 @@ def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None
                    mininterval=1.0)
     try:
         if client is not None:
-            _run_distributed(client, tasks, bar)
+            _stream(plan, batches, todo, str(out), _DistributedPool(client), bar)
         else:
-            with _ChunkCounter(bar):
-                dask.compute(*tasks, scheduler="threads", num_workers=local_threads)
+            with _ThreadPool(local_threads) as pool:
+                _stream(plan, batches, todo, str(out), pool, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -820,42 +868,141 @@ def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None
     return out
 
 
-def _run_distributed(client, tasks: list, bar) -> None:
-    from distributed import as_completed
+# ---------------------------------------------------------------------------------------------
+# streaming execution: strips of the region in flight, never the whole region
+# ---------------------------------------------------------------------------------------------
+class _ThreadPool:
+    """This process's threads (the default without a client)."""
 
-    futures = client.compute(tasks)
-    try:
-        for fut in as_completed(futures):
-            fut.result()  # raises the task's error (e.g. InputDataError) here
-            if bar is not None:
-                bar.update(1)
-    except BaseException:
-        client.cancel(futures)
-        raise
+    def __init__(self, threads: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
 
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="predict")
 
-class _ChunkCounter:
-    """A dask local-scheduler callback advancing the progress bar as each chunk is written."""
+    def submit(self, key: str, fn, *args):
+        return self._pool.submit(fn, *args)
 
-    def __init__(self, bar) -> None:
-        from dask.callbacks import Callback
+    @staticmethod
+    def value(fut):
+        return fut.result()  # batches are done before a write is submitted: no waiting
 
-        bar_ = bar
+    @staticmethod
+    def wait_any(futures) -> set:
+        from concurrent.futures import FIRST_COMPLETED, wait
 
-        class _CB(Callback):
-            def _posttask(self, key, result, dsk, state, id):  # noqa: A002 - dask's signature
-                if bar_ is not None and isinstance(key, str) and key.startswith("predict-write-"):
-                    bar_.update(1)
+        return wait(futures, return_when=FIRST_COMPLETED).done
 
-        self._cb = _CB()
+    def cancel(self, futures) -> None:
+        for f in futures:
+            f.cancel()
 
     def __enter__(self):
-        self._cb.__enter__()
         return self
 
-    def __exit__(self, *exc):
-        self._cb.__exit__(*exc)
+    def __exit__(self, *exc) -> bool:
+        self._pool.shutdown(wait=True, cancel_futures=True)
         return False
+
+
+class _DistributedPool:
+    """A ``distributed.Client``: results stay on the workers; writes receive the batch futures, so
+    window results move only from the worker that computed them to the one writing the chunk."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.threads = max(1, sum(client.nthreads().values()))
+
+    def submit(self, key: str, fn, *args):
+        return self.client.submit(fn, *args, key=key, pure=False)
+
+    @staticmethod
+    def value(fut):
+        return fut
+
+    @staticmethod
+    def wait_any(futures) -> set:
+        from distributed import wait
+
+        return set(wait(list(futures), return_when="FIRST_COMPLETED").done)
+
+    def cancel(self, futures) -> None:
+        if futures:
+            self.client.cancel(list(futures))
+
+
+def _stream(plan: _Plan, batches: list, todo: list[tuple[int, int]], out: str, pool, bar) -> None:
+    """Compute and write the chunks of ``todo`` strip by strip.
+
+    Batches are submitted in row-major order for the chunk rows up to ``lookahead`` rows ahead of
+    the first unfinished one; a chunk's write is submitted as soon as every batch it overlaps is
+    done, and a batch's result is released when the last chunk needing it has been submitted. So
+    the window results held at once are those of a few chunk rows (a strip across the region, not
+    its height), and the workers are never idle for want of submitted work (``lookahead`` keeps at
+    least twice as many batches in flight as there are threads). Errors cancel what is pending and
+    propagate (chunks already written stay marked: a rerun resumes)."""
+    contrib = _contributions(plan, batches, todo)
+    need = {ij: {b for *_, b, _ in c} for ij, c in contrib.items()}
+    chunks_of: dict[int, list[tuple[int, int]]] = {}
+    for ij, bs in need.items():
+        for b in bs:
+            chunks_of.setdefault(b, []).append(ij)
+    rows = sorted({i for i, _ in todo})
+    by_row = {r: [ij for ij in todo if ij[0] == r] for r in rows}
+    lookahead = max(1, math.ceil(2 * pool.threads / max(1, len(chunks_of) // max(1, len(rows)))))
+    tok = hashlib.sha1(repr((plan, out)).encode()).hexdigest()[:12]
+    users = {b: len(ijs) for b, ijs in chunks_of.items()}   # chunks whose write is not submitted yet
+    batch_futs: dict[int, object] = {}                      # submitted and still needed
+    done: set[int] = set()
+    waiting: dict[tuple[int, int], set[int]] = {}           # submitted chunk rows: batches not done
+    running: dict[object, tuple[str, object]] = {}
+    left = {r: len(by_row[r]) for r in rows}                # chunks of a row not written yet
+    state = {"submitted": 0, "first": 0}                    # chunk rows submitted / fully written
+
+    def submit_write(ij) -> None:
+        i, j = ij
+        args = [(r, c, h, w, pool.value(batch_futs[b]), k) for r, c, h, w, b, k in contrib[ij]]
+        running[pool.submit(f"predict-write-{tok}-{i}-{j}", _write_chunk, plan, out, i, j, args)] = ("write", ij)
+        del waiting[ij]
+        for b in need[ij]:
+            users[b] -= 1
+            if not users[b]:
+                del batch_futs[b]   # the write holds the result now
+
+    def submit_rows() -> None:
+        while state["submitted"] < len(rows) and state["submitted"] <= state["first"] + lookahead:
+            for ij in by_row[rows[state["submitted"]]]:
+                for b in sorted(need[ij] - done - batch_futs.keys()):
+                    batch_futs[b] = pool.submit(f"predict-batch-{tok}-{b}", _run_batch, plan, batches[b])
+                    running[batch_futs[b]] = ("batch", b)
+                waiting[ij] = need[ij] - done
+                if not waiting[ij]:
+                    submit_write(ij)
+            state["submitted"] += 1
+
+    try:
+        submit_rows()
+        while running:
+            for f in pool.wait_any(list(running)):
+                kind, what = running.pop(f)
+                f.result()   # a task's error (e.g. a corrupt chunk) is raised here
+                if kind == "batch":
+                    done.add(what)
+                    for ij in chunks_of[what]:
+                        if ij in waiting:
+                            waiting[ij].discard(what)
+                            if not waiting[ij]:
+                                submit_write(ij)
+                else:
+                    left[what[0]] -= 1
+                    if bar is not None:
+                        bar.update(1)
+            while state["first"] < len(rows) and not left[rows[state["first"]]]:
+                state["first"] += 1
+            submit_rows()
+    except BaseException:
+        pool.cancel(list(running))
+        raise
 
 
 def _check_any_valid(plan: _Plan) -> None:

@@ -167,13 +167,15 @@ def test_rank_that_raises_fails_everyone_with_one_clear_error(client):
     w1 = _workers(client)[1]
     t0 = time.monotonic()
     with pytest.raises(DistributedTrainingError) as ei:
-        run_ddp(client, _train, 4, fail_at=1, timeout_s=20)
+        run_ddp(client, _train, 4, fail_at=1, timeout_s=120)
     elapsed = time.monotonic() - t0
     msg = str(ei.value)
     assert "rank 1" in msg and w1 in msg
     assert "ValueError" in msg and "bad batch at step 1 on rank 1" in msg
     assert ei.value.primary.rank == 1 and ei.value.primary.kind == "raised"
-    assert elapsed < 10, elapsed  # rank 0 did not sit out its 20 s collective timeout
+    # rank 0 did not sit out its 120 s collective timeout (the margin absorbs fresh workers
+    # importing torch on a loaded machine; a sit-out would take the whole timeout)
+    assert elapsed < 60, elapsed
     _assert_clean(client)
 
 

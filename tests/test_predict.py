@@ -299,6 +299,46 @@ def test_windows_without_valid_pixels_are_skipped(tmp_path, ckpt, monkeypatch):
     assert (prob[:, :150] == 0).all() and (prob[:, 150:] > 0).any()
 
 
+def test_window_results_held_at_once_do_not_grow_with_the_region(tmp_path, ckpt, monkeypatch):
+    """Memory per worker: the window results alive at any moment are those of a strip of chunk
+    rows across the region, the same for a region 4x taller (grouping all same-sized windows
+    first, as predict once did, held ~every window of the region until the trimmed last column
+    ran)."""
+    import weakref
+
+    orig, lock = P._run_batch, threading.Lock()
+    live = {"now": 0, "peak": 0}
+
+    def released() -> None:
+        with lock:
+            live["now"] -= 1
+
+    def tracking(plan, windows):
+        res = orig(plan, windows)
+        for r in res:
+            if r is not None:
+                with lock:
+                    live["now"] += 1
+                    live["peak"] = max(live["peak"], live["now"])
+                weakref.finalize(r, released)
+        return res
+
+    monkeypatch.setattr(P, "_run_batch", tracking)
+    monkeypatch.setattr(P, "_local_threads", lambda device: 2)
+    peaks = {}
+    for h in (400, 1600):
+        cube = write_test_cube(tmp_path / f"c{h}.zarr", make_arrays(shape=(h, 232), seed=2), chunk=64)
+        live.update(now=0, peak=0)
+        P.predict(cube, ckpt, tmp_path / f"p{h}.zarr", window=WIN, overlap=OV, batch_size=1, progress=False)
+        assert live["now"] == 0  # every window result is released once its chunks are written
+        peaks[h] = live["peak"]
+    n_large = len(P.windows_of((1600, 232), WIN, OV))
+    # 3 windows per row; a strip: the windows overlapping a band of 6 chunk rows (384 px) at most
+    strip = 3 * ((6 * 64 + WIN) // (WIN - OV) + 1)
+    assert peaks[1600] <= strip < n_large / 2, (peaks, strip, n_large)
+    assert peaks[400] <= strip
+
+
 class _Interrupt(RuntimeError):
     pass
 
@@ -361,12 +401,12 @@ def test_distributed_client_gives_the_local_result(tmp_path, cube64, ckpt, refer
 
 def test_graph_carries_paths_not_the_model(cube64, ckpt):
     plan, batches, _, _ = P._prepare(cube64, ckpt, WIN, OV, 3, "cpu", 1)
-    tasks = P._graph(plan, batches, P._chunk_grid(plan), None)
+    tasks = P._graph(plan, batches, P._chunk_grid(plan))
     graph = {}
     for t in tasks:
         graph.update(dict(t.__dask_graph__()))
-    n_windows = len(P.windows_of(plan.shape, WIN, OV))
-    assert len(graph) == len(batches) + n_windows + len(tasks)  # each window computed once
+    assert sum(len(b) for b in batches) == len(P.windows_of(plan.shape, WIN, OV))
+    assert len(graph) == len(batches) + len(tasks)  # each batch of windows computed once
     per_task = len(pickle.dumps(graph)) / len(graph)
     assert per_task < 2000, per_task  # paths and offsets only; the weights alone are larger
     assert len(pickle.dumps(graph)) < os.path.getsize(ckpt)
