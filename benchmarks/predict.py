@@ -2,7 +2,8 @@
 
     python benchmarks/predict.py --cube CUBE.zarr --model CKPT [--window 768] [--overlap 64] [--batch-size N]
                                  [--threads N] [--device cpu] [--repeat 3] [--tile 1] [--memory-tiles 1,2,4]
-                                 [--seam-size 1024] [--seam-margin 64] [--skip-memory] [--workdir DIR]
+                                 [--seam-size 1024] [--seam-margin 64] [--skip-memory] [--batch-sizes 1,4]
+                                 [--workdir DIR]
                                  [--json out.json]
 
 ``landslide-dask demo`` writes a cube and a checkpoint to use: ``demo-out/cubes/haiti_like.zarr`` (the unseen
@@ -55,6 +56,11 @@ demo cube, so that fixed costs and part-filled batches weigh less).
    against it, over valid pixels more than ``--seam-margin`` px from the cube border: max abs difference and the
    share of pixels > 2/255 for ours (``predict`` at window/overlap), the paper's scheme, naive non-overlapping
    tiling with our window (``predict`` with overlap 0) and naive tiling with 224 px windows.
+
+6. **Batch size** (--batch-sizes, default 1,4): one full-size window of the cube through the model at each batch
+   size, in-memory inputs, alternated --repeat times: this thread's CPU seconds per window with 1 torch thread (CPU
+   time is hardly moved by other processes' load, wall time is) and wall seconds per window. This is how predict's
+   CPU default (``DEFAULT_BATCH_SIZE``) was chosen.
 
 --threads N restricts this process (and the spawned ones) to N of its CPUs (affinity); predict's local scheduler
 then runs min(N, 4) dask threads with N // that torch threads each, and the model-only and paper runs copy that.
@@ -243,6 +249,37 @@ def inputs_only(plan, batches, meta) -> float:
     with ThreadPoolExecutor(plan.local_threads) as pool:
         list(pool.map(run, batches))
     return time.perf_counter() - t0
+
+
+def batch_cost(plan, model, meta, sizes: list[int], repeat: int) -> list[dict]:
+    """Cost of one full-size window through the model at each batch size in ``sizes``, in-memory inputs (a real
+    window of the cube), alternated ``repeat`` times: CPU seconds of this thread per window with 1 torch thread (on
+    CPU: insensitive to other load, unlike wall time), and wall seconds per window."""
+    import torch
+
+    import landslide_dask.predict as P
+
+    dev = meta["device"]
+    win = min(plan.window, _ceil(plan.shape[0], plan.multiple)), min(plan.window, _ceil(plan.shape[1], plan.multiple))
+    x, _ = P._window_inputs(plan, meta["stats"], 0, 0, *win)
+    inputs = {n: _tensors([x] * n, plan.streams, dev) for n in sizes}
+    if dev.type == "cpu":
+        torch.set_num_threads(1)
+    for n in sizes:
+        _forward(model, dev, inputs[n])
+    _sync(dev)
+    cpu = {n: [] for n in sizes}
+    wall = {n: [] for n in sizes}
+    for _ in range(repeat):
+        for n in sizes:
+            c0, t0 = time.thread_time(), time.perf_counter()
+            _forward(model, dev, inputs[n])
+            _sync(dev)
+            cpu[n].append((time.thread_time() - c0) / n)
+            wall[n].append((time.perf_counter() - t0) / n)
+    return [{"batch_size": n, "window": list(win), "cpu_s_per_window": statistics.median(cpu[n]),
+             "wall_s_per_window": statistics.median(wall[n]), "torch_threads": 1 if dev.type == "cpu" else None}
+            for n in sizes]
 
 
 def paper_windows(n: int, window: int = PAPER_WINDOW, keep: int = PAPER_KEEP) -> list[int]:
@@ -526,6 +563,13 @@ def print_tables(res: dict) -> None:
                   "target). Peak RSS = VmHWM of the process (imports, model, forward passes of dask threads x "
                   "batch_size windows, decoded-chunk cache, window results awaiting their output chunks).")
 
+    if res.get("batch_sizes"):
+        print("\n| batch size (full windows, in-memory inputs) | CPU s per window (1 torch thread) | wall s per window |")
+        print("|---|---|---|")
+        for r in res["batch_sizes"]:
+            print(f"| {r['batch_size']} x {r['window'][0]} x {r['window'][1]} px | {r['cpu_s_per_window']:.3f} | "
+                  f"{r['wall_s_per_window']:.3f} |")
+
     s = res["seams"]
     print(f"\nseams against one whole-image forward pass of a {s['shape'][0]} x {s['shape'][1]} px cube, valid "
           f"pixels > {s['margin']} px from the border ({next(iter(s['schemes'].values()))['pixels']:,} px):\n")
@@ -560,6 +604,8 @@ def main() -> None:
                    help="regions of the memory runs: the cube tiled K x K for each K (default 1,2,4: 1x, 4x, 16x "
                         "the area)")
     p.add_argument("--skip-memory", action="store_true", help="skip the fresh-process memory runs")
+    p.add_argument("--batch-sizes", type=_ints, default=[1, 4],
+                   help="batch sizes whose cost per window is compared (default 1,4; empty to skip)")
     p.add_argument("--workdir", help="keep derived cubes here (default: a temp dir, removed at the end)")
     p.add_argument("--json", help="also write the results as JSON to this file")
     args = p.parse_args()
@@ -623,6 +669,12 @@ def main() -> None:
 
         thr = throughput(args, work, tiled(args.tile))
         paper_prob = thr.pop("_paper_prob")
+        batches = None
+        if args.batch_sizes:
+            plan, _, _, _ = P._prepare(args.cube, args.model, args.window, args.overlap, args.batch_size,
+                                       args.device, P._local_threads(args.device))
+            model, meta = P._model(plan.model, plan.model_mtime_ns, plan.device)
+            batches = batch_cost(plan, model, meta, args.batch_sizes, args.repeat)
 
         h, w = zarr.open_group(args.cube, mode="r")["valid"].shape
         size = (min(h, args.seam_size), min(w, args.seam_size))
@@ -647,7 +699,7 @@ def main() -> None:
                    "load_avg_1m_end": os.getloadavg()[0], "torch": torch.__version__,
                    "scheduler": "dask local threaded (client=None)",
                    "total_s": time.perf_counter() - t_start},
-        "throughput": thr, "memory": memory, "seams": sm,
+        "throughput": thr, "memory": memory, "seams": sm, "batch_sizes": batches,
     }
     print_tables(res)
     if args.json:

@@ -110,9 +110,10 @@ __all__ = [
 #: Defaults chosen by measurement (module docstring).
 DEFAULT_WINDOW = 768
 DEFAULT_OVERLAP = 64
-#: Windows per forward pass by device type. CPU: 1, batching buys no speed there (measured, module
-#: docstring) and forward-pass memory grows with the batch; CUDA: 4 windows of 768 px keep the GPU
-#: busy (not measured here: no GPU was lent; pass ``batch_size=``).
+#: Windows per forward pass by device type. CPU: 1 -- batching costs CPU there (demo model, one
+#: torch thread, 768 px windows: 0.72 CPU s per window in batches of 1, 0.96 in batches of 4;
+#: ``benchmarks/predict.py --batch-sizes 1,4``) and forward-pass memory grows with the batch.
+#: CUDA: 4 (not measured here: no GPU was lent; pass ``batch_size=``).
 DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 4}
 WEIGHT_FLOOR = 1e-3
 #: Decoded-chunk cache per process; enough for neighbouring windows to share chunks. Bounded, so
@@ -824,8 +825,6 @@ def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None
     not valid), ``valid``, the cube's ``y``/``x``/``spatial_ref`` and attrs (crs, epsg,
     transform, model, threshold, window, overlap, overhead, ...).
     """
-    import dask
-
     out = Path(out).resolve()
     local_threads = _local_threads(device)
     if batch_size is None and device is None and client is not None:
