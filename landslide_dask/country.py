@@ -38,13 +38,35 @@
    - ``summary.csv``: per cell id, epsg, status, reason, attempts, landslide count and area,
      seconds per stage; ``overview.png``: the cells coloured by status with the polygons, EPSG:4326.
 
-Outputs must be a local folder for now: an fsspec URL (s3://, gs://...) is refused with a clear
-message (the cube, prediction and COG writers of this package write local files).
+5. **Outputs on object storage** -- ``output`` may be an fsspec URL (``s3://bucket/prefix``,
+   ``gs://``, ``az://``...; options such as an S3 endpoint from the spec's ``storage_options``, see
+   :mod:`landslide_dask.jobspec`). The cube, prediction and COG writers write local files, so each
+   cell is computed in a local *scratch* folder (``spec.scratch_dir()``: the spec's ``scratch``,
+   ``submit --scratch DIR`` / ``run_job(scratch=...)``, or a temp folder; every worker must be able to
+   reach it) and, once finished, its files are uploaded to ``URL/cells/<id>/`` (what a killed run
+   left there is removed first) and its scratch folder deleted, so scratch holds only the cells in
+   flight. The manifest is kept in the scratch folder and uploaded to ``URL/manifest.json`` after
+   every change, whole, in one PUT (an object store replaces an object atomically); a rerun
+   downloads it first and resumes from it (the remote copy is the truth; the local lock guards only
+   drivers on one machine). The country outputs are built in ``<scratch>/country/`` and uploaded to
+   the same names under the URL; the per-cell polygons and COG headers are read from the remote.
+   The VRTs name their COGs by GDAL's absolute ``/vsis3/bucket/key`` (``/vsigs/``, ``/vsiaz/``...)
+   paths: a ``../`` relative source path inside a VRT on an object store does not work with GDAL
+   (checked against an S3 server: the signed request for ``mosaic/../cells/...`` is refused); set
+   GDAL's credentials and endpoint (``AWS_*``, ``AWS_S3_ENDPOINT``) to open them. For protocols
+   GDAL cannot read (``memory://``, ``sftp://``...) the VRTs keep relative paths, valid once the
+   output is downloaded. ``seconds`` gets an ``upload`` stage.
+   A checkpoint given as a URL is downloaded once into ``<scratch>/models/`` (keyed by URL and
+   ETag/size) and the workers load it from there. The output is probed (an object written, read
+   back and deleted) before any cell runs: bad credentials, an unknown bucket, an unreachable
+   endpoint or a missing fsspec backend fail at once with what to check or install.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import json
 import logging
 import math
@@ -65,6 +87,7 @@ from .errors import EmptySearchError, InputDataError, LandslideDaskError
 log = logging.getLogger(__name__)
 
 __all__ = ["STAGES", "CountryJobError", "JobResult", "check_output", "merge_cell_polygons", "run_job", "write_vrt"]
+MANIFEST = "manifest.json"
 
 STAGES = ("search", "cube", "predict", "cog", "polygons")
 NO_VALID_PIXEL = "no valid pixel in the cube (fully clouded, or outside the imagery)"
@@ -176,26 +199,104 @@ def run_cell(spec, cell, out: Path, client, *, chunk: int = 1024,
 # the job
 
 
-def check_output(spec) -> Path:
-    """The local output folder, created and probed for writing; a clear error otherwise (URLs too)."""
-    if not spec.output_is_local:
-        raise CountryJobError(
-            f"output {spec.output}: writing a country job to an fsspec URL is not supported yet by the job "
-            "runner (the cube, prediction and COG writers write local files). Give a local folder (e.g. a "
-            "shared file system on a cluster) and copy it afterwards (e.g. `aws s3 sync`, `gsutil rsync`)")
-    if not spec.model_is_local:
-        raise CountryJobError(f"model {spec.model}: reading the checkpoint from an fsspec URL is not supported yet "
-                              "by the job runner; copy it to a local (or shared) path")
-    out = spec.output_path
+def _probe_local(folder: Path, what: str) -> Path:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise CountryJobError(f"output {out} cannot be written ({exc.strerror or exc}): choose a folder you "
+        raise CountryJobError(f"{what} {folder} cannot be written ({exc.strerror or exc}): choose a folder you "
                               "can write to") from None
-    return out
+    return folder
+
+
+def check_output(spec, scratch: str | Path | None = None) -> Path | str:
+    """Probe the job's output for writing before anything runs; a clear error otherwise.
+
+    Local: the folder, created. URL: the URL, after a probe object was written, read back and
+    deleted there (credentials, endpoint and bucket checked), and the scratch folder created.
+    A checkpoint URL is checked for reading (it is fetched by :func:`run_job`).
+    """
+    from .storage import StorageError, check_readable, check_writable
+
+    if not spec.model_is_local:
+        try:
+            check_readable(spec.model, spec.fsspec_options(spec.model))
+        except StorageError as exc:
+            raise CountryJobError(f"model: {exc}") from None
+    if spec.output_is_local:
+        return _probe_local(spec.output_path, "output")
+    try:
+        check_writable(spec.output, spec.fsspec_options(spec.output))
+    except StorageError as exc:
+        raise CountryJobError(f"output: {exc}") from None
+    _probe_local(spec.scratch_dir(scratch), "scratch folder (the local working folder of a URL output; "
+                 "set `scratch:` in the job spec or pass --scratch)")
+    return spec.output
+
+
+class _Target:
+    """Where a job writes: ``work`` (cells are computed there, the manifest lives there) and, for a
+    URL output, ``remote`` (a :class:`~landslide_dask.storage.RemoteLocation`) it is published to."""
+
+    def __init__(self, spec, scratch: str | Path | None = None):
+        from .storage import RemoteLocation
+
+        self.scratch = spec.scratch_dir(scratch)
+        if spec.output_is_local:
+            self.remote = None
+            self.work = spec.output_path
+        else:
+            self.remote = RemoteLocation(spec.output, spec.fsspec_options(spec.output))
+            self.work = self.scratch
+        self.work.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.work / MANIFEST
+
+    # -- the manifest on the remote ----------------------------------------------------------------
+    def pull_manifest(self, path: Path) -> None:
+        """Replace the local manifest by the remote one (or remove it: the remote is the truth)."""
+        data = self._retry(lambda: self.remote.read_bytes(MANIFEST), "reading", MANIFEST)
+        if data is None:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_name(f".{path.name}.pull-{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def push_manifest(self, path: Path) -> None:
+        """Upload a manifest file just written, whole, in one PUT."""
+        data = path.read_bytes()
+        self._retry(lambda: self.remote.write_bytes(path.name, data), "writing", path.name)
+
+    def _retry(self, fn, doing: str, rel: str, attempts: int = 3):
+        from .storage import explain
+
+        for i in range(attempts):
+            try:
+                return fn()
+            except Exception as exc:  # a blip is retried, then reported clearly
+                if i == attempts - 1:
+                    raise CountryJobError(explain(exc, self.remote.url_of(rel), doing)) from exc
+                log.warning("%s %s failed (%s); retrying", doing, self.remote.url_of(rel), exc)
+                time.sleep(0.5 * 2 ** i)
+        return None
+
+
+def _model_for_run(spec, target: _Target) -> tuple[Any, Path | None]:
+    """The spec the cells run with (a checkpoint URL replaced by its local cached copy) and that copy."""
+    if spec.model_is_local:
+        return spec, None
+    from .storage import StorageError, fetch_cached
+
+    try:
+        local = fetch_cached(spec.model, target.scratch / "models", spec.fsspec_options(spec.model))
+    except StorageError as exc:
+        raise CountryJobError(f"model: {exc}") from None
+    return dataclasses.replace(spec, model=str(local)), local
 
 
 def _n_workers(client) -> int:
@@ -207,8 +308,8 @@ def _n_workers(client) -> int:
 
 def run_job(spec, client, *, progress: bool = True, force: bool = False, concurrency: int | None = None,
             chunk: int = 1024, predict_options: dict | None = None,
-            on_cell: Callable[[str, str], None] | None = None, echo: Callable[[str], None] | None = print
-            ) -> JobResult:
+            on_cell: Callable[[str, str], None] | None = None, echo: Callable[[str], None] | None = print,
+            scratch: str | Path | None = None) -> JobResult:
     """Map every cell of ``spec`` on ``client``, resumably; merge and summarise; return a JobResult.
 
     ``force``: start over when the output holds a manifest of another configuration (it is kept
@@ -217,20 +318,26 @@ def run_job(spec, client, *, progress: bool = True, force: bool = False, concurr
     extra :func:`~landslide_dask.predict.predict` arguments (``window``, ``overlap``,
     ``batch_size``, ``device``). ``on_cell(cell_id, status)`` is called in the driver after every
     finished attempt (tests use it). ``result.failed`` is True when any cell failed (the CLI then
-    exits non-zero).
+    exits non-zero). ``scratch``: the local working folder of a URL output (and the cache of a
+    checkpoint URL), overriding the spec's ``scratch`` (see :meth:`JobSpec.scratch_dir`).
     """
     from .cells import make_cells
     from .manifest import Manifest
 
     t_job = time.perf_counter()
     spec.check_paths()
-    out = check_output(spec)
+    check_output(spec, scratch)
+    target = _Target(spec, scratch)
+    run_spec, model_file = _model_for_run(spec, target)
     area = spec.area.geometry()
     cells = make_cells(area, spec.cell_size_km)
     by_id = {c.id: c for c in cells}
-    fingerprint = spec.fingerprint(area_geometry=area)
-    manifest = Manifest.create_or_open(out / "manifest.json", fingerprint, [c.id for c in cells],
-                                       retries=spec.retries, force=force, meta=spec.to_dict())
+    fingerprint = spec.fingerprint(area_geometry=area, model_file=model_file)
+    remote = target.remote is not None
+    manifest = Manifest.create_or_open(target.manifest_path, fingerprint, [c.id for c in cells],
+                                       retries=spec.retries, force=force, meta=spec.to_dict(),
+                                       before_read=target.pull_manifest if remote else None,
+                                       on_write=target.push_manifest if remote else None)
     computed: list[str] = []
     try:
         todo = manifest.todo()
@@ -246,13 +353,20 @@ def run_job(spec, client, *, progress: bool = True, force: bool = False, concurr
 
             bar = tqdm(total=len(cells), initial=n_skip, desc="cells", unit="cell", mininterval=1.0)
         try:
-            _run_cells(manifest, todo, by_id, spec, out, client, n_par, chunk, predict_options, on_cell,
+            _run_cells(manifest, todo, by_id, run_spec, target, client, n_par, chunk, predict_options, on_cell,
                        bar, computed)
         finally:
             if bar is not None:
                 bar.close()
         t_merge = time.perf_counter()
-        outputs, n_poly = write_country_outputs(manifest, cells, out)
+        if remote:
+            outputs, n_poly = write_country_outputs(manifest, cells, target.scratch / "country",
+                                                    remote=target.remote)
+            shutil.rmtree(target.scratch / "country", ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (target.work / "cells").rmdir()   # only when empty (no failed cell's files kept)
+        else:
+            outputs, n_poly = write_country_outputs(manifest, cells, target.work)
         merge_s = time.perf_counter() - t_merge
         summary = manifest.summary()
         seconds = {k: round(v, 3) for k, v in manifest.timings().items()}
@@ -267,7 +381,26 @@ def run_job(spec, client, *, progress: bool = True, force: bool = False, concurr
     return JobResult(summary=summary, outputs=outputs, seconds=seconds, computed=computed, n_polygons=n_poly)
 
 
-def _run_cells(manifest, todo, by_id, spec, out, client, n_par, chunk, predict_options, on_cell, bar,
+def _run_cell_in(spec, cell, target: _Target, client, *, chunk: int = 1024,
+                 predict_options: dict | None = None) -> dict[str, Any]:
+    """:func:`run_cell` into ``target.work``; for a URL output, upload the finished cell's files to
+    ``URL/cells/<id>/`` (after removing what a killed run left there) and free its scratch folder."""
+    if target.remote is None:
+        return run_cell(spec, cell, target.work, client, chunk=chunk, predict_options=predict_options)
+    rel = f"cells/{cell.id}"
+    target.remote.remove(rel)
+    res = run_cell(spec, cell, target.work, client, chunk=chunk, predict_options=predict_options)
+    t0 = time.perf_counter()
+    d = _cell_dir(target.work, cell.id)
+    target.remote.upload_dir(d, rel)
+    res["outputs"] = {k: target.remote.url_of(f"{rel}/{Path(v).relative_to(d).as_posix()}")
+                      for k, v in (res.get("outputs") or {}).items()}
+    res["timings"]["upload"] = time.perf_counter() - t0
+    shutil.rmtree(d, ignore_errors=True)
+    return res
+
+
+def _run_cells(manifest, todo, by_id, spec, target, client, n_par, chunk, predict_options, on_cell, bar,
                computed) -> None:
     """Driver loop: at most ``n_par`` cells in flight; the main thread alone writes the manifest."""
     queue = list(todo)
@@ -278,7 +411,7 @@ def _run_cells(manifest, todo, by_id, spec, out, client, n_par, chunk, predict_o
             while queue and len(running) < n_par:
                 cid = queue.pop(0)
                 manifest.mark_running(cid)
-                fut = pool.submit(run_cell, spec, by_id[cid], out, client, chunk=chunk,
+                fut = pool.submit(_run_cell_in, spec, by_id[cid], target, client, chunk=chunk,
                                   predict_options=predict_options)
                 running[fut] = cid
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -451,17 +584,25 @@ def merge_cell_polygons(parts, res: float = 10.0):
 # country outputs
 
 
-def write_vrt(cogs: list[Path], out: Path) -> Path:
+def write_vrt(cogs: list[Path], out: Path, *, sources: list[str] | None = None, opener=None) -> Path:
     """A GDAL VRT mosaic of single-band uint8 COGs on one pixel grid (same CRS and resolution,
-    origins on whole pixels): each source placed at its offset, masks honoured (GDAL >= 3.5)."""
+    origins on whole pixels): each source placed at its offset, masks honoured (GDAL >= 3.5).
+
+    ``cogs`` are read for their grids (with rasterio's ``opener``, e.g. an fsspec filesystem, if
+    given). The VRT names each source by its path relative to the VRT, or by ``sources`` (one
+    GDAL name per COG: absolute, e.g. ``/vsis3/bucket/key``, or relative to the VRT) when given.
+    """
     import rasterio
 
     if not cogs:
         raise ValueError("no COG to mosaic")
+    if sources is not None and len(sources) != len(cogs):
+        raise ValueError("one source name per COG")
     infos = []
-    for p in cogs:
-        with rasterio.open(p) as src:
-            infos.append((Path(p), src.transform, src.width, src.height, src.crs, src.block_shapes[0]))
+    for i, p in enumerate(cogs):
+        with rasterio.open(p, opener=opener) as src:
+            infos.append((p if sources is not None else Path(p), src.transform, src.width, src.height, src.crs,
+                          src.block_shapes[0], None if sources is None else sources[i]))
     t0, crs = infos[0][1], infos[0][4]
     res_x, res_y = t0.a, t0.e
     minx = min(t.c for _, t, *_ in infos)
@@ -471,15 +612,17 @@ def write_vrt(cogs: list[Path], out: Path) -> Path:
     width = round((maxx - minx) / res_x)
     height = round((maxy - miny) / -res_y)
     srcs = []
-    for p, t, w, h, c, (by, bx) in infos:
+    for p, t, w, h, c, (by, bx), name in infos:
         if c != crs or abs(t.a - res_x) > 1e-9 or abs(t.e - res_y) > 1e-9:
             raise InputDataError(f"{p} is not on the mosaic's grid ({c}, {t.a} m); one VRT per UTM zone")
         xoff = round((t.c - minx) / res_x)
         yoff = round((maxy - t.f) / -res_y)
-        rel = os.path.relpath(p, out.parent)
+        if name is None:
+            name = os.path.relpath(p, out.parent)
+        relative = 0 if name.startswith("/") else 1
         srcs.append(
             f'    <ComplexSource>\n'
-            f'      <SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>\n'
+            f'      <SourceFilename relativeToVRT="{relative}">{escape(name)}</SourceFilename>\n'
             f'      <SourceBand>1</SourceBand>\n'
             f'      <SourceProperties RasterXSize="{w}" RasterYSize="{h}" DataType="Byte" '
             f'BlockXSize="{bx}" BlockYSize="{by}"/>\n'
@@ -511,23 +654,41 @@ def _atomic(path: Path, writer: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_country_outputs(manifest, cells, out: Path) -> tuple[dict[str, str], int]:
-    """Merged polygons, per-zone VRTs, summary CSV and overview PNG from the finished cells."""
+def write_country_outputs(manifest, cells, out: Path, remote=None) -> tuple[dict[str, str], int]:
+    """Merged polygons, per-zone VRTs, summary CSV and overview PNG from the finished cells.
+
+    ``remote`` (a :class:`~landslide_dask.storage.RemoteLocation`): the cells are read from it,
+    the outputs are built in the local folder ``out`` and then uploaded to the same names on it
+    (each file in one request); the returned locations are its URLs.
+    """
     import geopandas as gpd
     import pandas as pd
 
     from .polygons import write_polygons
 
+    def cell_file(cid: str, name: str):
+        return f"cells/{cid}/{name}" if remote is not None else _cell_dir(out, cid) / name
+
+    out.mkdir(parents=True, exist_ok=True)
     parts, table = [], []
+    extra = ("upload",) if remote is not None else ()
     for c in cells:
         rec = manifest.record(c.id)
         row = {"cell": c.id, "epsg": c.epsg, "status": rec["status"], "reason": rec["reason"] or "",
                "attempts": rec.get("total_attempts", rec["attempts"]), "area_km2": round(c.area_km2, 4),
                "landslides": 0, "landslide_area_m2": 0.0}
-        for s in STAGES:
+        for s in STAGES + extra:
             row[f"{s}_s"] = rec["timings"].get(s, float("nan")) if rec["timings"] else float("nan")
         if rec["status"] == "done":
-            gdf = gpd.read_parquet(_cell_dir(out, c.id) / "landslides.parquet")   # (the folder may have moved)
+            if remote is not None:
+                data = remote.read_bytes(cell_file(c.id, "landslides.parquet"))
+                if data is None:
+                    raise CountryJobError(f"cell {c.id} is done in the manifest but "
+                                          f"{remote.url_of(cell_file(c.id, 'landslides.parquet'))} is missing: "
+                                          "was the output edited? Rerun with --force to recompute")
+                gdf = gpd.read_parquet(io.BytesIO(data))
+            else:
+                gdf = gpd.read_parquet(cell_file(c.id, "landslides.parquet"))   # (the folder may have moved)
             parts.append((c, gdf))
             row["landslides"] = len(gdf)
             row["landslide_area_m2"] = float(gdf["area_m2"].sum()) if len(gdf) else 0.0
@@ -540,24 +701,51 @@ def write_country_outputs(manifest, cells, out: Path) -> tuple[dict[str, str], i
     mosaic.mkdir(exist_ok=True)
     for old in mosaic.glob("probability_EPSG*.vrt"):
         old.unlink()
-    by_zone: dict[int, list[Path]] = {}
+    by_zone: dict[int, list] = {}
     for c in cells:
-        rec = manifest.record(c.id)
-        if rec["status"] == "done":
-            by_zone.setdefault(c.epsg, []).append(_cell_dir(out, c.id) / "probability.tif")
-    vrts = {z: str(write_vrt(cogs, mosaic / f"probability_EPSG{z}.vrt")) for z, cogs in sorted(by_zone.items())}
+        if manifest.status(c.id) == "done":
+            by_zone.setdefault(c.epsg, []).append(c.id)
+    vrts = {}
+    gdal = remote.gdal_path("") if remote is not None else None
+    for z, ids in sorted(by_zone.items()):
+        vrt = mosaic / f"probability_EPSG{z}.vrt"
+        if remote is None:
+            write_vrt([cell_file(i, "probability.tif") for i in ids], vrt)
+        else:   # read the COG headers on the remote; name them by GDAL's /vsis3/... paths
+            write_vrt([remote.path_of(cell_file(i, "probability.tif")) for i in ids], vrt, opener=remote.fs,
+                      # GDAL cannot read this protocol: relative names, valid once downloaded
+                      sources=([remote.gdal_path(cell_file(i, "probability.tif")) for i in ids] if gdal else
+                               [f"../{cell_file(i, 'probability.tif')}" for i in ids]))
+        vrts[z] = vrt
+    cog_rel = {c.id: (os.path.relpath(_cell_dir(out, c.id) / "probability.tif", mosaic)
+                      if manifest.status(c.id) == "done" else None) for c in cells}
     index = {"description": "per-zone VRT mosaics of the per-cell probability COGs (uint8, p x 255; "
                             "cells of one UTM zone share a pixel grid)",
              "vrts": {f"EPSG:{z}": os.path.relpath(v, mosaic) for z, v in vrts.items()},
-             "cells": {c.id: {"epsg": c.epsg, "status": manifest.status(c.id),
-                              "cog": (os.path.relpath(_cell_dir(out, c.id) / "probability.tif", mosaic)
-                                      if manifest.status(c.id) == "done" else None)} for c in cells}}
+             "cells": {c.id: {"epsg": c.epsg, "status": manifest.status(c.id), "cog": cog_rel[c.id]}
+                       for c in cells}}
+    if remote is not None:
+        index["root"] = remote.url
+        if gdal:
+            index["gdal_root"] = gdal
+            index["note"] = ("the VRTs name their COGs by absolute GDAL paths under gdal_root; set GDAL's "
+                             "credentials/endpoint options (e.g. AWS_S3_ENDPOINT) to open them")
     index_path = _atomic(mosaic / "index.json", lambda p: p.write_text(json.dumps(index, indent=1)))
     png = _atomic(out / "overview.png", lambda p: overview_map(cells, manifest, merged, p))
-    outputs = {"polygons_parquet": str(parquet), "polygons_gpkg": str(gpkg), "summary_csv": str(csv),
-               "overview_png": str(png), "mosaic_index": str(index_path),
-               **{f"vrt_EPSG{z}": v for z, v in vrts.items()}}
-    return outputs, len(merged)
+    outputs = {"polygons_parquet": parquet, "polygons_gpkg": gpkg, "summary_csv": csv,
+               "overview_png": png, "mosaic_index": index_path, **{f"vrt_EPSG{z}": v for z, v in vrts.items()}}
+    if remote is None:
+        return {k: str(v) for k, v in outputs.items()}, len(merged)
+    # publish: VRTs and index first, then the rest; VRTs of zones no longer mapped are removed
+    keep = {v.name for v in vrts.values()}
+    for name in remote.listdir("mosaic"):
+        if name.startswith("probability_EPSG") and name.endswith(".vrt") and name not in keep:
+            remote.remove(f"mosaic/{name}")
+    urls = {}
+    for key in sorted(outputs, key=lambda k: (not k.startswith("vrt_"), k != "mosaic_index", k)):
+        rel = Path(outputs[key]).relative_to(out).as_posix()
+        urls[key] = remote.upload_file(outputs[key], rel)
+    return urls, len(merged)
 
 
 STATUS_COLOURS = {"done": "#7fbf7f", "empty": "#d9d9d9", "failed": "#e34a33", "pending": "#ffffff",

@@ -32,10 +32,33 @@ Fields (``cluster/jobs/*.yaml`` are worked examples)::
     model: ../../models/landslide.pt   # checkpoint path (or an fsspec URL), required
     cell_size_km: 20              # processing cell size; a multiple of 10 m, 1-200 km
     output: s3://bucket/nepal-2015     # local folder or fsspec URL (s3, gs, gcs, az, abfs, ...)
+    storage_options:              # optional: fsspec options of a URL output/model (see below)
+      client_kwargs: {endpoint_url: https://minio.example.org:9000, region_name: eu-west-1}
+    scratch: /scratch/$USER/ls    # optional: local working folder of a URL output (see below)
     threshold: null               # probability threshold for polygons; null: the checkpoint's
     min_area_m2: 400              # smallest landslide polygon kept
     cluster: ../local.yaml        # cluster definition; null: decided on the command line
     retries: 2                    # extra attempts of a failing cell before it is recorded failed
+
+Outputs (and checkpoints) on object storage: ``output`` (and ``model``) may be an fsspec URL,
+e.g. ``s3://bucket/prefix``; its backend must be installed (``pip install s3fs``, ``gcsfs``,
+``adlfs``; a missing one is reported with the package to install). ``storage_options`` is passed to
+the fsspec filesystem as keyword arguments: for s3fs e.g. ``key``, ``secret`` (better: leave
+credentials to the environment, ``AWS_ACCESS_KEY_ID``/``AWS_PROFILE``/an instance role), ``anon``,
+``client_kwargs: {endpoint_url: ..., region_name: ...}`` for MinIO, Ceph or another S3-compatible
+store, ``config_kwargs: {retries: {max_attempts: 3}, connect_timeout: 10}``. ``${VAR}`` in its
+text values is replaced by the environment variable when the spec is loaded, and values of keys
+that look like secrets (key, secret, token, password, ...) are never written to the manifest.
+When the output and the model use different protocols, key the mapping by protocol:
+``storage_options: {s3: {...}, gs: {...}}``. None of this changes the job's fingerprint.
+
+A job with a URL output computes each cell in a local ``scratch`` folder and uploads the
+finished cell (:mod:`landslide_dask.country`); the scratch folder must be readable and writable
+by the driver and every Dask worker (on a multi-node cluster: a shared file system; on one
+machine any local folder). Default: ``$LANDSLIDE_DASK_SCRATCH/<name>-<hash of output>``, else the
+same under ``<temp dir>/landslide-dask``; ``landslide-dask submit --scratch DIR`` overrides both.
+A checkpoint given as a URL is downloaded into ``<scratch>/models/`` once (reused while its
+ETag/size is unchanged).
 
 Country boundaries: no well-kept pip package ships them for offline use (``geodatasets`` and
 cartopy download Natural Earth on first use, ``pycountry`` has no geometries, the Natural Earth
@@ -46,7 +69,9 @@ Earth "Admin 0 - Countries" or geoBoundaries ADM0) it selects the feature(s) who
 
 Two further steps are separate from loading, so that the examples load anywhere:
 :meth:`JobSpec.check_paths` (``area.file``, ``model`` and ``cluster`` exist, ``output`` can be
-written or its filesystem is installed) and :meth:`JobSpec.fingerprint` (hashes the area
+written: a local folder by a probe file, a URL by a probe object written, read back and deleted, so
+missing credentials, an unknown bucket, an unreachable endpoint or an uninstalled backend are found
+before a job starts; a model URL is checked for reading) and :meth:`JobSpec.fingerprint` (hashes the area
 geometry and the model file).
 """
 
@@ -187,6 +212,9 @@ class JobSpec:
     cluster: Path | None = None
     retries: int = 2
     source: Path | None = field(default=None, compare=False)
+    # fsspec options of URL locations (credentials, endpoint); do not change the results
+    storage_options: dict = field(default_factory=dict, compare=False)
+    scratch: Path | None = field(default=None, compare=False)   # local working folder of a URL output
 
     # -- paths --------------------------------------------------------------------------------
     @property
@@ -204,6 +232,24 @@ class JobSpec:
     def model_is_local(self) -> bool:
         return _scheme(self.model) in ("", "file")
 
+    def fsspec_options(self, url: str) -> dict[str, Any]:
+        """The fsspec keyword arguments for ``url`` (its protocol's entry of ``storage_options``)."""
+        from .storage import options_for
+
+        return options_for(self.storage_options, _scheme(url))
+
+    def scratch_dir(self, override: str | Path | None = None) -> Path:
+        """The local working folder of this job: ``override``, else ``scratch``, else
+        ``$LANDSLIDE_DASK_SCRATCH/<name>-<hash>``, else ``<temp dir>/landslide-dask/<name>-<hash>``
+        (the hash is of the output location, so two jobs never share one)."""
+        if override is not None:
+            return Path(override).expanduser().resolve()
+        if self.scratch is not None:
+            return self.scratch
+        base = os.environ.get("LANDSLIDE_DASK_SCRATCH")
+        root = Path(base).expanduser() if base else Path(tempfile.gettempdir()) / "landslide-dask"
+        return (root / f"{self.name}-{hashlib.sha256(self.output.encode()).hexdigest()[:10]}").resolve()
+
     def check_paths(self) -> None:
         """Files the job reads exist and the output can be written; raises JobSpecError."""
         problems: list[tuple[str, str]] = []
@@ -219,13 +265,13 @@ class JobSpec:
                 problems.append(("model", f"checkpoint {p} does not exist. Train one "
                                  "(landslide-dask train) or fix the path (relative paths start at the spec's folder)"))
         else:
-            msg = _fsspec_problem(self.model)
+            msg = _model_url_problem(self.model, self.fsspec_options(self.model))
             if msg:
                 problems.append(("model", msg))
         if self.cluster is not None and not self.cluster.is_file():
             problems.append(("cluster", f"cluster definition {self.cluster} does not exist "
                              "(see cluster/*.yaml; relative paths start at the spec's folder)"))
-        msg = _output_problem(self.output)
+        msg = _output_problem(self.output, self.fsspec_options(self.output))
         if msg:
             problems.append(("output", msg))
         if problems:
@@ -240,15 +286,19 @@ class JobSpec:
         d["stac"]["bands"] = list(self.stac.bands)
         d["cluster"] = str(self.cluster) if self.cluster else None
         d["source"] = str(self.source) if self.source else None
+        d["storage_options"] = _redact(self.storage_options)
+        d["scratch"] = str(self.scratch) if self.scratch else None
         return d
 
-    def fingerprint(self, area_geometry=None) -> str:
+    def fingerprint(self, area_geometry=None, model_file: str | Path | None = None) -> str:
         """A stable hash of everything that changes the results (not name, output, cluster, retries).
 
         Covers the area *geometry* (so re-saving the same boundary does not matter), the event
         windows, the STAC settings, the model checkpoint's *content* (so moving it does not
         matter, retraining does), the cell size, threshold and minimum area. Pass the already
-        loaded ``area_geometry`` (EPSG:4326) to avoid reading the area file again.
+        loaded ``area_geometry`` (EPSG:4326) to avoid reading the area file again, and
+        ``model_file``, a local copy of a checkpoint given as a URL (same bytes, same hash), to avoid
+        reading it over the network again.
         """
         import shapely
 
@@ -259,7 +309,8 @@ class JobSpec:
             "event": {"date": self.event.date.isoformat(), "pre_days": self.event.pre_days,
                       "post_days": self.event.post_days, "post_only": self.event.post_only},
             "stac": {**asdict(self.stac), "bands": list(self.stac.bands)},
-            "model_sha256": file_sha256(self.model),
+            "model_sha256": file_sha256(model_file if model_file is not None else self.model,
+                                        self.fsspec_options(self.model)),
             "cell_size_km": float(self.cell_size_km),
             "resolution_m": RESOLUTION_M,
             "threshold": self.threshold,
@@ -280,7 +331,7 @@ class JobSpec:
         }
 
 
-def file_sha256(path_or_url: str | Path) -> str:
+def file_sha256(path_or_url: str | Path, storage_options: dict | None = None) -> str:
     """sha256 of a file's bytes (local path or fsspec URL); cached by (path, size, mtime)."""
     s = str(path_or_url)
     if _scheme(s) in ("", "file"):
@@ -294,7 +345,7 @@ def file_sha256(path_or_url: str | Path) -> str:
     import fsspec
 
     h = hashlib.sha256()
-    with fsspec.open(s, "rb") as f:
+    with fsspec.open(s, "rb", **(storage_options or {})) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -313,7 +364,7 @@ def _sha256_local(path: str, size: int, mtime_ns: int) -> str:
 # Loading and validation
 
 _TOP = ("name", "area", "event", "stac", "model", "cell_size_km", "output", "threshold",
-        "min_area_m2", "cluster", "retries")
+        "min_area_m2", "cluster", "retries", "storage_options", "scratch")
 _AREA = ("file", "bbox", "country")
 _EVENT = ("date", "pre_days", "post_days", "post_only")
 _STAC = ("url", "collection", "bands", "scl_asset", "max_cloud", "sign", "dem_collection", "dem_asset")
@@ -347,6 +398,9 @@ _EXPECT: dict[str, tuple[str, str]] = {
     "min_area_m2": ("a non-negative number of m²", "400"),
     "cluster": ("the path of a cluster definition, or null", "../local.yaml"),
     "retries": ("a whole number 0-20", "2"),
+    "storage_options": ("a mapping of fsspec options for the URL output/model",
+                        "{client_kwargs: {endpoint_url: 'http://127.0.0.1:9000'}}"),
+    "scratch": ("a local folder (the working folder of a URL output)", "/scratch/me/landslides"),
 }
 
 _MISSING = object()
@@ -435,12 +489,25 @@ def parse_jobspec(data: Any, base_dir: str | Path = ".", source: str | Path | No
         else:
             cluster = _resolve(base, cluster)
     retries = v.integer(data, "retries", "retries", default=2, lo=0, hi=20)
+    storage_options = _parse_storage_options(v, data, output, model)
+    scratch = v.get(data, "scratch", "scratch", str, default=None, nullable=True)
+    if isinstance(scratch, str):
+        if not scratch.strip():
+            v.bad("scratch", "empty path")
+            scratch = None
+        elif _scheme(scratch) not in ("", "file"):
+            v.bad("scratch", f"{scratch!r} is a URL; the scratch folder is local (cells are computed there, "
+                  "then uploaded to the output)")
+            scratch = None
+        else:
+            scratch = _resolve(base, urlparse(scratch).path if _scheme(scratch) == "file" else scratch)
 
     if v.problems:
         raise JobSpecError(src, v.problems)
     return JobSpec(name=name, area=area, event=event, stac=stac, model=model, output=output,
                    cell_size_km=cell, threshold=threshold, min_area_m2=min_area, cluster=cluster,
-                   retries=retries, source=Path(source).resolve() if source is not None else None)
+                   retries=retries, source=Path(source).resolve() if source is not None else None,
+                   storage_options=storage_options or {}, scratch=scratch)
 
 
 _COUNTRY_ONLY_MSG = (
@@ -664,24 +731,70 @@ def _resolve_location(v: _Validator, path: str, text: str, base: Path, what: str
     return text
 
 
-def _fsspec_problem(url: str) -> str | None:
-    """None if fsspec can handle ``url``'s scheme here, else what to install."""
-    import fsspec
+_SECRET_KEY = re.compile(r"(secret|token|password|passwd|key|credential|sas|signature|auth)", re.IGNORECASE)
+_NOT_SECRET = {"key_prefix", "endpoint_url", "region_name"}
+
+
+def _redact(obj: Any) -> Any:
+    """``obj`` with the values of secret-looking keys replaced (for provenance in the manifest)."""
+    if isinstance(obj, dict):
+        return {k: ("***" if isinstance(k, str) and k not in _NOT_SECRET and _SECRET_KEY.search(k)
+                    and not isinstance(val, dict) else _redact(val)) for k, val in obj.items()}
+    if isinstance(obj, list):
+        return [_redact(x) for x in obj]
+    return obj
+
+
+def _expand_env(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return os.path.expandvars(obj)
+    if isinstance(obj, dict):
+        return {k: _expand_env(val) for k, val in obj.items()}
+    if isinstance(obj, list):
+        return [_expand_env(x) for x in obj]
+    return obj
+
+
+def _parse_storage_options(v: _Validator, data: dict, output: Any, model: Any) -> dict | None:
+    raw = v.get(data, "storage_options", "storage_options", dict, default=None, nullable=True)
+    if not isinstance(raw, dict) or not raw:
+        return None
+    bad = [k for k in raw if not isinstance(k, str) or not k.strip()]
+    if bad:
+        v.bad("storage_options", f"keys must be option names (text), got {_show(bad[0])}")
+        return None
+    urls = [x for x in (output, model) if isinstance(x, str) and _scheme(x) not in ("", "file")]
+    if not urls and isinstance(output, str) and isinstance(model, str):
+        v.bad("storage_options", "given, but neither `output` nor `model` is a URL: they are only used for "
+              "fsspec URLs (s3://, gs://, ...). Remove them, or write to a URL")
+        return None
+    return _expand_env(raw)
+
+
+def _model_url_problem(url: str, storage_options: dict) -> str | None:
+    """None if the checkpoint at ``url`` can be read, else why not (backend, credentials, missing)."""
+    from .storage import StorageError, check_readable
 
     try:
-        fsspec.get_filesystem_class(_scheme(url))
-    except ImportError as exc:
-        return f"{url}: the filesystem for {_scheme(url)}:// is not installed ({exc})"
-    except ValueError as exc:
-        return f"{url}: {exc}"
+        check_readable(url, storage_options)
+    except StorageError as exc:
+        return str(exc)
     return None
 
 
-def _output_problem(output: str) -> str | None:
-    """None if the output location looks writable, else why not (checked by writing a probe file)."""
+def _output_problem(output: str, storage_options: dict | None = None) -> str | None:
+    """None if the output location is writable, else why not (checked by writing a probe file or
+    object: a URL output is probed for real, so bad credentials, an unknown bucket or an unreachable
+    endpoint are found before the job starts)."""
     scheme = _scheme(output)
     if scheme not in ("", "file"):
-        return _fsspec_problem(output)
+        from .storage import StorageError, check_writable
+
+        try:
+            check_writable(output, storage_options)
+        except StorageError as exc:
+            return str(exc)
+        return None
     target = Path(urlparse(output).path if scheme == "file" else output)
     probe_dir = target
     while not probe_dir.exists():

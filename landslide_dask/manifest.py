@@ -19,6 +19,13 @@ attempts per run), then reported. Opening the manifest again (a rerun) gives fai
 budget and turns cells left ``running`` by a killed run back into ``pending`` (an interrupted
 attempt is not counted). ``done`` and ``empty`` cells are never recomputed.
 
+A manifest can be mirrored: ``before_read(path)`` and ``on_write(path)`` (see
+:meth:`Manifest.create_or_open`) are called once before it is read and after every write of the manifest (and of a ``--force`` backup) with the local file just
+written; a job whose output is an fsspec URL uploads it there, whole, in one PUT (an object store
+replaces an object atomically). The local file and its lock then live in the job's scratch
+folder; the remote copy is what a rerun resumes from. The lock guards only drivers on the same
+machine (object stores have no ``flock``).
+
 The manifest belongs to one job *fingerprint* (:meth:`JobSpec.fingerprint`): opening it for a
 different one is refused, because mixing cells of two configurations would give a map that
 belongs to neither.
@@ -30,7 +37,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -111,6 +118,7 @@ class Manifest:
     def __init__(self, path: str | Path, *, lock: bool = False):
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._on_write = None
         if lock:
             self._acquire_lock()
         try:
@@ -123,11 +131,16 @@ class Manifest:
     @classmethod
     def create_or_open(cls, path: str | Path, fingerprint: str, cell_ids: Iterable[str], *,
                        retries: int = 2, force: bool = False, meta: dict | None = None,
-                       lock: bool = True) -> Manifest:
+                       lock: bool = True, before_read: Callable[[Path], None] | None = None,
+                       on_write: Callable[[Path], None] | None = None) -> Manifest:
         """Start a job's manifest, or resume it: same fingerprint and cells, or refuse.
 
         ``force`` discards a manifest of another fingerprint (kept as ``NAME.replaced-TIME``)
         and starts over. ``meta`` (e.g. the job spec as a dict) is stored for provenance.
+        ``before_read(path)`` is called once the lock is held, before the manifest is read (e.g. to
+        download the remote copy over the local file, or remove the local file if there is none).
+        ``on_write(path)`` is called after every atomic write of the manifest (or of the backup)
+        with the file written, e.g. to upload it; an error it raises propagates to the caller.
         """
         path = Path(path)
         ids = list(cell_ids)
@@ -139,9 +152,12 @@ class Manifest:
         self = cls.__new__(cls)
         self.path = path
         self._lock_fd = None
+        self._on_write = on_write
         if lock:
             self._acquire_lock()
         try:
+            if before_read is not None:
+                before_read(path)
             self._open_for_job(fingerprint, ids, retries, force, meta)
         except BaseException:
             self.close()
@@ -181,6 +197,8 @@ class Manifest:
                 raise ManifestError(problem)
             backup = self.path.with_name(f"{self.path.name}.replaced-{datetime.now().strftime('%Y%m%dT%H%M%S')}")
             os.replace(self.path, backup)
+            if self._on_write is not None:
+                self._on_write(backup)
             log.warning("--force: %s kept as %s; starting over", self.path, backup)
         self._data = {
             "format": FORMAT, "version": VERSION, "fingerprint": fingerprint, "retries": int(retries),
@@ -271,6 +289,8 @@ class Manifest:
                 pass
             raise
         _fsync_dir(self.path.parent)
+        if self._on_write is not None:
+            self._on_write(self.path)
 
     def _clean_tmp(self) -> None:
         for p in self.path.parent.glob(f".{self.path.name}.tmp-*"):

@@ -6,6 +6,13 @@ Faults: the job process SIGKILLed and rerun (resumes, recomputes no finished cel
 Dask worker killed mid-job (same outputs), a cell whose STAC search times out (retried, then failed
 with its reason while the others finish; a rerun completes it), and the same job through a real
 one-node SLURM cluster.
+
+Object storage: the same job written to ``s3://`` on a real S3-compatible server on loopback
+(moto's server, tests/s3.py) with its checkpoint read from S3 too: stopped after two cells and
+rerun (resumes from the manifest on S3, recomputes and re-uploads no finished cell), then
+compared with the local job (statuses, polygons, COG pixels, summary; the VRTs opened by GDAL
+through /vsis3/); and bad outputs (unknown bucket, read-only or wrong credentials, unreachable
+endpoint, backend not installed) refused before any cell runs.
 """
 
 from __future__ import annotations
@@ -423,12 +430,161 @@ def test_a_fully_clouded_cell_is_empty_not_failed(stac, ckpt, client, tmp_path, 
     assert pd.read_csv(spec.output_path / "summary.csv").set_index("cell").loc[clouded, "status"] == "empty"
 
 
-def test_fsspec_output_is_refused_clearly(stac, ckpt, client, tmp_path):
-    from landslide_dask.country import CountryJobError
+# --------------------------------------------------------------------------- output on object storage
 
-    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, output="memory://bucket/job"))
-    with pytest.raises(CountryJobError, match="not supported yet"):
-        run_job(spec, client, progress=False, echo=None)
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3-compatible server (moto, its own process) on loopback; IAM authentication is
+    enforced inside ``with s3.authenticated():`` (see tests/s3.py)."""
+    from .s3 import MotoS3
+
+    with MotoS3() as server:
+        yield server
+
+
+class _StopDriver(Exception):
+    """Raised from on_cell: the driver stops between cells, as a killed job would."""
+
+
+def _objects(fs, prefix: str) -> dict[str, tuple]:
+    """key -> (ETag, LastModified) of every object under prefix (a rewritten object changes both)."""
+    fs.invalidate_cache()
+    return {k: (v["ETag"], v["LastModified"]) for k, v in fs.find(prefix, detail=True).items()}
+
+
+def test_job_to_s3_resumes_and_gives_the_same_outputs_as_a_local_run(reference, s3, stac, ckpt, client, tmp_path):
+    ref_spec, ref = reference
+    fs = s3.fs()
+    root = f"{s3.bucket}/tiny-country"
+    fs.put_file(str(ckpt), f"{s3.bucket}/models/tiny.pt")          # the checkpoint, by URL too
+    scratch = tmp_path / "scratch"
+    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, output=f"s3://{root}", model=f"s3://{s3.bucket}/models/tiny.pt",
+                                   storage_options=s3.storage_options(), scratch=str(scratch)))
+    assert not spec.output_is_local and spec.scratch_dir() == scratch
+
+    # first run: the driver stops after 2 finished cells (one cell in flight at a time, so none is left half done)
+    finished: list[str] = []
+
+    def stop_after_two(cell_id, status):
+        finished.append(cell_id)
+        if len(finished) == 2:
+            raise _StopDriver
+
+    with pytest.raises(_StopDriver):
+        run_job(spec, client, progress=False, predict_options=PREDICT, concurrency=1, on_cell=stop_after_two, echo=None)
+    m = json.loads(fs.cat_file(f"{root}/manifest.json"))             # the manifest is on S3, up to date
+    st = {cid: rec["status"] for cid, rec in m["cells"].items()}
+    assert sorted(c for c, x in st.items() if x in ("done", "empty")) == sorted(finished)
+    assert {x for c, x in st.items() if c not in finished} == {"pending"}
+    assert not fs.exists(f"{root}/landslides.parquet")
+    before = _objects(fs, f"{root}/cells")
+    assert {k.split("/")[3] for k in before} == set(finished)          # only finished cells were uploaded
+    assert not any((scratch / "cells" / c).exists() for c in finished)  # ... and freed in scratch
+    (cached,) = list((scratch / "models").glob("*/tiny.pt"))           # the checkpoint, fetched once
+    cached_mtime = cached.stat().st_mtime_ns
+
+    # rerun: resumes from the S3 manifest, computes only the rest, leaves the finished cells' objects alone
+    res = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    assert res.ok and sorted(res.computed) == sorted(set(st) - set(finished))
+    after = _objects(fs, f"{root}/cells")
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert cached.stat().st_mtime_ns == cached_mtime and len(list((scratch / "models").glob("*/*"))) == 1
+    assert all(v.startswith(f"s3://{root}/") for v in res.outputs.values()), res.outputs
+    assert res.n_polygons == ref.n_polygons and "upload" in res.seconds
+    m = json.loads(fs.cat_file(f"{root}/manifest.json"))
+    ref_m = json.loads((ref_spec.output_path / "manifest.json").read_text())
+    assert m["runs"] == 2 and m["fingerprint"] == ref_m["fingerprint"]   # same job: the checkpoint's bytes count
+    assert s3.rw[1] not in json.dumps(m) and m["meta"]["storage_options"]["secret"] == "***"
+    assert all(r["outputs"]["cog"].startswith(f"s3://{root}/cells/") for r in m["cells"].values() if r["status"] == "done")
+    assert not (scratch / "country").exists() and not (scratch / "cells").exists()   # scratch freed
+
+    # the same polygons, statuses and COG pixels as the local job; the same summary
+    local = tmp_path / "downloaded"
+    fs.get(root + "/", str(local), recursive=True)
+    assert_same_outputs(local, ref_spec.output_path)
+    ta, tb = pd.read_csv(local / "summary.csv"), pd.read_csv(ref_spec.output_path / "summary.csv")
+    keep = [c for c in tb.columns if not c.endswith("_s")]
+    pd.testing.assert_frame_equal(ta[keep], tb[keep])
+    assert gpd.read_file(local / "landslides.gpkg").shape[0] == ref.n_polygons
+    assert (local / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the VRTs on S3 open in GDAL through /vsis3/ and mosaic exactly what the local VRTs do
+    index = json.loads((local / "mosaic" / "index.json").read_text())
+    assert set(index["vrts"]) == {"EPSG:32644", "EPSG:32645"} and index["gdal_root"] == f"/vsis3/{root}"
+    for z in (32644, 32645):
+        assert f"/vsis3/{root}/cells/" in (local / "mosaic" / f"probability_EPSG{z}.vrt").read_text()
+        with rasterio.open(ref_spec.output_path / "mosaic" / f"probability_EPSG{z}.vrt") as src:
+            want, want_mask, want_t = src.read(1), src.read_masks(1), src.transform
+        with s3.gdal_env(), rasterio.open(f"/vsis3/{root}/mosaic/probability_EPSG{z}.vrt") as src:
+            assert src.transform == want_t
+            np.testing.assert_array_equal(src.read(1), want)
+            np.testing.assert_array_equal(src.read_masks(1), want_mask)
+
+    # a third run of the finished job recomputes nothing and uploads no cell again
+    res3 = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    assert res3.ok and res3.computed == [] and _objects(fs, f"{root}/cells") == after
+
+
+@pytest.mark.parametrize("case", ["no-bucket", "read-only", "wrong-secret", "unreachable"])
+def test_a_bad_s3_output_fails_before_any_cell_runs(case, s3, stac, ckpt, client, tmp_path):
+    from landslide_dask.jobspec import JobSpecError
+
+    bucket, keys, endpoint, extra = s3.bucket, s3.rw, None, {}
+    if case == "no-bucket":
+        bucket = "no-such-bucket"
+    elif case == "read-only":
+        keys = s3.ro
+    elif case == "wrong-secret":
+        keys = (s3.rw[0], "not-the-secret")
+    else:   # nothing listens there; one attempt per request, so the test is quick (defaults retry ~6 s)
+        from .s3 import free_port
+
+        endpoint = f"http://127.0.0.1:{free_port()}"
+        extra = {"config_kwargs": {"retries": {"total_max_attempts": 1}, "connect_timeout": 2}}
+    words = {"no-bucket": ["no-such-bucket", "does not exist", "bucket"],
+             "read-only": ["Access Denied", "credentials"],
+             "wrong-secret": ["signature", "credentials"],
+             "unreachable": ["cannot be reached", "endpoint_url"]}[case]
+    scratch = tmp_path / "scratch"
+    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, output=f"s3://{bucket}/job", scratch=str(scratch),
+                                   storage_options=s3.storage_options(keys, endpoint=endpoint, **extra)))
+    calls = []
+    t0 = time.perf_counter()
+    with s3.authenticated(), pytest.raises(JobSpecError) as ei:
+        run_job(spec, client, progress=False, echo=None, on_cell=lambda *a: calls.append(a))
+    assert time.perf_counter() - t0 < 20
+    assert ei.value.fields() == ["output"]
+    for w in words:
+        assert w in str(ei.value), str(ei.value)
+    assert calls == [] and not scratch.exists()                      # nothing ran, nothing was written
+    assert not s3.fs().exists(f"{s3.bucket}/job")
+
+
+def test_submit_refuses_a_bad_s3_output_before_starting_a_cluster(s3, stac, ckpt, tmp_path, capsys):
+    from landslide_dask.cli import main
+
+    job = write_spec(tmp_path, stac, ckpt, output="s3://no-such-bucket/job", storage_options=s3.storage_options())
+    # the scheduler address is never contacted: the output check comes first
+    rc = main(["submit", str(job), "--scheduler", "tcp://127.0.0.1:9", "--scratch", str(tmp_path / "scratch")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "submit: error" in err and "no-such-bucket" in err and "does not exist" in err, err
+    assert not (tmp_path / "scratch").exists()
+
+
+def test_a_missing_fsspec_backend_names_the_pip_package(stac, ckpt, tmp_path):
+    from landslide_dask.jobspec import JobSpecError
+
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("gcsfs is installed here")
+    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, output="gs://some-bucket/job"))
+    with pytest.raises(JobSpecError, match="pip install gcsfs") as ei:
+        spec.check_paths()
+    assert ei.value.fields() == ["output"]
 
 
 # --------------------------------------------------------------------------- a real SLURM cluster

@@ -366,3 +366,100 @@ def test_parse_jobspec_in_memory():
     assert spec.model == "/data/jobs/model.pt" and spec.source is None
     with pytest.raises(JobSpecError, match="YAML mapping"):
         parse_jobspec([1, 2])
+
+
+# --------------------------------------------------------------------------- URL outputs and models
+
+
+def test_storage_options_and_scratch(tmp_path, monkeypatch):
+    monkeypatch.setenv("LS_TEST_SECRET", "s3cr3t-value")
+    opts = {"key": "AKIAEXAMPLE", "secret": "${LS_TEST_SECRET}",
+            "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "us-east-1"}}
+    spec = load_jobspec(_write(tmp_path, _with(output="s3://bucket/job", storage_options=opts, scratch="work")))
+    assert spec.storage_options["secret"] == "s3cr3t-value"              # ${VAR} from the environment
+    assert spec.fsspec_options(spec.output) == {**opts, "secret": "s3cr3t-value"}
+    assert spec.scratch == tmp_path.resolve() / "work" == spec.scratch_dir()
+    assert spec.scratch_dir(tmp_path / "cli") == (tmp_path / "cli").resolve()   # --scratch wins
+    d = spec.to_dict()                                                    # provenance: no secrets
+    assert d["storage_options"]["secret"] == "***" and d["storage_options"]["key"] == "***"
+    assert d["storage_options"]["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:9000"
+    assert "s3cr3t" not in json.dumps(d) and "AKIAEXAMPLE" not in json.dumps(d)
+    # logistics: the fingerprint does not change
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    assert spec.fingerprint() == load_jobspec(_write(tmp_path, VALID)).fingerprint()
+    # keyed by protocol when output and model use different stores
+    spec = load_jobspec(_write(tmp_path, _with(output="s3://bucket/job", model="gs://models/m.pt",
+                                               storage_options={"s3": {"anon": False}, "gs": {"token": "anon"}})))
+    assert spec.fsspec_options(spec.output) == {"anon": False}
+    assert spec.fsspec_options(spec.model) == {"token": "anon"}
+
+
+def test_default_scratch_is_per_job_and_overridable_by_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("LANDSLIDE_DASK_SCRATCH", raising=False)
+    a = load_jobspec(_write(tmp_path, _with(output="s3://bucket/a"))).scratch_dir()
+    b = load_jobspec(_write(tmp_path, _with(output="s3://bucket/b"))).scratch_dir()
+    assert a != b and a.name.startswith("test-job-") and a.parent.name == "landslide-dask"
+    monkeypatch.setenv("LANDSLIDE_DASK_SCRATCH", str(tmp_path / "env"))
+    c = load_jobspec(_write(tmp_path, _with(output="s3://bucket/a"))).scratch_dir()
+    assert c.parent == (tmp_path / "env").resolve() and c.name == a.name
+
+
+def test_bad_storage_options_and_scratch_are_named(tmp_path):
+    err = _problems(tmp_path, _with(output="s3://bucket/x", storage_options="key=abc"))
+    assert err.fields() == ["storage_options"] and "mapping" in str(err)
+    err = _problems(tmp_path, _with(storage_options={"anon": True}))      # local output and model
+    assert err.fields() == ["storage_options"] and "neither" in str(err)
+    err = _problems(tmp_path, _with(output="s3://bucket/x", scratch="s3://bucket/tmp"))
+    assert err.fields() == ["scratch"] and "local" in str(err)
+    err = _problems(tmp_path, _with(output="s3://bucket/x", storage_options={"anon": True}, scratc="/tmp"))
+    assert err.fields() == ["scratc"] and "did you mean 'scratch'" in str(err)
+
+
+def test_url_locations_are_checked_for_real(tmp_path):
+    """memory:// is a real fsspec filesystem (in this process): the output is probed by writing,
+    the model URL by reading; the S3 cases run against a real server in test_country.py."""
+    import fsspec
+
+    (tmp_path / "model.pt").write_bytes(b"w")
+    mem = fsspec.filesystem("memory")
+    spec = load_jobspec(_write(tmp_path, _with(output="memory://jobs/out")))
+    spec.check_paths()
+    assert not mem.exists("/jobs/out") or not mem.ls("/jobs/out")          # the probe object was removed
+    spec = load_jobspec(_write(tmp_path, _with(model="memory://models/missing.pt")))
+    with pytest.raises(JobSpecError) as ei:
+        spec.check_paths()
+    assert ei.value.fields() == ["model"] and "does not exist" in str(ei.value)
+    mem.pipe_file("/models/m.pt", b"weights")
+    spec = load_jobspec(_write(tmp_path, _with(model="memory://models/m.pt")))
+    spec.check_paths()
+    (tmp_path / "copy.pt").write_bytes(b"weights")
+    assert spec.fingerprint() == load_jobspec(_write(tmp_path, _with(model="copy.pt"))).fingerprint()
+
+
+@pytest.mark.parametrize("url, package", [("gs://bucket/job", "gcsfs"), ("az://container/job", "adlfs")])
+def test_a_missing_backend_names_the_package_to_install(tmp_path, url, package):
+    import importlib.util
+
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    (tmp_path / "model.pt").write_bytes(b"w")
+    spec = load_jobspec(_write(tmp_path, _with(output=url)))
+    with pytest.raises(JobSpecError) as ei:
+        spec.check_paths()
+    assert ei.value.fields() == ["output"] and f"pip install {package}" in str(ei.value)
+
+
+def test_a_checkpoint_url_is_fetched_once_and_refetched_when_it_changes(tmp_path):
+    import fsspec
+
+    from landslide_dask.storage import fetch_cached
+
+    mem = fsspec.filesystem("memory")
+    mem.pipe_file("/ckpt/model.pt", b"weights-1")
+    a = fetch_cached("memory://ckpt/model.pt", tmp_path / "models")
+    assert a.read_bytes() == b"weights-1" and a.name == "model.pt"
+    t = a.stat().st_mtime_ns
+    assert fetch_cached("memory://ckpt/model.pt", tmp_path / "models") == a and a.stat().st_mtime_ns == t
+    mem.pipe_file("/ckpt/model.pt", b"weights-2")                        # retrained: same size, new object
+    b = fetch_cached("memory://ckpt/model.pt", tmp_path / "models")
+    assert b != a and b.read_bytes() == b"weights-2"

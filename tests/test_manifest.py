@@ -178,3 +178,64 @@ def test_corrupt_and_foreign_files(tmp_path):
     with _open(tmp_path / "ok.json") as m:
         with pytest.raises(ManifestError, match="not in"):
             m.mark_done("32645_9999_9999")
+
+
+def test_mirror_hooks_see_every_write_and_can_supply_the_manifest(tmp_path):
+    """What a job with an object-storage output relies on: before_read may put the remote copy in
+    place before the manifest is read, and on_write sees every state the file goes through."""
+    mirror: dict[str, str] = {}                    # a stand-in for the remote: name -> JSON text
+    seen: list[tuple[str, str]] = []
+
+    def push(path):
+        text = path.read_text()
+        json.loads(text)                           # always a whole, valid manifest
+        mirror[path.name] = text
+        seen.append((path.name, json.loads(text)["cells"][IDS[0]]["status"]))
+
+    def pull(path):
+        if "manifest.json" in mirror:
+            path.write_text(mirror["manifest.json"])
+        else:
+            path.unlink(missing_ok=True)
+
+    local = tmp_path / "scratch" / "manifest.json"
+    with _open(local, before_read=pull, on_write=push) as m:
+        m.mark_running(IDS[0])
+        m.mark_done(IDS[0], outputs={"cog": "s3://b/job/cells/x/probability.tif"})
+    assert [s for _, s in seen] == ["pending", "running", "done"]
+    assert mirror["manifest.json"] == local.read_text()
+
+    # another machine (an empty scratch folder) resumes from the mirror alone
+    other = tmp_path / "elsewhere" / "manifest.json"
+    with _open(other, before_read=pull, on_write=push) as m:
+        assert m.status(IDS[0]) == "done" and m.todo() == IDS[1:] and m._data["runs"] == 2
+    # a stale local manifest is replaced by the mirror's (the mirror is the truth)
+    local.write_text(local.read_text().replace('"done"', '"pending"'))
+    with _open(local, before_read=pull) as m:
+        assert m.status(IDS[0]) == "done"
+
+    # --force: the backup is mirrored too
+    seen.clear()
+    with _open(other, fp="b" * 64, force=True, before_read=pull, on_write=push) as m:
+        assert m.todo() == IDS
+    names = [n for n, _ in seen]
+    assert names[0].startswith("manifest.json.replaced-") and names[-1] == "manifest.json"
+    assert json.loads(mirror[names[0]])["fingerprint"] == FP and json.loads(mirror["manifest.json"])["fingerprint"] == "b" * 64
+
+
+def test_a_failing_mirror_stops_the_job_with_its_error(tmp_path):
+    calls = []
+
+    def broken(path):
+        calls.append(path.name)
+        if len(calls) > 1:
+            raise OSError("the object store is down")
+
+    path = tmp_path / "manifest.json"
+    with _open(path, on_write=broken) as m, pytest.raises(OSError, match="store is down"):
+        m.mark_done(IDS[0])                        # the first write (on opening) was mirrored
+    assert json.loads(path.read_text())["cells"][IDS[0]]["status"] == "done"   # the local file is written first
+    with pytest.raises(OSError, match="store is down"):
+        _open(path, on_write=broken)               # opening writes, so it fails too ...
+    with _open(path) as m:                         # ... and releases the lock
+        assert m.status(IDS[0]) == "done"
