@@ -214,14 +214,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     spec = load_jobspec(args.job)
     spec.check_paths()  # a bad spec or output fails here, before any cluster starts
-    check_output(spec)
+    check_output(spec, args.scratch)
     cluster = args.cluster or spec.cluster
     if args.scheduler is None and cluster is None:
         raise LandslideDaskError(f"{args.job} names no cluster: pass --cluster cluster/NAME.yaml (see cluster/), "
                                  "--scheduler tcp://HOST:PORT for a running one, or set `cluster:` in the job spec")
     overrides = {"workers": args.workers} if args.workers else None
     with start_cluster(None if args.scheduler else cluster, scheduler=args.scheduler, overrides=overrides) as client:
-        result = run_job(spec, client, progress=not args.quiet, force=args.force, concurrency=args.concurrency)
+        result = run_job(spec, client, progress=not args.quiet, force=args.force, concurrency=args.concurrency,
+                         scratch=args.scratch)
     return 1 if result.failed else 0  # failed cells: non-zero exit (a rerun retries them)
 
 
@@ -407,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--concurrency", type=int, help="cells in flight at once (default: the number of workers, >= 2)")
     s.add_argument("--force", action="store_true",
                    help="start over if OUTPUT holds the manifest of another configuration (kept as a backup)")
+    s.add_argument("--scratch", help="local working folder of a URL output (s3://...): cells are computed there, "
+                                      "then uploaded; every worker must reach it (default: the spec's `scratch`, "
+                                      "else a temp folder)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar over cells")
     s.set_defaults(func=cmd_submit)
 
