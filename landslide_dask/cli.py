@@ -35,8 +35,19 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def cmd_make_demo_data(args: argparse.Namespace) -> None:
-    from .synth import make_demo_data
+    from .synth import make_demo_country, make_demo_data
 
+    if args.country:
+        try:
+            bbox = tuple(float(v) for v in _csv(args.bbox)) if args.bbox else None
+        except ValueError:
+            bbox = ()
+        if bbox is not None and len(bbox) != 4:
+            raise SystemExit(f"--bbox must be W,S,E,N in degrees, got {args.bbox!r}")
+        out = make_demo_country(args.dir, seed=args.seed, bbox=bbox, echo=print)
+        print(f"demo country written to {out} (serve it with: landslide-dask serve-stac {out}; "
+              f"map it with: landslide-dask demo --country)")
+        return
     out = make_demo_data(args.dir, seed=args.seed, size_km=args.size_km, n_regions=args.regions)
     print(f"demo regions written to {out} (serve them with: landslide-dask serve-stac {out})")
 
@@ -226,10 +237,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0  # failed cells: non-zero exit (a rerun retries them)
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+def cmd_demo(args: argparse.Namespace) -> int | None:
+    from .demo import run_demo, run_demo_country
 
+    if args.country:
+        res = run_demo_country(Path(args.data), Path(args.out), workers=args.workers, size_km=args.size_km,
+                               epochs=args.epochs, country_data=Path(args.country_data) if args.country_data else None)
+        return 1 if res["failed"] else 0
     run_demo(Path(args.data), Path(args.out), workers=args.workers, size_km=args.size_km, epochs=args.epochs)
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size-km", type=float, default=6.0, help="side of each region's area (default 6 km)")
     s.add_argument("--regions", type=int, default=4, help="number of regions (default 4)")
+    s.add_argument("--country", action="store_true",
+                   help="generate the demo country instead: ~2,180 km² across UTM 44N/45N, 4 event clusters")
+    s.add_argument("--bbox", default=None, metavar="W,S,E,N",
+                   help="with --country: its extent in degrees (default 83.75,28.0,84.25,28.4)")
     s.set_defaults(func=cmd_make_demo_data)
 
     s = sub.add_parser("serve-stac", help="serve a STAC folder (DIR/stac/...) as a STAC API on loopback")
@@ -420,6 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     s.add_argument("--size-km", type=float, default=10.0, help="region size when the data is made (default 10 km)")
     s.add_argument("--epochs", type=int, default=10, help="training epochs of the demo model (default 10)")
+    s.add_argument("--country", action="store_true",
+                   help="map the demo country end to end as a country job with the demo's model "
+                        "(OUT/model/best.pt, trained first by the region demo if absent)")
+    s.add_argument("--country-data", default=None,
+                   help="with --country: the demo country's folder (default DATA/country; made if absent)")
     s.set_defaults(func=cmd_demo)
     return p
 

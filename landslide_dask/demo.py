@@ -1,7 +1,14 @@
-"""The demo: the whole pipeline on the embedded synthetic regions, on a real local Dask cluster."""
+"""The demo: the whole pipeline on the embedded synthetic regions, on a real local Dask cluster.
+
+:func:`run_demo` builds the regions' cubes, trains the combined model and maps the held-out region;
+:func:`run_demo_country` maps the synthetic demo country (``make-demo-data --country``: ~2,180 km²
+across UTM 44N/45N, four event clusters) end to end as a country job with that model, and scores
+the merged country polygons against the country's inventory.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import date
@@ -42,12 +49,20 @@ def demo_train_config(cubes: list[str], out: Path, epochs: int) -> "TrainConfig"
                        steps_per_epoch=40, lr=1e-3, patience=epochs, model=DEMO_MODEL)
 
 
+@contextlib.contextmanager
+def local_client(workers: int):
+    """A LocalCluster of ``workers`` single-threaded processes on loopback and its Client."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        yield client
+
+
 def run_demo(data: Path, out: Path, workers: int = 2, size_km: float = 10.0, epochs: int = 10) -> dict[str, Path]:
     """Make the demo data if absent, serve it as a STAC API, build every region's cube, train a
     combined model on all regions but the last with DDP over the workers, then map the last region,
     which it never saw: probability, polygons, metrics and a map."""
-    from distributed import Client, LocalCluster
-
     from .experiment import markdown_table, region_name, score_row
     from .stac_server import serve_stac
     from .synth import make_demo_data
@@ -64,9 +79,7 @@ def run_demo(data: Path, out: Path, workers: int = 2, size_km: float = 10.0, epo
     regions = json.loads((data / "regions.json").read_text())
     (out / "cubes").mkdir(parents=True, exist_ok=True)
     cubes: dict[str, Path] = {}
-    with serve_stac(data) as url, \
-            LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
-                         dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with serve_stac(data) as url, local_client(workers) as client:
         print(f"[demo] STAC API at {url}; Dask cluster with {workers} workers, dashboard {client.dashboard_link}",
               flush=True)
         for r in regions:
@@ -111,3 +124,96 @@ def run_demo(data: Path, out: Path, workers: int = 2, size_km: float = 10.0, epo
     print(f"[demo] done in {time.perf_counter() - t0:.0f} s (cubes {t_cubes:.0f} s, training {t_train:.0f} s, "
           f"mapping and evaluation {t_map:.0f} s)")
     return cubes
+
+
+def country_object_scores(polygons: Path, inventory: Path, aoi_bbox: list[float], epsg: int) -> dict:
+    """Object precision/recall of country polygons (any CRS) against an inventory GeoJSON.
+
+    Both are reprojected to ``epsg`` (the country's home UTM zone; the distortion across a
+    neighbouring zone's part is far below what the overlap rules care about) and matched with
+    :func:`landslide_dask.report.object_metrics`; all take part in the matching, but predictions
+    and inventory landslides are counted only when their ``point_on_surface`` lies inside
+    ``aoi_bbox`` (EPSG:4326: the mapped area), as :func:`landslide_dask.report.evaluate_map` does.
+    """
+    import geopandas as gpd
+    import shapely
+
+    from .report import object_metrics
+
+    pred = gpd.read_parquet(polygons) if str(polygons).endswith(".parquet") else gpd.read_file(polygons)
+    ref = gpd.read_file(inventory)
+    box = shapely.box(*aoi_bbox)
+
+    def counted(gdf):
+        return shapely.within(shapely.point_on_surface(gdf.to_crs(4326).geometry.values), box) if len(gdf) else None
+
+    crs = f"EPSG:{epsg}"
+    p = pred.to_crs(crs).geometry.values if len(pred) else []
+    r = ref.to_crs(crs).geometry.values if len(ref) else []
+    res = object_metrics(p, r, pred_counted=counted(pred), ref_counted=counted(ref))
+    res.pop("_flags", None)
+    return res
+
+
+def run_demo_country(data: Path, out: Path, workers: int = 2, size_km: float = 10.0, epochs: int = 10,
+                     country_data: Path | None = None, cell_km: float = 10.0) -> dict:
+    """Map the demo country end to end with the demo's model: train it (the region demo) if
+    ``OUT/model/best.pt`` is absent, generate the country (``DATA/country``) if absent, serve it
+    as a STAC API, run it as a country job on a LocalCluster and score the merged polygons
+    against the country's inventory. Returns the outputs, the job summary and the scores."""
+    from .country import run_job
+    from .jobspec import parse_jobspec
+    from .stac_server import serve_stac
+    from .synth import make_demo_country
+
+    t0 = time.perf_counter()
+    model = out / "model" / "best.pt"
+    if not model.exists():
+        print(f"[demo] no demo model at {model}: running the region demo first to train it", flush=True)
+        run_demo(data, out, workers=workers, size_km=size_km, epochs=epochs)
+    cdata = Path(country_data) if country_data is not None else data / "country"
+    if not (cdata / "regions.json").exists():
+        print(f"[demo] generating the demo country in {cdata} ...", flush=True)
+        make_demo_country(cdata, echo=lambda m: print(m, flush=True))
+    country = json.loads((cdata / "regions.json").read_text())[0]
+    if country.get("kind") != "country":
+        raise SystemExit(f"{cdata / 'regions.json'} describes regions, not a country: "
+                         f"make one with `landslide-dask make-demo-data {cdata} --country`")
+    t_data = time.perf_counter() - t0
+    job_out = out / "country"
+    print(f"[demo] mapping the country {country['name']}: {country['area_km2']:,.0f} km², bbox {country['bbox']}, "
+          f"imagery in {', '.join(f'EPSG:{e}' for e in country['imagery_epsg'])}, "
+          f"{len(country.get('epicentres', []))} event clusters, with {model}", flush=True)
+    with serve_stac(cdata) as url, local_client(workers) as client:
+        print(f"[demo] STAC API at {url}; Dask cluster with {workers} workers, dashboard {client.dashboard_link}",
+              flush=True)
+        spec = parse_jobspec({"name": "demo-country", "area": {"bbox": country["bbox"]},
+                              "event": {"date": country["event_date"]}, "stac": {"url": url},
+                              "model": str(model.resolve()), "cell_size_km": cell_km,
+                              "output": str(job_out.resolve()), "retries": 1}, base_dir=out)
+        # The STAC URL (a free port) is part of the job's fingerprint: a rerun starts over.
+        res = run_job(spec, client, progress=True, force=True, concurrency=workers)
+    t_job = time.perf_counter() - t0 - t_data
+    print(f"\n[demo] {res.summary}")
+    sec = res.seconds
+    print("[demo] stage seconds summed over cells: " + ", ".join(f"{k} {sec.get(k, 0.0):.0f}" for k in
+                                                                   ("search", "cube", "predict", "cog", "polygons"))
+          + f"; merge {sec.get('merge', 0.0):.1f} s; job wall {sec.get('wall', t_job):.0f} s "
+          f"= {country['area_km2'] / max(sec.get('wall', t_job), 1e-9) * 3600:,.0f} km²/h on {workers} workers")
+    scores = None
+    inv = cdata / country["inventory"]
+    poly = res.outputs.get("polygons_parquet")
+    if inv.exists() and poly and Path(poly).exists():
+        scores = country_object_scores(Path(poly), inv, country["bbox"], country["epsg"])
+        print(f"[demo] {res.n_polygons} merged landslide polygons >= 400 m²; against the country inventory: "
+              f"object precision {scores['precision']:.2f}, recall {scores['recall']:.2f} "
+              f"({scores['detected_reference']} of {scores['n_reference']} landslides detected, "
+              f"{scores['tp_predicted']} of {scores['n_predicted']} polygons match one)")
+        (job_out / "scores.json").write_text(json.dumps(scores, indent=1, default=float))
+    print(f"[demo] country polygons (GeoParquet + GeoPackage, EPSG:4326): {res.outputs.get('polygons_parquet')}")
+    print(f"[demo] per-zone probability mosaics: {res.outputs.get('mosaic_index')}; "
+          f"per-cell summary: {res.outputs.get('summary_csv')}")
+    print(f"[demo] overview map: {res.outputs.get('overview_png')}")
+    print(f"[demo] done in {time.perf_counter() - t0:.0f} s (model and data {t_data:.0f} s, country job {t_job:.0f} s)")
+    return {"outputs": res.outputs, "summary": res.summary, "seconds": res.seconds, "scores": scores,
+            "failed": res.failed}

@@ -27,12 +27,17 @@ Layout written (the contract other modules rely on)::
 Imagery DN = surface reflectance * 10000 + 1000 (processing baseline >= 04.00), nodata 0; SCL at
 20 m with the Sen2Cor classes; DEM float32 metres at 1 arc-second, nodata -32767.
 
-Towards a "country" mode (not built yet; nothing here stands in its way): a ``RegionSpec`` with a
-large ``size_km`` already spans as many zones and granules as it needs (``_zone_reach``,
-``_granules_for``); ``World.epicentres`` takes several event clusters; a granule task computes
-only the feature cells around it. What would change: stream the task list instead of building it,
-write items per cell, and collect the inventory cell by cell (``World.features`` on tiles of the
-inventory area) rather than in one call.
+The country mode (``make_demo_country``, ``make-demo-data DIR --country``): a ``CountrySpec`` (the
+``gorkha_like`` look over a lon/lat bbox; by default that of ``cluster/jobs/demo-country.yaml``,
+~2,180 km² across the UTM 44N/45N boundary at 84 E) makes a ``CountryWorld``: parallel main
+valleys with their tributaries (each valley's influence ends smoothly at a finite distance, so a
+tile evaluates only the valleys near it, still a pure function of position) and several
+epicentres with their own decay and weight, so some cells have many landslides and some almost
+none. The granule tasks are streamed through the process pool (a bounded number in flight: one
+granule's arrays per process, never the country's), and the inventory is collected strip by strip
+(``country_inventory``), each strip from a fresh world. The layout is the regions' (one
+``regions.json`` entry with ``"kind": "country"``), so ``serve-stac`` and country jobs read it
+unchanged.
 """
 
 from __future__ import annotations
@@ -57,7 +62,18 @@ from rasterio.features import rasterize, shapes
 
 from .errors import InputDataError
 
-__all__ = ["make_demo_data", "RegionSpec", "World", "region_specs", "REGION_TEMPLATES"]
+__all__ = [
+    "DEMO_COUNTRY_BBOX",
+    "REGION_TEMPLATES",
+    "CountrySpec",
+    "CountryWorld",
+    "RegionSpec",
+    "World",
+    "country_spec",
+    "make_demo_country",
+    "make_demo_data",
+    "region_specs",
+]
 
 # --------------------------------------------------------------------------------------------
 # Conventions of the written data
@@ -886,7 +902,7 @@ def _write_cog(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata
 
 def _render_granule(task: GranuleTask) -> list[dict]:
     """All acquisitions of one granule: static land surface once, then each date's sky."""
-    world = World(task.spec)
+    world = world_of(task.spec)
     g = task.granule
     n = g.size
     crs = f"EPSG:{g.epsg}"
@@ -1214,7 +1230,7 @@ def _dem_tile_transform(ti: int, tj: int) -> Affine:
 
 def _render_dem(task: DemTask) -> dict:
     """One DEM tile: the world's elevation averaged over each 1" pixel (3x3 samples)."""
-    world = World(task.spec)
+    world = world_of(task.spec)
     n = DEM_TILE_ARCSEC
     tf = _dem_tile_transform(task.ti, task.tj)
     to_home = Transformer.from_crs(4326, world.epsg, always_xy=True)
@@ -1489,6 +1505,34 @@ def _run_task(task) -> object:
     return _render_dem(task)
 
 
+def _granule_tasks(spec: RegionSpec, world: World, acqs: list[Acquisition], out: Path, used_ids: set[str]):
+    """The granule tasks of one world, zone by zone, as a stream (item ids made unique in ``used_ids``)."""
+    for epsg, clip in _zone_reach(world):
+        for g in _granules_for(world, epsg, clip):
+            ids = []
+            for a in acqs:
+                sat = "S2A" if a.platform == "sentinel-2a" else "S2B"
+                seq = 0
+                while f"{sat}_{g.code(spec.lat)}_{a.when:%Y%m%d}_{seq}_L2A" in used_ids:
+                    seq += 1
+                iid = f"{sat}_{g.code(spec.lat)}_{a.when:%Y%m%d}_{seq}_L2A"
+                used_ids.add(iid)
+                ids.append(iid)
+            yield GranuleTask(spec, g, tuple(acqs), tuple(ids), str(out / "sentinel-2-l2a"), clip)
+
+
+def _add_dem_tasks(spec: RegionSpec, world: World, out: Path, dem_tasks: dict[str, DemTask]) -> None:
+    """The DEM tiles (0.05 degree) under the world's box, added to ``dem_tasks`` by name."""
+    x0, y0, x1, y1 = world.world_box
+    ll = _to_lonlat(shapely.segmentize(shapely.box(x0, y0, x1, y1), 200.0), world.epsg).bounds
+    a = DEM_TILE_ARCSEC / 3600.0
+    for ti in range(int(math.floor(ll[1] / a)), int(math.floor(ll[3] / a)) + 1):
+        for tj in range(int(math.floor(ll[0] / a)), int(math.floor(ll[2] / a)) + 1):
+            name = _dem_name(ti, tj)
+            if name not in dem_tasks:  # regions never share tiles, but be safe
+                dem_tasks[name] = DemTask(spec, ti, tj, name, str(out / "cop-dem-glo-30"))
+
+
 def make_demo_data(out_dir: str | Path, seed: int = 0, size_km: float = 6.0, n_regions: int = 4,
                    workers: int | None = None) -> Path:
     """Generate the demo regions under out_dir; deterministic by seed. Returns out_dir."""
@@ -1505,26 +1549,8 @@ def make_demo_data(out_dir: str | Path, seed: int = 0, size_km: float = 6.0, n_r
         world = World(spec)
         acqs = plan_acquisitions(spec, world)
         plans[spec.name] = (world, acqs)
-        for epsg, clip in _zone_reach(world):
-            for g in _granules_for(world, epsg, clip):
-                ids = []
-                for a in acqs:
-                    sat = "S2A" if a.platform == "sentinel-2a" else "S2B"
-                    seq = 0
-                    while f"{sat}_{g.code(spec.lat)}_{a.when:%Y%m%d}_{seq}_L2A" in used_ids:
-                        seq += 1
-                    iid = f"{sat}_{g.code(spec.lat)}_{a.when:%Y%m%d}_{seq}_L2A"
-                    used_ids.add(iid)
-                    ids.append(iid)
-                granule_tasks.append(GranuleTask(spec, g, tuple(acqs), tuple(ids), str(out / "sentinel-2-l2a"), clip))
-        x0, y0, x1, y1 = world.world_box
-        ll = _to_lonlat(shapely.segmentize(shapely.box(x0, y0, x1, y1), 200.0), world.epsg).bounds
-        a = DEM_TILE_ARCSEC / 3600.0
-        for ti in range(int(math.floor(ll[1] / a)), int(math.floor(ll[3] / a)) + 1):
-            for tj in range(int(math.floor(ll[0] / a)), int(math.floor(ll[2] / a)) + 1):
-                name = _dem_name(ti, tj)
-                if name not in dem_tasks:  # regions never share tiles, but be safe
-                    dem_tasks[name] = DemTask(spec, ti, tj, name, str(out / "cop-dem-glo-30"))
+        granule_tasks.extend(_granule_tasks(spec, world, acqs, out, used_ids))
+        _add_dem_tasks(spec, world, out, dem_tasks)
 
     tasks: list = list(granule_tasks) + list(dem_tasks.values())
     results = _pool_map(_run_task, tasks, workers)
@@ -1574,4 +1600,316 @@ def make_demo_data(out_dir: str | Path, seed: int = 0, size_km: float = 6.0, n_r
             "seed": seed,
         })
     _write_json(out / "regions.json", regions)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The demo country: one large world, several event clusters, two UTM zones
+# --------------------------------------------------------------------------------------------
+
+# The bbox of cluster/jobs/demo-country.yaml: ~2,180 km² around gorkha_like, across 84 E (44N/45N).
+DEMO_COUNTRY_BBOX = (83.75, 28.0, 84.25, 28.4)
+# Event clusters as (x, y) fractions of the bbox (0, 0 = south-west), e-folding distance as a
+# fraction of the bbox's mean side (at least 1.5 km), and relative intensity. Two clusters lie in
+# each zone; the main one is 8 km east of the zone boundary, so its slides straddle it.
+DEMO_COUNTRY_EVENTS = ((0.66, 0.62, 0.12, 1.0), (0.22, 0.30, 0.08, 0.85),
+                       (0.86, 0.14, 0.06, 0.7), (0.30, 0.86, 0.05, 0.6))
+COUNTRY_INVENTORY_BLOCK_KM = 5.0   # the inventory is collected in strips of this height
+_TRIB_D_CUT = 4000.0               # m: a tributary's influence ends smoothly at this distance ...
+_TRIB_FADES = 3.0                  # ... and this many e-folding lengths upstream
+_MAIN_CUT_WIDTHS = 5.0             # a main valley's influence ends at this many valley widths
+
+
+@dataclass(frozen=True)
+class CountrySpec(RegionSpec):
+    """A region grown to a country: a lon/lat bbox, parallel main valleys, several event clusters.
+
+    ``events``: (lon, lat, e-folding km, weight) of each epicentre. ``size_km`` is the bbox's
+    larger side (only the look of the valleys' meanders depends on it).
+    """
+
+    bbox: tuple[float, float, float, float] = DEMO_COUNTRY_BBOX
+    events: tuple[tuple[float, float, float, float], ...] = ()
+    valley_spacing_km: float = 11.0
+
+
+def world_of(spec: RegionSpec) -> World:
+    """The procedural world of a region or country spec (what a render task rebuilds)."""
+    return CountryWorld(spec) if isinstance(spec, CountrySpec) else World(spec)
+
+
+def _bbox_km(bbox: tuple[float, float, float, float]) -> tuple[float, float]:
+    w, s, e, n = bbox
+    mid = math.radians(0.5 * (s + n))
+    return (e - w) * 111.32 * math.cos(mid), (n - s) * 110.95
+
+
+def country_spec(seed: int = 0, bbox: tuple[float, float, float, float] | None = None,
+                 events: tuple[tuple[float, float, float, float], ...] = DEMO_COUNTRY_EVENTS,
+                 name: str = "gorkha_country") -> CountrySpec:
+    """The demo country: the ``gorkha_like`` look over ``bbox`` (default: the demo-country job's
+    ~2,180 km² across the UTM 44N/45N boundary), with the event clusters ``events`` (fractions of
+    the bbox, see ``DEMO_COUNTRY_EVENTS``). Deterministic by seed."""
+    w, s, e, n = (float(v) for v in (bbox or DEMO_COUNTRY_BBOX))
+    if not (-180 <= w < e <= 180 and -80 <= s < n <= 84):
+        raise InputDataError(f"country bbox must be [west, south, east, north] in degrees, got {bbox!r}.")
+    kx, ky = _bbox_km((w, s, e, n))
+    if max(kx, ky) > 400.0:
+        raise InputDataError(f"country bbox of {kx:.0f} x {ky:.0f} km is larger than the generator allows (400 km).")
+    t = next(r for r in REGION_TEMPLATES if r.name == "gorkha_like")
+    side = 0.5 * (kx + ky)
+    ev = tuple((w + fx * (e - w), s + fy * (n - s), max(1.5, fd * side), float(wt)) for fx, fy, fd, wt in events)
+    rng = np.random.default_rng([seed, 99, 11])
+    return CountrySpec(**{**t.__dict__, "name": name, "lon": 0.5 * (w + e), "lat": 0.5 * (s + n),
+                          "description": "A demo country with the gorkha_like look: Himalayan foothills with "
+                                         "parallel main valleys, several earthquake-triggered landslide clusters, "
+                                         "across the UTM 44N/45N boundary when it spans 84 E.",
+                          "size_km": float(max(kx, ky)), "margin_km": 1.0 if max(kx, ky) > 10 else 0.4,
+                          "seed": int(rng.integers(0, 2**31 - 1)), "bbox": (w, s, e, n), "events": ev})
+
+
+class CountryWorld(World):
+    """The world of a :class:`CountrySpec`: a lon/lat bbox (plus margin) instead of a square,
+    several parallel main valleys with their tributaries, and several epicentres.
+
+    Every valley's influence ends smoothly at a finite distance, so a tile evaluates only the
+    valleys near it and the result is still a pure function of position (tiles agree exactly).
+    """
+
+    def __init__(self, spec: CountrySpec):
+        super().__init__(spec)
+        to_home = Transformer.from_crs(4326, self.epsg, always_xy=True)
+        ring = shapely.segmentize(shapely.box(*spec.bbox), 0.005)
+        self.aoi_home = shapely.transform(ring, lambda xy: np.stack(to_home.transform(xy[:, 0], xy[:, 1]), axis=1))
+        x0, y0, x1, y1 = self.aoi_home.bounds
+        m = spec.margin_km * 1000.0
+        self.world_box = (self._snap(x0 - m, -1), self._snap(y0 - m, -1), self._snap(x1 + m, 1), self._snap(y1 + m, 1))
+        self.aoi_box = (x0, y0, x1, y1)
+        ex, ey = to_home.transform([v[0] for v in spec.events], [v[1] for v in spec.events])
+        self.epicentres = [(float(a), float(b), v[2] * 1000.0, v[3]) for a, b, v in zip(ex, ey, spec.events)]
+        # Parallel main valleys across the world, each with its own meanders and tributaries.
+        bx0, by0, bx1, by1 = self.world_box
+        cu, cv = self.frame(np.array([bx0, bx1, bx0, bx1]), np.array([by0, by0, by1, by1]))
+        spacing = spec.valley_spacing_km * 1000.0
+        reach = 3.0 * 3500.0
+        self.mains = []
+        for k in range(int(math.floor(cv.min() / spacing)) - 1, int(math.ceil(cv.max() / spacing)) + 2):
+            r = np.random.default_rng([spec.seed, 21, k + 10_000])
+            off = k * spacing + float(r.uniform(-0.15, 0.15)) * spacing
+            meander = (off, float(r.uniform(150, 320)), float(r.uniform(900, 1500)), float(r.uniform(0, 6.28)),
+                       float(r.uniform(40, 90)), float(r.uniform(250, 400)), float(r.uniform(0, 6.28)))
+            tribs = []
+            t0 = int(math.floor((cu.min() - reach) / spec.trib_spacing)) - 1
+            t1 = int(math.ceil((cu.max() + reach) / spec.trib_spacing)) + 1
+            for t in range(t0, t1 + 1):
+                rt = np.random.default_rng([spec.seed, 22, k + 10_000, t + 10_000])
+                u0 = t * spec.trib_spacing + float(rt.uniform(-0.25, 0.25)) * spec.trib_spacing
+                side = 1.0 if (t + k) % 2 == 0 else -1.0
+                ang = math.radians(side * float(rt.uniform(55, 100)))
+                tribs.append((u0, ang, float(rt.uniform(40, 120)), float(rt.uniform(400, 800)),
+                              float(rt.uniform(0, 6.28)), float(rt.uniform(1800, 3500)), float(rt.uniform(0.6, 1.0))))
+            # Per tributary: junction (u0, c0), direction, meander and fade, as arrays for the culling.
+            tr = np.array(tribs, dtype=np.float64).reshape(-1, 7)
+            c0 = self._main_centreline(meander, tr[:, 0])[0]
+            self.mains.append((meander, tr, c0, np.cos(tr[:, 1]), np.sin(tr[:, 1])))
+
+    @staticmethod
+    def _main_centreline(meander: tuple, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        off, a1, l1, p1, a2, l2, p2 = meander
+        c = off + a1 * np.sin(u / l1 + p1) + a2 * np.sin(u / l2 + p2)
+        dc = a1 / l1 * np.cos(u / l1 + p1) + a2 / l2 * np.cos(u / l2 + p2)
+        return c, dc
+
+    def valleys(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """As :meth:`World.valleys`, over the nearby main valleys: the river, road and fields
+        follow the nearest main valley within reach; the profile is the lowest of all."""
+        s = self.spec
+        u, v = self.frame(x, y)
+        shape = np.shape(u)
+        prof = np.ones(shape, dtype=np.float32)
+        signed = np.full(shape, 1e6, dtype=np.float32)
+        d_main = np.full(shape, 1e6, dtype=np.float32)
+        d_trib = np.full(shape, 1e6, dtype=np.float32)
+        if u.size == 0:
+            return {"u": u, "v": v, "signed": signed, "d_main": d_main, "d_trib": d_trib, "profile": prof}
+        umin, umax, vmin, vmax = float(u.min()), float(u.max()), float(v.min()), float(v.max())
+        cut = _MAIN_CUT_WIDTHS * s.valley_width
+        cu_ = np.array([umin, umax, umin, umax])
+        cv_ = np.array([vmin, vmin, vmax, vmax])
+        for meander, tr, c0s, cas, sas in self.mains:
+            off, a1, l1, _, a2, l2, _ = meander
+            # |signed| >= (|v - off| - a1 - a2) / sqrt(1 + max|c'|^2): skip valleys out of reach.
+            wig = a1 + a2
+            slope_max = math.sqrt(1.0 + (a1 / l1 + a2 / l2) ** 2)
+            near = max(vmin - off - wig, off - wig - vmax, 0.0) / slope_max
+            if near < cut:
+                c, dc = self._main_centreline(meander, u)
+                sg = ((v - c) / np.sqrt(1.0 + dc * dc)).astype(np.float32)
+                d = np.abs(sg)
+                p = self._profile(d, s.floor_width, s.valley_width)
+                taper = smoothstep(cut, 0.6 * cut, d)
+                prof = np.minimum(prof, np.float32(1) - (np.float32(1) - p) * taper)
+                closer = (d < d_main) & (d < cut)
+                signed = np.where(closer, sg, signed)
+                d_main = np.where(closer, d, d_main)
+            # The tile's (u, v) box in each tributary's frame (linear: extremes at the corners).
+            du_ = cu_[None, :] - tr[:, :1]
+            dv_ = cv_[None, :] - c0s[:, None]
+            ta = du_ * cas[:, None] + dv_ * sas[:, None]
+            tb = -du_ * sas[:, None] + dv_ * cas[:, None]
+            bcut = _TRIB_D_CUT + 2.0 * tr[:, 2]
+            reach = ((ta.max(axis=1) >= -_TRIB_D_CUT) & (ta.min(axis=1) <= _TRIB_FADES * tr[:, 5])
+                     & (tb.min(axis=1) <= bcut) & (tb.max(axis=1) >= -bcut))
+            for t in np.flatnonzero(reach):
+                u0, _, amp, lam, ph, fade, depth = (float(q) for q in tr[t])
+                c0, ca, sa = float(c0s[t]), float(cas[t]), float(sas[t])
+                du, dv = u - u0, v - c0
+                a = du * ca + dv * sa
+                b = -du * sa + dv * ca
+                bc = amp * np.sin(a / lam + ph) - amp * math.sin(ph)
+                d = np.where(a >= 0, np.abs(b - bc), np.hypot(a, b)).astype(np.float32)
+                p = self._profile(d, 0.25 * s.floor_width, 0.8 * s.valley_width)
+                keep = (np.exp(-np.maximum(a, 0) / fade).astype(np.float32) * np.float32(depth)
+                        * smoothstep(_TRIB_D_CUT, 0.6 * _TRIB_D_CUT, d)
+                        * smoothstep(_TRIB_FADES * fade, (_TRIB_FADES - 1.0) * fade, a))
+                p = np.float32(1) - (np.float32(1) - p) * keep
+                prof = np.minimum(prof, p)
+                d_trib = np.minimum(d_trib, np.where((a >= 0) & (d < _TRIB_D_CUT), d, 1e6).astype(np.float32))
+        return {"u": u, "v": v, "signed": signed, "d_main": d_main, "d_trib": d_trib,
+                "profile": prof.astype(np.float32)}
+
+
+def country_area_km2(spec: CountrySpec) -> float:
+    """Area of the country's bbox (km², in its home UTM CRS)."""
+    return CountryWorld(spec).aoi_home.area / 1e6
+
+
+def _pool_imap(fn, tasks, workers: int, window: int | None = None):
+    """``(task, fn(task))`` over a stream of tasks, in order, with a bounded number in flight
+    (the task list is never built: memory follows the tasks in flight)."""
+    if workers <= 1 or mp.current_process().daemon:
+        for t in tasks:
+            yield t, fn(t)
+        return
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    window = window or 2 * workers
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method)) as ex:
+        pending: list = []
+        for t in tasks:
+            pending.append((t, ex.submit(fn, t)))
+            if len(pending) >= window:
+                t0, f = pending.pop(0)
+                yield t0, f.result()
+        for t0, f in pending:
+            yield t0, f.result()
+
+
+def country_inventory(spec: CountrySpec, path: Path, block_km: float = COUNTRY_INVENTORY_BLOCK_KM) -> dict:
+    """Write the landslides of the whole country as GeoJSON (EPSG:4326), strip by strip.
+
+    Each strip of ``block_km`` is generated by a fresh world (memory follows the strip, not the
+    country); a landslide belongs to the strip of the 1 km feature cell it starts in, so it is
+    written once. Ids run in (cell row, cell column, k) order, as in the region inventories.
+    Returns ``{"landslides": n, "landslide_area_m2": total area}``.
+    """
+    world0 = CountryWorld(spec)
+    aoi = world0.aoi_home
+    x0, y0, x1, y1 = aoi.bounds
+    step = max(1, int(round(block_km * 1000.0 / CELL))) * CELL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    n, total = 0, 0.0
+    shapely.prepare(aoi)
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write('{"type": "FeatureCollection", "features": [')
+        for j in range(int(math.floor(y0 / step)), int(math.floor(y1 / step)) + 1):
+            world = CountryWorld(spec)   # a fresh cache per strip
+            lo, hi = j * step, (j + 1) * step
+            feats = world.features("slide", (x0, max(lo, y0), x1, min(hi, y1)))
+            own = [f for f in feats if lo <= f.key[1] * CELL < hi and aoi.intersects(f.poly)]
+            own.sort(key=lambda f: (f.key[1], f.key[0], f.key[2]))
+            for f in own:
+                n += 1
+                total += f.poly.area
+                geom = shapely.geometry.polygon.orient(_to_lonlat(f.poly, world.epsg), 1.0)
+                feat = {"type": "Feature", "properties": {"id": n, "event_date": spec.event_date.isoformat(),
+                                                          "area_m2": _r(f.poly.area, 1)},
+                        "geometry": _geojson_geometry(geom, 8)}
+                fh.write(("\n" if n == 1 else ",\n") + json.dumps(feat))
+        fh.write("\n]}\n")
+    os.replace(tmp, path)
+    return {"landslides": n, "landslide_area_m2": _r(total, 1)}
+
+
+def make_demo_country(out_dir: str | Path, seed: int = 0, bbox: tuple[float, float, float, float] | None = None,
+                      workers: int | None = None, echo: Callable[[str], None] | None = None,
+                      inventory_block_km: float = COUNTRY_INVENTORY_BLOCK_KM) -> Path:
+    """Generate the demo country under out_dir (default bbox: ~2,180 km² across UTM 44N/45N).
+
+    The same layout and STAC conventions as :func:`make_demo_data` (``regions.json`` holds one
+    entry, with ``"kind": "country"``, its bbox, zones and epicentres), so ``serve-stac`` and
+    country jobs read it unchanged. Granule tasks are streamed through a process pool (one
+    granule's arrays at a time per process); the inventory is collected strip by strip.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    spec = country_spec(seed, bbox)
+    world = CountryWorld(spec)
+    acqs = plan_acquisitions(spec, world)
+    zones = _zone_reach(world)
+    n_gran = sum(len(_granules_for(world, epsg, clip)) for epsg, clip in zones)
+    dem_tasks: dict[str, DemTask] = {}
+    _add_dem_tasks(spec, world, out, dem_tasks)
+    if echo:
+        echo(f"[country] {spec.name}: {country_area_km2(spec):,.0f} km² in "
+             f"{', '.join(f'EPSG:{e}' for e, _ in zones)}; {n_gran} granules x {len(acqs)} dates, "
+             f"{len(dem_tasks)} DEM tiles, {len(spec.events)} event clusters")
+    t0 = datetime.now()
+    s2_items, zones_used = [], set()
+    used_ids: set[str] = set()
+    for k, (task, res) in enumerate(_pool_imap(_run_task, _granule_tasks(spec, world, acqs, out, used_ids),
+                                               workers), start=1):
+        for acq, r in zip(task.acquisitions, res):
+            s2_items.append(_s2_item(spec, task.granule, acq, r))
+        if res:
+            zones_used.add(task.granule.epsg)
+        if echo and (k % max(1, n_gran // 10) == 0 or k == n_gran):
+            echo(f"[country] granules {k}/{n_gran} ({(datetime.now() - t0).total_seconds():.0f} s)")
+    dem_items = [_dem_item(t) for t in dem_tasks.values()]
+    for _ in _pool_imap(_run_task, iter(dem_tasks.values()), workers):
+        pass
+    if echo:
+        echo(f"[country] DEM tiles done ({(datetime.now() - t0).total_seconds():.0f} s)")
+    s2_items.sort(key=lambda it: (it["properties"]["datetime"], it["id"]))
+    dem_items.sort(key=lambda it: it["id"])
+    _write_json(out / "stac" / "collections" / "sentinel-2-l2a.json", _s2_collection(s2_items))
+    _write_json(out / "stac" / "collections" / "cop-dem-glo-30.json", _dem_collection(dem_items))
+    _write_json(out / "stac" / "items" / "sentinel-2-l2a.json", _fc(s2_items))
+    _write_json(out / "stac" / "items" / "cop-dem-glo-30.json", _fc(dem_items))
+
+    rdir = out / "regions" / spec.name
+    inv = country_inventory(spec, rdir / "inventory.geojson", inventory_block_km)
+    aoi_ll = shapely.segmentize(shapely.box(*spec.bbox), 0.01)
+    for fname in ("aoi.geojson", "inventory_area.geojson"):
+        _write_json(rdir / fname, _fc([{"type": "Feature", "properties": {"name": spec.name},
+                                        "geometry": _geojson_geometry(shapely.geometry.polygon.orient(aoi_ll, 1.0))}]))
+    if echo:
+        echo(f"[country] inventory: {inv['landslides']} landslides, {inv['landslide_area_m2'] / 1e6:.2f} km² "
+             f"({(datetime.now() - t0).total_seconds():.0f} s)")
+    entry = {
+        "name": spec.name, "kind": "country", "event_date": spec.event_date.isoformat(), "epsg": world.epsg,
+        "bbox": [_r(v) for v in spec.bbox], "area_km2": _r(country_area_km2(spec), 1),
+        "aoi": f"regions/{spec.name}/aoi.geojson",
+        "inventory": f"regions/{spec.name}/inventory.geojson",
+        "inventory_area": f"regions/{spec.name}/inventory_area.geojson",
+        "description": spec.description,
+        "imagery_epsg": sorted(zones_used),
+        "pre_dates": [a.day.isoformat() for a in acqs if a.pre],
+        "post_dates": [a.day.isoformat() for a in acqs if not a.pre],
+        "epicentres": [{"lon": _r(lo, 5), "lat": _r(la, 5), "decay_km": _r(d, 2), "weight": w}
+                       for lo, la, d, w in spec.events],
+        "granules": n_gran, **inv, "seed": seed,
+    }
+    _write_json(out / "regions.json", [entry])
     return out
