@@ -41,7 +41,8 @@ RESOLUTION = 10.0
 UTM_MIN_LAT, UTM_MAX_LAT = -80.0, 84.0
 _DENSIFY_DEG = 0.01      # densify degree-space edges before projecting (~1 km)
 _DENSIFY_M = 1000.0      # densify metre-space edges before unprojecting
-_SLIVER_M2 = 1e-3        # intersections smaller than this are numerical noise, not area
+_SLIVER_PX = 0.5         # a cell of less than half a pixel's area (a sliver where the area's edge meets a
+                         # zone or cell border) has no pixel to map: no cell, not an "empty" one
 _EPS = 1e-6              # metres: tolerance when snapping to the pixel grid
 
 
@@ -253,7 +254,7 @@ def _zone_cells(part: BaseGeometry, epsg: int, size: float, res: float) -> list[
     for col, row, a_utm, a_deg in zip(cols.tolist(), rows.tolist(), aoi_utm, aoi_4326):
         a_utm = _polygonal(a_utm)
         a_deg = _polygonal(a_deg)
-        if a_utm is None or a_utm.area < _SLIVER_M2 or a_deg is None:
+        if a_utm is None or a_utm.area < _SLIVER_PX * res * res or a_deg is None:
             continue
         sq = (col * size, row * size, (col + 1) * size, (row + 1) * size)
         bx0, by0, bx1, by1 = a_utm.bounds
