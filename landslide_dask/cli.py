@@ -98,7 +98,7 @@ def _train_config(args: argparse.Namespace, cubes: list[str], out: str) -> "Trai
                        steps_per_epoch=args.steps_per_epoch, lr=args.lr, positive_boost=args.positive_boost,
                        jitter=args.jitter,
                        patience=args.patience, seed=args.seed, model=model, init_from=args.init_from,
-                       amp=not args.no_amp, progress=not args.quiet)
+                       amp=not args.no_amp, progress=not args.quiet, restarts=args.restarts)
 
 
 def _client(args: argparse.Namespace):
@@ -349,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--init-from", help="checkpoint to continue from (fine-tuning)")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--no-amp", action="store_true", help="no mixed precision on GPU")
+        s.add_argument("--restarts", type=int, default=2,
+                       help="times to resume from the last checkpoint when worker processes are lost (default 2)")
         s.add_argument("--workers", type=int, default=2, help="local Dask worker processes, one rank each")
         s.add_argument("--scheduler", help="address of a running Dask scheduler (one rank per worker)")
         s.add_argument("--cluster", help="cluster definition: cluster/local.yaml, gpu-node.yaml, slurm.yaml, "

@@ -46,7 +46,8 @@ def demo_train_config(cubes: list[str], out: Path, epochs: int) -> "TrainConfig"
     from .train import TrainConfig
 
     return TrainConfig(cubes=cubes, out=str(out), size=128, stride=64, block=384, batch_size=8, epochs=epochs,
-                       steps_per_epoch=40, lr=1e-3, patience=epochs, model=DEMO_MODEL)
+                       steps_per_epoch=40, lr=1e-3, patience=epochs, model=DEMO_MODEL,
+                       restarts=2)
 
 
 @contextlib.contextmanager

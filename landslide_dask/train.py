@@ -59,6 +59,9 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
     strategy: str = "combined"
+    # when worker processes are lost mid-run, wait for replacements and resume from last.pt this many
+    # times (see train)
+    restarts: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -354,16 +357,48 @@ def prepare(cfg: TrainConfig) -> tuple[pd.DataFrame, BandStats, dict, list[str]]
 
 
 def train(client, cfg: TrainConfig, workers: list[str] | None = None, timeout_s: float = 300.0) -> dict:
-    """Train on every worker of ``client`` (one rank each); returns rank 0's summary."""
-    from .ddp import run_ddp
+    """Train on every worker of ``client`` (one rank each); returns rank 0's summary.
+
+    ``cfg.restarts``: when worker processes die (killed, lost; not when a rank raises, which would
+    only repeat) and a checkpoint of this run exists, wait for the cluster to replace them and
+    resume from ``last.pt`` up to this many times (only with ``workers=None``: the replacements
+    have new addresses). A failure that is not retried says how to resume."""
+    from .ddp import DistributedTrainingError, run_ddp
 
     index, stats, model_config, bands = prepare(cfg)
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    index.to_csv(Path(cfg.out) / "windows.csv", index=False)
-    result = run_ddp(client, train_rank, cfg, index, stats.to_dict(), model_config, bands,
-                     workers=workers, timeout_s=timeout_s)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    index.to_csv(out / "windows.csv", index=False)
+    n_workers = len(workers) if workers else len(client.scheduler_info(n_workers=-1)["workers"])
+    restarts = max(0, int(cfg.restarts))
+    for attempt in range(restarts + 1):
+        try:
+            result = run_ddp(client, train_rank, cfg, index, stats.to_dict(), model_config, bands,
+                             workers=workers, timeout_s=timeout_s)
+            break
+        except DistributedTrainingError as exc:
+            # lost workers (the cause) and what follows from them (peers' broken collectives), not a
+            # rank whose own code raised: that would only raise again
+            lost = (exc.primary is not None and exc.primary.kind in ("died", "hung")
+                    and all(f.kind != "raised" for f in exc.failures))
+            if not (out / "last.pt").exists():
+                raise
+            epoch = int(torch.load(out / "last.pt", weights_only=True, map_location="cpu")["epoch"])
+            if not lost or attempt == restarts or workers is not None:  # named workers: their replacements differ
+                raise DistributedTrainingError(
+                    f"{exc}\nepoch {epoch + 1} of {cfg.epochs} is checkpointed in {out / 'last.pt'}: rerun the same "
+                    "command to resume from it.", exc.failures) from exc
+            print(f"[train] {exc.primary.describe()} after epoch {epoch + 1}; resuming from {out / 'last.pt'} "
+                  f"once {n_workers} workers are back (restart {attempt + 1} of {restarts})", flush=True)
+            try:
+                client.wait_for_workers(n_workers, timeout=max(120.0, timeout_s))
+            except TimeoutError as gone:
+                raise DistributedTrainingError(
+                    f"{exc}\nthe cluster did not get back to {n_workers} workers; epoch {epoch + 1} of {cfg.epochs} "
+                    f"is checkpointed in {out / 'last.pt'}: rerun the same command to resume from it.",
+                    exc.failures) from gone
     # written last: its presence says this run finished (experiments skip finished runs)
-    (Path(cfg.out) / "result.json").write_text(json.dumps(result, indent=1))
+    (out / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
 

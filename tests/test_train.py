@@ -113,11 +113,23 @@ def test_killed_worker_fails_clearly_and_the_rerun_resumes(client, cubes, tmp_pa
     watcher.join(5)
     assert "worker" in str(err.value)
     done_before = torch.load(tmp_path / "last.pt", weights_only=True)["epoch"]
+    assert f"epoch {done_before + 1} of 3 is checkpointed" in str(err.value)
+    assert "rerun the same command to resume" in str(err.value)
     assert done_before < 2 and not (tmp_path / "result.json").exists()
     client.wait_for_workers(2, timeout=60)
     res = train(client, cfg, timeout_s=60)
     assert res["resumed_from"] == done_before + 1
     assert [h["epoch"] for h in res["history"]] == [0, 1, 2]
+
+
+def test_lost_worker_is_replaced_and_training_resumes_by_itself_with_restarts(client, cubes, tmp_path):
+    cfg = _cfg(cubes, tmp_path, epochs=3, steps_per_epoch=20, restarts=1)
+    watcher = _kill_rank1_after_first_checkpoint(client, tmp_path)
+    res = train(client, cfg, timeout_s=30)
+    watcher.join(5)
+    assert not watcher.is_alive()  # a worker was killed mid-run ...
+    assert res["resumed_from"] >= 1  # ... and the run went on from its checkpoint, not from scratch
+    assert [h["epoch"] for h in res["history"]] == [0, 1, 2] and (tmp_path / "result.json").exists()
 
 
 def test_progressive_stages_continue_from_the_previous_stage(client, cubes, tmp_path):
