@@ -84,6 +84,11 @@ def run_demo(data: Path, out: Path, workers: int = 2, size_km: float = 10.0, epo
         print(f"[demo] STAC API at {url}; Dask cluster with {workers} workers, dashboard {client.dashboard_link}",
               flush=True)
         for r in regions:
+            done = out / "cubes" / f"{r['name']}.zarr"
+            if (done / "zarr.json").exists():  # written atomically: it exists only when complete
+                print(f"[demo] cube for {r['name']}: reusing {done} (delete it to rebuild)", flush=True)
+                cubes[r["name"]] = done
+                continue
             print(f"[demo] cube for {r['name']} (event {r['event_date']}, EPSG:{r['epsg']})", flush=True)
             spec = CubeSpec(stac_url=url, event_date=date.fromisoformat(r["event_date"]),
                             aoi=data / r["aoi"], out=out / "cubes" / f"{r['name']}.zarr",
