@@ -887,6 +887,10 @@ class _ThreadPool:
         return fut.result()  # batches are done before a write is submitted: no waiting
 
     @staticmethod
+    def check(fut) -> None:
+        fut.result()  # raises the task's error
+
+    @staticmethod
     def wait_any(futures) -> set:
         from concurrent.futures import FIRST_COMPLETED, wait
 
@@ -920,6 +924,11 @@ class _DistributedPool:
         return fut
 
     @staticmethod
+    def check(fut) -> None:
+        if fut.status != "finished":  # never .result() a finished batch: it would ship its windows here
+            fut.result()              # raises the task's error
+
+    @staticmethod
     def wait_any(futures) -> set:
         from distributed import wait
 
@@ -946,8 +955,10 @@ def _stream(plan: _Plan, batches: list, todo: list[tuple[int, int]], out: str, p
     for ij, bs in need.items():
         for b in bs:
             chunks_of.setdefault(b, []).append(ij)
-    rows = sorted({i for i, _ in todo})
-    by_row = {r: [ij for ij in todo if ij[0] == r] for r in rows}
+    by_row: dict[int, list[tuple[int, int]]] = {}
+    for ij in todo:
+        by_row.setdefault(ij[0], []).append(ij)
+    rows = sorted(by_row)
     lookahead = max(1, math.ceil(2 * pool.threads / max(1, len(chunks_of) // max(1, len(rows)))))
     tok = hashlib.sha1(repr((plan, out)).encode()).hexdigest()[:12]
     users = {b: len(ijs) for b, ijs in chunks_of.items()}   # chunks whose write is not submitted yet
@@ -984,7 +995,7 @@ def _stream(plan: _Plan, batches: list, todo: list[tuple[int, int]], out: str, p
         while running:
             for f in pool.wait_any(list(running)):
                 kind, what = running.pop(f)
-                f.result()   # a task's error (e.g. a corrupt chunk) is raised here
+                pool.check(f)   # a task's error (e.g. a corrupt chunk) is raised here
                 if kind == "batch":
                     done.add(what)
                     for ij in chunks_of[what]:

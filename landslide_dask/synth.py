@@ -1489,14 +1489,20 @@ def _granules_for(world: World, epsg: int, clip: tuple[float, float] | None) -> 
     return out
 
 
+def _write_catalog(out: Path, s2_items: list[dict], dem_items: list[dict]) -> None:
+    """The STAC collections and item collections of the imagery and the DEM, sorted."""
+    s2_items.sort(key=lambda it: (it["properties"]["datetime"], it["id"]))
+    dem_items.sort(key=lambda it: it["id"])
+    _write_json(out / "stac" / "collections" / "sentinel-2-l2a.json", _s2_collection(s2_items))
+    _write_json(out / "stac" / "collections" / "cop-dem-glo-30.json", _dem_collection(dem_items))
+    _write_json(out / "stac" / "items" / "sentinel-2-l2a.json", _fc(s2_items))
+    _write_json(out / "stac" / "items" / "cop-dem-glo-30.json", _fc(dem_items))
+
+
 def _pool_map(fn, tasks: list, workers: int) -> list:
-    # A daemonic process (e.g. a multiprocessing or Dask nanny worker) may not have children.
-    if workers <= 1 or len(tasks) <= 1 or mp.current_process().daemon:
-        return [fn(t) for t in tasks]
-    # forkserver/spawn, not fork: the caller may be a threaded program (a Dask client).
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method)) as ex:
-        return list(ex.map(fn, tasks, chunksize=1))
+    if len(tasks) <= 1:
+        workers = 1  # no process pool for a single task
+    return [r for _, r in _pool_imap(fn, tasks, workers)]
 
 
 def _run_task(task) -> object:
@@ -1560,13 +1566,7 @@ def make_demo_data(out_dir: str | Path, seed: int = 0, size_km: float = 6.0, n_r
     for task, res in zip(granule_tasks, gran_results):
         for acq, r in zip(task.acquisitions, res):
             s2_items.append(_s2_item(task.spec, task.granule, acq, r))
-    s2_items.sort(key=lambda it: (it["properties"]["datetime"], it["id"]))
-    dem_items = [_dem_item(t) for t in dem_tasks.values()]
-    dem_items.sort(key=lambda it: it["id"])
-    _write_json(out / "stac" / "collections" / "sentinel-2-l2a.json", _s2_collection(s2_items))
-    _write_json(out / "stac" / "collections" / "cop-dem-glo-30.json", _dem_collection(dem_items))
-    _write_json(out / "stac" / "items" / "sentinel-2-l2a.json", _fc(s2_items))
-    _write_json(out / "stac" / "items" / "cop-dem-glo-30.json", _fc(dem_items))
+    _write_catalog(out, s2_items, [_dem_item(t) for t in dem_tasks.values()])
 
     regions = []
     for spec in specs:
@@ -1787,10 +1787,12 @@ def country_area_km2(spec: CountrySpec) -> float:
 def _pool_imap(fn, tasks, workers: int, window: int | None = None):
     """``(task, fn(task))`` over a stream of tasks, in order, with a bounded number in flight
     (the task list is never built: memory follows the tasks in flight)."""
+    # A daemonic process (e.g. a multiprocessing or Dask nanny worker) may not have children.
     if workers <= 1 or mp.current_process().daemon:
         for t in tasks:
             yield t, fn(t)
         return
+    # forkserver/spawn, not fork: the caller may be a threaded program (a Dask client).
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     window = window or 2 * workers
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method)) as ex:
@@ -1881,12 +1883,7 @@ def make_demo_country(out_dir: str | Path, seed: int = 0, bbox: tuple[float, flo
         pass
     if echo:
         echo(f"[country] DEM tiles done ({(datetime.now() - t0).total_seconds():.0f} s)")
-    s2_items.sort(key=lambda it: (it["properties"]["datetime"], it["id"]))
-    dem_items.sort(key=lambda it: it["id"])
-    _write_json(out / "stac" / "collections" / "sentinel-2-l2a.json", _s2_collection(s2_items))
-    _write_json(out / "stac" / "collections" / "cop-dem-glo-30.json", _dem_collection(dem_items))
-    _write_json(out / "stac" / "items" / "sentinel-2-l2a.json", _fc(s2_items))
-    _write_json(out / "stac" / "items" / "cop-dem-glo-30.json", _fc(dem_items))
+    _write_catalog(out, s2_items, dem_items)
 
     rdir = out / "regions" / spec.name
     inv = country_inventory(spec, rdir / "inventory.geojson", inventory_block_km)
