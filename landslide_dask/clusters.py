@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputDataError, LandslideDaskError
+from .logs import quiet_distributed
+from .workers import n_workers, worker_names
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -509,14 +511,6 @@ def _hints(defn: ClusterDef) -> str:
     return "\nCheck: free memory and ports on this machine (and that no firewall blocks 127.0.0.1)."
 
 
-def _n_workers(client: Client) -> int:
-    return len(client.scheduler_info(n_workers=-1)["workers"])
-
-
-def _worker_names(client: Client) -> set[str]:
-    return {str(w.get("name")) for w in client.scheduler_info(n_workers=-1)["workers"].values()}
-
-
 _SLURM_ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
                 "PREEMPTED", "TIMEOUT", "SPECIAL_EXIT", "REVOKED"}
 
@@ -572,7 +566,7 @@ def _slurm_problem(defn: ClusterDef, cluster, client: Client, record: dict, fina
     jobs = _slurm_jobs(cluster)
     if not jobs:
         return "no SLURM job was submitted" if final else None
-    connected = _worker_names(client)
+    connected = worker_names(client)
     waiting = {n: j for n, j in jobs.items() if not any(c == n or c.startswith(f"{n}-") for c in connected)}
     if not waiting:
         return None
@@ -621,7 +615,7 @@ def _wait(defn: ClusterDef, cluster, client: Client, n: int, record: dict, echo)
     deadline = t0 + defn.timeout_s
     next_note = t0 + 15
     while True:
-        have = _n_workers(client)
+        have = n_workers(client)
         if have >= n:
             return
         now = time.monotonic()
@@ -698,8 +692,9 @@ def start_cluster(defn: ClusterDef | str | os.PathLike | None = None, *, schedul
             except TimeoutError:
                 raise ClusterStartError(f"the Dask scheduler at {scheduler} has no workers after {wait_s:g}s: "
                                         "start some (dask worker " + scheduler + ")") from None
+            quiet_distributed(client)
             if echo:
-                echo(f"[dask] connected to {scheduler}: {_n_workers(client)} workers, dashboard {client.dashboard_link}")
+                echo(f"[dask] connected to {scheduler}: {n_workers(client)} workers, dashboard {client.dashboard_link}")
             yield client
         finally:
             with contextlib.suppress(Exception):
@@ -735,10 +730,11 @@ def start_cluster(defn: ClusterDef | str | os.PathLike | None = None, *, schedul
                 n = len(cluster.worker_spec)
             else:
                 n = defn.workers
+            quiet_distributed(client)
             _wait(defn, cluster, client, n, record, echo)
             record["starting"] = False
             if echo:
-                echo(f"[dask] {defn.kind} cluster {defn.name}: {_n_workers(client)} workers after "
+                echo(f"[dask] {defn.kind} cluster {defn.name}: {n_workers(client)} workers after "
                      f"{time.monotonic() - t0:.1f}s, dashboard {client.dashboard_link}")
             yield client
         finally:

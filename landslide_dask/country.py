@@ -83,6 +83,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from .errors import EmptySearchError, InputDataError, LandslideDaskError
+from .workers import n_workers
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,7 @@ def _model_for_run(spec, target: _Target) -> tuple[Any, Path | None]:
 
 def _n_workers(client) -> int:
     try:
-        return max(1, len(client.scheduler_info().get("workers", {})))
+        return max(1, n_workers(client))
     except Exception:  # noqa: BLE001 - only a default for the concurrency
         return 1
 
@@ -349,9 +350,9 @@ def run_job(spec, client, *, progress: bool = True, force: bool = False, concurr
         n_par = max(1, int(concurrency)) if concurrency else max(2, _n_workers(client))
         bar = None
         if progress and todo:
-            from tqdm import tqdm
+            from .logs import progress_bar
 
-            bar = tqdm(total=len(cells), initial=n_skip, desc="cells", unit="cell", mininterval=1.0)
+            bar = progress_bar(total=len(cells), initial=n_skip, desc="cells", unit="cell", mininterval=1.0)
         try:
             _run_cells(manifest, todo, by_id, run_spec, target, client, n_par, chunk, predict_options, on_cell,
                        bar, computed)

@@ -3,15 +3,20 @@
 Why not dask-pytorch-ddp: it hard-codes port 23456, defaults to nccl, has no timeout, and one dead
 worker leaves every other rank blocked in a collective forever. Here:
 
-* rank 0 picks a free port on its own host (a tiny probe task binds port 0 there), so two runs,
-  or two users, never collide on a fixed port;
+* the rendezvous store of each run is bound to port 0 by a tiny probe task on rank 0's worker and
+  held open there until rank 0 takes it over, so two runs, or two users, never collide on a port
+  (no port is probed free, closed and bound again later: nothing can take it in between);
 * the backend follows the workers' devices (nccl with CUDA, gloo without; mixed is an error);
 * ``init_process_group(timeout=...)`` bounds the rendezvous and every collective;
-* the client watches all rank futures *and* the workers' identities: a rank that raises, or a
-  worker that dies (its future would otherwise wait forever, pinned to a worker that is gone),
-  stops the run; the surviving ranks get ``timeout_s`` to fail on their collectives, and the
+* the client watches all rank futures *and* the scheduler's worker table (asked by RPC each
+  time, see :mod:`landslide_dask.workers`; never the client's cached identity, which goes
+  worker-less under load): a rank that raises, or a worker that the scheduler has removed in two
+  replies a second apart (its future would otherwise wait forever, pinned to a worker that is
+  gone), stops the run; the surviving ranks get ``timeout_s`` to fail on their collectives, and the
   worker process of any rank still running after that is ended (its nanny starts a fresh one), so
-  nothing is left blocked in a collective;
+  nothing is left blocked in a collective. Only a worker the scheduler itself no longer lists is
+  ever called dead;
+* a worker on which a rank of another run is still executing is never given a new rank;
 * the process group is destroyed in a ``finally`` on every rank, so the next run on the same
   workers starts clean.
 
@@ -41,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import torch
 
 from .errors import LandslideDaskError
+from .workers import gone, worker_table
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -51,6 +57,7 @@ __all__ = ["DistributedTrainingError", "RankContext", "RankFailure", "run_ddp"]
 
 _POLL_S = 0.1           # how often the client looks at the rank futures
 _WORKER_POLL_S = 0.5    # how often it asks the scheduler which workers are alive
+_CONFIRM_S = 1.0        # a worker missing from the scheduler's table is looked for again after this
 _RESTART_TIMEOUT_S = 60.0
 _RESTARTED = "WorkerRestarted"  # error type of a rank re-run by Dask in a new worker process
 
@@ -58,6 +65,8 @@ _RESTARTED = "WorkerRestarted"  # error type of a rank re-run by Dask in a new w
 # on is still executing (and so must be killed) without relying on Dask's internal task states.
 _ACTIVE: dict[str, int] = {}
 _ACTIVE_LOCK = threading.Lock()
+# Rendezvous stores bound by the probe on rank 0's worker, by run id, until rank 0 takes them over.
+_STORES: dict[str, Any] = {}
 
 
 class DistributedTrainingError(LandslideDaskError):
@@ -181,8 +190,9 @@ def _address_host(address: str) -> str:
     return host
 
 
-def _probe(bind_host: str | None) -> dict:
-    """Runs on each worker before the ranks: its devices, process, and (rank 0) a free port."""
+def _probe(bind_host: str | None, run_id: str = "", timeout_s: float = 120.0) -> dict:
+    """Runs on each worker before the ranks: its devices, process, and (rank 0) the run's
+    rendezvous store, bound to a free port that stays bound until rank 0 uses it."""
     info = {
         "pid": os.getpid(),
         "hostname": socket.gethostname(),
@@ -192,11 +202,26 @@ def _probe(bind_host: str | None) -> dict:
         "port": None,
     }
     if bind_host is not None:
-        family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.bind((bind_host, 0))
-            info["port"] = s.getsockname()[1]
+        import torch.distributed as dist
+
+        store = dist.TCPStore(bind_host, 0, None, True, datetime.timedelta(seconds=timeout_s),
+                              wait_for_workers=False)
+        with _ACTIVE_LOCK:
+            _STORES[run_id] = store
+        info["port"] = store.port
     return info
+
+
+def _drop_store(run_id: str) -> bool:
+    """Close a run's rendezvous store if rank 0 never took it (the run failed before it started)."""
+    with _ACTIVE_LOCK:
+        return _STORES.pop(run_id, None) is not None
+
+
+def running_ranks() -> dict[str, int]:
+    """run id -> rank of every rank executing in this worker process now (run with client.run)."""
+    with _ACTIVE_LOCK:
+        return dict(_ACTIVE)
 
 
 def _interface_of(host: str) -> str | None:
@@ -271,6 +296,7 @@ def _rank_main(fn: Callable[..., Any], rank: int, world_size: int, init_method: 
                          f"rank {rank} is not re-run alone", "", True, time.time())
     with _ACTIVE_LOCK:
         _ACTIVE[run_id] = rank
+        store = _STORES.pop(run_id, None) if rank == 0 else None
     env_set: list[str] = []
     failure: tuple | None = None
     result: Any = None
@@ -291,8 +317,14 @@ def _rank_main(fn: Callable[..., Any], rank: int, world_size: int, init_method: 
         else:
             device = torch.device("cpu")
             extra = {}
-        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(seconds=timeout_s), **extra)
+        timeout = datetime.timedelta(seconds=timeout_s)
+        if rank == 0 and store is None:
+            raise RuntimeError(f"the rendezvous store of run {run_id} is not in this worker process")
+        if store is None:
+            host, port = init_method.removeprefix("tcp://").rsplit(":", 1)
+            store = dist.TCPStore(host.strip("[]"), int(port), world_size, False, timeout)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout,
+                                **extra)
         ctx = RankContext(rank=rank, world_size=world_size, device=device, backend=backend, worker=worker,
                           init_method=init_method)
         result = fn(ctx, *args, **kwargs)
@@ -304,6 +336,7 @@ def _rank_main(fn: Callable[..., Any], rank: int, world_size: int, init_method: 
         e.__traceback__ = None
     finally:
         _leave_group(dist, failure is not None)
+        store = None  # noqa: F841 - rank 0's store closes its port once the group is gone
         for k in env_set:
             os.environ.pop(k, None)
         with _ACTIVE_LOCK:
@@ -327,13 +360,9 @@ def _leave_group(dist, failed: bool) -> None:
 # --------------------------------------------------------------------------- client side
 
 
-def _worker_table(client: Client) -> dict[str, dict]:
-    return client.scheduler_info(n_workers=-1)["workers"]
-
-
 def _resolve_workers(client: Client, workers: list[str] | None) -> list[str]:
     """Worker addresses in rank order (``workers`` may hold addresses or worker names)."""
-    table = _worker_table(client)
+    table = worker_table(client)
     if not table:
         raise DistributedTrainingError("the Dask cluster has no workers: start some (or wait with "
                                        "client.wait_for_workers(n)) before training")
@@ -360,9 +389,24 @@ def _submit_kw(addr: str, key: str) -> dict:
     return {"workers": [addr], "allow_other_workers": False, "retries": 0, "pure": False, "key": key}
 
 
+def _check_idle(client: Client, addrs: list[str]) -> None:
+    """Refuse workers on which a rank of an earlier run still executes (a run that was given up on
+    while its rank was stuck, or another user's run on a shared cluster): asked in the workers'
+    event loops, which answer even while their task threads are busy."""
+    ok, busy = _run_with_timeout(lambda: client.run(running_ranks, workers=addrs, on_error="return"), 60.0)
+    if not ok or not isinstance(busy, dict):
+        return  # no answer is not evidence of a running rank; the probe's own timeout still applies
+    held = {a: r for a, r in busy.items() if isinstance(r, dict) and r}
+    if held:
+        desc = "; ".join(f"{a} runs rank {rank} of run {run}" for a, r in held.items() for run, rank in r.items())
+        raise DistributedTrainingError(f"worker(s) still execute a rank of another run: {desc}. Wait for that "
+                                       "run to end, or give this run other workers (one run at a time per worker)")
+
+
 def _probe_all(client: Client, addrs: list[str], timeout_s: float, run_id: str) -> list[dict]:
     # polled rather than distributed.wait(), which would use the *default* client, not ``client``
-    futs = [client.submit(_probe, _address_host(a) if r == 0 else None, **_submit_kw(a, f"ddp-probe-{run_id}-{r}"))
+    futs = [client.submit(_probe, _address_host(a) if r == 0 else None, run_id, timeout_s,
+                          **_submit_kw(a, f"ddp-probe-{run_id}-{r}"))
             for r, a in enumerate(addrs)]
     deadline = time.monotonic() + timeout_s
     while any(f.status == "pending" for f in futs) and time.monotonic() < deadline:
@@ -370,6 +414,7 @@ def _probe_all(client: Client, addrs: list[str], timeout_s: float, run_id: str) 
     slow = [a for a, f in zip(addrs, futs) if f.status == "pending"]
     if slow:
         client.cancel(futs, force=True)
+        _release_store(client, addrs[0], run_id)
         raise DistributedTrainingError(f"worker(s) {slow} did not run a tiny probe task within {timeout_s:g}s: "
                                        "they are busy with other tasks, overloaded or gone")
     infos = []
@@ -378,10 +423,16 @@ def _probe_all(client: Client, addrs: list[str], timeout_s: float, run_id: str) 
             infos.append(f.result())
         except Exception as e:
             client.cancel(futs, force=True)
+            _release_store(client, addrs[0], run_id)
             raise DistributedTrainingError(f"probe of worker {addrs[r]} (rank {r}) failed: "
                                            f"{type(e).__name__}: {e}") from e
     client.cancel(futs)
     return infos
+
+
+def _release_store(client: Client, addr: str, run_id: str) -> None:
+    """Best effort: free the rendezvous port of a run whose rank 0 will never start."""
+    _run_with_timeout(lambda: client.run(_drop_store, run_id, workers=[addr], on_error="ignore"), 15.0)
 
 
 def _choose_backend(backend: str | None, addrs: list[str], infos: list[dict]) -> str:
@@ -448,12 +499,9 @@ async def _exit_worker(run_id: str) -> None:
 
     A rank blocked in user code or a collective cannot be interrupted from another thread, and a
     graceful close waits for it; ``os._exit`` is what frees the worker and its GPU."""
-    rank = _active_ranks(run_id)
-    if rank is None:
+    if _active_ranks(run_id) is None:
         return
-    print(f"landslide_dask.ddp: rank {rank} of run {run_id} still running after another rank failed; "
-          "exiting this worker process", file=sys.stderr, flush=True)
-    os._exit(70)
+    os._exit(70)  # the client has said why, in one line
 
 
 def _stop_ranks(client: Client, futures: list, addrs: list[str], ranks: list[int], alive: set[str], run_id: str
@@ -481,12 +529,15 @@ def _stop_ranks(client: Client, futures: list, addrs: list[str], ranks: list[int
                  or running[a] is not None]
     if not stuck:
         return []
+    print(f"[ddp] rank(s) {', '.join(str(r) for r in ranks if addrs[r] in stuck)} still running after the run "
+          f"failed: ending worker process(es) {', '.join(stuck)} so that nothing stays blocked in a collective "
+          "(their nannies start fresh ones)", file=sys.stderr, flush=True)
     _run_with_timeout(lambda: client.run(_exit_worker, run_id, workers=stuck, wait=False, on_error="ignore"), 15.0)
     deadline = time.monotonic() + 15.0
     remaining = list(stuck)
     while remaining and time.monotonic() < deadline:
         time.sleep(_WORKER_POLL_S)
-        ok, table = _run_with_timeout(lambda: _worker_table(client), 15.0)
+        ok, table = _run_with_timeout(lambda: worker_table(client, 15.0), 16.0)
         if ok and isinstance(table, dict):
             remaining = [a for a in remaining if a in table]
     if remaining:
@@ -538,9 +589,14 @@ def run_ddp(client: Client, fn: Callable[..., T], *args: Any, workers: list[str]
     t0 = time.monotonic()
     run_id = uuid.uuid4().hex[:12]
     addrs = _resolve_workers(client, workers)
+    _check_idle(client, addrs)
     infos = _probe_all(client, addrs, timeout_s, run_id)
-    _check_processes(addrs, infos)
-    backend = _choose_backend(backend, addrs, infos)
+    try:
+        _check_processes(addrs, infos)
+        backend = _choose_backend(backend, addrs, infos)
+    except DistributedTrainingError:
+        _release_store(client, addrs[0], run_id)
+        raise
     host = _address_host(addrs[0])
     init_method = f"tcp://[{host}]:{infos[0]['port']}" if ":" in host else f"tcp://{host}:{infos[0]['port']}"
     world = len(addrs)
@@ -552,6 +608,7 @@ def run_ddp(client: Client, fn: Callable[..., T], *args: Any, workers: list[str]
     alive = set(addrs)
     first_failure_at: float | None = None
     next_worker_check = 0.0
+    last_answer = time.monotonic()
     try:
         while True:
             for r, f in enumerate(futures):
@@ -564,10 +621,19 @@ def run_ddp(client: Client, fn: Callable[..., T], *args: Any, workers: list[str]
             now = time.monotonic()
             if now >= next_worker_check and len(settled) < world:
                 next_worker_check = now + _WORKER_POLL_S
-                table = _worker_table(client)
-                alive = {a for a in addrs if a in table}
+                waiting = [a for r, a in enumerate(addrs) if r not in settled and futures[r].status == "pending"]
+                try:
+                    lost = gone(client, waiting, _CONFIRM_S) if waiting else set()
+                    last_answer = now
+                except (OSError, TimeoutError) as e:
+                    # a scheduler slow to answer is not a dead worker; one silent for the whole
+                    # timeout has lost track of the ranks
+                    if now - last_answer > timeout_s:
+                        raise OSError(f"the scheduler did not answer for {now - last_answer:.0f}s: {e}") from e
+                    lost = set()
+                alive -= lost
                 for r, a in enumerate(addrs):
-                    if r not in settled and a not in alive and futures[r].status == "pending":
+                    if r not in settled and a in lost and futures[r].status == "pending":
                         settled[r] = RankFailure(r, a, "died")
             failed = [x for x in settled.values() if x is not None]
             if failed and first_failure_at is None:
@@ -595,6 +661,8 @@ def run_ddp(client: Client, fn: Callable[..., T], *args: Any, workers: list[str]
     pending = [r for r in range(world) if r not in settled]
     grace = time.monotonic() - (first_failure_at or time.monotonic())
     killed = _stop_ranks(client, futures, addrs, pending, alive, run_id)
+    if addrs[0] in alive and addrs[0] not in {addrs[r] for r in killed}:
+        _release_store(client, addrs[0], run_id)  # rank 0 may never have started
     for r in pending:
         if r in killed:
             failures.append(RankFailure(r, addrs[r], "hung", message=f"{grace:.0f}s after the first failure"))

@@ -55,8 +55,11 @@ def local_client(workers: int):
     """A LocalCluster of ``workers`` single-threaded processes on loopback and its Client."""
     from distributed import Client, LocalCluster
 
+    from .logs import quiet_distributed
+
     with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        quiet_distributed(client)
         yield client
 
 

@@ -86,6 +86,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputDataError
+from .workers import worker_table
 
 log = logging.getLogger(__name__)
 
@@ -367,11 +368,7 @@ def _threads_per_task(plan: "_Plan") -> int:
 
 def _worker_threads(client) -> tuple[tuple[str, int], ...]:
     """Torch threads per worker address: cores of its host // dask threads of all workers there."""
-    try:
-        info = client.scheduler_info(n_workers=-1)
-    except TypeError:  # older distributed
-        info = client.scheduler_info()
-    workers = info.get("workers", {})
+    workers = worker_table(client)
     try:
         cores = client.run(_cores)
     except Exception:  # pragma: no cover - a worker that cannot run it just gets the fallback
@@ -847,10 +844,10 @@ def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None
         log.info("resuming %s: %d of %d chunks already done", out, len(done), len(grid))
     bar = None
     if progress:
-        from tqdm import tqdm
+        from .logs import progress_bar
 
-        bar = tqdm(total=len(grid), initial=len(grid) - len(todo), desc="predict", unit="chunk",
-                   mininterval=1.0)
+        bar = progress_bar(total=len(grid), initial=len(grid) - len(todo), desc="predict", unit="chunk",
+                           mininterval=1.0)
     try:
         if client is not None:
             _stream(plan, batches, todo, str(out), _DistributedPool(client), bar)

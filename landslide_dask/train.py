@@ -246,10 +246,10 @@ def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_
         loss_sum, n_batches = 0.0, 0
         batches = _batches(reader, windows, cfg.batch_size, rng, cfg.streams, jitter=cfg.jitter)
         if ctx.is_main and cfg.progress:
-            from tqdm import tqdm
+            from .logs import progress_bar
 
-            batches = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                           leave=False, mininterval=2.0)
+            batches = progress_bar(batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                                   leave=False, mininterval=2.0)
         for batch in batches:
             inputs, target, known = _to_device(batch, device, cfg.streams)
             with torch.autocast(device.type, enabled=use_amp):
@@ -359,47 +359,61 @@ def prepare(cfg: TrainConfig) -> tuple[pd.DataFrame, BandStats, dict, list[str]]
 def train(client, cfg: TrainConfig, workers: list[str] | None = None, timeout_s: float = 300.0) -> dict:
     """Train on every worker of ``client`` (one rank each); returns rank 0's summary.
 
-    ``cfg.restarts``: when worker processes die (killed, lost; not when a rank raises, which would
-    only repeat) and a checkpoint of this run exists, wait for the cluster to replace them and
-    resume from ``last.pt`` up to this many times (only with ``workers=None``: the replacements
-    have new addresses). A failure that is not retried says how to resume."""
+    ``cfg.restarts``: when worker processes are lost (killed, or removed by the scheduler; not when
+    a rank raises, which would only repeat), wait for the cluster to replace them and run again up
+    to this many times: from ``last.pt`` if an epoch was checkpointed, from scratch otherwise (only
+    with ``workers=None``: the replacements have new addresses). A restart never uses a worker
+    whose earlier rank may still be running: the lost ones are excluded, and ``run_ddp`` refuses
+    any worker that still executes a rank. A failure that is not retried says how to resume."""
     from .ddp import DistributedTrainingError, run_ddp
+    from .workers import wait_for_workers, worker_addresses
 
     index, stats, model_config, bands = prepare(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     index.to_csv(out / "windows.csv", index=False)
-    n_workers = len(workers) if workers else len(client.scheduler_info(n_workers=-1)["workers"])
+    ranks = list(workers) if workers else worker_addresses(client)
+    n_ranks = len(ranks)
     restarts = max(0, int(cfg.restarts))
+    suspect: set[str] = set()  # workers lost by an earlier attempt: never given a rank again
     for attempt in range(restarts + 1):
         try:
             result = run_ddp(client, train_rank, cfg, index, stats.to_dict(), model_config, bands,
-                             workers=workers, timeout_s=timeout_s)
+                             workers=ranks, timeout_s=timeout_s)
             break
         except DistributedTrainingError as exc:
             # lost workers (the cause) and what follows from them (peers' broken collectives), not a
             # rank whose own code raised: that would only raise again
             lost = (exc.primary is not None and exc.primary.kind in ("died", "hung")
                     and all(f.kind != "raised" for f in exc.failures))
-            if not (out / "last.pt").exists():
-                raise
-            epoch = int(torch.load(out / "last.pt", weights_only=True, map_location="cpu")["epoch"])
+            done = _checkpointed_epochs(out / "last.pt")
+            where = (f"epoch {done} of {cfg.epochs} is checkpointed in {out / 'last.pt'}: rerun the same command "
+                     "to resume from it." if done else "no epoch was checkpointed yet: rerun the same command to "
+                     "start again.")
             if not lost or attempt == restarts or workers is not None:  # named workers: their replacements differ
-                raise DistributedTrainingError(
-                    f"{exc}\nepoch {epoch + 1} of {cfg.epochs} is checkpointed in {out / 'last.pt'}: rerun the same "
-                    "command to resume from it.", exc.failures) from exc
-            print(f"[train] {exc.primary.describe()} after epoch {epoch + 1}; resuming from {out / 'last.pt'} "
-                  f"once {n_workers} workers are back (restart {attempt + 1} of {restarts})", flush=True)
+                raise DistributedTrainingError(f"{exc}\n{where}", exc.failures) from exc
+            suspect |= {f.worker for f in exc.failures if f.kind in ("died", "hung")}
+            since = f"after epoch {done}; resuming from {out / 'last.pt'}" if done else \
+                "before the first checkpoint; starting again from scratch"
+            print(f"[train] {exc.primary.describe()} {since} once {n_ranks} workers are ready "
+                  f"(restart {attempt + 1} of {restarts})", flush=True)
             try:
-                client.wait_for_workers(n_workers, timeout=max(120.0, timeout_s))
+                ranks = wait_for_workers(client, n_ranks, max(120.0, timeout_s), exclude=suspect)[:n_ranks]
             except TimeoutError as gone:
                 raise DistributedTrainingError(
-                    f"{exc}\nthe cluster did not get back to {n_workers} workers; epoch {epoch + 1} of {cfg.epochs} "
-                    f"is checkpointed in {out / 'last.pt'}: rerun the same command to resume from it.",
+                    f"{exc}\nthe cluster did not get back to {n_ranks} workers ({gone}); {where}",
                     exc.failures) from gone
+    result["restarts"] = attempt
     # written last: its presence says this run finished (experiments skip finished runs)
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def _checkpointed_epochs(last: Path) -> int:
+    """How many epochs ``last.pt`` holds (0 when there is none)."""
+    if not last.exists():
+        return 0
+    return int(torch.load(last, weights_only=True, map_location="cpu")["epoch"]) + 1
 
 
 def finished(out: str | Path) -> dict | None:

@@ -32,6 +32,27 @@ def demo_stac(demo_data):
         yield url
 
 
+@pytest.fixture(scope="session")
+def train_cubes(tmp_path_factory) -> list[str]:
+    """Two 4x4 km synthetic regions as cubes: enough 64 px windows for train/val/test blocks."""
+    from datetime import date
+
+    from landslide_dask.cube import CubeSpec, build_cube
+    from landslide_dask.stac_server import serve_stac
+    from landslide_dask.synth import make_demo_data
+
+    root = tmp_path_factory.mktemp("train")
+    data = make_demo_data(root / "data", seed=3, size_km=4.0, n_regions=2)
+    out = []
+    with serve_stac(data) as url:
+        for r in json.loads((data / "regions.json").read_text()):
+            spec = CubeSpec(stac_url=url, event_date=date.fromisoformat(r["event_date"]), aoi=data / r["aoi"],
+                            out=root / f"{r['name']}.zarr", inventory=data / r["inventory"],
+                            inventory_area=data / r["inventory_area"], chunk=128)
+            out.append(str(build_cube(spec, progress=False, quicklook=False)))
+    return out
+
+
 @pytest.fixture(scope="module")
 def client():
     """Two single-threaded Dask worker processes on loopback. One cluster per test module: tests

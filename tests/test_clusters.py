@@ -24,6 +24,7 @@ from landslide_dask.clusters import (
     start_cluster,
 )
 from landslide_dask.errors import InputDataError
+from landslide_dask.workers import n_workers
 
 from . import slurm as slurm_setup
 
@@ -166,7 +167,7 @@ def test_gpu_node_one_worker_per_gpu_runs_nccl():
 
     with start_cluster(CLUSTER / "gpu-node.yaml", overrides={"options": {"dashboard_address": "127.0.0.1:0"}}) as c:
         n = torch.cuda.device_count()
-        assert len(c.scheduler_info(n_workers=-1)["workers"]) == n
+        assert n_workers(c) == n
         visible = c.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0])
         assert len(set(visible.values())) == n
         out = run_ddp(c, _rank_sum, timeout_s=60)
@@ -181,7 +182,7 @@ LOCAL = {"options": {"dashboard_address": "127.0.0.1:0", "memory_limit": "2GB"}}
 
 def test_local_starts_computes_and_tears_down(capsys):
     with start_cluster(CLUSTER / "local.yaml", overrides=LOCAL) as client:
-        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
+        assert n_workers(client) == 2
         assert _sum(client) == sum(range(10_000))
         pids = [p for p, _, _ in client.run(_pids).values()]
         assert len(set(pids)) == 2 and os.getpid() not in pids   # one process per worker (one DDP rank each)
@@ -206,7 +207,7 @@ def test_scheduler_address_connects_but_never_tears_down():
         with start_cluster(scheduler=theirs.scheduler_address, echo=None) as client:
             assert _sum(client) == sum(range(10_000))
         with Client(theirs) as c2:   # still there, with its worker
-            assert len(c2.scheduler_info(n_workers=-1)["workers"]) == 1
+            assert n_workers(c2) == 1
     with pytest.raises(ClusterStartError, match="cannot connect to the Dask scheduler at tcp://127.0.0.1:9"), \
             start_cluster(scheduler="tcp://127.0.0.1:9", timeout=1, echo=None):
         pass

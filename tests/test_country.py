@@ -39,6 +39,7 @@ from landslide_dask.cells import make_cells
 from landslide_dask.country import merge_cell_polygons, run_job
 from landslide_dask.errors import StacUnreachableError
 from landslide_dask.jobspec import load_jobspec
+from landslide_dask.workers import worker_table
 
 from .test_clusters import CLUSTER, _overrides, slurm  # noqa: F401  (the one-node SLURM fixture)
 from .test_predict import make_checkpoint
@@ -370,7 +371,7 @@ def test_worker_killed_mid_job_still_finishes_with_the_same_outputs(reference, s
     assert res.ok, str(res.summary)
     assert_same_outputs(spec.output_path, ref_spec.output_path)
     client.wait_for_workers(2, timeout=60)             # the nanny restarted it
-    assert killed[0][0] not in client.scheduler_info()["workers"]
+    assert killed[0][0] not in worker_table(client)
 
 
 def test_a_failing_cell_is_retried_then_recorded_while_the_others_finish(reference, stac, ckpt, client, tmp_path,

@@ -14,6 +14,7 @@ from torch import nn
 
 from landslide_dask.ddp import (DistributedTrainingError, RankContext, _address_host, _check_processes,
                                  _choose_backend, _RankError, _rank_main, run_ddp)
+from landslide_dask.workers import worker_addresses, n_workers
 
 distributed = pytest.importorskip("distributed")
 
@@ -106,7 +107,7 @@ def _assert_close(a: dict, b: dict, atol: float = 1e-5) -> None:
 
 
 def _workers(client) -> list[str]:
-    return sorted(client.scheduler_info(n_workers=-1)["workers"])
+    return worker_addresses(client)
 
 
 def _no_pg() -> bool:
@@ -296,8 +297,43 @@ def test_nccl_on_gpu_workers():
     else:
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, **LOOPBACK)
     with cluster, Client(cluster) as c:
-        n = len(c.scheduler_info(n_workers=-1)["workers"])
+        n = n_workers(c)
         out = run_ddp(c, _gpu_step, timeout_s=60)
         assert out["backend"] == "nccl" and out["device"] == "cuda:0"
         assert out["total"] == n
         assert all(v.device.type == "cpu" for v in out["state"].values())
+
+
+def _sleepy(ctx: RankContext, seconds: float) -> int:
+    """A rank that trains for ``seconds``: barriers every half second, as epochs would."""
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        time.sleep(0.5)
+        ctx.barrier()
+    return ctx.world_size
+
+
+def test_a_live_worker_is_never_reported_dead_when_the_client_cache_is_refreshed_often(monkeypatch):
+    # The client's periodic callback overwrites its cached identity with a worker-less one (every
+    # 5 s by default, once the scheduler has answered the client's first heartbeat); here every
+    # 2 ms (the heartbeat put off, so the scheduler does not slow it back down), and with the
+    # run's liveness polls every 20 ms, a check that read that cache (as scheduler_info() returns
+    # it) called a live worker dead within seconds: the code before this test failed it with
+    # "rank 0 on worker ... died" after 7 s, as the demo did under load. Liveness asked of the
+    # scheduler by RPC cannot be fooled.
+    import dask
+    from distributed import Client, LocalCluster
+
+    import landslide_dask.ddp as ddp
+
+    monkeypatch.setattr(ddp, "_WORKER_POLL_S", 0.02)
+    conf = {"distributed.client.scheduler-info-interval": "2ms", "distributed.client.heartbeat": "1h"}
+    with dask.config.set(conf), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **LOOPBACK) as cluster, \
+            Client(cluster) as c:
+        c.wait_for_workers(2, timeout=60)
+        cached_short = sum(len(c.scheduler_info(n_workers=-1)["workers"]) < 2 for _ in range(300))
+        assert run_ddp(c, _sleepy, 8.0, timeout_s=60) == 2
+        assert n_workers(c) == 2
+    # the cache really was being emptied under our feet (else this test proves nothing)
+    print(f"cached listings short of a live worker: {cached_short} of 300")

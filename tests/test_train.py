@@ -8,7 +8,6 @@ import pickle
 import signal
 import threading
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from landslide_dask.cube import CubeSpec, build_cube, open_cube
+from landslide_dask.cube import open_cube
 from landslide_dask.ddp import DistributedTrainingError
 from landslide_dask.errors import InputDataError
 from landslide_dask.experiment import leave_one_out, train_strategy
@@ -27,24 +26,8 @@ TINY = {"encoder_blocks": [1, 1, 1, 1], "encoder_widths": [8, 16, 32, 32],
 
 
 @pytest.fixture(scope="module")
-def cubes(tmp_path_factory) -> list[str]:
-    """Two 4x4 km synthetic regions as cubes: enough 64 px windows for train/val/test blocks."""
-    from landslide_dask.stac_server import serve_stac
-    from landslide_dask.synth import make_demo_data
-
-    root = tmp_path_factory.mktemp("train")
-    data = make_demo_data(root / "data", seed=3, size_km=4.0, n_regions=2)
-    import json
-
-    out = []
-    with serve_stac(data) as url:
-        for r in json.loads((data / "regions.json").read_text()):
-            spec = CubeSpec(stac_url=url, event_date=date.fromisoformat(r["event_date"]), aoi=data / r["aoi"],
-                            out=root / f"{r['name']}.zarr", inventory=data / r["inventory"],
-                            inventory_area=data / r["inventory_area"], chunk=128)
-            out.append(str(build_cube(spec, progress=False, quicklook=False)))
-    return out
-
+def cubes(train_cubes) -> list[str]:
+    return train_cubes
 
 
 def _cfg(cubes: list[str], out: Path, **kw) -> TrainConfig:
