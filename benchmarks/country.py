@@ -61,7 +61,9 @@ def _tiny_checkpoint(path: Path) -> Path:
 
 
 def run_once(spec_path: Path, workers: int) -> dict:
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from landslide_dask.clusters import local_cluster
 
     from landslide_dask.cells import make_cells
     from landslide_dask.country import run_job
@@ -70,8 +72,7 @@ def run_once(spec_path: Path, workers: int) -> dict:
     spec = load_jobspec(spec_path)
     shutil.rmtree(spec.output_path, ignore_errors=True)
     cells = {c.id: c for c in make_cells(spec.area.geometry(), spec.cell_size_km)}
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with local_cluster(workers, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         client.wait_for_workers(workers, timeout=120)
         t0 = time.perf_counter()
         res = run_job(spec, client, progress=False, concurrency=workers, echo=None)

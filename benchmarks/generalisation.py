@@ -27,7 +27,9 @@ ABLATION = {"pre+post+terrain": ("pre", "post", "terrain"), "pre+post (no terrai
 
 
 def main() -> None:
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from landslide_dask.clusters import local_cluster
 
     from landslide_dask.demo import DEMO_MODEL, demo_train_config
     from landslide_dask.experiment import (leave_one_out, markdown_table, region_name, score_row, train_strategy,
@@ -37,7 +39,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cubes", required=True, help="folder of region cubes (*.zarr), the last one is held out")
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=None, help="default: the demo's (demo.DEMO_EPOCHS)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--skip-loo", action="store_true", help="only the ablation")
     args = p.parse_args()
@@ -46,10 +48,9 @@ def main() -> None:
     order = ["hokkaido_like", "gorkha_like", "kaikoura_like", "haiti_like"]  # the demo's order
     cubes.sort(key=lambda c: order.index(region_name(c)) if region_name(c) in order else len(order))
     out = Path(args.out)
-    cfg = demo_train_config(cubes, out, args.epochs)
+    cfg = demo_train_config(cubes, out, args.epochs) if args.epochs else demo_train_config(cubes, out)
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with local_cluster(args.workers, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         if not args.skip_loo:
             loo = leave_one_out(client, cubes, cfg, strategies=("combined",), local=True)
             print(markdown_table(loo), flush=True)

@@ -10,7 +10,7 @@ normalisation statistics computed as ``landslide_dask.train.prepare`` does (wind
 stride half of it):
 
 1. DDP training throughput with 1 and then 2 workers, each a fresh
-   ``LocalCluster(n_workers=k, threads_per_worker=1)`` on loopback. A rank function started with
+   ``landslide_dask.clusters.local_cluster(k)`` on loopback (the demo's cluster). A rank function started with
    ``run_ddp`` repeats train_rank's step: ``build_model`` in channels_last, DistributedDataParallel,
    AdamW + OneCycleLR, ``deep_supervision_loss``, batches from the same ``_batches`` loader (its
    background read-ahead thread, augmentation on) over ``epoch_windows`` of the train split. The
@@ -166,13 +166,13 @@ def rank_bench(ctx, cubes, index, stats_d, model_config, streams, batch_size, st
 
 
 def ddp_run(k: int, cubes, index, stats, model_config, streams, args) -> dict:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
+    from landslide_dask.clusters import local_cluster
     from landslide_dask.ddp import run_ddp
 
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=k, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with local_cluster(k, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         client.wait_for_workers(k, timeout=120)
         res = run_ddp(client, rank_bench, cubes, index, stats.to_dict(), model_config, streams, args.batch_size,
                       args.steps, args.warmup, args.nosync_steps, args.seed, args.threads, timeout_s=600.0)

@@ -441,7 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="demo-out", help="output folder")
     s.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     s.add_argument("--size-km", type=float, default=10.0, help="region size when the data is made (default 10 km)")
-    s.add_argument("--epochs", type=int, default=10, help="training epochs of the demo model (default 10)")
+    from .demo import DEMO_EPOCHS
+
+    s.add_argument("--epochs", type=int, default=DEMO_EPOCHS,
+                   help=f"training epochs of the demo model (default {DEMO_EPOCHS})")
     s.add_argument("--country", action="store_true",
                    help="map the demo country end to end as a country job with the demo's model "
                         "(OUT/model/best.pt, trained first by the region demo if absent)")

@@ -57,9 +57,10 @@ def train_cubes(tmp_path_factory) -> list[str]:
 def client():
     """Two single-threaded Dask worker processes on loopback. One cluster per test module: tests
     kill workers on purpose, so modules do not share one."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+    from landslide_dask.clusters import local_cluster
+
+    with local_cluster(2) as cluster, Client(cluster) as c:
         c.wait_for_workers(2, timeout=60)
         yield c

@@ -337,3 +337,34 @@ def test_a_live_worker_is_never_reported_dead_when_the_client_cache_is_refreshed
         assert n_workers(c) == 2
     # the cache really was being emptied under our feet (else this test proves nothing)
     print(f"cached listings short of a live worker: {cached_short} of 300")
+
+
+def _pretend_rank(seconds: float) -> None:
+    """Stands for a rank of another run that is still executing in this worker process."""
+    import landslide_dask.ddp as ddp
+
+    with ddp._ACTIVE_LOCK:
+        ddp._ACTIVE["other-run"] = 1
+    try:
+        time.sleep(seconds)
+    finally:
+        with ddp._ACTIVE_LOCK:
+            ddp._ACTIVE.pop("other-run", None)
+
+
+def test_a_worker_still_running_a_rank_of_another_run_is_never_given_a_new_one(client):
+    w1 = _workers(client)[1]
+    busy = client.submit(_pretend_rank, 4.0, workers=[w1], pure=False)
+    deadline = time.monotonic() + 30
+    while not client.run(lambda: __import__("landslide_dask.ddp").ddp.running_ranks(), workers=[w1])[w1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    with pytest.raises(DistributedTrainingError, match="still execute a rank of another run") as ei:
+        run_ddp(client, _train, 1, timeout_s=30)
+    assert w1 in str(ei.value) and "rank 1 of run other-run" in str(ei.value)
+    assert time.monotonic() - t0 < 10  # refused at once, not after the probe's timeout
+    busy.result()
+    out = run_ddp(client, _train, 1, timeout_s=30)  # once it has ended, the worker is used again
+    assert out["world"] == 2
+    _assert_clean(client)

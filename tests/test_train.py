@@ -183,3 +183,33 @@ def test_landslide4sense_patches_train_and_evaluate_per_patch(client, tmp_path):
     conf = evaluate(res["best"], cube, tile=S)
     ds = open_cube(cube)
     assert conf.tp + conf.fp + conf.fn + conf.tn == int(((ds["label"] != 255) & ds["valid"]).sum())
+
+
+def test_a_worker_lost_before_the_first_checkpoint_restarts_from_scratch(client, cubes, tmp_path, capsys):
+    from landslide_dask.ddp import running_ranks
+
+    cfg = _cfg(cubes, tmp_path, epochs=2, steps_per_epoch=30, restarts=1)
+    killed: list[tuple[str, bool]] = []
+
+    def watch():  # kill rank 1's worker as soon as its rank runs, long before epoch 1 ends
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ranks = client.run(running_ranks)
+            busy = sorted(a for a, r in ranks.items() if r)
+            if len(busy) == 2:
+                pid = client.run(os.getpid, workers=[busy[1]])[busy[1]]
+                checkpointed = (tmp_path / "last.pt").exists()
+                os.kill(pid, signal.SIGKILL)
+                killed.append((busy[1], checkpointed))
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    res = train(client, cfg, timeout_s=30)
+    t.join(5)
+    assert killed and killed[0][1] is False  # a worker was killed before any epoch was checkpointed
+    assert res["restarts"] == 1 and res["resumed_from"] == 0  # a second run, from scratch
+    assert [h["epoch"] for h in res["history"]] == [0, 1]
+    said = capsys.readouterr().out
+    assert "before the first checkpoint; starting again from scratch" in said, said

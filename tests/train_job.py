@@ -25,14 +25,14 @@ def config(cubes: list[str], out: str):
 
 
 def main(out: str, cubes: list[str]) -> dict:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
+    from landslide_dask.clusters import local_cluster
     from landslide_dask.logs import quiet_distributed
     from landslide_dask.train import train
 
     t0 = time.monotonic()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with local_cluster(2) as cluster, Client(cluster) as client:
         quiet_distributed(client)
         client.wait_for_workers(2, timeout=120)
         res = train(client, config(cubes, out), timeout_s=120)
