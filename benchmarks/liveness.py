@@ -12,8 +12,10 @@ CPU-bound processes beside it (busy loops, ended with the run), and a loop that 
   a worker-less identity), and
 * ``landslide_dask.workers.worker_table`` (one ``Scheduler.identity`` RPC, read as answered).
 
-It prints, for each, the number of replies and how many listed fewer workers than are alive
-(none of them ever dies in this run). A nonzero count for the first and zero for the second is
+Meanwhile every worker runs a task that computes with torch the whole time, as a training rank
+does. It prints, for each listing, the number of replies and how many listed fewer workers than
+are alive (none of them ever dies in this run), and the longest any worker went unheard by the
+scheduler (the age of its last heartbeat), to set against the scheduler's worker-ttl. A nonzero count for the first and zero for the second is
 the evidence that the cache, not the workers, lost them. The 1-minute load average is printed
 with the figures. The race is rare at distributed's default refresh of the cache (2 s, slowed to
 5 s by the scheduler after the client's first heartbeat): a shorter ``--info-interval``
@@ -37,6 +39,21 @@ def _burn(stop_at: float) -> None:
         x = (x * 1103515245 + 12345) % 2**31
 
 
+def _busy_rank(seconds: float) -> int:
+    """What a training rank does to its worker: torch compute on its task thread (the GIL released
+    inside each op, held between them) for ``seconds``."""
+    import torch
+
+    torch.set_num_threads(1)
+    a = torch.randn(256, 256)
+    t_end = time.time() + seconds
+    n = 0
+    while time.time() < t_end:
+        a = torch.tanh(a @ a.T / 256)
+        n += 1
+    return n
+
+
 def measure(seconds: float = 60.0, interval: float = 0.01, burners: int = 2, workers: int = 2,
             info_interval: str = "2s") -> dict:
     import dask
@@ -57,6 +74,9 @@ def measure(seconds: float = 60.0, interval: float = 0.01, burners: int = 2, wor
         for p in procs:
             p.start()
         counts = {"scheduler_info": [0, 0], "worker_table": [0, 0]}  # replies, short replies
+        # every worker busy as a training rank makes it, so its heartbeats compete for the GIL
+        ranks = [client.submit(_busy_rank, seconds, workers=[w], pure=False) for w in sorted(worker_table(client))]
+        oldest = 0.0  # the longest a worker went unheard by the scheduler (its last heartbeat's age)
         load0 = os.getloadavg()[0]
         deadline = time.monotonic() + seconds
         i = 0
@@ -67,15 +87,19 @@ def measure(seconds: float = 60.0, interval: float = 0.01, burners: int = 2, wor
                          else worker_table(client))
                 counts[name][0] += 1
                 counts[name][1] += len(table) < workers
+                if name == "worker_table":
+                    now = time.time()
+                    oldest = max([oldest, *(now - w.get("last_seen", now) for w in table.values())])
                 i += 1
                 time.sleep(interval)
         finally:
             for p in procs:
                 p.terminate()
                 p.join(5)
+        client.gather(ranks)
     return {"seconds": seconds, "interval": interval, "burners": burners, "workers": workers,
             "info_interval": info_interval,
-            "load_start": load0, "load_end": os.getloadavg()[0],
+            "load_start": load0, "load_end": os.getloadavg()[0], "max_heartbeat_age_s": oldest,
             **{f"{k}_replies": v[0] for k, v in counts.items()},
             **{f"{k}_short": v[1] for k, v in counts.items()}}
 
@@ -97,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
     print("| listing | replies | replies missing a live worker |\n|---|---|---|")
     for k in ("scheduler_info", "worker_table"):
         print(f"| {k} | {r[f'{k}_replies']} | {r[f'{k}_short']} |")
+    print(f"longest a busy worker went unheard by the scheduler: {r['max_heartbeat_age_s']:.1f} s "
+          "(it removes a worker after distributed.scheduler.worker-ttl, 300 s by default)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1)

@@ -244,6 +244,84 @@ def _proj_fields(info: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Sentinel-2 band codes as they name per-band downloads (B02.tif, T54TWN_20180910_B04_10m.jp2, ...)
+# -> the Earth Search asset keys the cube asks for.
+S2_BAND_NAMES = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
+                 "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
+                 "B10": "cirrus", "B11": "swir16", "B12": "swir22", "SCL": "scl"}
+_S2_CODE = re.compile(r"(?<![A-Za-z0-9])(B0?[1-9]|B1[0-2]|B8A|SCL)(?![A-Za-z0-9])", re.IGNORECASE)
+# items with no acquisition date (a DEM): STAC needs datetime or a start/end range; an open range
+# says "valid whenever", and the cube's DEM search does not filter on time
+STATIC_RANGE = ("1900-01-01T00:00:00Z", "2100-01-01T00:00:00Z")
+
+
+def _s2_band(path: Path) -> str | None:
+    """The Earth Search name of a single-band file named by its Sentinel-2 band code, if it is."""
+    m = _S2_CODE.search(path.stem)
+    if not m:
+        return None
+    code = m.group(1).upper()
+    code = code if code in ("B8A", "SCL") or len(code) == 3 else f"B0{code[1:]}"
+    return S2_BAND_NAMES.get(code)
+
+
+def _group_key(path: Path, root: Path, group: str | None) -> str:
+    """The item a file belongs to: itself, its folder, or a regex's ``item`` group on its relative path."""
+    if group is None:
+        return str(path.relative_to(root))  # one item per file (the id is its stem, made unique)
+    if group == "folder":
+        rel = path.parent.relative_to(root) if path.parent != root else Path(root.name)
+        return str(rel).replace(os.sep, "_")
+    m = re.search(group, str(path.relative_to(root)))
+    if not m or "item" not in m.groupdict():
+        raise InputDataError(f"--group {group!r} does not match {path.relative_to(root)} with a named group "
+                             "(?P<item>...): the regex must capture what files of one scene share")
+    return m.group("item")
+
+
+def _sidecar_datetime(path: Path) -> str | None:
+    """A date from ``<file>.json`` beside the file: ``datetime``, or Earth Engine's
+    ``system:time_start`` (milliseconds since 1970)."""
+    side = path.with_suffix(".json")
+    if not side.is_file():
+        return None
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError) as e:
+        raise InputDataError(f"sidecar {side} is not readable JSON ({e}): fix or remove it") from None
+    props = meta.get("properties", meta) if isinstance(meta, dict) else {}
+    if props.get("datetime"):
+        return str(props["datetime"])
+    if props.get("system:time_start") is not None:
+        return datetime.fromtimestamp(float(props["system:time_start"]) / 1000, tz=timezone.utc).isoformat()
+    return None
+
+
+def _item_datetime(key: str, files: list[tuple[Path, dict[str, Any]]], fixed: str | None, dates: dict[str, str],
+                   date_pattern: str | None) -> str | None:
+    """The acquisition time of one item: --date mapping, --datetime, a date in the path, a sidecar,
+    the TIFF tag, in that order; None when nothing says it."""
+    for k in (key, *(p.stem for p, _ in files), *(p.name for p, _ in files)):
+        if k in dates:
+            return _parse_datetime(dates[k], f"--date {k}")
+    if fixed is not None:
+        return fixed
+    for path, info in files:
+        if date_pattern:
+            m = re.search(date_pattern, str(path))
+            if m:
+                text = m.groupdict().get("date", m.group(0))
+                if re.fullmatch(r"\d{8}", text):
+                    text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+                return _parse_datetime(text, f"the date in {path.name} (--date-pattern)")
+        side = _sidecar_datetime(path)
+        if side:
+            return _parse_datetime(side, f"sidecar of {path.name}")
+        if info["datetime_tag"]:
+            return _parse_datetime(info["datetime_tag"], f"TIFFTAG_DATETIME of {path}")
+    return None
+
+
 def catalog_geotiffs(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -252,12 +330,25 @@ def catalog_geotiffs(
     datetime: str | date | None = None,
     nodata: float | None = None,
     pattern: str = "**/*.tif",
+    group: str | None = None,
+    dates: dict[str, str] | None = None,
+    date_pattern: str | None = None,
+    static: bool = False,
+    replace: bool = False,
 ) -> Path:
-    """Catalogue the GeoTIFFs under ``src`` as one STAC collection in ``out``; returns ``out``.
+    """Catalogue the GeoTIFFs under ``src`` into the STAC collection ``collection`` in ``out``; returns ``out``.
 
-    ``datetime`` applies to every file; without it each file needs a TIFFTAG_DATETIME.
-    ``bands`` names the bands in file order (else band descriptions, else b1, b2, ...).
-    ``nodata`` is declared on every band asset (e.g. 0 where 0 means "outside the area").
+    ``group``: None (one item per file), ``"folder"`` (the files of one folder are one scene, e.g.
+    ``pre-event/B02.tif, B03.tif, B04.tif``) or a regex whose named group ``item`` is what the
+    files of one scene share in their relative paths. A single-band file in a group is named by
+    the Sentinel-2 band code in its name (B02 -> blue, as Earth Search names assets), else by its
+    file stem; ``bands`` names the bands of multi-band files in file order (else band descriptions,
+    else b1, b2, ...).
+    Dates, first found: ``dates`` (item key, file stem or file name -> date), ``datetime`` (every
+    item), ``date_pattern`` (a regex on the path; its ``date`` group, YYYYMMDD or ISO), a sidecar
+    ``<file>.json`` (``datetime`` or Earth Engine's ``system:time_start``), the TIFF tag.
+    ``static``: items without an acquisition date (a DEM). ``nodata`` is declared on every asset.
+    Items are added to an existing collection (an item of the same id is replaced) unless ``replace``.
     Unreadable files are skipped with a :class:`CatalogWarning`; none readable is an error.
     """
     src_path = Path(src).expanduser().resolve()
@@ -268,7 +359,9 @@ def catalog_geotiffs(
         raise InputDataError(f"collection id {collection!r} must be non-empty and use only letters, digits, '.', '_' and '-'.")
     if src_path.is_file():
         files = [src_path]
+        root = src_path.parent
     else:
+        root = src_path
         files = sorted(
             p.resolve() for p in src_path.glob(pattern)
             if p.is_file() and out_path not in p.resolve().parents
@@ -276,101 +369,130 @@ def catalog_geotiffs(
     if not files:
         raise InputDataError(f"no files match {pattern!r} under {src_path}.")
     fixed_dt = _parse_datetime(datetime, "the datetime argument") if datetime is not None else None
+    dates = dict(dates or {})
 
-    items: list[dict[str, Any]] = []
     skipped: list[str] = []
-    no_date: list[str] = []
-    used_ids: set[str] = set()
-    assets_root = out_path / "assets"
-    items_file = out_path / "stac" / "items" / f"{collection}.json"
-    planned: list[tuple[Path, dict[str, Any], str, list[str]]] = []
-
+    groups: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for path in files:
         try:
             info = describe_geotiff(path)
-            geometry, bbox = _footprint_wgs84(info["crs"], info["bounds"])
+            info["geometry"], info["bbox"] = _footprint_wgs84(info["crs"], info["bounds"])
         except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, not fatal
             skipped.append(f"{path} ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})")
             continue
-        names = _band_names(info, bands, path)
-        if fixed_dt is None and not info["datetime_tag"]:
-            no_date.append(str(path))
-            continue
-        base = _safe_name(path.stem)
-        item_id, k = base, 2
-        while item_id.lower() in used_ids:
-            item_id, k = f"{base}-{k}", k + 1
-        used_ids.add(item_id.lower())
-        info["geometry"], info["bbox"] = geometry, bbox
-        planned.append((path, info, item_id, names))
-
+        groups.setdefault(_group_key(path, root, group), []).append((path, info))
     if skipped:
         warnings.warn(
             f"skipped {len(skipped)} file(s) that are not readable georeferenced rasters: " + "; ".join(skipped),
             CatalogWarning,
             stacklevel=2,
         )
-    if no_date:
-        raise InputDataError(
-            f"{len(no_date)} file(s) carry no acquisition date (TIFFTAG_DATETIME), e.g. {no_date[0]}: "
-            "give the date for all files with --datetime YYYY-MM-DD (or catalogue files of different "
-            "dates separately)."
-        )
-    if not planned:
+    if not groups:
         raise InputDataError(f"none of the {len(files)} file(s) matching {pattern!r} under {src_path} is a readable GeoTIFF.")
 
-    for path, info, item_id, names in planned:
-        dt = fixed_dt or _parse_datetime(info["datetime_tag"], f"TIFFTAG_DATETIME of {path}")
-        item_assets_dir = assets_root / item_id
-        if item_assets_dir.exists():
-            shutil.rmtree(item_assets_dir)
-        assets: dict[str, Any] = {}
+    assets_root = out_path / "assets"
+    items_file = out_path / "stac" / "items" / f"{collection}.json"
+    planned: list[tuple[str, list[tuple[Path, dict[str, Any]]], str | None]] = []
+    no_date: list[str] = []
+    used_ids: set[str] = set()
+    for key, members in groups.items():
+        dt = None if static else _item_datetime(key, members, fixed_dt, dates, date_pattern)
+        if dt is None and not static:
+            no_date.append(f"{key} ({members[0][0]})")
+            continue
+        base = _safe_name(members[0][0].stem if group is None else key)
+        item_id, k = base, 2
+        while item_id.lower() in used_ids:
+            item_id, k = f"{base}-{k}", k + 1
+        used_ids.add(item_id.lower())
+        planned.append((item_id, members, dt))
+    if no_date:
+        raise InputDataError(
+            f"{len(no_date)} item(s) carry no acquisition date, e.g. {no_date[0]}: give it per item with "
+            "--date ITEM=YYYY-MM-DD (ITEM: the folder or file name), for all with --datetime, or by a regex on "
+            "the file names with --date-pattern; catalogue a DEM with --static."
+        )
+
+    items = [_make_item(item_id, members, dt, collection, bands, nodata, group is not None, assets_root, items_file)
+             for item_id, members, dt in planned]
+    existing: list[dict[str, Any]] = []
+    if items_file.exists() and not replace:
+        try:
+            existing = json.loads(items_file.read_text()).get("features", [])
+        except (OSError, ValueError) as e:
+            raise InputDataError(f"{items_file} is not a readable item collection ({e}): catalogue with --replace "
+                                 "to start it anew") from None
+        new_ids = {i["id"] for i in items}
+        existing = [i for i in existing if i.get("id") not in new_ids]
+    all_items = existing + items
+    _write_collection(out_path, collection, src_path, all_items)
+    items_file.parent.mkdir(parents=True, exist_ok=True)
+    items_file.write_text(json.dumps({"type": "FeatureCollection", "features": all_items}))
+    log.info("catalogued %d item(s) from %s into %s (collection %s, %d items in all)", len(items), src_path,
+             out_path, collection, len(all_items))
+    return out_path
+
+
+def _make_item(item_id: str, members: list[tuple[Path, dict[str, Any]]], dt: str | None, collection: str,
+               bands: list[str] | None, nodata: float | None, grouped: bool, assets_root: Path,
+               items_file: Path) -> dict[str, Any]:
+    """One STAC item: an asset per band of each member file (a VRT where the file has several bands
+    or needs a nodata value it lacks)."""
+    item_assets_dir = assets_root / item_id
+    if item_assets_dir.exists():
+        shutil.rmtree(item_assets_dir)
+    assets: dict[str, Any] = {}
+    grids = {(m[1]["crs"].to_wkt(), tuple(m[1]["transform"])[:6], m[1]["height"], m[1]["width"]) for m in members}
+    for path, info in members:
+        if grouped and info["count"] == 1:
+            names = [_s2_band(path) or _safe_name(path.stem)]
+        else:
+            names = _band_names(info, bands, path)
         need_vrt = info["count"] > 1 or (
             nodata is not None and not (info["nodata"] is not None and (
                 info["nodata"] == nodata or (np.isnan(info["nodata"]) and np.isnan(nodata))))
         )
         for b, name in enumerate(names, start=1):
+            if name in assets:
+                raise InputDataError(f"two files of item {item_id} give band {name!r} ({assets[name]['file:source']} "
+                                     f"and {path}): name the bands (--bands) or group the files differently")
             if need_vrt:
                 vrt = item_assets_dir / f"{name}.vrt"
                 _write_band_vrt(vrt, path, b, info, nodata, name)
-                href = os.path.relpath(vrt, items_file.parent)
-                media = VRT_TYPE
+                href, media = os.path.relpath(vrt, items_file.parent), VRT_TYPE
             else:
-                href = str(path)
-                media = GEOTIFF_TYPE
+                href, media = str(path), GEOTIFF_TYPE
             band_nodata = nodata if nodata is not None else info["nodata"]
             raster_band: dict[str, Any] = {"data_type": info["dtypes"][b - 1]}
             if band_nodata is not None:
                 raster_band["nodata"] = band_nodata if np.isfinite(band_nodata) else str(band_nodata)
             assets[name] = {
-                "href": href,
-                "type": media,
-                "title": f"{name} (band {b} of {path.name})",
-                "roles": ["data"],
-                "eo:bands": [{"name": name}],
-                "raster:bands": [raster_band],
-                "file:source": str(path),
+                "href": href, "type": media, "title": f"{name} (band {b} of {path.name})", "roles": ["data"],
+                "eo:bands": [{"name": name}], "raster:bands": [raster_band], "file:source": str(path),
             }
-        props: dict[str, Any] = {"datetime": dt, **_proj_fields(info)}
-        props = {k: v for k, v in props.items() if v is not None}
-        items.append({
-            "type": "Feature",
-            "stac_version": "1.1.0",
-            "stac_extensions": [PROJ_EXT, EO_EXT, RASTER_EXT],
-            "id": item_id,
-            "collection": collection,
-            "geometry": info["geometry"],
-            "bbox": info["bbox"],
-            "properties": props,
-            "assets": assets,
-            "links": [],
-        })
+            if len(grids) > 1:  # bands on different grids (10/20/60 m): each asset says its own
+                assets[name].update({k: v for k, v in _proj_fields(info).items() if v is not None})
+    first = members[0][1]
+    props: dict[str, Any] = {"datetime": dt, **_proj_fields(first)}
+    if dt is None:
+        props["start_datetime"], props["end_datetime"] = STATIC_RANGE
+    props = {k: v for k, v in props.items() if v is not None or k == "datetime"}
+    bboxes = np.array([m[1]["bbox"] for m in members])
+    bbox = [float(bboxes[:, 0].min()), float(bboxes[:, 1].min()), float(bboxes[:, 2].max()), float(bboxes[:, 3].max())]
+    geometry = first["geometry"] if len(members) == 1 else {
+        "type": "Polygon", "coordinates": [[[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]],
+                                            [bbox[0], bbox[3]], [bbox[0], bbox[1]]]]}
+    return {
+        "type": "Feature", "stac_version": "1.1.0", "stac_extensions": [PROJ_EXT, EO_EXT, RASTER_EXT],
+        "id": item_id, "collection": collection, "geometry": geometry, "bbox": bbox, "properties": props,
+        "assets": assets, "links": [],
+    }
 
-    west = min(i["bbox"][0] for i in items)
-    south = min(i["bbox"][1] for i in items)
-    east = max(i["bbox"][2] for i in items)
-    north = max(i["bbox"][3] for i in items)
-    dts = sorted(i["properties"]["datetime"] for i in items)
+
+def _write_collection(out_path: Path, collection: str, src_path: Path, items: list[dict[str, Any]]) -> None:
+    bb = np.array([i["bbox"] for i in items])
+    times = sorted(t for i in items for t in (i["properties"].get("datetime"), i["properties"].get("start_datetime"),
+                                                i["properties"].get("end_datetime")) if t)
     all_names = sorted({k for i in items for k in i["assets"]})
     col = {
         "type": "Collection",
@@ -378,16 +500,14 @@ def catalog_geotiffs(
         "stac_extensions": [EO_EXT, RASTER_EXT],
         "id": collection,
         "title": f"GeoTIFFs from {src_path.name}",
-        "description": f"{len(items)} GeoTIFF(s) catalogued from {src_path} by landslide-dask.",
+        "description": f"{len(items)} item(s) of GeoTIFFs catalogued by landslide-dask (latest from {src_path}).",
         "license": "other",
-        "extent": {"spatial": {"bbox": [[west, south, east, north]]}, "temporal": {"interval": [[dts[0], dts[-1]]]}},
+        "extent": {"spatial": {"bbox": [[float(bb[:, 0].min()), float(bb[:, 1].min()), float(bb[:, 2].max()),
+                                         float(bb[:, 3].max())]]},
+                   "temporal": {"interval": [[times[0], times[-1]]]}},
         "item_assets": {n: {"roles": ["data"], "eo:bands": [{"name": n}]} for n in all_names},
         "summaries": {"proj:code": sorted({i["properties"].get("proj:code", "custom") for i in items})},
         "links": [],
     }
     (out_path / "stac" / "collections").mkdir(parents=True, exist_ok=True)
-    items_file.parent.mkdir(parents=True, exist_ok=True)
     (out_path / "stac" / "collections" / f"{collection}.json").write_text(json.dumps(col, indent=1))
-    items_file.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
-    log.info("catalogued %d GeoTIFF(s) from %s into %s (collection %s)", len(items), src_path, out_path, collection)
-    return out_path

@@ -61,10 +61,20 @@ def cmd_serve_stac(args: argparse.Namespace) -> None:
 def cmd_catalog(args: argparse.Namespace) -> None:
     from .catalog import catalog_geotiffs
 
+    dates = {}
+    for kv in args.date or ():
+        key, sep, value = kv.partition("=")
+        if not sep or not key or not value:
+            raise LandslideDaskError(f"--date {kv!r}: write ITEM=YYYY-MM-DD (ITEM: a folder or file name)")
+        dates[key] = value
     out = catalog_geotiffs(Path(args.dir), Path(args.out), collection=args.collection,
                            bands=list(args.bands) if args.bands else None, datetime=args.datetime,
-                           nodata=args.nodata, pattern=args.pattern)
-    print(f"STAC collection {args.collection!r} written under {out}/stac "
+                           nodata=args.nodata, pattern=args.pattern, group=args.group, dates=dates,
+                           date_pattern=args.date_pattern, static=args.static, replace=args.replace)
+    import json
+
+    n = len(json.loads((out / "stac" / "items" / f"{args.collection}.json").read_text())["features"])
+    print(f"STAC collection {args.collection!r} ({n} items) written under {out}/stac "
           f"(serve it with: landslide-dask serve-stac {out})")
 
 
@@ -277,6 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--datetime", help="acquisition time (ISO 8601) when the files carry none")
     s.add_argument("--nodata", type=float, help="value meaning 'no data' when the files declare none (e.g. 0)")
     s.add_argument("--pattern", default="**/*.tif", help="glob under DIR (default **/*.tif)")
+    s.add_argument("--group", help="one item per scene: 'folder' (the files of a folder, e.g. pre-event/B02.tif, "
+                                   "B03.tif) or a regex whose group (?P<item>...) the files of a scene share; "
+                                   "single-band files are named by their Sentinel-2 band code (B02 -> blue)")
+    s.add_argument("--date", action="append", metavar="ITEM=DATE",
+                   help="acquisition date of one item (folder or file name); repeat for each")
+    s.add_argument("--date-pattern", help="regex finding the date in each path, e.g. '(?P<date>\\d{8})'")
+    s.add_argument("--static", action="store_true", help="items without an acquisition date (a DEM)")
+    s.add_argument("--replace", action="store_true",
+                   help="start the collection anew (default: add to it, replacing items of the same id)")
     s.set_defaults(func=cmd_catalog)
 
     s = sub.add_parser("cube", help="build an analysis-ready cube (zarr) for an event and an area")

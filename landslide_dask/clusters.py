@@ -496,15 +496,30 @@ def use_worker_config() -> None:
         os.environ.pop("MALLOC_TRIM_THRESHOLD_")
 
 
+# How long a worker gets to stop by itself when a local cluster closes. distributed's nannies give
+# 4 s, then kill: on a loaded machine a worker that has imported torch often needs longer, and the
+# demo ended with "Worker process still alive after 4.0 seconds, killing" twice.
+CLOSE_TIMEOUT_S = 30.0
+
+
 def local_cluster(n_workers: int, threads_per_worker: int = 1, **kw: Any):
-    """A ``LocalCluster`` of single-purpose worker processes on loopback, with :data:`WORKER_CONFIG`:
-    the one way this package (demo, benchmarks, tests) starts a cluster on this machine."""
+    """A ``LocalCluster`` of single-purpose worker processes on loopback, with :data:`WORKER_CONFIG`,
+    whose workers are closed with :data:`CLOSE_TIMEOUT_S`: the one way this package (demo,
+    benchmarks, tests) starts a cluster on this machine."""
     from distributed import LocalCluster
+
+    class PatientLocalCluster(LocalCluster):
+        def close(self, timeout: float | None = None):
+            if not self.asynchronous and self.status.name == "running":
+                for nanny in list(self.workers.values()):
+                    with contextlib.suppress(Exception):
+                        self.sync(nanny.close, timeout=CLOSE_TIMEOUT_S, reason="cluster-close")
+            return super().close(timeout)
 
     use_worker_config()
     kw.setdefault("host", "127.0.0.1")
     kw.setdefault("dashboard_address", None)
-    return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True, **kw)
+    return PatientLocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True, **kw)
 
 
 def _make_cluster(defn: ClusterDef, record: dict):

@@ -40,8 +40,8 @@ _REWRITES: dict[str, tuple[tuple[str, str | None], ...]] = {
     "distributed.worker.state_machine": (("ended with CancelledError", None),),
     "distributed.worker": (("ended with CancelledError", None),),
     "distributed.nanny": (
-        ("still alive after", "a worker process did not stop in time (a task was still running in it); "
-                              "it is ended and, while the cluster runs, replaced by a fresh one"),
+        ("still alive after", "a worker process did not stop in time (something was still running in it): "
+                              "it was ended (a running cluster's nanny starts a fresh one)"),
     ),
 }
 

@@ -5,10 +5,13 @@ evaluation here read cubes (DESIGN.md section 2). Writing the patches into ONE z
 follows the cube contract lets ``open_cube``, ``build_index``, ``compute_stats``, ``ChipReader``,
 ``train`` and ``evaluate`` run unchanged.
 
-Layout. Patch ``i`` (files in natural order: ``image_2`` before ``image_10``) sits in slot
-``(i // cols, i % cols)`` of a grid of square slots of ``pitch = size + gap`` px, patch at the
-slot's top-left; the ``gap`` strip and empty slots have ``valid=False``, ``label=255``, ``post=0``,
-``slope=NaN``, ``hillshade=0``. Terrain is computed per patch (edges repeat, as
+Layout (attr ``patch_layout``). ``grid``, when every patch has one square size: patch ``i`` (files
+in natural order: ``image_2`` before ``image_10``) sits in slot ``(i // cols, i % cols)`` of a grid
+of square slots of ``pitch = size + gap`` px, patch at the slot's top-left. ``packed``, when sizes
+are mixed or not square (benchmarks such as Bijie ship 61-1239 px pairs): shelf-packed, tallest
+first, at least 16 px apart; ``patch_offsets`` holds each file's ``[row, col, rows, cols]``. Gaps
+and empty slots have ``valid=False``, ``label=255``, ``post=0``, ``slope=NaN``, ``hillshade=0``.
+Masks: any value > 0 is a landslide (0/1 and 0/255 masks alike), ``ignore_value`` is unknown. Terrain is computed per patch (edges repeat, as
 ``terrain.hillshade(boundary="nearest")``), so nothing leaks between neighbouring patches. The grid
 is a dummy one: EPSG:3857, 10 m pixels, top-left corner at (0, 0) — NOT a real location; the
 attrs ``patch_files``/``patch_masks`` (slot order), ``patch_*`` and ``band_map`` say what is where
@@ -394,27 +397,48 @@ def _load_group(slots: list[tuple[int, int, PatchFile]], h: int, w: int, layers:
     return out
 
 
-def _check(patches: list[PatchFile], fmt: str, bmap_spec: str | dict | BandMap | None) -> tuple[int, BandMap]:
-    """Every file's shape against the first one's, the mapping and its mask: before any writing."""
-    c0, h0, w0 = image_shape(patches[0].image, fmt)
-    if h0 != w0:
-        raise InputDataError(f"{patches[0].image} is {w0}x{h0} px: patches must be square (crop them)")
+def _check(patches: list[PatchFile], fmt: str, bmap_spec: str | dict | BandMap | None
+           ) -> tuple[list[tuple[int, int]], BandMap]:
+    """Every file's (rows, cols), checked with the mapping and its mask before any writing."""
+    c0 = image_shape(patches[0].image, fmt)[0]
     bmap = parse_band_map(bmap_spec, fmt, c0)
     top = max(bmap.channels_used())
     for ch in [*bmap.post.values(), *(bmap.pre or {}).values()]:
         bmap.channel_scale(ch)  # a per-channel scale list must cover every imagery channel used
+    sizes = []
     for pf in patches:
         c, h, w = image_shape(pf.image, fmt)
-        if (h, w) != (h0, w0):
-            raise InputDataError(f"{pf.image} is {w}x{h} px but {patches[0].image} is {w0}x{h0}: all patches "
-                                 "must have one size")
         if top >= c:
             raise InputDataError(f"{pf.image} has {c} channels but the band mapping uses channel {top} (0-based): "
                                  "fix --bands for this dataset")
         if pf.mask is not None and mask_shape(pf.mask, fmt) != (h, w):
             raise InputDataError(f"mask {pf.mask} is {mask_shape(pf.mask, fmt)} (rows, cols) but image {pf.image} "
                                  f"is {(h, w)}: they do not belong together")
-    return h0, bmap
+        sizes.append((h, w))
+    return sizes, bmap
+
+
+def pack_shelves(sizes: list[tuple[int, int]], gap: int) -> tuple[list[tuple[int, int]], int, int]:
+    """Top-left (row, col) of each (rows, cols) patch in a mosaic, and the mosaic's (rows, cols).
+
+    Shelf packing, tallest first: patches go left to right along a shelf as tall as its first one,
+    ``gap`` px apart and from the mosaic's right and bottom edges, a new shelf when the next patch
+    would pass the width, which is the larger of the widest patch and the side of a square holding
+    every patch with its gap. Why not a library packer: this is exact, deterministic, a few lines,
+    and wastes little when sizes vary smoothly (as benchmark datasets' do)."""
+    area = sum((h + gap) * (w + gap) for h, w in sizes)
+    width = max(max(w for _, w in sizes) + gap, math.ceil(math.sqrt(area)))
+    order = sorted(range(len(sizes)), key=lambda i: (-sizes[i][0], -sizes[i][1], i))
+    offsets: list[tuple[int, int]] = [(0, 0)] * len(sizes)
+    row = col = shelf = 0
+    for i in order:
+        h, w = sizes[i]
+        if col and col + w + gap > width:
+            row, col, shelf = row + shelf, 0, 0
+        offsets[i] = (row, col)
+        col += w + gap
+        shelf = max(shelf, h + gap)
+    return offsets, row + shelf, width
 
 
 def _grid_coords(rows: int, cols: int, pitch: int, res: float) -> dict:
@@ -459,6 +483,15 @@ def assemble_patches(patches: list[PatchFile], fmt: str, bmap: BandMap, size: in
     data = {v: xr.DataArray(da.block(blocks[v]), dims=("band", "y", "x") if layers[v] else ("y", "x"))
             for v in layers}  # da.block joins the last two axes: (band,) y, x
     ds = xr.Dataset(data, coords={**coords, "band": np.array(bmap.bands, dtype=object)})
+    _patch_attrs(ds, patches, fmt, bmap, gap, source, transform)
+    ds.attrs.update({"patch_layout": "grid", "patch_size": size, "patch_pitch": pitch, "patch_rows": rows,
+                     "patch_cols": cols, "recommended_index": recommended_index(size, pitch)})
+    return ds
+
+
+def _patch_attrs(ds: xr.Dataset, patches: list[PatchFile], fmt: str, bmap: BandMap, gap: int, source: str,
+                 transform: list[float]) -> None:
+    """The attributes every patch mosaic carries, whatever its layout."""
     for name in ds.data_vars:
         ds[name].attrs["grid_mapping"] = "spatial_ref"
     if "slope" in ds:
@@ -466,23 +499,73 @@ def assemble_patches(patches: list[PatchFile], fmt: str, bmap: BandMap, size: in
     for name in ("pre", "post"):
         if name in ds:
             ds[name].attrs.update(units="DN", nodata=0, long_name=f"{name}-event patches (see band_map)")
-    names = [pf.name for pf in patches]
     ds.attrs.update({
-        "crs": f"EPSG:{DUMMY_EPSG}", "epsg": DUMMY_EPSG, "transform": transform, "resolution": res,
+        "crs": f"EPSG:{DUMMY_EPSG}", "epsg": DUMMY_EPSG, "transform": transform, "resolution": transform[0],
         "grid_note": "dummy grid (EPSG:3857, origin 0,0): a patch mosaic, not a real location",
         "event_date": "unknown", "pre_window": [], "post_window": [], "pre_dates": [], "post_dates": [],
         "stac_items": [], "dem_items": [], "bands": bmap.bands, "mosaic": "patches",
-        "patch_format": fmt, "patch_source": source, "patch_count": n, "patch_size": size, "patch_gap": gap,
-        "patch_pitch": pitch, "patch_rows": rows, "patch_cols": cols, "patch_files": names,
+        "patch_format": fmt, "patch_source": source, "patch_count": len(patches), "patch_gap": gap,
+        "patch_files": [pf.name for pf in patches],
         "patch_masks": [pf.mask.name if pf.mask is not None else "" for pf in patches],
         "patch_unlabelled": sum(pf.mask is None for pf in patches),
         "band_map": bmap.to_dict(),
         "dn_encoding": "DN = clip(round(source * scale[channel] + offset), 1, 65535); 0 where the source is not "
                        "finite; slope = source * slope_scale; dem = source * dem_scale (band_map)",
-        "recommended_index": recommended_index(size, pitch),
         "inventory": f"{fmt}:{Path(source).name}", "inventory_source": source,
         "landslide_dask_version": __version__,
     })
+
+
+def _load_window(items: list[tuple[int, int, PatchFile]], y0: int, x0: int, h: int, w: int, layers: dict[str, int],
+                 fmt: str, bmap: BandMap, res: float, ignore_value: float | None) -> dict[str, np.ndarray]:
+    """One zarr chunk of a packed mosaic: the part of every patch (at mosaic offset row, col) inside
+    rows y0..y0+h, cols x0..x0+w. A patch spanning several chunks is read once per chunk."""
+    out = {v: _fill(v, (nb, h, w) if nb else (h, w)) for v, nb in layers.items()}
+    for r, c, pf in items:
+        img = read_image(pf.image, fmt)
+        mask = read_mask(pf.mask, fmt) if pf.mask is not None else None
+        ph, pw = img.shape[1:]
+        r0, r1, c0, c1 = max(r, y0), min(r + ph, y0 + h), max(c, x0), min(c + pw, x0 + w)
+        for v, arr in patch_layers(img, mask, bmap, res, ignore_value).items():
+            out[v][..., r0 - y0:r1 - y0, c0 - x0:c1 - x0] = arr[..., r0 - r:r1 - r, c0 - c:c1 - c]
+    return out
+
+
+def assemble_packed(patches: list[PatchFile], sizes: list[tuple[int, int]], fmt: str, bmap: BandMap, gap: int,
+                    res: float = 10.0, chunk: int = 1024, ignore_value: float | None = None,
+                    source: str = "") -> xr.Dataset:
+    """The lazy mosaic of patches of mixed, non-square sizes (``pack_shelves``), with ``gap`` px of
+    invalid, unknown pixels between them: one dask task per ``chunk`` x ``chunk`` px zarr chunk."""
+    offsets, rows, cols = pack_shelves(sizes, gap)
+    nb = len(bmap.post)
+    layers = {"post": nb, **({"pre": nb} if bmap.pre else {}),
+              **({"slope": 0, "hillshade": 0} if bmap.dem is not None else {}), "valid": 0, "label": 0}
+    blocks: dict[str, list[list[da.Array]]] = {v: [] for v in layers}
+    for y0 in range(0, rows, chunk):
+        for v in layers:
+            blocks[v].append([])
+        for x0 in range(0, cols, chunk):
+            h, w = min(chunk, rows - y0), min(chunk, cols - x0)
+            items = [(r, c, pf) for (r, c), (ph, pw), pf in zip(offsets, sizes, patches)
+                     if r < y0 + h and r + ph > y0 and c < x0 + w and c + pw > x0]
+            group = dask.delayed(_load_window, pure=True)(items, y0, x0, h, w, layers, fmt, bmap, res, ignore_value)
+            for v, k in layers.items():
+                shape = (k, h, w) if k else (h, w)
+                blocks[v][-1].append(da.from_delayed(group[v], shape, dtype=_fill(v, (1,)).dtype))
+    t = (res, 0.0, 0.0, 0.0, -res, 0.0)
+    crs = CRS.from_epsg(DUMMY_EPSG)
+    ref = xr.DataArray(0, attrs={"crs_wkt": crs.to_wkt(), "spatial_ref": crs.to_wkt(),
+                                 "GeoTransform": " ".join(str(v) for v in (t[2], t[0], t[1], t[5], t[3], t[4]))})
+    coords = {"y": -(np.arange(rows) + 0.5) * res, "x": (np.arange(cols) + 0.5) * res, "spatial_ref": ref}
+    data = {v: xr.DataArray(da.block(blocks[v]), dims=("band", "y", "x") if layers[v] else ("y", "x"))
+            for v in layers}
+    ds = xr.Dataset(data, coords={**coords, "band": np.array(bmap.bands, dtype=object)})
+    _patch_attrs(ds, patches, fmt, bmap, gap, source, list(t))
+    side = min(min(sz) for sz in sizes)
+    win = max(32, min(128, side // 32 * 32))  # a window a typical patch fills; stride half of it
+    ds.attrs.update({"patch_layout": "packed", "patch_size": 0, "patch_pitch": 0, "patch_rows": 0,
+                     "patch_cols": 0, "patch_offsets": [[r, c, h, w] for (r, c), (h, w) in zip(offsets, sizes)],
+                     "recommended_index": {"size": win, "stride": win // 2, "block": 4 * win, "min_usable": 0.5}})
     return ds
 
 
@@ -492,6 +575,10 @@ def patch_windows(cube: str | Path) -> pd.DataFrame:
     a = open_cube(cube).attrs
     if a.get("mosaic") != "patches":
         raise InputDataError(f"{cube} is not a patch mosaic (made by import_patches)")
+    if a.get("patch_layout") == "packed":  # mixed sizes: each patch's own window (rows h, cols w)
+        off = np.asarray(a["patch_offsets"], dtype=int).reshape(-1, 4)
+        return pd.DataFrame({"name": a["patch_files"], "cube": 0, "row": off[:, 0], "col": off[:, 1],
+                             "h": off[:, 2], "w": off[:, 3]})
     i = np.arange(a["patch_count"])
     df = pd.DataFrame({"name": a["patch_files"], "cube": 0, "row": i // a["patch_cols"] * a["patch_pitch"],
                        "col": i % a["patch_cols"] * a["patch_pitch"]})
@@ -520,12 +607,16 @@ def import_patches(source: str | Path, out: str | Path, fmt: str = "l4s", bands:
     if gap < 0:
         raise InputDataError(f"gap must be >= 0, not {gap}")
     patches = find_patches(source, fmt, masks, require_masks)
-    size, bmap = _check(patches, fmt, bands)
-    rec = recommended_index(size, size + gap)
-    if rec["stride"] < 8:
-        log.warning("gap %d with %d px patches needs a %d px index stride (slow index): prefer a gap like 16",
-                    gap, size, rec["stride"])
-    ds = assemble_patches(patches, fmt, bmap, size, gap, res, chunk, ignore_value, str(source))
+    sizes, bmap = _check(patches, fmt, bands)
+    if len(set(sizes)) == 1 and sizes[0][0] == sizes[0][1]:  # one square size: a grid, one window per patch
+        size = sizes[0][0]
+        rec = recommended_index(size, size + gap)
+        if rec["stride"] < 8:
+            log.warning("gap %d with %d px patches needs a %d px index stride (slow index): prefer a gap like 16",
+                        gap, size, rec["stride"])
+        ds = assemble_patches(patches, fmt, bmap, size, gap, res, chunk, ignore_value, str(source))
+    else:  # mixed or non-square sizes, as e.g. the Bijie dataset ships them: packed, gap >= 1 between them
+        ds = assemble_packed(patches, sizes, fmt, bmap, max(gap, 16), res, chunk, ignore_value, str(source))
     out = write_cube(ds, Path(out), progress)
     frac = _saturation(out)
     import zarr

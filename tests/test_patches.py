@@ -299,14 +299,51 @@ def test_errors_say_which_file_and_what_to_do(tmp_path):
     with pytest.raises(InputDataError, match=r"mask .*mask_2\.h5 is .* but image .*image_2\.h5"):
         import_patches(root, tmp_path / "o.zarr", progress=False)
 
-    root = fresh("sizes")
-    with h5py.File(root / "img" / "image_2.h5", "w") as f:
-        f["img"] = np.zeros((S + 8, S + 8, 14), np.float32)
-    with pytest.raises(InputDataError, match="one size"):
-        import_patches(root, tmp_path / "o.zarr", progress=False)
-
     root = fresh("missing", n=3)
     (root / "mask" / "mask_2.h5").unlink()
     with pytest.raises(InputDataError, match=r"no mask for .*image_2\.h5 .*mask_2"):
         import_patches(root, tmp_path / "o.zarr", progress=False)
     assert not (tmp_path / "o.zarr").exists() and not (tmp_path / "o.zarr.partial").exists()
+
+
+def test_folder_dataset_of_mixed_non_square_sizes_is_packed_with_masks_in_0_255_or_0_1(tmp_path):
+    # as benchmark datasets such as Bijie ship them: image/mask pairs of many sizes, masks 0/255 or 0/1
+    rng = np.random.default_rng(5)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    sizes = {"p1": (61, 40), "p2": (20, 90), "p3": (33, 33), "p4": (100, 47), "p5": (64, 128)}
+    imgs, masks = {}, {}
+    for k, (name, (h, w)) in enumerate(sizes.items()):
+        img = rng.uniform(0.01, 0.5, (3, h, w)).astype(np.float32)
+        mask = np.zeros((1, h, w), np.uint8)
+        mask[0, h // 4:h // 2, w // 4:w // 2] = 255 if k % 2 else 1
+        _write_tif(tmp_path / "images" / f"{name}.tif", img, "float32")
+        _write_tif(tmp_path / "masks" / f"{name}.{'png' if k % 2 else 'tif'}", mask, "uint8")
+        imgs[name], masks[name] = img, mask[0]
+    cube = import_patches(tmp_path, tmp_path / "mixed.zarr", fmt="folder", bands={"post": {"red": 0, "green": 1,
+                          "blue": 2}, "scale": 10000}, chunk=64, progress=False)
+    ds = open_cube(cube)
+    a = ds.attrs
+    assert a["patch_layout"] == "packed" and a["patch_count"] == 5 and a["patch_gap"] >= 1
+    post, label, valid = ds["post"].values, ds["label"].values, ds["valid"].values
+    wins = patch_windows(cube)
+    assert list(wins["name"]) == [f"images/{n}.tif" for n in sizes]
+    inside = np.zeros(valid.shape, bool)
+    for _, w in wins.iterrows():
+        name = w["name"].removeprefix("images/").removesuffix(".tif")
+        h, wd = sizes[name]
+        assert (w["h"], w["w"]) == (h, wd)
+        r, c = w["row"], w["col"]
+        assert not inside[max(r - 1, 0):r + h + 1, max(c - 1, 0):c + wd + 1].any()  # apart, never touching
+        inside[r:r + h, c:c + wd] = True
+        np.testing.assert_array_equal(post[0, r:r + h, c:c + wd], np.rint(imgs[name][0].astype(np.float64) * 10000))
+        np.testing.assert_array_equal(label[r:r + h, c:c + wd], (masks[name] > 0).astype(np.uint8))  # 255 or 1
+        assert label[r:r + h, c:c + wd].sum() == masks[name].astype(bool).sum() > 0
+    assert valid.sum() == sum(h * w for h, w in sizes.values()) and (valid == inside).all()
+    assert (label[~inside] == 255).all() and (post[:, ~inside] == 0).all()
+    # the stored index settings find windows on it, and the reader reads them
+    rec = a["recommended_index"]
+    index = build_index([str(cube)], rec["size"], rec["stride"], rec["block"], rec["min_usable"])
+    assert len(index) > 0
+    sample = ChipReader([str(cube)], rec["size"], ("post",)).read(0, int(index["row"][0]), int(index["col"][0]))
+    assert sample["post"].shape == (3, rec["size"], rec["size"]) and sample["valid"].mean() >= rec["min_usable"]
