@@ -510,16 +510,25 @@ def local_cluster(n_workers: int, threads_per_worker: int = 1, **kw: Any):
 
     class PatientLocalCluster(LocalCluster):
         def close(self, timeout: float | None = None):
-            if not self.asynchronous and self.status.name == "running":
-                for nanny in list(self.workers.values()):
-                    with contextlib.suppress(Exception):
-                        self.sync(nanny.close, timeout=CLOSE_TIMEOUT_S, reason="cluster-close")
+            close_workers_patiently(self)
             return super().close(timeout)
 
     use_worker_config()
     kw.setdefault("host", "127.0.0.1")
     kw.setdefault("dashboard_address", None)
     return PatientLocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True, **kw)
+
+
+def close_workers_patiently(cluster) -> None:
+    """Close a local cluster's worker processes one by one with :data:`CLOSE_TIMEOUT_S` each, before
+    the cluster's own close (which allows 4 s); anything else is left to that close."""
+    from distributed import LocalCluster
+
+    if not isinstance(cluster, LocalCluster) or cluster.asynchronous or cluster.status.name != "running":
+        return
+    for nanny in list(cluster.workers.values()):
+        with contextlib.suppress(Exception):
+            cluster.sync(nanny.close, timeout=CLOSE_TIMEOUT_S, reason="cluster-close")
 
 
 def _make_cluster(defn: ClusterDef, record: dict):
@@ -706,6 +715,7 @@ def _close(client, cluster, timeout: float = 60.0) -> None:
         with contextlib.suppress(Exception):
             client.close(timeout=10)
     if cluster is not None:
+        close_workers_patiently(cluster)
         try:
             cluster.close(timeout=timeout)
         except Exception as e:  # noqa: BLE001 - teardown must not hide the original error

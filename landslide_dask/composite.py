@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
@@ -24,10 +23,12 @@ def median_composite(refl: np.ndarray, clear: np.ndarray) -> np.ndarray:
     """
     data = refl.astype(np.float32)
     data[(refl == 0) | ~clear[:, None, :, :]] = np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: no clear date
-        med = np.nanmedian(data, axis=0)
-    return np.where(np.isfinite(med), np.rint(med), 0).astype(np.uint16)
+    # pixels with no clear date get a placeholder the result throws away: nanmedian would warn
+    # "All-NaN slice", and silencing it with warnings.catch_warnings is not thread-safe (dask threads)
+    has = np.isfinite(data).any(axis=0)
+    data[:, ~has] = 0.0
+    med = np.nanmedian(data, axis=0)
+    return np.where(has, np.rint(med), 0).astype(np.uint16)
 
 
 def composite_block(refl: np.ndarray, scl: np.ndarray, is_pre: np.ndarray, want_pre: bool) -> np.ndarray:

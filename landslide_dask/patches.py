@@ -441,13 +441,32 @@ def pack_shelves(sizes: list[tuple[int, int]], gap: int) -> tuple[list[tuple[int
     return offsets, row + shelf, width
 
 
-def _grid_coords(rows: int, cols: int, pitch: int, res: float) -> dict:
+def _grid_coords(ny: int, nx: int, res: float) -> tuple[dict, list[float]]:
+    """Coordinates of an ny x nx px mosaic on the dummy grid, and its transform."""
     t = (res, 0.0, 0.0, 0.0, -res, 0.0)
     crs = CRS.from_epsg(DUMMY_EPSG)
     ref = xr.DataArray(0, attrs={"crs_wkt": crs.to_wkt(), "spatial_ref": crs.to_wkt(),
                                  "GeoTransform": " ".join(str(v) for v in (t[2], t[0], t[1], t[5], t[3], t[4]))})
-    return {"y": -(np.arange(rows * pitch) + 0.5) * res, "x": (np.arange(cols * pitch) + 0.5) * res,
-            "spatial_ref": ref}, list(t)
+    return {"y": -(np.arange(ny) + 0.5) * res, "x": (np.arange(nx) + 0.5) * res, "spatial_ref": ref}, list(t)
+
+
+def _layers(bmap: BandMap) -> dict[str, int]:
+    """The mosaic's variables and their band counts (0: a 2-D layer)."""
+    nb = len(bmap.post)
+    return {"post": nb, **({"pre": nb} if bmap.pre else {}),
+            **({"slope": 0, "hillshade": 0} if bmap.dem is not None else {}), "valid": 0, "label": 0}
+
+
+def _add_block(blocks: dict[str, list[list[da.Array]]], layers: dict[str, int], group, h: int, w: int) -> None:
+    """Append one chunk task's layers (a delayed dict) to the current row of blocks."""
+    for v, k in layers.items():
+        blocks[v][-1].append(da.from_delayed(group[v], (k, h, w) if k else (h, w), dtype=_fill(v, (1,)).dtype))
+
+
+def _mosaic(blocks: dict[str, list[list[da.Array]]], layers: dict[str, int], coords: dict, bmap: BandMap) -> xr.Dataset:
+    data = {v: xr.DataArray(da.block(blocks[v]), dims=("band", "y", "x") if layers[v] else ("y", "x"))
+            for v in layers}  # da.block joins the last two axes: (band,) y, x
+    return xr.Dataset(data, coords={**coords, "band": np.array(bmap.bands, dtype=object)})
 
 
 def recommended_index(size: int, pitch: int) -> dict:
@@ -464,9 +483,7 @@ def assemble_patches(patches: list[PatchFile], fmt: str, bmap: BandMap, size: in
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     g = max(1, chunk // pitch)  # slots per chunk side: chunks hold whole patch groups
-    nb = len(bmap.post)
-    layers = {"post": nb, **({"pre": nb} if bmap.pre else {}),
-              **({"slope": 0, "hillshade": 0} if bmap.dem is not None else {}), "valid": 0, "label": 0}
+    layers = _layers(bmap)
     blocks: dict[str, list[list[da.Array]]] = {v: [] for v in layers}
     for gy in range(0, rows, g):
         for v in layers:
@@ -476,13 +493,9 @@ def assemble_patches(patches: list[PatchFile], fmt: str, bmap: BandMap, size: in
             slots = [((i // cols - gy) * pitch, (i % cols - gx) * pitch, pf) for i, pf in enumerate(patches)
                      if gy <= i // cols < gy + g and gx <= i % cols < gx + g]
             group = dask.delayed(_load_group, pure=True)(slots, h, w, layers, fmt, bmap, res, ignore_value)
-            for v, k in layers.items():
-                shape = (k, h, w) if k else (h, w)
-                blocks[v][-1].append(da.from_delayed(group[v], shape, dtype=_fill(v, (1,)).dtype))
-    coords, transform = _grid_coords(rows, cols, pitch, res)
-    data = {v: xr.DataArray(da.block(blocks[v]), dims=("band", "y", "x") if layers[v] else ("y", "x"))
-            for v in layers}  # da.block joins the last two axes: (band,) y, x
-    ds = xr.Dataset(data, coords={**coords, "band": np.array(bmap.bands, dtype=object)})
+            _add_block(blocks, layers, group, h, w)
+    coords, transform = _grid_coords(rows * pitch, cols * pitch, res)
+    ds = _mosaic(blocks, layers, coords, bmap)
     _patch_attrs(ds, patches, fmt, bmap, gap, source, transform)
     ds.attrs.update({"patch_layout": "grid", "patch_size": size, "patch_pitch": pitch, "patch_rows": rows,
                      "patch_cols": cols, "recommended_index": recommended_index(size, pitch)})
@@ -537,9 +550,7 @@ def assemble_packed(patches: list[PatchFile], sizes: list[tuple[int, int]], fmt:
     """The lazy mosaic of patches of mixed, non-square sizes (``pack_shelves``), with ``gap`` px of
     invalid, unknown pixels between them: one dask task per ``chunk`` x ``chunk`` px zarr chunk."""
     offsets, rows, cols = pack_shelves(sizes, gap)
-    nb = len(bmap.post)
-    layers = {"post": nb, **({"pre": nb} if bmap.pre else {}),
-              **({"slope": 0, "hillshade": 0} if bmap.dem is not None else {}), "valid": 0, "label": 0}
+    layers = _layers(bmap)
     blocks: dict[str, list[list[da.Array]]] = {v: [] for v in layers}
     for y0 in range(0, rows, chunk):
         for v in layers:
@@ -549,18 +560,10 @@ def assemble_packed(patches: list[PatchFile], sizes: list[tuple[int, int]], fmt:
             items = [(r, c, pf) for (r, c), (ph, pw), pf in zip(offsets, sizes, patches)
                      if r < y0 + h and r + ph > y0 and c < x0 + w and c + pw > x0]
             group = dask.delayed(_load_window, pure=True)(items, y0, x0, h, w, layers, fmt, bmap, res, ignore_value)
-            for v, k in layers.items():
-                shape = (k, h, w) if k else (h, w)
-                blocks[v][-1].append(da.from_delayed(group[v], shape, dtype=_fill(v, (1,)).dtype))
-    t = (res, 0.0, 0.0, 0.0, -res, 0.0)
-    crs = CRS.from_epsg(DUMMY_EPSG)
-    ref = xr.DataArray(0, attrs={"crs_wkt": crs.to_wkt(), "spatial_ref": crs.to_wkt(),
-                                 "GeoTransform": " ".join(str(v) for v in (t[2], t[0], t[1], t[5], t[3], t[4]))})
-    coords = {"y": -(np.arange(rows) + 0.5) * res, "x": (np.arange(cols) + 0.5) * res, "spatial_ref": ref}
-    data = {v: xr.DataArray(da.block(blocks[v]), dims=("band", "y", "x") if layers[v] else ("y", "x"))
-            for v in layers}
-    ds = xr.Dataset(data, coords={**coords, "band": np.array(bmap.bands, dtype=object)})
-    _patch_attrs(ds, patches, fmt, bmap, gap, source, list(t))
+            _add_block(blocks, layers, group, h, w)
+    coords, transform = _grid_coords(rows, cols, res)
+    ds = _mosaic(blocks, layers, coords, bmap)
+    _patch_attrs(ds, patches, fmt, bmap, gap, source, transform)
     side = min(min(sz) for sz in sizes)
     win = max(32, min(128, side // 32 * 32))  # a window a typical patch fills; stride half of it
     ds.attrs.update({"patch_layout": "packed", "patch_size": 0, "patch_pitch": 0, "patch_rows": 0,

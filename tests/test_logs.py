@@ -77,3 +77,34 @@ def test_the_rewrites_reach_every_worker_including_replacements(client):
     client.restart_workers(sorted(client.run(has_filter)))  # fresh processes get the plugin too
     client.wait_for_workers(2, timeout=60)
     assert all(client.run(has_filter).values())
+
+
+class _SlowToClose:
+    """A worker plugin whose teardown takes 6 s: a worker that needs longer than distributed's 4 s."""
+
+    name = "slow-to-close"
+
+    def setup(self, worker) -> None:
+        pass
+
+    def teardown(self, worker) -> None:
+        import time
+
+        time.sleep(6)
+
+
+def test_a_local_cluster_gives_its_workers_time_to_stop_instead_of_killing_them(caplog):
+    from distributed import Client
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    from landslide_dask.clusters import local_cluster
+
+    plugin = type("SlowToClose", (_SlowToClose, WorkerPlugin), {})()
+    with caplog.at_level(logging.WARNING, logger="distributed.nanny"):
+        with local_cluster(1) as cluster, Client(cluster) as c:
+            c.register_plugin(plugin)
+            nanny = next(iter(cluster.workers.values()))
+            proc = nanny.process.process
+    killed = [r.getMessage() for r in caplog.records if "still alive" in r.getMessage() or "did not stop" in r.getMessage()]
+    assert not killed, killed
+    assert proc.exitcode == 0  # it stopped by itself
