@@ -301,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("cube", help="build an analysis-ready cube (zarr) for an event and an area")
     s.add_argument("--stac", required=True, help="STAC API URL (e.g. a local serve-stac, Earth Search)")
     s.add_argument("--event-date", required=True, type=_date, help="YYYY-MM-DD")
-    s.add_argument("--aoi", required=True, help="area of interest: GeoJSON / GeoPackage / Shapefile")
+    s.add_argument("--aoi", required=True, help="area of interest: GeoJSON / GeoPackage / Shapefile, or W,S,E,N "
+                                              "in degrees")
     s.add_argument("--out", required=True, help="output cube, e.g. region.zarr")
     s.add_argument("--inventory", help="landslide polygons for training/evaluation labels")
     s.add_argument("--inventory-area", help="polygon of the area the inventory covers (default: the AOI)")

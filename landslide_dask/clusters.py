@@ -751,7 +751,7 @@ def start_cluster(defn: ClusterDef | str | os.PathLike | None = None, *, schedul
             except TimeoutError:
                 raise ClusterStartError(f"the Dask scheduler at {scheduler} has no workers after {wait_s:g}s: "
                                         "start some (dask worker " + scheduler + ")") from None
-            quiet_distributed(client)
+            quiet_distributed()  # this process only: the workers are someone else's
             if echo:
                 echo(f"[dask] connected to {scheduler}: {n_workers(client)} workers, dashboard {client.dashboard_link}")
             yield client

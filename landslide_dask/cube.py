@@ -7,6 +7,7 @@ not the region. The cube contract (DESIGN.md section 2) is what training and inf
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import sys
 from collections import defaultdict
@@ -25,7 +26,7 @@ from . import __version__
 from .composite import SCL_NOT_CLEAR, composite_block
 from .errors import EmptySearchError, InputDataError
 from .grid import Grid
-from .inventory import check_overlap, label_raster, rasterize_lazy, read_polygons
+from .inventory import VectorReport, check_overlap, label_raster, rasterize_lazy, read_polygons
 from .search import search_items
 from .terrain import hillshade, padded_chunks, slope_degrees
 
@@ -37,6 +38,25 @@ def event_windows(event: date, pre_days: int, post_days: int) -> tuple[tuple[dat
     an acquisition that day may be from before or after the event."""
     return ((event - timedelta(days=pre_days), event - timedelta(days=1)),
             (event + timedelta(days=1), event + timedelta(days=post_days)))
+
+
+_BBOX = re.compile(r"\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*")
+
+
+def read_aoi(aoi: str | Path):
+    """The area of interest: a vector file (any CRS), or ``W,S,E,N`` in degrees (EPSG:4326)."""
+    m = _BBOX.fullmatch(str(aoi))
+    if m is None:
+        return read_polygons(aoi, "area of interest")
+    import geopandas as gpd
+    import shapely
+
+    w, s_, e, n = (float(v) for v in m.groups())
+    if not (-180 <= w < e <= 180 and -90 <= s_ < n <= 90):
+        raise InputDataError(f"--aoi {aoi!r}: a bbox is W,S,E,N in degrees with W < E and S < N")
+    gdf = gpd.GeoDataFrame(geometry=[shapely.box(w, s_, e, n)], crs=4326)
+    return gdf, VectorReport(path=f"bbox {w},{s_},{e},{n}", features=1, repaired=0, dropped_empty=0,
+                             source_crs="EPSG:4326")
 
 
 @dataclass
@@ -193,7 +213,7 @@ def _split_event_day(items: list[dict], spec: CubeSpec) -> list[dict]:
 
 def assemble(spec: CubeSpec) -> xr.Dataset:
     """The lazy cube: search, stack, composite, terrain, labels. Nothing is read until written."""
-    aoi, aoi_report = read_polygons(spec.aoi, "area of interest")
+    aoi, aoi_report = read_aoi(spec.aoi)
     grid = Grid.covering(aoi, spec.resolution, spec.epsg)
     bbox = grid.bounds_lonlat()
     start = spec.post_window[0] if spec.post_only else spec.pre_window[0]

@@ -223,3 +223,13 @@ def test_open_cube_refuses_an_unfinished_write(tmp_path):
     (tmp_path / "r.zarr.partial").mkdir()
     with pytest.raises(InputDataError, match="did not finish"):
         open_cube(tmp_path / "r.zarr")
+
+
+def test_an_aoi_can_be_a_bbox_in_degrees():
+    from landslide_dask.cube import read_aoi
+
+    gdf, rep = read_aoi("141.89,42.68, 142.03,42.77")
+    assert gdf.crs.to_epsg() == 4326 and tuple(gdf.total_bounds) == (141.89, 42.68, 142.03, 42.77)
+    assert rep.features == 1 and rep.repaired == 0
+    with pytest.raises(InputDataError, match="W < E"):
+        read_aoi("142.03,42.68,141.89,42.77")

@@ -113,9 +113,8 @@ def test_real_iburi_event_per_band_files_per_date_catalogue_and_cube_with_its_in
     dem = json.loads((stac / "stac" / "items" / "iburi-dem.json").read_text())["features"][0]
     assert dem["properties"]["datetime"] is None and dem["properties"]["start_datetime"]
 
-    aoi = tmp_path / "aoi.geojson"
-    box = shapely.box(141.90, 42.70, 141.95, 42.75)  # inside both the imagery and the traced area
-    gpd.GeoDataFrame(geometry=[box], crs=4326).to_file(aoi)
+    aoi = "141.90,42.70,141.95,42.75"  # W,S,E,N: inside both the imagery and the traced area
+    box = shapely.box(141.90, 42.70, 141.95, 42.75)
     inv, area = IBURI / "inventory" / "iburi_hillslope_failures_west.gpkg", IBURI / "inventory" / "iburi_traced_area_west.gpkg"
     with serve_stac(stac) as url:
         spec = CubeSpec(stac_url=url, event_date=date(2018, 9, 6), aoi=aoi, out=tmp_path / "iburi.zarr",
