@@ -40,7 +40,8 @@ def event_windows(event: date, pre_days: int, post_days: int) -> tuple[tuple[dat
             (event + timedelta(days=1), event + timedelta(days=post_days)))
 
 
-_BBOX = re.compile(r"\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*")
+_NUM = r"\s*([-+]?\d+(?:\.\d*)?)\s*"
+_BBOX = re.compile(",".join([_NUM] * 4))
 
 
 def read_aoi(aoi: str | Path):
@@ -326,7 +327,9 @@ def write_cube(ds: xr.Dataset, out: Path, progress: bool = True) -> Path:
 def _compute(delayed, progress: bool) -> None:
     """Compute on the current distributed client if there is one, else locally. The progress bar
     is drawn only on a terminal: redirected to a log, a redrawn bar is a wall of text."""
-    progress = progress and sys.stdout.isatty()
+    from .logs import interactive
+
+    progress = progress and interactive(sys.stdout)
     try:
         from distributed import get_client, progress as dist_progress
 

@@ -26,11 +26,11 @@ def interactive(stream=None) -> bool:
 
 
 def progress_bar(iterable: Iterable | None = None, **kw: Any):
-    """A tqdm bar on a terminal; on a file or a pipe the same object, silent (callers print one
-    line per epoch or stage instead of a wall of ``\\r`` redraws)."""
+    """A tqdm bar when its stream (``file``, default stderr) is a terminal; on a file or a pipe the
+    same object, silent (callers print one line per epoch or stage instead of ``\\r`` redraws)."""
     from tqdm import tqdm
 
-    kw.setdefault("disable", not interactive())
+    kw.setdefault("disable", not interactive(kw.get("file")))
     return tqdm(iterable, **kw)
 
 

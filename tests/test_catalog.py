@@ -191,3 +191,34 @@ def test_output_is_relocatable_and_sources_untouched(images, tmp_path):
     (it, _) = load_stac_dir(moved)[1]
     with rasterio.open(it["assets"]["nir"]["href"]) as band:
         assert band.read(1).shape == (256, 256)
+
+
+def _band_tif(path: Path, res: float, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = int(200 / res)
+    with rasterio.open(path, "w", driver="GTiff", width=n, height=n, count=1, dtype="uint16", crs="EPSG:32645",
+                       transform=from_origin(500000, 3100000, res, res)) as dst:
+        dst.write(np.full((1, n, n), value, np.uint16))
+
+
+def test_per_band_scenes_by_regex_with_dates_from_names_and_sidecars(tmp_path):
+    # a flat download folder: two scenes of per-band files at 10 and 20 m, the date in one scene's
+    # names and in an Earth Engine sidecar for the other
+    src = tmp_path / "dl"
+    for b, res in (("B02", 10), ("B04", 10), ("B11", 20)):
+        _band_tif(src / f"T45RUL_20230420_{b}.tif", res, 100)
+        _band_tif(src / f"S2_scene7_{b}.tif", res, 200)
+        (src / f"S2_scene7_{b}.json").write_text(json.dumps({"properties": {"system:time_start": 1682899200000}}))
+    out = catalog_geotiffs(src, tmp_path / "cat", collection="dl", group=r"(?P<item>.+)_B\d\d",
+                           date_pattern=r"_(?P<date>\d{8})_")
+    items = {i["id"]: i for i in _items(out, "dl")}
+    assert sorted(items) == ["S2_scene7", "T45RUL_20230420"]
+    for it in items.values():
+        assert sorted(it["assets"]) == ["blue", "red", "swir16"]  # named by their band codes
+        assert it["assets"]["swir16"]["proj:shape"] == [10, 10] and it["assets"]["blue"]["proj:shape"] == [20, 20]
+    assert items["T45RUL_20230420"]["properties"]["datetime"] == "2023-04-20T00:00:00Z"  # from the names
+    assert items["S2_scene7"]["properties"]["datetime"] == "2023-05-01T00:00:00Z"  # from the sidecars
+    with pytest.raises(InputDataError, match=r"\(\?P<item>"):
+        catalog_geotiffs(src, tmp_path / "bad", collection="x", group=r"nomatch", datetime="2023-01-01")
+    with pytest.raises(InputDataError, match="--date ITEM=YYYY-MM-DD"):
+        catalog_geotiffs(src / "T45RUL_20230420_B02.tif", tmp_path / "nodate", collection="x")
