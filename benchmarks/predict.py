@@ -209,12 +209,12 @@ def model_inputs(plan, batches, meta) -> tuple[list[tuple], dict, int]:
     keys, inputs, pixels = [], {}, 0
     for batch in batches:
         ok = [win for win in batch
-              if P._read(plan.cube, plan.cube_token, "valid", plan.shape, *win).any()]
+              if plan.reader.masks(0, *win)[0].any()]
         if not ok:
             continue
         key = (len(ok), ok[0][2], ok[0][3])
         if key not in inputs:
-            samples = [P._window_inputs(plan, meta["stats"], *win)[0] for win in ok]
+            samples = [P._window_inputs(plan, *win)[0] for win in ok]
             inputs[key] = _tensors(samples, plan.streams, meta["device"])
         keys.append(key)
         pixels += sum(h * w for _, _, h, w in ok)
@@ -243,7 +243,7 @@ def inputs_only(plan, batches, meta) -> float:
 
     def run(batch):
         for win in batch:
-            P._window_inputs(plan, meta["stats"], *win)
+            P._window_inputs(plan, *win)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(plan.local_threads) as pool:
@@ -261,7 +261,7 @@ def batch_cost(plan, model, meta, sizes: list[int], repeat: int) -> list[dict]:
 
     dev = meta["device"]
     win = min(plan.window, _ceil(plan.shape[0], plan.multiple)), min(plan.window, _ceil(plan.shape[1], plan.multiple))
-    x, _ = P._window_inputs(plan, meta["stats"], 0, 0, *win)
+    x, _ = P._window_inputs(plan, 0, 0, *win)
     inputs = {n: _tensors([x] * n, plan.streams, dev) for n in sizes}
     if dev.type == "cpu":
         torch.set_num_threads(1)
@@ -305,7 +305,7 @@ def paper_scheme(plan, model, meta, batch_size: int, window: int = PAPER_WINDOW,
     def run(b: int) -> None:
         samples, ok = [], []
         for win in batches[b]:
-            x, any_valid = P._window_inputs(plan, meta["stats"], *win)
+            x, any_valid = P._window_inputs(plan, *win)
             if any_valid:
                 samples.append(x)
                 ok.append(win)
@@ -323,7 +323,7 @@ def paper_scheme(plan, model, meta, batch_size: int, window: int = PAPER_WINDOW,
     with ThreadPoolExecutor(plan.local_threads) as pool:
         list(pool.map(run, range(len(batches))))
     _sync(dev)
-    valid = P._read(plan.cube, plan.cube_token, "valid", plan.shape, 0, 0, h, w).astype(bool)
+    valid = plan.reader.masks(0, 0, 0, h, w)[0]
     out = np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
     out[~valid] = 0
     seconds = time.perf_counter() - t0
@@ -339,11 +339,11 @@ def whole_image(plan, model, meta) -> np.ndarray:
 
     dev = meta["device"]
     h, w = plan.shape
-    x, _ = P._window_inputs(plan, meta["stats"], 0, 0, _ceil(h, plan.multiple), _ceil(w, plan.multiple))
+    x, _ = P._window_inputs(plan, 0, 0, _ceil(h, plan.multiple), _ceil(w, plan.multiple))
     if dev.type == "cpu":
         torch.set_num_threads(P._cores())
     p = _forward(model, dev, _tensors([x], plan.streams, dev))[0, :h, :w].cpu().numpy()
-    valid = P._read(plan.cube, plan.cube_token, "valid", plan.shape, 0, 0, h, w).astype(bool)
+    valid = plan.reader.masks(0, 0, 0, h, w)[0]
     out = np.rint(np.clip(p, 0.0, 1.0) * 255.0).astype(np.uint8)
     out[~valid] = 0
     return out
@@ -411,7 +411,7 @@ def throughput(args, work: Path, cube: str) -> dict:
 
     # the paper's scheme: warmed up on its batch shape too
     _set_task_threads(plan, dev)
-    x, _ = P._window_inputs(plan, meta["stats"], 0, 0, PAPER_WINDOW, PAPER_WINDOW)
+    x, _ = P._window_inputs(plan, 0, 0, PAPER_WINDOW, PAPER_WINDOW)
     _forward(model, dev, _tensors([x] * args.batch_size, plan.streams, dev))
     _sync(dev)
 
@@ -479,7 +479,7 @@ def seams(args, work: Path, cube: str, paper_prob: np.ndarray | None) -> dict:
                                P._local_threads(args.device))
     model, meta = P._model(plan.model, plan.model_mtime_ns, plan.device)
     ref = whole_image(plan, model, meta)
-    valid = P._read(plan.cube, plan.cube_token, "valid", plan.shape, 0, 0, *plan.shape).astype(bool)
+    valid = plan.reader.masks(0, 0, 0, *plan.shape)[0]
     if paper_prob is None:
         paper_prob, _ = paper_scheme(plan, model, meta, args.batch_size)
     window, overlap = plan.window, plan.overlap

@@ -28,12 +28,12 @@ stride half of it):
    samples/s(2) / samples/s(1) (ideal 1.0), whose shortfall is the DDP/gloo overhead (see the
    all-reduce column) plus any difference between 1 rank x N threads and 2 ranks x N/2 threads.
    Real scaling needs workers on separate machines (or separate core sets).
-2. In this process, with no cluster running: the chip loader alone (``ChipReader.read`` +
+2. In this process, with no cluster running: the chip loader alone (``WindowReader.sample`` +
    ``augment`` + stacking, i.e. the ``_batches`` generator, consumed as fast as it produces, from a
    cold chunk cache) in samples/s, and the model's training step alone on batches already in
    memory (no loading, no DDP, all cores) in samples/s. loader/model > 1 means the loader keeps
    ahead of the compute (the target); < 1 means loading is the bottleneck. Also: zarr chunks
-   decoded per sample (``ChipReader.decoded``) against chunk look-ups per sample (what it would
+   decoded per sample (``WindowReader.decoded``) against chunk look-ups per sample (what it would
    decode without its cache).
 
 Timings are wall-clock: other processes on the machine slow them; the 1-minute load average at the
@@ -100,17 +100,17 @@ def _optimizer(model, total_steps: int):
 
 
 def _counting_reader(cubes, size, streams, stats):
-    """A ChipReader that also counts chunk look-ups (what it would decode with no cache)."""
-    from landslide_dask.chips import ChipReader
+    """The training window reader, also counting chunk look-ups (what it would decode with no cache)."""
+    from landslide_dask.reader import ChunkCache, WindowReader
 
-    class Counting(ChipReader):
+    class Counting(WindowReader):
         lookups = 0
 
         def _chunk(self, cube, var, iy, ix):
             self.lookups += 1
             return super()._chunk(cube, var, iy, ix)
 
-    return Counting(list(cubes), size, streams, stats)
+    return Counting(list(cubes), streams, stats, cache=ChunkCache(512))
 
 
 def rank_bench(ctx, cubes, index, stats_d, model_config, streams, batch_size, steps, warmup, nosync_steps,
@@ -136,7 +136,7 @@ def rank_bench(ctx, cubes, index, stats_d, model_config, streams, batch_size, st
     windows = epoch_windows(index, "train", 0, ctx.rank, ctx.world_size, seed,
                             n=total * batch_size * ctx.world_size, positive_boost=3.0)
     rng = np.random.default_rng([seed, 0, ctx.rank, 7])
-    batches = _batches(reader, windows, batch_size, rng, streams)
+    batches = _batches(reader, windows, int(index.attrs["size"]), batch_size, rng, streams)
     ddp.train()
 
     def run(n: int) -> list[float]:
@@ -220,7 +220,7 @@ def local_bench(cubes, index, stats, model_config, streams, args) -> dict:
     rng = np.random.default_rng([args.seed, 0, 0, 7])
     stamps, kept = [], []
     t0 = time.perf_counter()
-    for i, batch in enumerate(_batches(reader, windows, args.batch_size, rng, streams)):
+    for i, batch in enumerate(_batches(reader, windows, args.window, args.batch_size, rng, streams)):
         stamps.append(time.perf_counter())
         if i < 2:
             kept.append(batch)

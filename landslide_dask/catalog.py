@@ -335,6 +335,8 @@ def catalog_geotiffs(
     date_pattern: str | None = None,
     static: bool = False,
     replace: bool = False,
+    dn_scale: float | None = None,
+    dn_offset: float | None = None,
 ) -> Path:
     """Catalogue the GeoTIFFs under ``src`` into the STAC collection ``collection`` in ``out``; returns ``out``.
 
@@ -349,6 +351,9 @@ def catalog_geotiffs(
     ``<file>.json`` (``datetime`` or Earth Engine's ``system:time_start``), the TIFF tag.
     ``static``: items without an acquisition date (a DEM). ``nodata`` is declared on every asset.
     Items are added to an existing collection (an item of the same id is replaced) unless ``replace``.
+    ``dn_scale``/``dn_offset``: reflectance = DN x scale + offset, recorded on every asset
+    (``raster:bands``) so cubes and models put scenes of different conventions on one scale
+    (Sentinel-2 L2A: 0.0001 and -0.1 from 2022 on, 0.0001 and 0 before); unrecorded means 0.0001, 0.
     Unreadable files are skipped with a :class:`CatalogWarning`; none readable is an error.
     """
     src_path = Path(src).expanduser().resolve()
@@ -413,8 +418,11 @@ def catalog_geotiffs(
             "the file names with --date-pattern; catalogue a DEM with --static."
         )
 
-    items = [_make_item(item_id, members, dt, collection, bands, nodata, group is not None, assets_root, items_file)
-             for item_id, members, dt in planned]
+    scaling = {k: float(v) for k, v in (("scale", dn_scale), ("offset", dn_offset)) if v is not None}
+    if scaling and dn_scale is None:
+        scaling["scale"] = 1e-4
+    items = [_make_item(item_id, members, dt, collection, bands, nodata, group is not None, assets_root, items_file,
+                        scaling) for item_id, members, dt in planned]
     existing: list[dict[str, Any]] = []
     if items_file.exists() and not replace:
         try:
@@ -435,7 +443,7 @@ def catalog_geotiffs(
 
 def _make_item(item_id: str, members: list[tuple[Path, dict[str, Any]]], dt: str | None, collection: str,
                bands: list[str] | None, nodata: float | None, grouped: bool, assets_root: Path,
-               items_file: Path) -> dict[str, Any]:
+               items_file: Path, scaling: dict[str, float] | None = None) -> dict[str, Any]:
     """One STAC item: an asset per band of each member file (a VRT where the file has several bands
     or needs a nodata value it lacks)."""
     item_assets_dir = assets_root / item_id
@@ -463,7 +471,7 @@ def _make_item(item_id: str, members: list[tuple[Path, dict[str, Any]]], dt: str
             else:
                 href, media = str(path), GEOTIFF_TYPE
             band_nodata = nodata if nodata is not None else info["nodata"]
-            raster_band: dict[str, Any] = {"data_type": info["dtypes"][b - 1]}
+            raster_band: dict[str, Any] = {"data_type": info["dtypes"][b - 1], **(scaling or {})}
             if band_nodata is not None:
                 raster_band["nodata"] = band_nodata if np.isfinite(band_nodata) else str(band_nodata)
             assets[name] = {

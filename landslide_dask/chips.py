@@ -5,13 +5,13 @@
 - Splits are by spatial blocks per inventory: a window belongs to a split only if it lies wholly
   inside one block of that split, so windows of different splits never overlap (the strip of
   windows straddling two blocks is the gap).
-- The reader decodes zarr chunks once into a small per-process cache and the epoch order visits
-  windows grouped by chunk, so decoding, not duplicated I/O, sets the loading cost.
+- The epoch order visits windows grouped by chunk, so the window reader (``reader.py``) decodes
+  each chunk about once per pass.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +19,12 @@ import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
-import zarr
 
 from .cube import open_cube
 from .errors import InputDataError
+from .reader import DN, REFLECTANCE, TERRAIN, radiometry, select_bands
 
 SPLITS = ("train", "val", "test")
-TERRAIN = ("hillshade", "slope")
 
 
 def _cell_counts(ds, stride: int) -> dict[str, da.Array]:
@@ -50,7 +49,7 @@ def _window_sums(cells: np.ndarray, k: int) -> np.ndarray:
     return ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]
 
 
-def _assign_blocks(n_by: int, n_bx: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+def _assign_blocks(n_by: int, n_bx: int, fractions: tuple[float, float, float], seed) -> np.ndarray:
     """A split per block: a seeded shuffle, cut by the fractions; val and test get at least one
     block each when there are three or more blocks."""
     n = n_by * n_bx
@@ -94,7 +93,10 @@ def build_index(cubes: list[str | Path], size: int = 224, stride: int = 112, blo
         n_bx = counts["usable"].shape[1] * stride // block + 1
         keys = by * n_bx + bx
         blocks = np.unique(keys[inside])
-        dealt = _assign_blocks(1, len(blocks), fractions, seed + ci)[0] if len(blocks) else np.zeros(0, int)
+        # seeded by the region's name, not its place in the list: a region keeps its test blocks
+        # whichever regions it is trained with (a combined model never trains on a local model's test)
+        region_seed = [seed, zlib.crc32(Path(cube).name.encode())]
+        dealt = _assign_blocks(1, len(blocks), fractions, region_seed)[0] if len(blocks) else np.zeros(0, int)
         split = np.zeros(len(keys), dtype=int)
         split[inside] = dealt[np.searchsorted(blocks, keys[inside])]
         rows.append(pd.DataFrame({
@@ -124,22 +126,29 @@ class BandStats:
 
     mean: dict[str, list[float]]
     std: dict[str, list[float]]
+    units: str = DN  # of the imagery streams: DN as stored, or REFLECTANCE (x 10,000)
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std}
+        return {"mean": self.mean, "std": self.std, "units": self.units}
 
     @classmethod
     def from_dict(cls, d: dict) -> "BandStats":
-        return cls(mean=d["mean"], std=d["std"])
+        return cls(mean=d["mean"], std=d["std"], units=d.get("units", DN))
 
 
-def _stream_arrays(ds, streams: tuple[str, ...]) -> dict[str, da.Array]:
+def _stream_arrays(ds, streams: tuple[str, ...], bands: tuple[str, ...] | None, where: str,
+                   gain_bias: tuple[float, float] = (1.0, 0.0)) -> dict[str, da.Array]:
     arrays = {}
+    gain, bias = gain_bias
     for s in streams:
         if s == "terrain":
             arrays[s] = da.stack([ds[t].data.astype(np.float32) for t in TERRAIN])
         else:
-            arrays[s] = ds[s].data.astype(np.float32)
+            have = [str(b) for b in ds["band"].values]
+            idx = list(select_bands(bands, have, where)) if bands is not None else list(range(len(have)))
+            arrays[s] = ds[s].data[idx].astype(np.float32)
+            if gain != 1.0 or bias != 0.0:
+                arrays[s] = arrays[s] * np.float32(gain) + np.float32(bias)
     return arrays
 
 
@@ -156,18 +165,22 @@ def _window_mask(windows: pd.DataFrame, shape: tuple[int, int], size: int, strid
 
 
 def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post", "terrain"),
-                  split: str = "train") -> BandStats:
-    """Mean and std per channel over the valid pixels of the union of the split's windows, in one
-    dask pass (sums and sums of squares in float64)."""
+                  split: str = "train", bands: tuple[str, ...] | None = None, units: str = DN) -> BandStats:
+    """Mean and std per channel over the valid pixels of the union of the split's windows (the
+    pre-event stream: over those that have a pre-event image), in one dask pass (sums and sums of
+    squares in float64). ``bands``: the imagery bands, by name (None: all of each cube's);
+    ``units``: DN as stored, or ``REFLECTANCE`` (each cube's DN scale and offset applied)."""
     size, stride = index.attrs["size"], index.attrs["stride"]
     parts: dict[str, list] = {s: [] for s in streams}
     for path, windows in index[index["split"] == split].groupby("path"):
         ds = open_cube(path)
         valid = ds["valid"].data
         m = _window_mask(windows, valid.shape, size, stride, valid.chunks) & valid
-        for s, arr in _stream_arrays(ds, streams).items():
-            x = da.where(m, arr, 0.0).astype(np.float64)
-            parts[s].append((x.sum(axis=(1, 2)), (x * x).sum(axis=(1, 2)), m.sum()))
+        gb = radiometry(path) if units == REFLECTANCE else (1.0, 0.0)
+        for s, arr in _stream_arrays(ds, streams, bands, f"the cube {path}", gb).items():
+            ms = m & ds["pre_valid"].data if s == "pre" and "pre_valid" in ds else m
+            x = da.where(ms, arr, 0.0).astype(np.float64)
+            parts[s].append((x.sum(axis=(1, 2)), (x * x).sum(axis=(1, 2)), ms.sum()))
     (parts,) = dask.compute(parts)
     mean, std = {}, {}
     for s, p in parts.items():
@@ -178,87 +191,7 @@ def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post"
         var = sum(q[1] for q in p) / n - mu * mu
         mean[s] = [float(v) for v in mu]
         std[s] = [float(v) for v in np.sqrt(np.maximum(var, 1e-12))]
-    return BandStats(mean, std)
-
-
-class ChipReader:
-    """Reads windows from cubes through a per-process cache of decoded zarr chunks.
-
-    A 224 px window touches one to four 512 px chunks; its neighbours in the epoch order touch
-    the same ones, so each chunk is decoded about once per pass instead of once per window.
-    """
-
-    def __init__(self, paths: list[str], size: int = 224, streams: tuple[str, ...] = ("pre", "post", "terrain"),
-                 stats: BandStats | None = None, cache_mb: int = 512):
-        self.paths, self.size, self.streams, self.stats = list(paths), size, tuple(streams), stats
-        self._groups: dict[int, zarr.Group] = {}
-        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._cache_bytes, self._max_bytes = 0, cache_mb * 2**20
-        self.decoded = 0  # chunks decoded so far (for benchmarks and tests)
-
-    def __getstate__(self) -> dict:  # ship to workers without open handles or cached data
-        return {"paths": self.paths, "size": self.size, "streams": self.streams, "stats": self.stats,
-                "cache_mb": self._max_bytes // 2**20}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
-
-    def _group(self, cube: int) -> zarr.Group:
-        if cube not in self._groups:
-            self._groups[cube] = zarr.open_group(self.paths[cube], mode="r")
-        return self._groups[cube]
-
-    def _chunk(self, cube: int, var: str, iy: int, ix: int) -> np.ndarray:
-        key = (cube, var, iy, ix)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
-        arr = self._group(cube)[var]
-        cy, cx = arr.chunks[-2:]
-        data = arr[..., iy * cy:(iy + 1) * cy, ix * cx:(ix + 1) * cx]
-        self.decoded += 1
-        self._cache[key] = data
-        self._cache_bytes += data.nbytes
-        while self._cache_bytes > self._max_bytes and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self._cache_bytes -= old.nbytes
-        return data
-
-    def window(self, cube: int, var: str, row: int, col: int) -> np.ndarray:
-        """One variable's window, assembled from cached chunks."""
-        arr = self._group(cube)[var]
-        cy, cx = arr.chunks[-2:]
-        s = self.size
-        out = np.zeros(arr.shape[:-2] + (s, s), dtype=arr.dtype)
-        for iy in range(row // cy, (row + s - 1) // cy + 1):
-            for ix in range(col // cx, (col + s - 1) // cx + 1):
-                chunk = self._chunk(cube, var, iy, ix)
-                r0, c0 = max(row, iy * cy), max(col, ix * cx)
-                r1, c1 = min(row + s, iy * cy + chunk.shape[-2]), min(col + s, ix * cx + chunk.shape[-1])
-                out[..., r0 - row:r1 - row, c0 - col:c1 - col] = chunk[..., r0 - iy * cy:r1 - iy * cy,
-                                                                        c0 - ix * cx:c1 - ix * cx]
-        return out
-
-    def read(self, cube: int, row: int, col: int) -> dict[str, np.ndarray]:
-        """Normalised float32 streams, the label (255 = ignore) and the valid mask of one window."""
-        valid = self.window(cube, "valid", row, col).astype(bool)
-        group = self._group(cube)
-        label = (self.window(cube, "label", row, col) if "label" in group
-                 else np.full(valid.shape, 255, np.uint8))
-        sample = {"valid": valid, "label": np.where(valid, label, 255).astype(np.uint8)}
-        for s in self.streams:
-            if s == "terrain":
-                x = np.stack([self.window(cube, t, row, col).astype(np.float32) for t in TERRAIN])
-            else:
-                x = self.window(cube, s, row, col).astype(np.float32)
-            if self.stats is not None:
-                mu = np.asarray(self.stats.mean[s], np.float32)[:, None, None]
-                sd = np.asarray(self.stats.std[s], np.float32)[:, None, None]
-                x = (x - mu) / sd
-            x[:, ~valid] = 0.0
-            sample[s] = np.nan_to_num(x, nan=0.0)
-        return sample
+    return BandStats(mean, std, units)
 
 
 def augment(sample: dict[str, np.ndarray], rng: np.random.Generator, jitter: float = 0.05,
@@ -277,7 +210,32 @@ def augment(sample: dict[str, np.ndarray], rng: np.random.Generator, jitter: flo
             n = out[s].shape[0]
             gain = rng.normal(1.0, jitter, (n, 1, 1)).astype(np.float32)
             offset = rng.normal(0.0, jitter, (n, 1, 1)).astype(np.float32)
-            out[s] = np.where(out["valid"], out[s] * gain + offset, 0.0).astype(np.float32)
+            keep = out["pre_valid"] if s == "pre" and "pre_valid" in out else out["valid"]
+            out[s] = np.where(keep, out[s] * gain + offset, 0.0).astype(np.float32)
+    return out
+
+
+def drop_pre(sample: dict[str, np.ndarray], rng: np.random.Generator, p: float) -> dict[str, np.ndarray]:
+    """Pre-event stream dropout, so a model learns to map from post-event imagery and terrain where
+    the pre-event image is missing: with probability ``p`` the whole window loses it, with
+    probability ``p`` the part of it beyond a random straight edge does (as a mosaic gap or a swath
+    edge cuts real scenes, e.g. Iburi 2018's). Removed pixels are 0, as the reader writes gaps."""
+    if p <= 0 or "pre" not in sample:
+        return sample
+    u = rng.random()
+    if u >= 2 * p:
+        return sample
+    h, w = sample["pre"].shape[-2:]
+    if u < p:
+        gone = np.ones((h, w), bool)
+    else:
+        angle = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:h, 0:w]
+        proj = (yy - h / 2) * np.sin(angle) + (xx - w / 2) * np.cos(angle)
+        gone = proj > rng.uniform(-0.4, 0.4) * max(h, w)
+    out = dict(sample)
+    out["pre"] = np.where(gone[None], 0.0, sample["pre"]).astype(np.float32)
+    out["pre_valid"] = sample.get("pre_valid", sample["valid"]) & ~gone
     return out
 
 

@@ -70,7 +70,8 @@ def cmd_catalog(args: argparse.Namespace) -> None:
     out = catalog_geotiffs(Path(args.dir), Path(args.out), collection=args.collection,
                            bands=list(args.bands) if args.bands else None, datetime=args.datetime,
                            nodata=args.nodata, pattern=args.pattern, group=args.group, dates=dates,
-                           date_pattern=args.date_pattern, static=args.static, replace=args.replace)
+                           date_pattern=args.date_pattern, static=args.static, replace=args.replace,
+                           dn_scale=args.dn_scale, dn_offset=args.dn_offset)
     import json
 
     n = len(json.loads((out / "stac" / "items" / f"{args.collection}.json").read_text())["features"])
@@ -103,12 +104,14 @@ def _train_config(args: argparse.Namespace, cubes: list[str], out: str) -> "Trai
         model["encoder_widths"] = list(args.widths)
     if args.stem_width:
         model["stem_widths"] = {s: args.stem_width for s in args.streams}
+    optional = {k: v for k, v in (("bands", tuple(args.bands) if args.bands else None),
+                                  ("pre_dropout", args.pre_dropout)) if v is not None}
     return TrainConfig(cubes=cubes, out=out, streams=tuple(args.streams), size=args.window, stride=args.stride,
                        block=args.block, min_usable=args.min_usable, batch_size=args.batch_size, epochs=args.epochs,
                        steps_per_epoch=args.steps_per_epoch, lr=args.lr, positive_boost=args.positive_boost,
                        jitter=args.jitter,
                        patience=args.patience, seed=args.seed, model=model, init_from=args.init_from,
-                       amp=not args.no_amp, progress=not args.quiet, restarts=args.restarts)
+                       amp=not args.no_amp, progress=not args.quiet, restarts=args.restarts, **optional)
 
 
 def _client(args: argparse.Namespace):
@@ -190,17 +193,25 @@ def cmd_import_patches(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .predict import export_cog, open_prediction, predict
-
     from contextlib import nullcontext
+
+    from .predict import coverage, export_cog, open_prediction, predict
 
     with (_client(args) if args.scheduler or args.workers or args.cluster else nullcontext()) as client:
         out = predict(args.cube, args.model, args.out, client=client, window=args.window, overlap=args.overlap,
                       batch_size=args.batch_size, device=args.device, progress=not args.quiet,
                       overwrite=args.overwrite)
-    a = open_prediction(out).attrs
+    pred = open_prediction(out)
+    a = pred.attrs
     print(f"probability written to {out} (window {a['window']}, overlap {a['overlap']}, "
           f"overhead {a['overhead']:.2f}, threshold {a['threshold']:.2f})")
+    cov = coverage(pred)
+    if cov.get("no_pre_mapped"):
+        print(f"{cov['no_pre_mapped']} px ({cov['no_pre_mapped'] / max(cov['mapped'], 1):.1%} of the map) have "
+              "no pre-event image and were mapped from post-event imagery and terrain (layer 'no_pre')")
+    if cov.get("no_pre_unmapped"):
+        print(f"warning: {cov['no_pre_unmapped']} px with post-event imagery were NOT mapped: they have no "
+              "pre-event image and the model was trained without --pre-dropout (layer 'no_pre')")
     if args.cog:
         print(f"COG written to {export_cog(out, args.cog)}")
 
@@ -219,7 +230,8 @@ def cmd_evaluate_map(args: argparse.Namespace) -> None:
     from .report import evaluate_map
 
     rep = evaluate_map(args.prediction, args.cube, args.out, inventory=args.inventory, polygons=args.polygons,
-                       threshold=args.threshold, min_area_m2=args.min_area)
+                       threshold=args.threshold, min_area_m2=args.min_area, attribution=args.attribution,
+                       beside=args.beside)
     px, ob = rep["pixel"], rep["object"]
     print("pixels:  " + " ".join(f"{k} {px[k]:.3f}" for k in ("mcc", "precision", "recall", "f1", "iou")))
     print(f"objects: precision {ob['precision']:.3f} recall {ob['recall']:.3f} "
@@ -248,8 +260,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int | None:
-    from .demo import run_demo, run_demo_country
+    from .demo import run_demo, run_demo_country, run_demo_real
 
+    if args.country and args.real:
+        raise LandslideDaskError("--country and --real exclude each other: give one")
+    if args.real:
+        run_demo_real(Path(args.real), Path(args.data), Path(args.out), workers=args.workers, size_km=args.size_km,
+                      epochs=args.epochs)
+        return None
     if args.country:
         res = run_demo_country(Path(args.data), Path(args.out), workers=args.workers, size_km=args.size_km,
                                epochs=args.epochs, country_data=Path(args.country_data) if args.country_data else None)
@@ -296,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--static", action="store_true", help="items without an acquisition date (a DEM)")
     s.add_argument("--replace", action="store_true",
                    help="start the collection anew (default: add to it, replacing items of the same id)")
+    s.add_argument("--dn-scale", type=float,
+                   help="reflectance = DN x scale + offset, recorded on every asset (default: not recorded, read "
+                        "as 0.0001)")
+    s.add_argument("--dn-offset", type=float,
+                   help="see --dn-scale; Sentinel-2 L2A from 2022 on: -0.1, before: 0 (default: not recorded, read as 0)")
     s.set_defaults(func=cmd_catalog)
 
     s = sub.add_parser("cube", help="build an analysis-ready cube (zarr) for an event and an area")
@@ -350,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--out", required=True, help="folder for checkpoints, metrics and curves")
         s.add_argument("--streams", type=_csv, default=("pre", "post", "terrain"),
                        help="input streams (default pre,post,terrain; e.g. post,terrain)")
+        s.add_argument("--bands", type=_csv,
+                       help="imagery bands the model sees, by name, e.g. blue,green,red (default: every band "
+                            "of the first cube); every cube must hold them")
+        s.add_argument("--pre-dropout", type=float,
+                       help="probability per window of hiding its pre-event image (whole, and again beyond a "
+                            "random edge), so the model maps gaps in the pre-event mosaic from post-event "
+                            "imagery and terrain (default 0: such pixels are left unmapped)")
         s.add_argument("--window", type=int, default=224, help="training window in pixels (default 224)")
         s.add_argument("--stride", type=int, default=112, help="window spacing in the index (default 112)")
         s.add_argument("--block", type=int, help="side of the split blocks in pixels (default 4 x window)")
@@ -440,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=float,
                    help="probability threshold 0..1 (default: the checkpoint's validation-chosen threshold)")
     s.add_argument("--min-area", type=float, default=400.0, help="minimum predicted object area in m² (default 400)")
+    s.add_argument("--attribution", help="the data's credit line, printed under the map (as inventories' licences ask)")
+    s.add_argument("--beside", action="store_true", help="draw the post-event image, untouched, left of the map")
     s.set_defaults(func=cmd_evaluate_map)
 
     s = sub.add_parser("submit", help="map a whole area from a job spec on a cluster, resumably (cells, manifest, merge)")
@@ -470,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(OUT/model/best.pt, trained first by the region demo if absent)")
     s.add_argument("--country-data", default=None,
                    help="with --country: the demo country's folder (default DATA/country; made if absent)")
+    s.add_argument("--real", metavar="FOLDER",
+                   help="map a real event folder as shipped (e.g. ../shared/data/iburi_2018) with the demo's model "
+                        "(OUT/model/best.pt, trained first if absent) and score it against the event's inventory")
     s.set_defaults(func=cmd_demo)
     return p
 

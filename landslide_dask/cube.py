@@ -1,7 +1,7 @@
 """Analysis-ready cubes: STAC items -> lazy stackstac arrays -> composites, terrain, labels -> zarr.
 
 Everything stays lazy until the zarr write, chunk by chunk, so memory follows the chunk size,
-not the region. The cube contract (DESIGN.md section 2) is what training and inference read.
+not the region. The cube contract (the README's "cube contract" table) is what training and inference read.
 """
 
 from __future__ import annotations
@@ -236,9 +236,9 @@ def assemble(spec: CubeSpec) -> xr.Dataset:
 
     chunks = spec.chunk
     inside = rasterize_lazy(aoi, 1, grid, chunks) == 1
+    # valid: the pixels a map can cover (post-event image, terrain, inside the AOI); pre_valid says
+    # which of them also have a pre-event image (a mosaic gap or lasting cloud leaves some without)
     valid = inside & (post > 0).all("band").data
-    if pre is not None:
-        valid = valid & (pre > 0).all("band").data
     data_vars: dict[str, xr.DataArray] = {"post": post}
     if pre is not None:
         data_vars["pre"] = pre
@@ -250,6 +250,8 @@ def assemble(spec: CubeSpec) -> xr.Dataset:
         data_vars.update(slope=slope, hillshade=shade)
         valid = valid & has_dem.data
     data_vars["valid"] = xr.DataArray(valid, dims=("y", "x"))
+    if pre is not None:
+        data_vars["pre_valid"] = xr.DataArray(valid & (pre > 0).all("band").data, dims=("y", "x"))
 
     inventory_attrs: dict = {}
     if spec.inventory is not None:

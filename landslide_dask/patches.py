@@ -2,7 +2,7 @@
 
 Why: the field's benchmarks ship as thousands of small labelled patches, while training and
 evaluation here read cubes (DESIGN.md section 2). Writing the patches into ONE zarr mosaic that
-follows the cube contract lets ``open_cube``, ``build_index``, ``compute_stats``, ``ChipReader``,
+follows the cube contract lets ``open_cube``, ``build_index``, ``compute_stats``, ``WindowReader``,
 ``train`` and ``evaluate`` run unchanged.
 
 Layout (attr ``patch_layout``). ``grid``, when every patch has one square size: patch ``i`` (files

@@ -38,7 +38,7 @@ How a region is mapped
   (futures: window results move only from the worker that computed them to the one writing).
   Handing dask the whole graph instead let ``dask.order`` start windows all over the region, and
   the results held grew with it (a test counts them).
-* **Memory** per process: the decoded-chunk cache (``CACHE_MB``), ``threads x batch_size``
+* **Memory** per process: the decoded-chunk cache (``reader.PROCESS_CACHE``), ``threads x batch_size``
   windows in the model, and the window results of a strip of chunk rows across the region: it
   does not grow with the region's height (nor with its area, for a given width).
 
@@ -78,7 +78,6 @@ import os
 import shutil
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +85,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputDataError
+from .reader import TERRAIN, WindowReader
 from .workers import worker_table
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,6 @@ DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 4}
 WEIGHT_FLOOR = 1e-3
 #: Decoded-chunk cache per process; enough for neighbouring windows to share chunks. Bounded, so
 #: memory does not grow with the region.
-CACHE_MB = 128
-TERRAIN = ("hillshade", "slope")  # the terrain stream's channel order (chips.TERRAIN)
 PREDICTION_FORMAT = 1
 
 
@@ -207,92 +205,19 @@ def resolve_window(window: int | None, overlap: int | None, multiple: int = 32) 
 
 
 # ---------------------------------------------------------------------------------------------
-# per-process caches: zarr arrays, decoded chunks, models
+# per-process caches: models (arrays and decoded chunks: the window reader's)
 # ---------------------------------------------------------------------------------------------
 _LOCK = threading.RLock()
-_ARRAYS: dict[tuple[str, str, str], object] = {}
-_CHUNKS: OrderedDict[tuple, np.ndarray] = OrderedDict()
-_CHUNK_BYTES = [0]
 _MODELS: dict[tuple[str, int, str], tuple[object, dict]] = {}
 _MODEL_LOCKS: dict[tuple[str, int, str], threading.Lock] = {}
 
 
-def _array(path: str, token: str, var: str):
-    import zarr
-
-    key = (path, token, var)
-    with _LOCK:
-        arr = _ARRAYS.get(key)
-    if arr is None:
-        try:
-            arr = zarr.open_group(path, mode="r")[var]
-        except Exception as exc:
-            raise InputDataError(f"{path}: cannot open variable {var!r} ({exc}). Rebuild the cube with "
-                                 "`landslide-dask cube`.") from exc
-        with _LOCK:
-            _ARRAYS[key] = arr
-    return arr
-
-
-def _chunk(path: str, token: str, var: str, iy: int, ix: int) -> np.ndarray:
-    """One decoded zarr chunk (all leading dims) from the per-process LRU cache."""
-    key = (path, token, var, iy, ix)
-    with _LOCK:
-        hit = _CHUNKS.get(key)
-        if hit is not None:
-            _CHUNKS.move_to_end(key)
-            return hit
-    arr = _array(path, token, var)
-    cy, cx = arr.chunks[-2:]
-    try:
-        data = np.asarray(arr[..., iy * cy:(iy + 1) * cy, ix * cx:(ix + 1) * cx])
-    except MemoryError:
-        raise
-    except Exception as exc:
-        lead = (0,) * (arr.ndim - 2)
-        try:
-            chunk_file = f"{path}/{var}/{arr.metadata.encode_chunk_key((*lead, iy, ix))}"
-        except Exception:  # pragma: no cover - other chunk key encodings
-            chunk_file = f"{path}/{var} chunk {(*lead, iy, ix)}"
-        raise InputDataError(
-            f"Cannot decode chunk ({iy}, {ix}) of {var!r} in {path} (file {chunk_file}): "
-            f"{type(exc).__name__}: {exc}. The cube is corrupt or truncated: rebuild it with "
-            "`landslide-dask cube`, then rerun predict (finished chunks are kept).") from exc
-    with _LOCK:
-        _CHUNKS[key] = data
-        _CHUNK_BYTES[0] += data.nbytes
-        while _CHUNK_BYTES[0] > CACHE_MB * 2**20 and len(_CHUNKS) > 1:
-            _, old = _CHUNKS.popitem(last=False)
-            _CHUNK_BYTES[0] -= old.nbytes
-    return data
-
-
-def _read(path: str, token: str, var: str, shape: tuple[int, int], row: int, col: int,
-          h: int, w: int) -> np.ndarray:
-    """``var[..., row:row+h, col:col+w]`` with zeros (False) outside the cube."""
-    arr = _array(path, token, var)
-    cy, cx = arr.chunks[-2:]
-    out = np.zeros(arr.shape[:-2] + (h, w), dtype=arr.dtype)
-    y0, y1 = max(row, 0), min(row + h, shape[0])
-    x0, x1 = max(col, 0), min(col + w, shape[1])
-    if y0 >= y1 or x0 >= x1:
-        return out
-    for iy in range(y0 // cy, (y1 - 1) // cy + 1):
-        for ix in range(x0 // cx, (x1 - 1) // cx + 1):
-            c = _chunk(path, token, var, iy, ix)
-            r0, r1 = max(y0, iy * cy), min(y1, iy * cy + c.shape[-2])
-            c0, c1 = max(x0, ix * cx), min(x1, ix * cx + c.shape[-1])
-            out[..., r0 - row:r1 - row, c0 - col:c1 - col] = c[..., r0 - iy * cy:r1 - iy * cy,
-                                                               c0 - ix * cx:c1 - ix * cx]
-    return out
-
-
 def clear_caches() -> None:
     """Forget cached arrays, chunks and models in this process (tests, or after rebuilding a cube)."""
+    from .reader import clear_caches as clear_reader
+
+    clear_reader()
     with _LOCK:
-        _ARRAYS.clear()
-        _CHUNKS.clear()
-        _CHUNK_BYTES[0] = 0
         _MODELS.clear()
 
 
@@ -388,7 +313,7 @@ class _Plan:
     """What every task needs; small and picklable (no arrays, no model)."""
 
     cube: str
-    cube_token: str
+    reader: WindowReader
     shape: tuple[int, int]
     chunks: tuple[int, int]
     model: str
@@ -397,40 +322,16 @@ class _Plan:
     window: int
     overlap: int
     streams: tuple[str, ...]
-    band_index: tuple[int, ...]
     local_threads: int
     multiple: int = 32
     worker_threads: tuple[tuple[str, int], ...] = ()
 
 
-def _window_inputs(plan: _Plan, stats: dict, row: int, col: int, h: int, w: int
-                   ) -> tuple[dict[str, np.ndarray], bool]:
-    """Normalised float32 streams of one window (as ChipReader.read does: ``(x - mean) / std``, 0
-    where not valid or not finite) and whether any pixel is valid. In place, one float copy per
-    stream: the unfused version cost 14 % of a CPU forward pass, half of it in ``nan_to_num``."""
-    valid = _read(plan.cube, plan.cube_token, "valid", plan.shape, row, col, h, w).astype(bool, copy=False)
-    if not valid.any():
-        return {}, False
-    invalid = ~valid
-    out = {}
-    for name in plan.streams:
-        if name == "terrain":
-            parts = [_read(plan.cube, plan.cube_token, t, plan.shape, row, col, h, w) for t in TERRAIN]
-            x = np.empty((len(parts), h, w), np.float32)
-            for k, part in enumerate(parts):
-                x[k] = part
-            exact = all(part.dtype.kind in "iub" for part in parts)
-        else:
-            raw = _read(plan.cube, plan.cube_token, name, plan.shape, row, col, h, w)
-            x = raw[list(plan.band_index)].astype(np.float32)
-            exact = raw.dtype.kind in "iub"
-        x -= np.asarray(stats["mean"][name], np.float32)[:, None, None]
-        x /= np.asarray(stats["std"][name], np.float32)[:, None, None]
-        if not exact:  # float inputs (slope) may hold NaN or inf; integers cannot
-            np.copyto(x, 0.0, where=~np.isfinite(x))
-        np.copyto(x, 0.0, where=invalid[None])
-        out[name] = x
-    return out, True
+def _window_inputs(plan: _Plan, row: int, col: int, h: int, w: int) -> tuple[dict[str, np.ndarray], bool]:
+    """The model inputs of one window (the window reader's, as in training) and whether any pixel
+    of it is mapped."""
+    x, valid, _ = plan.reader.inputs(0, row, col, h, w, skip_empty=True)
+    return x, bool(x)
 
 
 def _run_batch(plan: _Plan, windows: tuple[tuple[int, int, int, int], ...]) -> list[np.ndarray | None]:
@@ -442,7 +343,7 @@ def _run_batch(plan: _Plan, windows: tuple[tuple[int, int, int, int], ...]) -> l
     dev = meta["device"]
     samples, keep = [], []
     for row, col, h, w in windows:
-        x, any_valid = _window_inputs(plan, meta["stats"], row, col, h, w)
+        x, any_valid = _window_inputs(plan, row, col, h, w)
         keep.append(any_valid)
         if any_valid:
             samples.append(x)
@@ -473,8 +374,10 @@ def _chunk_bounds(plan: _Plan, i: int, j: int) -> tuple[int, int, int, int]:
     return i * cy, min((i + 1) * cy, plan.shape[0]), j * cx, min((j + 1) * cx, plan.shape[1])
 
 
-def _assemble(plan: _Plan, i: int, j: int, contributions: list) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 probability and valid mask of output chunk (i, j) from the windows overlapping it."""
+def _assemble(plan: _Plan, i: int, j: int, contributions: list
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """uint8 probability, mapped pixels and (where the model uses a pre-event stream) pixels
+    without a pre-event image, of output chunk (i, j) from the windows overlapping it."""
     y0, y1, x0, x1 = _chunk_bounds(plan, i, j)
     acc = np.zeros((y1 - y0, x1 - x0), np.float32)
     wsum = np.zeros_like(acc)
@@ -492,10 +395,13 @@ def _assemble(plan: _Plan, i: int, j: int, contributions: list) -> tuple[np.ndar
         acc[r0 - y0:r1 - y0, c0 - x0:c1 - x0] += wt * p[r0 - py0:r1 - py0, c0 - px0:c1 - px0]
         wsum[r0 - y0:r1 - y0, c0 - x0:c1 - x0] += wt
     prob = np.divide(acc, wsum, out=np.zeros_like(acc), where=wsum > 0)
-    valid = _read(plan.cube, plan.cube_token, "valid", plan.shape, y0, x0, y1 - y0, x1 - x0).astype(bool)
+    valid, pre_valid = plan.reader.masks(0, y0, x0, y1 - y0, x1 - x0)
     out = np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
     out[~valid] = 0
-    return out, valid
+    no_pre = None
+    if "pre" in plan.streams:
+        no_pre = plan.reader.raw(0, "valid", y0, x0, y1 - y0, x1 - x0).astype(bool) & ~pre_valid
+    return out, valid, no_pre
 
 
 def _probability_block(plan: _Plan, i: int, j: int, contributions: list) -> np.ndarray:
@@ -510,10 +416,12 @@ def _write_block(out: str, name: str, y0: int, y1: int, x0: int, x1: int, block:
 
 def _write_chunk(plan: _Plan, out: str, i: int, j: int, contributions: list) -> tuple[int, int, int]:
     """Assemble, write (chunk-aligned) and mark output chunk (i, j) done; returns (i, j, valid px)."""
-    prob, valid = _assemble(plan, i, j, contributions)
+    prob, valid, no_pre = _assemble(plan, i, j, contributions)
     y0, y1, x0, x1 = _chunk_bounds(plan, i, j)
     _write_block(out, "probability", y0, y1, x0, x1, prob)
     _write_block(out, "valid", y0, y1, x0, x1, valid)
+    if no_pre is not None:
+        _write_block(out, "no_pre", y0, y1, x0, x1, no_pre)
     (Path(out) / "_done" / f"{i}.{j}").touch()  # written last: the chunk above is complete
     return i, j, int(valid.sum())
 
@@ -522,7 +430,7 @@ def _write_chunk(plan: _Plan, out: str, i: int, j: int, contributions: list) -> 
 # graph construction
 # ---------------------------------------------------------------------------------------------
 def _check_inputs(cube: Path, ckpt: dict, ckpt_path: Path):
-    """Validate the cube against the checkpoint; returns (dataset, band_index)."""
+    """Validate the cube against the checkpoint (every problem at once); returns the dataset."""
     from .cube import open_cube
 
     ds = open_cube(cube)
@@ -539,23 +447,19 @@ def _check_inputs(cube: Path, ckpt: dict, ckpt_path: Path):
         problems.append("the cube has no 'valid' mask")
     bands_ckpt = [str(b) for b in ckpt["bands"]]
     bands_cube = [str(b) for b in ds["band"].values] if "band" in ds.coords else []
-    band_index: list[int] = []
-    if any(s != "terrain" for s in streams):
-        missing_b = [b for b in bands_ckpt if b not in bands_cube]
-        if missing_b:
-            problems.append(f"the model was trained on bands {bands_ckpt}; the cube has {bands_cube} "
-                            f"(missing {missing_b})")
-        else:
-            band_index = [bands_cube.index(b) for b in bands_ckpt]
+    missing_b = [b for b in bands_ckpt if b not in bands_cube]
+    if any(s != "terrain" for s in streams) and missing_b:
+        problems.append(f"the model was trained on bands {bands_ckpt}; the cube has {bands_cube} "
+                        f"(missing {missing_b})")
     if problems:
         raise InputDataError(
             f"The checkpoint {ckpt_path} does not fit the cube {cube}: " + "; ".join(problems) +
-            ". Use a model trained on cubes with the same bands and streams, or rebuild the cube with "
+            ". Use a model trained on bands and streams the cube has, or rebuild the cube with "
             "them (`landslide-dask cube --bands ...`).")
     dims = tuple(ds["valid"].dims)
     if dims != ("y", "x"):
         raise InputDataError(f"{cube}: 'valid' has dims {dims}, expected ('y', 'x'); rebuild the cube.")
-    return ds, tuple(band_index)
+    return ds
 
 
 def _file_sha256(path: Path) -> str:
@@ -571,11 +475,12 @@ def _prepare(cube, model, window, overlap, batch_size, device, local_threads):
     import zarr
 
     from .model import ModelConfig
-    from .train import load_checkpoint
+    from .train import checkpoint_reader, load_checkpoint
 
     cube, model = Path(cube).resolve(), Path(model).resolve()
+
     ckpt = load_checkpoint(model)
-    ds, band_index = _check_inputs(cube, ckpt, model)
+    ds = _check_inputs(cube, ckpt, model)
     valid = zarr.open_group(str(cube), mode="r")["valid"]
     shape = tuple(int(v) for v in valid.shape)
     chunks = tuple(int(v) for v in valid.chunks)
@@ -585,11 +490,10 @@ def _prepare(cube, model, window, overlap, batch_size, device, local_threads):
         batch_size = default_batch_size(device)
     if batch_size < 1:
         raise InputDataError(f"batch_size must be >= 1, got {batch_size}")
-    token = str((cube / "zarr.json").stat().st_mtime_ns) if (cube / "zarr.json").exists() else "0"
-    plan = _Plan(cube=str(cube), cube_token=token, shape=shape, chunks=chunks, model=str(model),
-                 model_mtime_ns=model.stat().st_mtime_ns, device=device, window=window, overlap=overlap,
-                 streams=tuple(str(s) for s in ckpt["streams"]), band_index=band_index,
-                 local_threads=local_threads, multiple=cfg.size_multiple)
+    plan = _Plan(cube=str(cube), reader=checkpoint_reader(ckpt, [cube]), shape=shape, chunks=chunks,
+                 model=str(model), model_mtime_ns=model.stat().st_mtime_ns, device=device, window=window,
+                 overlap=overlap, streams=tuple(str(s) for s in ckpt["streams"]), local_threads=local_threads,
+                 multiple=cfg.size_multiple)
     batches = _batches(windows_of(shape, window, overlap, cfg.size_multiple), batch_size)
     run = {"format": PREDICTION_FORMAT, "cube": str(cube), "shape": list(shape), "chunks": list(chunks),
            "model": str(model), "model_sha256": _file_sha256(model), "window": window, "overlap": overlap,
@@ -731,7 +635,13 @@ def _create_output(out: Path, plan: _Plan, run: dict, attrs: dict) -> None:
                                    "units": "1/255", "valid_range": [0, 255]})
         g.create_array("valid", shape=plan.shape, chunks=plan.chunks, dtype="bool", fill_value=False,
                        dimension_names=("y", "x"),
-                       attributes={**common, "long_name": "valid input (copied from the cube)"})
+                       attributes={**common, "long_name": "mapped: the inputs the model needs are there"})
+        if "pre" in plan.streams:
+            mapped = "mapped from post-event imagery and terrain" if not plan.reader.require_pre else \
+                "not mapped (the model was trained without pre-event dropout)"
+            g.create_array("no_pre", shape=plan.shape, chunks=plan.chunks, dtype="bool", fill_value=False,
+                           dimension_names=("y", "x"),
+                           attributes={**common, "long_name": f"no pre-event image: {mapped}"})
         g.attrs.update({**attrs, "run": run, "complete": False})
         zarr.open_group(str(tmp / "_done"), mode="w", zarr_format=3)  # marker files live here while running
         if out.exists():
@@ -1016,15 +926,39 @@ def _check_any_valid(plan: _Plan) -> None:
     import dask.array as da
     import zarr
 
-    valid = da.from_zarr(zarr.open_group(plan.cube, mode="r")["valid"])
+    g = zarr.open_group(plan.cube, mode="r")
+    valid = da.from_zarr(g["valid"])
+    needs_pre = plan.reader.require_pre and "pre" in plan.streams and "pre_valid" in g
+    if needs_pre:
+        valid = valid & da.from_zarr(g["pre_valid"])
     try:
         any_valid = bool(valid.any().compute(scheduler="threads"))
     except Exception as exc:
         raise InputDataError(f"Reading the 'valid' mask of {plan.cube} failed ({type(exc).__name__}: {exc}). "
                              "The cube is corrupt: rebuild it with `landslide-dask cube`.") from exc
+    if not any_valid and needs_pre:
+        raise InputDataError(f"{plan.cube} has no pixel with a pre-event image, and {plan.model} was trained "
+                             "without pre-event dropout, so it cannot map any: use a model trained with "
+                             "--pre-dropout, or rebuild the cube with a wider --pre-days window.")
     if not any_valid:
         raise InputDataError(f"{plan.cube} has no valid pixel (its 'valid' mask is all False): nothing to map. "
                              "Check the AOI and the pre/post windows (clouds?) and rebuild the cube.")
+
+
+def coverage(pred) -> dict[str, int]:
+    """Pixel counts of an opened prediction: ``mapped``, ``no_pre`` (no pre-event image) and
+    ``no_pre_mapped`` / ``no_pre_unmapped`` (how the model handled those)."""
+    import dask
+
+    parts = {"mapped": pred["valid"].data.sum()}
+    if "no_pre" in pred:
+        parts["no_pre"] = pred["no_pre"].data.sum()
+        parts["no_pre_mapped"] = (pred["no_pre"].data & pred["valid"].data).sum()
+    (got,) = dask.compute(parts)
+    out = {k: int(v) for k, v in got.items()}
+    if "no_pre" in out:
+        out["no_pre_unmapped"] = out["no_pre"] - out["no_pre_mapped"]
+    return out
 
 
 def open_prediction(out: str | Path):

@@ -47,8 +47,9 @@ def cube_quicklook(cube: str | Path, png: str | Path, max_px: int = 1400) -> Pat
     img[~valid] = (0.85, 0.1, 0.75)
     panels = [("post-event composite", img)]
     if "pre" in ds:
-        pre = stretch(rgb_of(ds, "pre", step), valid)
-        pre[~valid] = (0.85, 0.1, 0.75)
+        pre_valid = ds["pre_valid"][::step, ::step].values if "pre_valid" in ds else valid
+        pre = stretch(rgb_of(ds, "pre", step), pre_valid)
+        pre[~pre_valid] = (0.85, 0.1, 0.75)
         panels.insert(0, ("pre-event composite", pre))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6.8), squeeze=False)
     for ax, (title, im) in zip(axes[0], panels):

@@ -240,9 +240,11 @@ def class_image(counts: dict[str, np.ndarray], unevaluated: np.ndarray, rgb: np.
     return img
 
 
-def _draw(img: np.ndarray, png: Path, title: str, present: set[str], min_side: int = 800) -> None:
+def _draw(img: np.ndarray, png: Path, title: str, present: set[str], min_side: int = 800,
+          attribution: str | None = None, attribution_latin: str | None = None) -> None:
     """Save the map one image cell per screen pixel (small maps enlarged by a whole factor), so no
-    class is lost or blended by matplotlib's own resampling; title above, legend below."""
+    class is lost or blended by matplotlib's own resampling; title above, legend (and the data's
+    attribution) below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,7 +256,7 @@ def _draw(img: np.ndarray, png: Path, title: str, present: set[str], min_side: i
     if scale > 1:
         img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
         h, w = img.shape[:2]
-    dpi, top, bottom, side = 100, 50, 60, 10
+    dpi, top, bottom, side = 100, 50, 60 + (40 if attribution else 0), 10
     fig_w, fig_h = max(w + 2 * side, 1000), h + top + bottom
     fig = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
     ax = fig.add_axes(((fig_w - w) / 2 / fig_w, bottom / fig_h, w / fig_w, h / fig_h))
@@ -266,16 +268,37 @@ def _draw(img: np.ndarray, png: Path, title: str, present: set[str], min_side: i
     handles.append(Patch(facecolor=(0.6, 0.6, 0.6), edgecolor="black", linewidth=0.5,
                          label="not evaluated (outside inventory area)"))
     handles.append(Patch(facecolor=(0.25, 0.25, 0.25), edgecolor="black", linewidth=0.5, label="no valid data"))
-    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False, fontsize=9)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 40 / fig_h if attribution else 0.0), ncol=3,
+               frameon=False, fontsize=9)
+    if attribution:
+        import textwrap
+
+        fonts = _cjk_font()
+        # without a font for its script, a notice would print as empty boxes: print its Latin form
+        # (the full notice is in the PNG's metadata and in report.md)
+        text = attribution if fonts[0] != "DejaVu Sans" or attribution.isascii() or not attribution_latin \
+            else attribution_latin
+        fig.text(0.5, 4 / fig_h, "\n".join(textwrap.wrap(text, max(60, fig_w // 7))), ha="center",
+                 va="bottom", fontsize=7, fontfamily=fonts)
     fig.suptitle(title, fontsize=10, y=1 - 4 / fig_h, va="top")
     tmp = png.with_name(png.stem + f".tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png", metadata={"Copyright": attribution} if attribution else None)
         os.replace(tmp, png)
     finally:
         plt.close(fig)
         if tmp.exists():
             tmp.unlink()
+
+
+def _cjk_font() -> list[str]:
+    """Fonts that draw the Japanese attribution notices, where installed, before the default."""
+    from matplotlib import font_manager
+
+    have = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = [n for n in ("Noto Sans CJK JP", "IPAexGothic", "IPAGothic", "TakaoPGothic", "Droid Sans Fallback")
+           if n in have]
+    return [*cjk, "DejaVu Sans"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,12 +350,15 @@ def markdown_report(rep: dict) -> str:
               "outside the inventory area; grey: not evaluated." + (
                   f" Drawn at 1:{rep['map_step']}, each cell showing its most frequent class."
                   if rep["map_step"] > 1 else ""), ""]
+    if rep.get("attribution"):
+        lines += ["## Data", "", rep["attribution"], ""]
     return "\n".join(lines)
 
 
 def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, threshold: float | None = None,
                  min_area_m2: float = 400.0, *, name: str | None = None, min_iou: float = 0.1,
-                 min_cover: float = 0.5, max_px: int = 1600, client=None) -> dict:
+                 min_cover: float = 0.5, max_px: int = 1600, client=None, attribution: str | None = None,
+                 attribution_latin: str | None = None, beside: bool = False) -> dict:
     """Evaluate a finished prediction against a labelled cube; write report.md, report.json, map.png.
 
     ``prediction``: prediction zarr (or Dataset); ``cube``: the cube it was made from (with labels);
@@ -341,7 +367,10 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
     GeoPackage or GeoDataFrame), else made by :func:`polygonize` (not written); ``threshold``:
     default the prediction's attribute; ``min_area_m2``: predicted objects smaller are ignored;
     ``min_iou``/``min_cover``: the matching rule (module docstring); ``max_px``: longest side of the
-    map in cells before it is drawn at 1:step. Returns the report as a dict (also in report.json).
+    map in cells before it is drawn at 1:step; ``attribution``: the data's credit line, printed under
+    the map (inventories' licences ask for it), in ``attribution_latin`` where no font has its
+    script, and in full in report.md and the PNG's metadata; ``beside``: the post-event image, untouched, left of
+    the map. Returns the report as a dict (also in report.json).
     """
     pred = _open_prediction(prediction)
     cb, cube_where = _open_cube(cube)
@@ -426,18 +455,22 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
            "cube": str(cube) if not isinstance(cube, xr.Dataset) else "dataset", "model": pred.attrs.get("model"),
            "crs": crs, "threshold": t, "threshold_level": level, "threshold_source": threshold_source,
            "min_area_m2": float(min_area_m2), "evaluated_km2": conf.total * pixel_area / 1e6,
+           "attribution": attribution,
            "pixel": conf.scores(), "object": om, "map_step": step,
            "files": {"report_md": str(out_dir / "report.md"), "report_json": str(out_dir / "report.json"),
                      "map": str(png)}}
     rgb = _stretch(rgb_raw, vmask)
     img = class_image(counts, np.asarray(n_uneval) * 2 > _cell_pixels(h, w, step), rgb, vmask)
+    if beside:
+        plain = np.where(vmask[..., None], rgb, 0.25)
+        img = np.concatenate([plain, np.ones((img.shape[0], max(4, img.shape[1] // 50), 3)), img], axis=1)
     present = {k for k, v in counts.items() if np.any(v)}
     drawn = f" (drawn at 1:{step})" if step > 1 else ""
     title = (f"{name}{drawn} — pixels: MCC {conf.mcc():.2f}, F1 {conf.f1():.2f}, precision {conf.precision():.2f}, "
              f"recall {conf.recall():.2f}\nobjects: precision {om['precision']:.2f}, recall {om['recall']:.2f} "
              f"({om['detected_reference']}/{om['n_reference']} detected, {om['fp_predicted']} false) · "
              f"threshold {t:.2f}, min area {min_area_m2:.0f} m²")
-    _draw(img, png, title, present)
+    _draw(img, png, title, present, attribution=attribution, attribution_latin=attribution_latin)
     _write_text(out_dir / "report.json", json.dumps(rep, indent=2, default=_json_default) + "\n")
     _write_text(out_dir / "report.md", markdown_report(rep))
     return rep

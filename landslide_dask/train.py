@@ -21,11 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .chips import BandStats, ChipReader, augment, build_index, compute_stats, epoch_windows
+from .chips import BandStats, augment, build_index, compute_stats, drop_pre, epoch_windows
 from .cube import open_cube
 from .errors import InputDataError
 from .losses import deep_supervision_loss
 from .metrics import Confusion
+from .reader import REFLECTANCE, TERRAIN, ChunkCache, WindowReader, select_bands
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 CHECKPOINT_FORMAT = 1
@@ -38,6 +39,13 @@ class TrainConfig:
     cubes: list[str]
     out: str
     streams: tuple[str, ...] = ("pre", "post", "terrain")
+    # the imagery bands the model sees, by name (None: every band of the first cube); cubes from
+    # other sensors serve as long as they hold these
+    bands: tuple[str, ...] | None = None
+    # pre-event stream dropout (probability per window of losing it whole, and again of losing it
+    # beyond a random edge): a model trained with it maps pixels whose pre-event image is missing
+    # from post-event imagery and terrain; one trained without leaves them unmapped, and says so
+    pre_dropout: float = 0.0
     size: int = 224
     stride: int = 112
     block: int | None = None
@@ -66,30 +74,52 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["streams"] = list(self.streams)
+        d["bands"] = list(self.bands) if self.bands is not None else None
         return d
 
 
-def stream_channels(cube: str | Path, streams: tuple[str, ...]) -> tuple[dict[str, int], list[str]]:
-    """Input channels per stream and the band list, read from a cube (any band set works)."""
+def stream_channels(cube: str | Path, streams: tuple[str, ...], bands: tuple[str, ...] | None = None
+                    ) -> tuple[dict[str, int], list[str]]:
+    """Input channels per stream and the model's bands (``bands``, or every band of the cube),
+    checked against what the cube holds."""
     ds = open_cube(cube)
-    bands = [str(b) for b in ds["band"].values]
+    have = [str(b) for b in ds["band"].values] if "band" in ds.coords else []
+    chosen = list(bands) if bands is not None else have
     channels = {}
     for s in streams:
         if s == "terrain":
-            missing = [v for v in ("slope", "hillshade") if v not in ds]
+            missing = [v for v in TERRAIN if v not in ds]
             if missing:
                 raise InputDataError(f"{cube} has no {' or '.join(missing)}: train without the terrain stream "
                                      "(--streams pre,post) or rebuild the cube with a DEM.")
-            channels[s] = 2
+            channels[s] = len(TERRAIN)
         elif s in ds:
-            channels[s] = len(bands)
+            select_bands(chosen, have, f"the cube {cube}")
+            channels[s] = len(chosen)
         else:
             raise InputDataError(f"{cube} has no {s!r} composite: choose --streams from what the cube has.")
-    return channels, bands
+    return channels, chosen
 
 
-def _batches(reader: ChipReader, windows: pd.DataFrame, batch_size: int, rng: np.random.Generator | None,
-             streams: tuple[str, ...], drop_last: bool = True, jitter: float = 0.05):
+def maps_without_pre(ckpt: dict) -> bool:
+    """Whether a checkpoint's model was trained to map pixels that lack a pre-event image."""
+    return "pre" not in ckpt["streams"] or float((ckpt.get("train_config") or {}).get("pre_dropout") or 0) > 0
+
+
+def training_reader(cfg: TrainConfig, stats: BandStats | dict, bands: list[str]) -> WindowReader:
+    """The window reader of a training run (its own 512 MB chunk cache: a rank revisits chunks)."""
+    return WindowReader(cfg.cubes, cfg.streams, stats, bands, require_pre=cfg.pre_dropout <= 0,
+                        cache=ChunkCache(512))
+
+
+def checkpoint_reader(ckpt: dict, cubes: list[str | Path]) -> WindowReader:
+    """The window reader of a checkpoint's model over ``cubes`` (its bands, streams, statistics)."""
+    return WindowReader(cubes, tuple(ckpt["streams"]), ckpt["stats"], [str(b) for b in ckpt["bands"]],
+                        require_pre=not maps_without_pre(ckpt))
+
+
+def _batches(reader: WindowReader, windows: pd.DataFrame, size: int, batch_size: int, rng: np.random.Generator | None,
+             streams: tuple[str, ...], drop_last: bool = True, jitter: float = 0.05, pre_dropout: float = 0.0):
     """Batches of tensors, read one batch ahead on a background thread (I/O overlaps compute).
     Training drops a short last batch (equal steps on every rank); evaluation keeps it."""
     q: queue.Queue = queue.Queue(maxsize=2)
@@ -105,10 +135,12 @@ def _batches(reader: ChipReader, windows: pd.DataFrame, batch_size: int, rng: np
                 samples = []
                 for (cube, row, col), (sr, sc) in zip(rows[b * batch_size:(b + 1) * batch_size],
                                                       skips[b * batch_size:(b + 1) * batch_size]):
-                    s = reader.read(int(cube), int(row), int(col))
+                    s = reader.sample(int(cube), int(row), int(col), size)
                     s["label"][:sr] = 255
                     s["label"][:, :sc] = 255
-                    samples.append(augment(s, rng, jitter) if rng is not None else s)
+                    if rng is not None:
+                        s = drop_pre(augment(s, rng, jitter), rng, pre_dropout)
+                    samples.append(s)
                 batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in (*streams, "label")}
                 q.put(batch)
         except BaseException as exc:  # surface reader errors in the training thread
@@ -230,7 +262,7 @@ def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_
     elif cfg.init_from:
         model.load_state_dict(load_checkpoint(cfg.init_from)["state_dict"])
     ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    reader = ChipReader(list(cfg.cubes), cfg.size, cfg.streams, stats)
+    reader = training_reader(cfg, stats, bands)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     val = index[index["split"] == "val"].iloc[ctx.rank::ctx.world_size]  # every window, once
@@ -244,7 +276,8 @@ def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_
                                 n=steps * cfg.batch_size * ctx.world_size, positive_boost=cfg.positive_boost)
         rng = np.random.default_rng([cfg.seed, epoch, ctx.rank, 7])
         loss_sum, n_batches = 0.0, 0
-        batches = _batches(reader, windows, cfg.batch_size, rng, cfg.streams, jitter=cfg.jitter)
+        batches = _batches(reader, windows, cfg.size, cfg.batch_size, rng, cfg.streams, jitter=cfg.jitter,
+                           pre_dropout=cfg.pre_dropout)
         if ctx.is_main and cfg.progress:
             from .logs import progress_bar
 
@@ -268,7 +301,7 @@ def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_
             torch.distributed.broadcast(buf, 0)
         counts = torch.zeros(len(THRESHOLDS), 4, dtype=torch.float64)
         with torch.inference_mode():
-            for batch in _batches(reader, val, cfg.batch_size, None, cfg.streams, drop_last=False):
+            for batch in _batches(reader, val, cfg.size, cfg.batch_size, None, cfg.streams, drop_last=False):
                 inputs, target, known = _to_device(batch, device, cfg.streams)
                 with torch.autocast(device.type, enabled=use_amp):
                     prob = torch.sigmoid(model(inputs)["logits"].float())
@@ -335,12 +368,14 @@ def write_history(history: list[dict], out: Path) -> None:
 
 def prepare(cfg: TrainConfig) -> tuple[pd.DataFrame, BandStats, dict, list[str]]:
     """Index and statistics on the client side (dask), plus the model config from the cubes' bands."""
-    channels, bands = stream_channels(cfg.cubes[0], cfg.streams)
+    channels, bands = stream_channels(cfg.cubes[0], cfg.streams, cfg.bands)
     for c in cfg.cubes[1:]:
-        other, other_bands = stream_channels(c, cfg.streams)
-        if other_bands != bands:
-            raise InputDataError(f"{c} has bands {other_bands} but {cfg.cubes[0]} has {bands}: "
-                                 "cubes trained together need the same bands.")
+        stream_channels(c, cfg.streams, tuple(bands))  # every cube must hold the model's bands
+    if cfg.init_from:
+        parent = [str(b) for b in load_checkpoint(cfg.init_from)["bands"]]
+        if parent != list(bands):
+            raise InputDataError(f"{cfg.init_from} was trained on bands {parent}, not {list(bands)}: continue "
+                                 f"it with --bands {','.join(parent)}.")
     index = build_index(cfg.cubes, cfg.size, cfg.stride, cfg.block, cfg.min_usable, seed=cfg.seed)
     if not (index["split"] == "val").any():
         raise InputDataError("no validation windows: use larger cubes or a smaller --window/--block")
@@ -349,7 +384,7 @@ def prepare(cfg: TrainConfig) -> tuple[pd.DataFrame, BandStats, dict, list[str]]
         stats = BandStats.from_dict(ck["stats"])  # keep the parent's normalisation when continuing
         model_config = ck["model_config"]
     else:
-        stats = compute_stats(index, cfg.streams)
+        stats = compute_stats(index, cfg.streams, bands=tuple(bands), units=REFLECTANCE)
         from .model import ModelConfig
 
         model_config = ModelConfig(streams=channels, **cfg.model).to_dict()
@@ -428,11 +463,11 @@ def predict_windows(ckpt: dict, cube: str, windows: pd.DataFrame, size: int, bat
     model = build_model(ckpt["model_config"]).to(device, memory_format=torch.channels_last).eval()
     model.load_state_dict(ckpt["state_dict"])
     streams = tuple(ckpt["streams"])
-    reader = ChipReader([cube], size, streams, BandStats.from_dict(ckpt["stats"]))
+    reader = checkpoint_reader(ckpt, [cube])
     counts = torch.zeros(len(THRESHOLDS), 4, dtype=torch.float64)
     w = windows.assign(cube=0)
     with torch.inference_mode():
-        for batch in _batches(reader, w, batch_size, None, streams, drop_last=False):
+        for batch in _batches(reader, w, size, batch_size, None, streams, drop_last=False):
             inputs, target, known = _to_device(batch, torch.device(device), streams)
             prob = torch.sigmoid(model(inputs)["logits"].float())
             counts += confusion_by_threshold(prob.cpu(), target.cpu(), known.cpu())

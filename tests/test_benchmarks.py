@@ -1,10 +1,12 @@
-"""The benchmarks this change added, in their small modes, so they cannot rot."""
+"""The benchmarks, in their small modes, so they cannot rot."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -26,3 +28,40 @@ def test_liveness_benchmark_small_mode():
 def test_worker_env_benchmark_small_mode():
     out = _run("worker_env.py", "--steps", "1", "--repeat", "1", "--window", "64", "--batch-size", "2")
     assert "| distributed's default | 65536 |" in out and "| landslide_dask (WORKER_CONFIG) | unset |" in out
+
+
+IBURI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "iburi_2018"
+
+
+@pytest.mark.skipif(not IBURI.exists(), reason="../shared/data/iburi_2018 is not in this clone")
+def test_real_event_benchmark_small_mode_and_the_demo_on_the_real_event(tmp_path):
+    import json
+    import shutil
+
+    out = _run("real_event.py", "--out", str(tmp_path / "bench"), "--small", "--event", str(IBURI))
+    table = (tmp_path / "bench" / "real_event.md").read_text(encoding="utf-8")
+    for model in ("local", "transfer", "combined", "progressive"):
+        assert f"| {model} |" in table and (tmp_path / "bench" / "maps" / model / "map.png").stat().st_size > 10_000
+    assert "Iburi test blocks" in table and "(unseen)" in table and "koukita/2018_09_06_atumatyou" in table
+    assert "Pre-event gap" in out
+    # the same test blocks in every run: no model that saw Iburi trained on them
+    import pandas as pd
+
+    local = pd.read_csv(tmp_path / "bench" / "models" / "local" / "windows.csv")
+    combined = pd.read_csv(tmp_path / "bench" / "models" / "combined" / "windows.csv")
+    iburi = [p for p in combined["path"].unique() if p.endswith("iburi_2018.zarr")][0]
+    key = ["row", "col"]
+    a = local.sort_values(key)[[*key, "split"]].reset_index(drop=True)
+    b = combined[combined["path"] == iburi].sort_values(key)[[*key, "split"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    # `demo --real` maps the event with the model the demo trained (here the small transfer model)
+    demo = tmp_path / "demo-out"
+    (demo / "model").mkdir(parents=True)
+    shutil.copy(tmp_path / "bench" / "models" / "transfer" / "best.pt", demo / "model" / "best.pt")
+    p = subprocess.run([sys.executable, "-m", "landslide_dask.cli", "demo", "--real", str(IBURI), "--out", str(demo)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "pixels:  mcc" in p.stdout and "koukita/2018_09_06_atumatyou" in p.stdout
+    assert "no pre-event image: mapped from post-event imagery and terrain" in p.stdout
+    rep = json.loads((demo / "real" / "iburi_2018" / "demo-model" / "report.json").read_text())
+    assert rep["attribution"].startswith("Inventory:") and rep["evaluated_km2"] > 20

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from landslide_dask.chips import (ChipReader, augment, build_index, compute_stats, epoch_windows,
-                                  sampling_weights)
+from landslide_dask.chips import augment, build_index, compute_stats, epoch_windows, sampling_weights
+from landslide_dask.reader import ChunkCache, WindowReader
 from landslide_dask.cube import write_cube
 
 
@@ -84,10 +84,10 @@ def test_normalisation_statistics_equal_numpy(index, cubes):
 
 def test_reader_matches_direct_slicing_and_decodes_each_chunk_once(index, cubes):
     stats = compute_stats(index)
-    reader = ChipReader([p for p, _ in cubes], size=128, stats=stats)
+    reader = WindowReader([p for p, _ in cubes], stats=stats, cache=ChunkCache(512))
     order = epoch_windows(index, "train", epoch=0, chunk=256)
     for _, w in order.head(25).iterrows():
-        got = reader.read(w["cube"], w["row"], w["col"])
+        got = reader.sample(w["cube"], w["row"], w["col"], 128)
         ds = cubes[w["cube"]][1]
         sl = (slice(w["row"], w["row"] + 128), slice(w["col"], w["col"] + 128))
         valid = ds["valid"].values[sl]
@@ -133,3 +133,15 @@ def test_augment_moves_every_layer_together():
         out = augment(sample, rng, jitter=0.0)
         np.testing.assert_array_equal(out["post"], out["terrain"])
         np.testing.assert_array_equal(out["post"][0].astype(np.uint8), out["label"])
+
+
+def test_a_region_keeps_its_split_blocks_whichever_regions_it_is_indexed_with(cubes):
+    paths = [p for p, _ in cubes]
+    key = ["path", "row", "col"]
+    both = build_index(paths, size=128, stride=64, block=256).sort_values(key).reset_index(drop=True)
+    swapped = build_index(paths[::-1], size=128, stride=64, block=256).sort_values(key).reset_index(drop=True)
+    alone = build_index(paths[1:], size=128, stride=64, block=256)
+    pd.testing.assert_series_equal(both["split"], swapped["split"])
+    mine = both[both["path"] == str(paths[1])].reset_index(drop=True)
+    assert mine["split"].tolist() == alone.sort_values(key)["split"].tolist()
+    assert set(mine["split"]) >= {"train", "val", "test"}

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from landslide_dask.chips import ChipReader, build_index, compute_stats
+from landslide_dask.chips import build_index, compute_stats
+from landslide_dask.reader import WindowReader
 from landslide_dask.cube import open_cube
 from landslide_dask.errors import InputDataError
 from landslide_dask.patches import (L4S_MEAN, PRESETS, BandMap, import_patches, parse_band_map, patch_windows,
@@ -145,10 +146,10 @@ def test_gap_index_and_reader_return_exactly_the_patches(l4s_gap):
     assert sorted(zip(index["row"], index["col"])) == sorted(zip(pw["row"], pw["col"]))
     # a plain index (stride 16, the default threshold) would also pick windows straddling the gap
     assert len(build_index([cube], size=S, stride=16, block=S + 16, min_usable=0.5)) > 7
-    reader = ChipReader([str(cube)], size=S, streams=("post", "terrain"))
+    reader = WindowReader([str(cube)], streams=("post", "terrain"))
     for _, w in pw.iterrows():
         img, mask = data[w["name"]]
-        s = reader.read(0, int(w["row"]), int(w["col"]))
+        s = reader.sample(0, int(w["row"]), int(w["col"]), S)
         np.testing.assert_array_equal(s["label"], mask)
         assert s["valid"].all() and s["post"].shape == (4, S, S) and s["terrain"].shape == (2, S, S)
         np.testing.assert_array_equal(s["post"][2], np.clip(np.rint(img[..., 3] * np.float64(L4S_MEAN[3])), 1, 65535))
@@ -345,5 +346,5 @@ def test_folder_dataset_of_mixed_non_square_sizes_is_packed_with_masks_in_0_255_
     rec = a["recommended_index"]
     index = build_index([str(cube)], rec["size"], rec["stride"], rec["block"], rec["min_usable"])
     assert len(index) > 0
-    sample = ChipReader([str(cube)], rec["size"], ("post",)).read(0, int(index["row"][0]), int(index["col"][0]))
+    sample = WindowReader([str(cube)], ("post",)).sample(0, int(index["row"][0]), int(index["col"][0]), rec["size"])
     assert sample["post"].shape == (3, rec["size"], rec["size"]) and sample["valid"].mean() >= rec["min_usable"]

@@ -213,3 +213,27 @@ def test_a_worker_lost_before_the_first_checkpoint_restarts_from_scratch(client,
     assert [h["epoch"] for h in res["history"]] == [0, 1]
     said = capsys.readouterr().out
     assert "before the first checkpoint; starting again from scratch" in said, said
+
+
+def test_an_rgb_model_trained_on_four_band_cubes_maps_and_scores_a_three_band_cube(client, cubes, tmp_path):
+    import landslide_dask.predict as P
+    from landslide_dask.cube import write_cube
+
+    res = train(client, _cfg(cubes, tmp_path / "rgb", epochs=1, steps_per_epoch=4, bands=("blue", "green", "red"),
+                             pre_dropout=0.2))
+    ck = load_checkpoint(res["best"])
+    assert ck["bands"] == ["blue", "green", "red"] and ck["train_config"]["pre_dropout"] == 0.2
+    assert len(ck["stats"]["mean"]["post"]) == 3 and ck["stats"]["units"] == "reflectance_x10000"
+    # the same region as another sensor would deliver it: three bands, in another order
+    ds = open_cube(cubes[0])
+    rgb = write_cube(ds.sel(band=["red", "green", "blue"]).chunk({"band": -1}), tmp_path / "rgb.zarr", progress=False)
+    assert evaluate(res["best"], rgb) == evaluate(res["best"], cubes[0])
+    a = P.predict(cubes[0], res["best"], tmp_path / "a.zarr", window=128, overlap=32, progress=False)
+    b = P.predict(rgb, res["best"], tmp_path / "b.zarr", window=128, overlap=32, progress=False)
+    np.testing.assert_array_equal(P.open_prediction(a)["probability"].values, P.open_prediction(b)["probability"].values)
+    # a cube without one of the model's bands is refused, naming it
+    no_blue = write_cube(ds.sel(band=["red", "green", "nir"]).chunk({"band": -1}), tmp_path / "nb.zarr", progress=False)
+    with pytest.raises(InputDataError, match=r"missing \['blue'\]"):
+        evaluate(res["best"], no_blue)
+    with pytest.raises(InputDataError, match=r"missing \['blue'\]"):
+        train(client, _cfg([cubes[0], str(no_blue)], tmp_path / "bad", bands=("blue", "green", "red")))
