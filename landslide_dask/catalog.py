@@ -32,6 +32,7 @@ import rasterio.errors
 from pyproj import CRS as ProjCRS
 from pyproj import Transformer
 from rasterio.windows import Window
+from rio_stac.stac import get_raster_info
 
 from .errors import InputDataError
 
@@ -225,6 +226,15 @@ def _xy_crs(crs: Any) -> bool:
         return bool(axes) and axes[0].direction.lower() in ("east", "west")
     except Exception:  # noqa: BLE001
         return True
+
+
+def _finite(v: Any) -> bool:
+    """JSON without NaN or inf (strict STAC readers refuse them): statistics of an empty band."""
+    if isinstance(v, dict):
+        return all(_finite(x) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return all(_finite(x) for x in v)
+    return not isinstance(v, float) or bool(np.isfinite(v))
 
 
 def _proj_fields(info: dict[str, Any]) -> dict[str, Any]:
@@ -449,6 +459,10 @@ def _make_item(item_id: str, members: list[tuple[Path, dict[str, Any]]], dt: str
     item_assets_dir = assets_root / item_id
     if item_assets_dir.exists():
         shutil.rmtree(item_assets_dir)
+    raster_info = {}
+    for path, _ in members:
+        with rasterio.open(path) as src:
+            raster_info[path] = get_raster_info(src, max_size=256)
     assets: dict[str, Any] = {}
     grids = {(m[1]["crs"].to_wkt(), tuple(m[1]["transform"])[:6], m[1]["height"], m[1]["width"]) for m in members}
     for path, info in members:
@@ -471,7 +485,11 @@ def _make_item(item_id: str, members: list[tuple[Path, dict[str, Any]]], dt: str
             else:
                 href, media = str(path), GEOTIFF_TYPE
             band_nodata = nodata if nodata is not None else info["nodata"]
-            raster_band: dict[str, Any] = {"data_type": info["dtypes"][b - 1], **(scaling or {})}
+            # rio-stac's raster:bands (sampling, statistics, histogram from a <= 256 px overview);
+            # scale/offset only where recorded: 1 and 0 from a plain file mean "not recorded"
+            raster_band: dict[str, Any] = {k: v for k, v in raster_info[path][b - 1].items()
+                                           if k not in ("scale", "offset", "nodata") and _finite(v)}
+            raster_band.update({"data_type": info["dtypes"][b - 1], **(scaling or {})})
             if band_nodata is not None:
                 raster_band["nodata"] = band_nodata if np.isfinite(band_nodata) else str(band_nodata)
             assets[name] = {

@@ -215,6 +215,34 @@ def augment(sample: dict[str, np.ndarray], rng: np.random.Generator, jitter: flo
     return out
 
 
+# Sentinel-2 band centres (nm), for the wavelength dependence of haze
+WAVELENGTH_NM = {"coastal": 443, "blue": 490, "green": 560, "red": 665, "rededge1": 705, "rededge2": 740,
+                 "rededge3": 783, "nir": 842, "nir08": 865, "nir09": 945, "swir16": 1610, "swir22": 2190}
+HAZE_MAX = 800.0  # reflectance x 10,000 added to blue at most: path radiance of a hazy top-of-atmosphere scene
+
+
+def haze(sample: dict[str, np.ndarray], rng: np.random.Generator, p: float, bands: tuple[str, ...],
+         std: dict[str, np.ndarray], streams: tuple[str, ...] = ("pre", "post")) -> dict[str, np.ndarray]:
+    """Atmospheric path radiance, per acquisition: with probability ``p`` an imagery stream gets
+    an additive offset of up to ``HAZE_MAX`` (reflectance x 10,000) at blue, falling with
+    wavelength as lambda^-k (k in [1, 4]: aerosol to Rayleigh). Real downloads are often
+    top-of-atmosphere (L1C) or hazy where the teacher's scenes are surface reflectance; ``std``:
+    the streams' per-channel std (reflectance units), to add the offset in normalised units."""
+    if p <= 0:
+        return sample
+    out = dict(sample)
+    lam = np.asarray([WAVELENGTH_NM.get(b, 842) for b in bands], np.float64)
+    for s in streams:
+        if s not in out or rng.random() >= p:
+            continue
+        k = rng.uniform(1.0, 4.0)
+        h = rng.uniform(0.0, HAZE_MAX) * (lam / 490.0) ** -k
+        add = (h / np.asarray(std[s], np.float64).reshape(-1)).astype(np.float32)[:, None, None]
+        keep = out["pre_valid"] if s == "pre" and "pre_valid" in out else out["valid"]
+        out[s] = np.where(keep, out[s] + add, 0.0).astype(np.float32)
+    return out
+
+
 def drop_pre(sample: dict[str, np.ndarray], rng: np.random.Generator, p: float) -> dict[str, np.ndarray]:
     """Pre-event stream dropout, so a model learns to map from post-event imagery and terrain where
     the pre-event image is missing: with probability ``p`` the whole window loses it, with

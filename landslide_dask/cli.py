@@ -105,7 +105,7 @@ def _train_config(args: argparse.Namespace, cubes: list[str], out: str) -> "Trai
     if args.stem_width:
         model["stem_widths"] = {s: args.stem_width for s in args.streams}
     optional = {k: v for k, v in (("bands", tuple(args.bands) if args.bands else None),
-                                  ("pre_dropout", args.pre_dropout)) if v is not None}
+                                  ("pre_dropout", args.pre_dropout), ("haze", args.haze)) if v is not None}
     return TrainConfig(cubes=cubes, out=out, streams=tuple(args.streams), size=args.window, stride=args.stride,
                        block=args.block, min_usable=args.min_usable, batch_size=args.batch_size, epochs=args.epochs,
                        steps_per_epoch=args.steps_per_epoch, lr=args.lr, positive_boost=args.positive_boost,
@@ -380,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="probability per window of hiding its pre-event image (whole, and again beyond a "
                             "random edge), so the model maps gaps in the pre-event mosaic from post-event "
                             "imagery and terrain (default 0: such pixels are left unmapped)")
+        s.add_argument("--haze", type=float,
+                       help="probability per acquisition of added haze (path radiance falling with wavelength), "
+                            "for scenes delivered top-of-atmosphere or hazy (default 0)")
         s.add_argument("--window", type=int, default=224, help="training window in pixels (default 224)")
         s.add_argument("--stride", type=int, default=112, help="window spacing in the index (default 112)")
         s.add_argument("--block", type=int, help="side of the split blocks in pixels (default 4 x window)")

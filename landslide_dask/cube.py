@@ -1,7 +1,7 @@
 """Analysis-ready cubes: STAC items -> lazy stackstac arrays -> composites, terrain, labels -> zarr.
 
 Everything stays lazy until the zarr write, chunk by chunk, so memory follows the chunk size,
-not the region. The cube contract (the README's "cube contract" table) is what training and inference read.
+not the region. The cube contract (docs/contracts.md) is what training and inference read.
 """
 
 from __future__ import annotations

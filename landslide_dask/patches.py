@@ -1,7 +1,7 @@
 """Benchmark patch datasets (Landslide4Sense ``.h5``, image/mask folders) as one cube.
 
 Why: the field's benchmarks ship as thousands of small labelled patches, while training and
-evaluation here read cubes (DESIGN.md section 2). Writing the patches into ONE zarr mosaic that
+evaluation here read cubes (docs/contracts.md). Writing the patches into ONE zarr mosaic that
 follows the cube contract lets ``open_cube``, ``build_index``, ``compute_stats``, ``WindowReader``,
 ``train`` and ``evaluate`` run unchanged.
 

@@ -1,7 +1,7 @@
 """Synthetic event regions, written exactly like a user's real data.
 
-Why this module exists: without a shippable event inventory with matching imagery (DESIGN.md
-section 5), the accuracy tests and the demo need regions where the learning problem is real:
+Why this module exists: without an event inventory with matching imagery that every clone can
+carry, the accuracy tests and the demo need regions where the learning problem is real:
 landslides that are bright, vegetation-free scars *on steep ground* next to look-alikes that are
 not landslides (harvested fields, old scars, cloud remnants, river sediment), under changing sun,
 clouds and seasons, in several UTM zones. And the files must look like Earth Search's, so every
@@ -624,7 +624,9 @@ class World:
             py = cy0 + r.random(n) * CELL
             accept_u = r.random(n)
             length = 40.0 * (1.0 - r.random(n)) ** (-1.0 / 1.45)          # power-law lengths
-            aspect = r.uniform(0.18, 0.42, n)
+            # width / length across the range of real inventories (0.2 narrow debris slides to 0.8
+            # broad slope failures; 0.18-0.42 before, which made every slide a thin streak)
+            aspect = r.uniform(0.2, 0.8, n)
             jitter = r.integers(0, 2**31 - 1, n)
             reveg = r.uniform(0.25, 0.7, n)
             for k in range(n):
@@ -651,7 +653,7 @@ class World:
             lengths = lengths * 1.2
         lengths = np.minimum(lengths, 500.0)
         aspects = np.array([sizes[k][1] for k in keep])
-        widths = np.clip(lengths * aspects, 12.0, 60.0)
+        widths = np.clip(lengths * aspects, 12.0, 150.0)
         paths = self._trace(px[keep], py[keep], lengths)
         for j, k in enumerate(keep):
             c, kk = owners[k]

@@ -1,6 +1,6 @@
 """A real one-node SLURM cluster for the tests: installed if missing, started directly, stopped after.
 
-What DESIGN.md section 4 measured, as code: Debian's ``slurmctld slurmd slurm-client munge``
+How SLURM runs on these machines, as code: Debian's ``slurmctld slurmd slurm-client munge``
 (``apt-get install --no-install-recommends``) run without systemd or cgroups. ``munged`` (with its
 own key and socket, so a system munged, if any, is untouched), ``slurmctld`` and ``slurmd`` are
 started in the foreground as our own child processes, with a one-node ``slurm.conf`` whose state,

@@ -54,6 +54,12 @@ def test_real_event_benchmark_small_mode_and_the_demo_on_the_real_event(tmp_path
     a = local.sort_values(key)[[*key, "split"]].reset_index(drop=True)
     b = combined[combined["path"] == iburi].sort_values(key)[[*key, "split"]].reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+    # the teacher comparison on the same cubes, beside the Chattogram tiles where present
+    chatto = IBURI.parent / "chattogram_s2_tiles"
+    t = _run("teacher.py", "--cubes", str(tmp_path / "bench" / "cubes"),
+             *(["--chattogram", str(chatto)] if chatto.exists() else []))
+    assert "| iburi_2018 post |" in t and "| hokkaido_like pre |" in t and "PSD slope" in t
+    assert ("| chattogram (real) |" in t) == chatto.exists()
     # `demo --real` maps the event with the model the demo trained (here the small transfer model)
     demo = tmp_path / "demo-out"
     (demo / "model").mkdir(parents=True)

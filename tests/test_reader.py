@@ -105,12 +105,16 @@ def test_a_cube_that_lacks_a_model_band_is_named(tmp_path):
     assert not (tmp_path / "p.zarr").exists()
 
 
-def test_a_model_trained_without_pre_dropout_leaves_the_gap_unmapped_and_says_so(gappy, tmp_path):
+def _map_gap(gappy, tmp_path, pre_dropout: float):
+    """The gappy cube mapped by a model trained with or without pre-event dropout; the gap's mask."""
     cube, a = gappy
-    out = P.predict(cube, _ckpt(tmp_path / "m.pt", 0.0), tmp_path / "p.zarr", window=WIN, overlap=OV,
+    out = P.predict(cube, _ckpt(tmp_path / "m.pt", pre_dropout), tmp_path / "p.zarr", window=WIN, overlap=OV,
                     progress=False)
-    pred = P.open_prediction(out)
-    gap = a["valid"] & ~a["pre_valid"]
+    return P.open_prediction(out), a, a["valid"] & ~a["pre_valid"]
+
+
+def test_a_model_trained_without_pre_dropout_leaves_the_gap_unmapped_and_says_so(gappy, tmp_path):
+    pred, a, gap = _map_gap(gappy, tmp_path, 0.0)
     np.testing.assert_array_equal(pred["no_pre"].values, gap)
     np.testing.assert_array_equal(pred["valid"].values, a["pre_valid"])
     assert (pred["probability"].values[gap] == 0).all()
@@ -121,11 +125,7 @@ def test_a_model_trained_without_pre_dropout_leaves_the_gap_unmapped_and_says_so
 
 
 def test_a_model_trained_with_pre_dropout_maps_the_gap_and_records_it(gappy, tmp_path):
-    cube, a = gappy
-    out = P.predict(cube, _ckpt(tmp_path / "m.pt", 0.3), tmp_path / "p.zarr", window=WIN, overlap=OV,
-                    progress=False)
-    pred = P.open_prediction(out)
-    gap = a["valid"] & ~a["pre_valid"]
+    pred, a, gap = _map_gap(gappy, tmp_path, 0.3)
     np.testing.assert_array_equal(pred["valid"].values, a["valid"])
     np.testing.assert_array_equal(pred["no_pre"].values, gap)
     prob = pred["probability"].values
@@ -203,3 +203,24 @@ def test_reflectance_units_put_scenes_with_and_without_the_dn_offset_on_one_scal
     s_new = compute_stats(build_index([new], size=64, stride=32, block=64, min_usable=0.5).assign(split="train"),
                           STREAMS, units=REFLECTANCE)
     np.testing.assert_allclose(s_new.mean["post"], stats.mean["post"], rtol=1e-9)
+
+
+def test_haze_adds_more_to_blue_than_to_red_per_acquisition_on_valid_pixels_only():
+    from landslide_dask.chips import haze
+
+    rng = np.random.default_rng(1)
+    valid = np.ones((8, 8), bool)
+    valid[:2] = False
+    std = {"pre": np.full((3, 1, 1), 300.0), "post": np.full((3, 1, 1), 300.0)}
+    sample = {"pre": np.zeros((3, 8, 8), np.float32), "post": np.zeros((3, 8, 8), np.float32), "valid": valid}
+    seen_pre_only = False
+    for _ in range(50):
+        out = haze(sample, rng, 0.5, ("blue", "green", "red"), std)
+        for s in ("pre", "post"):
+            v = out[s][:, 4, 4]
+            assert v[0] >= v[1] >= v[2] >= 0 and v[0] <= 800 / 300 + 1e-6
+            assert (out[s][:, ~valid] == 0).all()
+            assert (out[s][:, valid] == out[s][:, 4, 4][:, None]).all()  # one offset per band and acquisition
+        seen_pre_only |= bool(out["pre"][0, 4, 4] > 0 and out["post"][0, 4, 4] == 0)
+    assert seen_pre_only  # acquisitions get their own atmosphere
+    assert haze(sample, rng, 0.0, ("blue", "green", "red"), std) is sample

@@ -100,14 +100,17 @@ def test_real_iburi_event_per_band_files_per_date_catalogue_and_cube_with_its_in
 
     stac = tmp_path / "stac"
     catalog_geotiffs(IBURI / "pre-event", stac, collection="iburi-s2", group="folder",
-                     dates={"pre-event": "2018-08-20"})
+                     dates={"pre-event": "2018-08-20"}, dn_scale=1e-4, dn_offset=0.0)
     catalog_geotiffs(IBURI / "post-event", stac, collection="iburi-s2", group="folder",
-                     dates={"post-event": "2018-10-01"})  # added to the collection, not replacing it
+                     dates={"post-event": "2018-10-01"}, dn_scale=1e-4, dn_offset=0.0)  # added, not replacing
     catalog_geotiffs(IBURI / "dem", stac, collection="iburi-dem", bands=["data"], static=True)
     items = json.loads((stac / "stac" / "items" / "iburi-s2.json").read_text())["features"]
     assert sorted(i["id"] for i in items) == ["post-event", "pre-event"]
     for it in items:
         assert sorted(it["assets"]) == ["blue", "green", "red"]  # B02, B03, B04 by their band codes
+        rb = it["assets"]["red"]["raster:bands"][0]
+        assert rb["scale"] == 1e-4 and rb["offset"] == 0.0 and rb["nodata"] == 0
+        assert 100 < rb["statistics"]["mean"] < 3000  # rio-stac's statistics of the band
     assert {i["id"]: i["properties"]["datetime"] for i in items} == {"pre-event": "2018-08-20T00:00:00Z",
                                                                        "post-event": "2018-10-01T00:00:00Z"}
     dem = json.loads((stac / "stac" / "items" / "iburi-dem.json").read_text())["features"][0]
@@ -122,6 +125,7 @@ def test_real_iburi_event_per_band_files_per_date_catalogue_and_cube_with_its_in
                         scl_asset=None, dem_collection="iburi-dem", chunk=256)
         ds = open_cube(build_cube(spec, progress=False, quicklook=False))
     assert list(ds["band"].values) == ["blue", "green", "red"] and "slope" in ds and "pre" in ds
+    assert ds.attrs["dn_scale_offset"] == [1e-4, 0.0]
     label = ds["label"].values
     known = label != 255
     share = float((label == 1).sum() / known.sum())

@@ -149,7 +149,7 @@ def test_regions_json_and_vectors(data, regions):
             utm = _to_crs(geom, r["epsg"]).area
             assert abs(utm - f["properties"]["area_m2"]) < 0.01 * utm + 1.0
         areas = np.array([f["properties"]["area_m2"] for f in inv])
-        assert areas.min() >= 300 and areas.max() < 60_000
+        assert areas.min() >= 300 and areas.max() < 150_000  # at most 500 m long and 150 m wide
     assert len({r["epsg"] for r in regions}) >= 3
 
 
@@ -321,13 +321,15 @@ def test_post_event_change_marks_landslides_and_little_else(data, regions, s2_it
         slid = ok & core
         assert slid.sum() > 50 and hill.sum() > 1000, r["name"]
         d_red, d_nir, d_ndvi = red_post - red_pre, nir_post - nir_pre, ndvi_post - ndvi_pre
-        assert np.median(d_red[slid]) > 0.05, r["name"]
+        # > 0.04 reflectance: broad slides (width/length up to 0.8) keep more of their margin's cover
+        assert np.median(d_red[slid]) > 0.04, r["name"]
         assert np.median(d_ndvi[slid]) < -0.25, r["name"]
         assert np.median(d_nir[slid]) < 0.01, r["name"]  # bare soil: NIR falls or stays (dry seasons)
         assert np.mean(d_red[slid] > 0.02) > 0.8, r["name"]
         # Away from landslides (and off the flat farmland) the change is small ...
         assert abs(np.median(d_red[hill])) < 0.01 and abs(np.median(d_ndvi[hill])) < 0.08, r["name"]
-        assert np.mean(d_ndvi[hill] < -0.25) < 0.03, r["name"]
+        # (old scars and cloud remnants, the confounders, take a few % of the hills)
+        assert np.mean(d_ndvi[hill] < -0.25) < 0.05, r["name"]
 
 
 def test_confounders_exist(data, regions, s2_items, dem_items):
