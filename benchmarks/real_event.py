@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from landslide_dask.chips import build_index
     from landslide_dask.demo import DEMO_EPOCHS, DEMO_STEPS, demo_train_config, local_client
-    from landslide_dask.events import event_cube, event_of, map_event, test_block_cube
+    from landslide_dask.events import event_cube, event_of, map_event, split_labels
     from landslide_dask.report import evaluate_map
     from landslide_dask.train import evaluate
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         # Iburi's split as every run deals it (by the region's name): its test windows
         c = cfg("local", [iburi])
         index = build_index([iburi], c.size, c.stride, c.block, c.min_usable, seed=c.seed)
-        test_ds, test_share = test_block_cube(iburi, index)
+        test_ds, test_share = split_labels(iburi, index)
         names = {"local": "Iburi", "transfer": "synthetic only", "combined": "synthetic + Iburi",
                  "progressive": "synthetic, then + Iburi"}
         reports = {}
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
              f"{index.attrs['size']} px), the same in every run. Threshold: each checkpoint's own, chosen on its "
              "validation blocks. Objects: polygons >= 400 m² against the inventory's polygons.",
              f"Pre-event gap: {cov.get('no_pre', 0) / max(cov['mapped'], 1):.1%} of the mapped pixels have no pre-event "
-             f"image and were mapped from post-event imagery and terrain (pre-event dropout {cfg('x', seen).pre_dropout}).",
+             f"image and were mapped from post-event imagery and terrain (pre-event dropout {c.pre_dropout}).",
              "", "Training curves (validation MCC per epoch, each run's own validation blocks):", ""]
     lines += [f"- {name}: {curve_summary(res)} ({out / 'models' / name / 'curves.png'})" for name, res in results.items()]
     lines += ["", f"Maps beside the post-event image: {out / 'maps'}/<model>/map.png", "",

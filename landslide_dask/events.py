@@ -119,7 +119,7 @@ def event_cube(folder: str | Path, out_dir: str | Path, chunk: int = 512, progre
     return cube
 
 
-def test_block_cube(cube: str | Path, index, split: str = "test"):
+def split_labels(cube: str | Path, index, split: str = "test"):
     """The cube (lazy) with labels kept only inside the ``split`` windows of a training index, so
     a map is scored on a local model's held-out blocks and nothing else."""
     import numpy as np
@@ -144,7 +144,7 @@ def map_event(folder: str | Path, model: str | Path, out_dir: str | Path, *, cli
     """Map an event with a trained model and score the map against its inventory: probability,
     polygons, report and a PNG of the map beside the post-event image, with the data's attribution.
     ``scored_on``: a labelled dataset to score against instead of the whole inventory (e.g.
-    :func:`test_block_cube`); ``cube``: the event's cube if built already (default: built in ``out_dir``)."""
+    :func:`split_labels`); ``cube``: the event's cube if built already (default: built in ``out_dir``)."""
     from .polygons import polygonize
     from .predict import coverage, open_prediction, predict
     from .report import evaluate_map

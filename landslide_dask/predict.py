@@ -86,6 +86,7 @@ import numpy as np
 from . import __version__
 from .errors import InputDataError
 from .reader import TERRAIN, WindowReader
+from .reader import clear_caches as _clear_reader_caches
 from .workers import worker_table
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,6 @@ DEFAULT_OVERLAP = 64
 #: CUDA: 4 (not measured here: no GPU was lent; pass ``batch_size=``).
 DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 4}
 WEIGHT_FLOOR = 1e-3
-#: Decoded-chunk cache per process; enough for neighbouring windows to share chunks. Bounded, so
-#: memory does not grow with the region.
 PREDICTION_FORMAT = 1
 
 
@@ -214,9 +213,7 @@ _MODEL_LOCKS: dict[tuple[str, int, str], threading.Lock] = {}
 
 def clear_caches() -> None:
     """Forget cached arrays, chunks and models in this process (tests, or after rebuilding a cube)."""
-    from .reader import clear_caches as clear_reader
-
-    clear_reader()
+    _clear_reader_caches()
     with _LOCK:
         _MODELS.clear()
 
@@ -330,7 +327,7 @@ class _Plan:
 def _window_inputs(plan: _Plan, row: int, col: int, h: int, w: int) -> tuple[dict[str, np.ndarray], bool]:
     """The model inputs of one window (the window reader's, as in training) and whether any pixel
     of it is mapped."""
-    x, valid, _ = plan.reader.inputs(0, row, col, h, w, skip_empty=True)
+    x, _, _ = plan.reader.inputs(0, row, col, h, w, skip_empty=True)
     return x, bool(x)
 
 
@@ -395,12 +392,9 @@ def _assemble(plan: _Plan, i: int, j: int, contributions: list
         acc[r0 - y0:r1 - y0, c0 - x0:c1 - x0] += wt * p[r0 - py0:r1 - py0, c0 - px0:c1 - px0]
         wsum[r0 - y0:r1 - y0, c0 - x0:c1 - x0] += wt
     prob = np.divide(acc, wsum, out=np.zeros_like(acc), where=wsum > 0)
-    valid, pre_valid = plan.reader.masks(0, y0, x0, y1 - y0, x1 - x0)
+    valid, _, no_pre = plan.reader.masks(0, y0, x0, y1 - y0, x1 - x0)
     out = np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
     out[~valid] = 0
-    no_pre = None
-    if "pre" in plan.streams:
-        no_pre = plan.reader.raw(0, "valid", y0, x0, y1 - y0, x1 - x0).astype(bool) & ~pre_valid
     return out, valid, no_pre
 
 
