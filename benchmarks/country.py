@@ -8,7 +8,7 @@ workers from the measured per-stage rates.
 What it runs: the synthetic demo country (``landslide-dask make-demo-data DIR --country``: ~2,180
 km² of the ``gorkha_like`` look across the UTM 44N/45N boundary at 84 E, four event clusters) is
 generated if ``--data`` has no ``regions.json``, served by a real STAC API, and mapped as a country
-job (``landslide_dask.country.run_job``) on a fresh LocalCluster of 1 worker, then of 2 (one thread
+job (``landslide_dask.jobs.country.run_job``) on a fresh LocalCluster of 1 worker, then of 2 (one thread
 each; ``concurrency`` = workers, so a cell has one worker to itself), each into a fresh output
 folder. ``--bbox`` maps only part of the country (the area actually mapped, from the finished
 cells, is what every rate uses and what is reported). Reported per run: wall time (end to end:
@@ -45,7 +45,7 @@ STAGES = ("search", "cube", "predict", "cog", "polygons")
 def _tiny_checkpoint(path: Path) -> Path:
     import torch
 
-    from landslide_dask.model import LandslideNet, ModelConfig
+    from landslide_dask.train.model import LandslideNet, ModelConfig
 
     bands = ["blue", "green", "red", "nir"]
     torch.manual_seed(0)
@@ -63,11 +63,11 @@ def _tiny_checkpoint(path: Path) -> Path:
 def run_once(spec_path: Path, workers: int) -> dict:
     from distributed import Client
 
-    from landslide_dask.clusters import local_cluster
+    from landslide_dask.jobs.clusters import local_cluster
 
-    from landslide_dask.cells import make_cells
-    from landslide_dask.country import run_job
-    from landslide_dask.jobspec import load_jobspec
+    from landslide_dask.jobs.cells import make_cells
+    from landslide_dask.jobs.country import run_job
+    from landslide_dask.jobs.spec import load_jobspec
 
     spec = load_jobspec(spec_path)
     shutil.rmtree(spec.output_path, ignore_errors=True)
@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from landslide_dask.demo import country_object_scores
-    from landslide_dask.stac_server import serve_stac
-    from landslide_dask.synth import make_demo_country
+    from landslide_dask.demo.run import country_object_scores
+    from landslide_dask.stac.server import serve_stac
+    from landslide_dask.demo.synth import make_demo_country
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def _peak_mb() -> float:
 def build(data: str, region: dict, url: str, out: str, chunk: int, threads: int) -> dict:
     import dask
 
-    from landslide_dask.cube import CubeSpec, build_cube, open_cube
+    from landslide_dask.cube.build import CubeSpec, build_cube, open_cube
 
     dask.config.set(scheduler="threads", num_workers=threads)
     spec = CubeSpec(stac_url=url, event_date=date.fromisoformat(region["event_date"]),
@@ -55,7 +55,7 @@ def raw_read(data: str, cube: dict, threads: int) -> dict:
     from rasterio.warp import transform_bounds
     from rasterio.windows import from_bounds
 
-    from landslide_dask.stac_server import load_stac_dir
+    from landslide_dask.stac.server import load_stac_dir
 
     _, all_items = load_stac_dir(data)
     by_id = {it["id"]: it for it in all_items}
@@ -96,8 +96,8 @@ def main() -> None:
     p.add_argument("--json", help="also write the results as JSON to this file")
     args = p.parse_args()
 
-    from landslide_dask.stac_server import serve_stac
-    from landslide_dask.synth import make_demo_data
+    from landslide_dask.stac.server import serve_stac
+    from landslide_dask.demo.synth import make_demo_data
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-cube-"))
     results = []

@@ -4,7 +4,7 @@ each input stream contribute?
     python benchmarks/generalisation.py --cubes demo-out/cubes --out generalisation-out [--epochs 10]
 
 On the demo's cubes (`landslide-dask demo` builds them), with the demo's model and training
-settings (landslide_dask.demo.demo_train_config) and DDP over 2 local Dask workers:
+settings (landslide_dask.demo.run.demo_train_config) and DDP over 2 local Dask workers:
 1. leave-one-out: for each region, a combined model trained on the others, scored on every pixel
    of the held-out region; and a local model per region scored on its own test blocks;
 2. ablation on the last region held out: the same combined training with inputs
@@ -29,12 +29,12 @@ ABLATION = {"pre+post+terrain": ("pre", "post", "terrain"), "pre+post (no terrai
 def main() -> None:
     from distributed import Client
 
-    from landslide_dask.clusters import local_cluster
+    from landslide_dask.jobs.clusters import local_cluster
 
-    from landslide_dask.demo import DEMO_MODEL, demo_train_config
-    from landslide_dask.experiment import (leave_one_out, markdown_table, region_name, score_row, train_strategy,
+    from landslide_dask.demo.run import DEMO_MODEL, demo_train_config
+    from landslide_dask.train.experiment import (leave_one_out, markdown_table, region_name, score_row, train_strategy,
                                            write_table)
-    from landslide_dask.train import evaluate
+    from landslide_dask.train.loop import evaluate
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cubes", required=True, help="folder of region cubes (*.zarr), the last one is held out")

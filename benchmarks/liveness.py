@@ -10,7 +10,7 @@ CPU-bound processes beside it (busy loops, ended with the run), and a loop that 
 * ``client.scheduler_info(n_workers=-1)["workers"]`` (what this package used to read: it refreshes
   the client's cache, then returns the cache, which the client's periodic callback overwrites with
   a worker-less identity), and
-* ``landslide_dask.workers.worker_table`` (one ``Scheduler.identity`` RPC, read as answered).
+* ``landslide_dask.common.workers.worker_table`` (one ``Scheduler.identity`` RPC, read as answered).
 
 Meanwhile every worker runs a task that computes with torch the whole time, as a training rank
 does. It prints, for each listing, the number of replies and how many listed fewer workers than
@@ -59,7 +59,7 @@ def measure(seconds: float = 60.0, interval: float = 0.01, burners: int = 2, wor
     import dask
     from distributed import Client, LocalCluster
 
-    from landslide_dask.workers import worker_table
+    from landslide_dask.common.workers import worker_table
 
     ctx = mp.get_context("spawn")
     # the scheduler answers the client's first heartbeat (5 s) by slowing the refresh to 5 s:

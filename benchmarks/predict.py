@@ -145,7 +145,7 @@ def derive_cube(src: str, dst: Path, tile: int = 1, size: tuple[int, int] | None
     import xarray as xr
     import zarr
 
-    from landslide_dask.cube import write_cube
+    from landslide_dask.cube.build import write_cube
 
     ds = xr.open_zarr(src, consolidated=False)
     if size is not None:
@@ -195,7 +195,7 @@ def _tensors(samples: list[dict], streams, dev) -> dict:
 def _set_task_threads(plan, dev) -> None:
     import torch
 
-    import landslide_dask.predict as P
+    import landslide_dask.predict.run as P
 
     if dev.type == "cpu":
         torch.set_num_threads(P._threads_per_task(plan))
@@ -204,7 +204,7 @@ def _set_task_threads(plan, dev) -> None:
 def model_inputs(plan, batches, meta) -> tuple[list[tuple], dict, int]:
     """For every batch of predict: its key (valid windows, h, w) and the pixels it pushes; one in-memory input per
     distinct key, built from the batch's real windows. Windows without a valid pixel are left out, as predict does."""
-    import landslide_dask.predict as P
+    import landslide_dask.predict.run as P
 
     keys, inputs, pixels = [], {}, 0
     for batch in batches:
@@ -239,7 +239,7 @@ def model_only(plan, model, meta, keys: list, inputs: dict) -> float:
 def inputs_only(plan, batches, meta) -> float:
     """Seconds to read, decode and normalise every window of predict's batches (predict's ``_window_inputs``,
     predict's concurrency, from the current chunk cache); no model, no blending, no writing."""
-    import landslide_dask.predict as P
+    import landslide_dask.predict.run as P
 
     def run(batch):
         for win in batch:
@@ -257,7 +257,7 @@ def batch_cost(plan, model, meta, sizes: list[int], repeat: int) -> list[dict]:
     CPU: insensitive to other load, unlike wall time), and wall seconds per window."""
     import torch
 
-    import landslide_dask.predict as P
+    import landslide_dask.predict.run as P
 
     dev = meta["device"]
     win = min(plan.window, _ceil(plan.shape[0], plan.multiple)), min(plan.window, _ceil(plan.shape[1], plan.multiple))
@@ -292,7 +292,7 @@ def paper_scheme(plan, model, meta, batch_size: int, window: int = PAPER_WINDOW,
                  keep: int = PAPER_KEEP) -> tuple[np.ndarray, dict]:
     """The paper's inference: ``window`` px windows every ``keep`` px, keep the centre ``keep`` x ``keep`` of
     each. Returns the uint8 probability (0 where not valid) and timing/overhead figures."""
-    import landslide_dask.predict as P
+    import landslide_dask.predict.run as P
 
     dev = meta["device"]
     h, w = plan.shape
@@ -335,7 +335,7 @@ def whole_image(plan, model, meta) -> np.ndarray:
     """One forward pass over the whole cube, zero-padded to the model's size multiple (uint8, 0 where not valid)."""
     import torch
 
-    import landslide_dask.predict as P
+    import landslide_dask.predict.run as P
 
     dev = meta["device"]
     h, w = plan.shape
@@ -369,7 +369,7 @@ def predict_fresh(cube: str, model: str, out: str, window: int, overlap: int, ba
     import torch  # noqa: F401 - imported before the baseline RSS, as every worker has it
     import zarr
 
-    import landslide_dask.predict as P
+    import landslide_dask.predict.run as P
 
     rss, peak0 = _rss_mb(), _peak_mb()
     t0 = time.perf_counter()
@@ -388,7 +388,7 @@ def throughput(args, work: Path, cube: str) -> dict:
     """(1), (2), (4) and the paper's speed of (5) on ``cube``, in this process."""
     import zarr
 
-    import landslide_dask.predict as P
+    import landslide_dask.predict.run as P
 
     local = P._local_threads(args.device)
     t0 = time.perf_counter()
@@ -473,7 +473,7 @@ def throughput(args, work: Path, cube: str) -> dict:
 
 def seams(args, work: Path, cube: str, paper_prob: np.ndarray | None) -> dict:
     """(5): every scheme against one whole-image forward pass of ``cube``."""
-    import landslide_dask.predict as P
+    import landslide_dask.predict.run as P
 
     plan, _, _, _ = P._prepare(cube, args.model, args.window, args.overlap, args.batch_size, args.device,
                                P._local_threads(args.device))
@@ -620,9 +620,9 @@ def main() -> None:
     import torch
     import zarr
 
-    import landslide_dask.predict as P
-    from landslide_dask.model import count_parameters
-    from landslide_dask.train import build_model, load_checkpoint
+    import landslide_dask.predict.run as P
+    from landslide_dask.train.model import count_parameters
+    from landslide_dask.train.loop import build_model, load_checkpoint
 
     args.cube, args.model = str(Path(args.cube).resolve()), str(Path(args.model).resolve())
     args.window, args.overlap = P.resolve_window(args.window, args.overlap)

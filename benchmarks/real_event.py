@@ -46,9 +46,9 @@ SMALL_AOI = "141.8903,42.6824,141.955,42.7695"  # the labelled west only: a quic
 
 def synthetic_cubes(data: Path, cubes_dir: Path, size_km: float, n_regions: int) -> list[str]:
     """The demo's synthetic regions as cubes (made and built if absent)."""
-    from landslide_dask.cube import CubeSpec, build_cube
-    from landslide_dask.stac_server import serve_stac
-    from landslide_dask.synth import make_demo_data
+    from landslide_dask.cube.build import CubeSpec, build_cube
+    from landslide_dask.stac.server import serve_stac
+    from landslide_dask.demo.synth import make_demo_data
 
     if not (data / "regions.json").exists():
         make_demo_data(data, size_km=size_km, n_regions=n_regions)
@@ -69,7 +69,7 @@ def synthetic_cubes(data: Path, cubes_dir: Path, size_km: float, n_regions: int)
 
 def train_once(client, cfg):
     """Train unless this folder already holds a finished run (a killed benchmark resumes)."""
-    from landslide_dask.train import finished, train
+    from landslide_dask.train.loop import finished, train
 
     done = finished(cfg.out)
     if done is not None:
@@ -124,11 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--small", action="store_true", help="CI mode: tiny model, 1 epoch, a crop of the scene")
     args = p.parse_args(argv)
 
-    from landslide_dask.chips import build_index
-    from landslide_dask.demo import DEMO_EPOCHS, DEMO_STEPS, demo_train_config, local_client
+    from landslide_dask.train.chips import build_index
+    from landslide_dask.demo.run import DEMO_EPOCHS, DEMO_STEPS, demo_train_config, local_client
     from landslide_dask.events import event_cube, event_of, map_event, split_labels
-    from landslide_dask.report import evaluate_map
-    from landslide_dask.train import evaluate
+    from landslide_dask.predict.report import evaluate_map
+    from landslide_dask.train.loop import evaluate
 
     t0 = time.perf_counter()
     out = Path(args.out)

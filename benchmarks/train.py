@@ -6,11 +6,11 @@
 
 Everything below is measured in one run, on real cubes (built from the synthetic demo data served as
 a STAC API, as the demo does, unless --cubes names existing ones), with the training index and the
-normalisation statistics computed as ``landslide_dask.train.prepare`` does (window --window px,
+normalisation statistics computed as ``landslide_dask.train.loop.prepare`` does (window --window px,
 stride half of it):
 
 1. DDP training throughput with 1 and then 2 workers, each a fresh
-   ``landslide_dask.clusters.local_cluster(k)`` on loopback (the demo's cluster). A rank function started with
+   ``landslide_dask.jobs.clusters.local_cluster(k)`` on loopback (the demo's cluster). A rank function started with
    ``run_ddp`` repeats train_rank's step: ``build_model`` in channels_last, DistributedDataParallel,
    AdamW + OneCycleLR, ``deep_supervision_loss``, batches from the same ``_batches`` loader (its
    background read-ahead thread, augmentation on) over ``epoch_windows`` of the train split. The
@@ -69,8 +69,8 @@ def _sync(device) -> None:
 
 def timed_step(model, opt, sched, batch, device, streams) -> tuple[float, float, float]:
     """One training step as train_rank runs it (fp32); returns (forward, backward, optimizer) seconds."""
-    from landslide_dask.losses import deep_supervision_loss
-    from landslide_dask.train import _to_device
+    from landslide_dask.train.losses import deep_supervision_loss
+    from landslide_dask.train.loop import _to_device
 
     t0 = time.perf_counter()
     inputs, target, known = _to_device(batch, device, streams)
@@ -91,7 +91,7 @@ def timed_step(model, opt, sched, batch, device, streams) -> tuple[float, float,
 def _optimizer(model, total_steps: int):
     import torch
 
-    from landslide_dask.train import TrainConfig
+    from landslide_dask.train.loop import TrainConfig
 
     d = TrainConfig(cubes=[], out="")
     opt = torch.optim.AdamW(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
@@ -101,7 +101,7 @@ def _optimizer(model, total_steps: int):
 
 def _counting_reader(cubes, size, streams, stats):
     """The training window reader, also counting chunk look-ups (what it would decode with no cache)."""
-    from landslide_dask.reader import ChunkCache, WindowReader
+    from landslide_dask.train.reader import ChunkCache, WindowReader
 
     class Counting(WindowReader):
         lookups = 0
@@ -120,8 +120,8 @@ def rank_bench(ctx, cubes, index, stats_d, model_config, streams, batch_size, st
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from landslide_dask.chips import BandStats, epoch_windows
-    from landslide_dask.train import _batches, build_model
+    from landslide_dask.train.chips import BandStats, epoch_windows
+    from landslide_dask.train.loop import _batches, build_model
 
     device = ctx.device
     threads = threads or max(1, (os.cpu_count() or 1) // ctx.world_size)
@@ -168,8 +168,8 @@ def rank_bench(ctx, cubes, index, stats_d, model_config, streams, batch_size, st
 def ddp_run(k: int, cubes, index, stats, model_config, streams, args) -> dict:
     from distributed import Client
 
-    from landslide_dask.clusters import local_cluster
-    from landslide_dask.ddp import run_ddp
+    from landslide_dask.jobs.clusters import local_cluster
+    from landslide_dask.train.ddp import run_ddp
 
     t0 = time.perf_counter()
     with local_cluster(k, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
@@ -208,8 +208,8 @@ def local_bench(cubes, index, stats, model_config, streams, args) -> dict:
     import numpy as np
     import torch
 
-    from landslide_dask.chips import epoch_windows
-    from landslide_dask.train import _batches, build_model
+    from landslide_dask.train.chips import epoch_windows
+    from landslide_dask.train.loop import _batches, build_model
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     n_batches = args.warmup + args.steps
@@ -255,9 +255,9 @@ def local_bench(cubes, index, stats, model_config, streams, args) -> dict:
 
 def make_cubes(work: Path, size_km: float, regions: int, chunk: int) -> list[str]:
     """The demo's synthetic regions served as a STAC API and built into cubes (reused if present)."""
-    from landslide_dask.cube import CubeSpec, build_cube
-    from landslide_dask.stac_server import serve_stac
-    from landslide_dask.synth import make_demo_data
+    from landslide_dask.cube.build import CubeSpec, build_cube
+    from landslide_dask.stac.server import serve_stac
+    from landslide_dask.demo.synth import make_demo_data
 
     data = work / f"data-{size_km:g}km-{regions}"
     if not (data / "regions.json").exists():
@@ -276,10 +276,10 @@ def make_cubes(work: Path, size_km: float, regions: int, chunk: int) -> list[str
 
 
 def prepare(cubes, window: int, streams, widths) -> tuple:
-    """Index, statistics and model config exactly as landslide_dask.train.prepare builds them."""
-    from landslide_dask.chips import build_index, compute_stats
-    from landslide_dask.model import ModelConfig
-    from landslide_dask.train import stream_channels
+    """Index, statistics and model config exactly as landslide_dask.train.loop.prepare builds them."""
+    from landslide_dask.train.chips import build_index, compute_stats
+    from landslide_dask.train.model import ModelConfig
+    from landslide_dask.train.loop import stream_channels
 
     channels, _ = stream_channels(cubes[0], streams)
     index = build_index(cubes, window, window // 2)
@@ -375,8 +375,8 @@ def main() -> None:
 
     import torch
 
-    from landslide_dask.model import count_parameters
-    from landslide_dask.train import build_model
+    from landslide_dask.train.model import count_parameters
+    from landslide_dask.train.loop import build_model
 
     load = os.getloadavg()[0]
     if args.cubes:

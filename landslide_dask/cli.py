@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .errors import LandslideDaskError
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .train.loop import TrainConfig
 
 
 def _date(text: str) -> date:
@@ -35,7 +35,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def cmd_make_demo_data(args: argparse.Namespace) -> None:
-    from .synth import make_demo_country, make_demo_data
+    from .demo.synth import make_demo_country, make_demo_data
 
     if args.country:
         try:
@@ -53,13 +53,13 @@ def cmd_make_demo_data(args: argparse.Namespace) -> None:
 
 
 def cmd_serve_stac(args: argparse.Namespace) -> None:
-    from .stac_server import run_stac_server
+    from .stac.server import run_stac_server
 
     run_stac_server(Path(args.dir), args.port)
 
 
 def cmd_catalog(args: argparse.Namespace) -> None:
-    from .catalog import catalog_geotiffs
+    from .stac.catalog import catalog_geotiffs
 
     dates = {}
     for kv in args.date or ():
@@ -80,7 +80,7 @@ def cmd_catalog(args: argparse.Namespace) -> None:
 
 
 def cmd_cube(args: argparse.Namespace) -> None:
-    from .cube import CubeSpec, build_cube
+    from .cube.build import CubeSpec, build_cube
 
     spec = CubeSpec(
         stac_url=args.stac, event_date=args.event_date, aoi=Path(args.aoi), out=Path(args.out),
@@ -97,7 +97,7 @@ def cmd_cube(args: argparse.Namespace) -> None:
 
 
 def _train_config(args: argparse.Namespace, cubes: list[str], out: str) -> "TrainConfig":
-    from .train import TrainConfig
+    from .train.loop import TrainConfig
 
     model = {}
     if args.widths:
@@ -117,7 +117,7 @@ def _train_config(args: argparse.Namespace, cubes: list[str], out: str) -> "Trai
 def _client(args: argparse.Namespace):
     """A context manager yielding a client: --scheduler, a --cluster definition, or a LocalCluster of
     --workers processes on loopback; a cluster started here is torn down on exit."""
-    from .clusters import ClusterDef, start_cluster
+    from .jobs.clusters import ClusterDef, start_cluster
 
     if getattr(args, "cluster", None) and args.scheduler:
         raise LandslideDaskError("--cluster and --scheduler exclude each other: give one")
@@ -130,7 +130,7 @@ def _client(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .experiment import train_strategy
+    from .train.experiment import train_strategy
 
     cfg = _train_config(args, list(args.cube), args.out)
     with _client(args) as client:
@@ -140,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
-    from .experiment import leave_one_out, markdown_table
+    from .train.experiment import leave_one_out, markdown_table
 
     cfg = _train_config(args, list(args.cube), args.out)
     with _client(args) as client:
@@ -151,7 +151,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .train import evaluate
+    from .train.loop import evaluate
 
     conf = evaluate(args.model, args.cube)
     s = conf.scores()
@@ -160,8 +160,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_model_info(args: argparse.Namespace) -> None:
-    from .model import ModelConfig, describe
-    from .train import load_checkpoint
+    from .train.model import ModelConfig, describe
+    from .train.loop import load_checkpoint
 
     if args.model:
         ck = load_checkpoint(args.model)
@@ -177,8 +177,8 @@ def cmd_model_info(args: argparse.Namespace) -> None:
 
 
 def cmd_import_patches(args: argparse.Namespace) -> None:
-    from .cube import open_cube
-    from .patches import import_patches
+    from .cube.build import open_cube
+    from .cube.patches import import_patches
 
     out = import_patches(Path(args.source), Path(args.out), fmt=args.format, bands=args.bands,
                          masks=Path(args.masks) if args.masks else None, require_masks=not args.no_masks,
@@ -217,7 +217,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_polygons(args: argparse.Namespace) -> None:
-    from .polygons import output_paths, polygonize
+    from .predict.polygons import output_paths, polygonize
 
     gdf = polygonize(args.prediction, args.out, threshold=args.threshold, min_area_m2=args.min_area,
                      simplify_m=args.simplify)
@@ -227,7 +227,7 @@ def cmd_polygons(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate_map(args: argparse.Namespace) -> None:
-    from .report import evaluate_map
+    from .predict.report import evaluate_map
 
     rep = evaluate_map(args.prediction, args.cube, args.out, inventory=args.inventory, polygons=args.polygons,
                        threshold=args.threshold, min_area_m2=args.min_area, attribution=args.attribution,
@@ -241,9 +241,9 @@ def cmd_evaluate_map(args: argparse.Namespace) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .clusters import start_cluster
-    from .country import check_output, run_job
-    from .jobspec import load_jobspec
+    from .jobs.clusters import start_cluster
+    from .jobs.country import check_output, run_job
+    from .jobs.spec import load_jobspec
 
     spec = load_jobspec(args.job)
     spec.check_paths()  # a bad spec or output fails here, before any cluster starts
@@ -260,7 +260,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int | None:
-    from .demo import run_demo, run_demo_country, run_demo_real
+    from .demo.run import run_demo, run_demo_country, run_demo_real
 
     if args.country and args.real:
         raise LandslideDaskError("--country and --real exclude each other: give one")
@@ -496,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="demo-out", help="output folder")
     s.add_argument("--workers", type=int, default=2, help="Dask worker processes (default 2)")
     s.add_argument("--size-km", type=float, default=10.0, help="region size when the data is made (default 10 km)")
-    from .demo import DEMO_EPOCHS
+    from .demo.run import DEMO_EPOCHS
 
     s.add_argument("--epochs", type=int, default=DEMO_EPOCHS,
                    help=f"training epochs of the demo model (default {DEMO_EPOCHS})")

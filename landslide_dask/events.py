@@ -81,7 +81,7 @@ def event_of(folder: str | Path) -> RealEvent:
 def catalog_event(folder: str | Path, stac: str | Path) -> Path:
     """Catalogue an event folder as shipped: pre and post scenes into one imagery collection (one
     item per folder, bands by their Sentinel-2 codes), the DEM into a collection without dates."""
-    from .catalog import catalog_geotiffs
+    from .stac.catalog import catalog_geotiffs
 
     folder, stac = Path(folder), Path(stac)
     event = event_of(folder)
@@ -98,8 +98,8 @@ def event_cube(folder: str | Path, out_dir: str | Path, chunk: int = 512, progre
                aoi: str | None = None) -> Path:
     """The event's labelled cube (``out_dir/<name>.zarr``), built through a STAC API on loopback;
     a finished cube is reused. ``aoi``: W,S,E,N (default: the whole scene)."""
-    from .cube import CubeSpec, build_cube
-    from .stac_server import serve_stac
+    from .cube.build import CubeSpec, build_cube
+    from .stac.server import serve_stac
 
     folder, out_dir = Path(folder), Path(out_dir)
     event = event_of(folder)
@@ -125,7 +125,7 @@ def split_labels(cube: str | Path, index, split: str = "test"):
     import numpy as np
     import xarray as xr
 
-    from .cube import open_cube
+    from .cube.build import open_cube
 
     ds = open_cube(cube)
     size = int(index.attrs.get("size") or 0) or None
@@ -145,9 +145,9 @@ def map_event(folder: str | Path, model: str | Path, out_dir: str | Path, *, cli
     polygons, report and a PNG of the map beside the post-event image, with the data's attribution.
     ``scored_on``: a labelled dataset to score against instead of the whole inventory (e.g.
     :func:`split_labels`); ``cube``: the event's cube if built already (default: built in ``out_dir``)."""
-    from .polygons import polygonize
+    from .predict.polygons import polygonize
     from .predict import coverage, open_prediction, predict
-    from .report import evaluate_map
+    from .predict.report import evaluate_map
 
     folder, out_dir = Path(folder), Path(out_dir)
     event = event_of(folder)

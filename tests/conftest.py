@@ -13,7 +13,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """Four 2x2 km synthetic regions (COGs + STAC), generated once per session."""
-    from landslide_dask.synth import make_demo_data
+    from landslide_dask.demo.synth import make_demo_data
 
     return make_demo_data(tmp_path_factory.mktemp("demo"), seed=7, size_km=2.0)
 
@@ -26,7 +26,7 @@ def demo_regions(demo_data) -> list[dict]:
 @pytest.fixture(scope="session")
 def demo_stac(demo_data):
     """The demo data behind a live `rustac serve` on loopback, for the whole session."""
-    from landslide_dask.stac_server import serve_stac
+    from landslide_dask.stac.server import serve_stac
 
     with serve_stac(demo_data) as url:
         yield url
@@ -37,9 +37,9 @@ def train_cubes(tmp_path_factory) -> list[str]:
     """Two 4x4 km synthetic regions as cubes: enough 64 px windows for train/val/test blocks."""
     from datetime import date
 
-    from landslide_dask.cube import CubeSpec, build_cube
-    from landslide_dask.stac_server import serve_stac
-    from landslide_dask.synth import make_demo_data
+    from landslide_dask.cube.build import CubeSpec, build_cube
+    from landslide_dask.stac.server import serve_stac
+    from landslide_dask.demo.synth import make_demo_data
 
     root = tmp_path_factory.mktemp("train")
     data = make_demo_data(root / "data", seed=3, size_km=4.0, n_regions=2)
@@ -59,7 +59,7 @@ def client():
     kill workers on purpose, so modules do not share one."""
     from distributed import Client
 
-    from landslide_dask.clusters import local_cluster
+    from landslide_dask.jobs.clusters import local_cluster
 
     with local_cluster(2) as cluster, Client(cluster) as c:
         c.wait_for_workers(2, timeout=60)

@@ -13,10 +13,10 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import box, shape
 
-from landslide_dask.catalog import CatalogWarning, catalog_geotiffs
+from landslide_dask.stac.catalog import CatalogWarning, catalog_geotiffs
 from landslide_dask.errors import InputDataError
-from landslide_dask.search import search_items
-from landslide_dask.stac_server import load_stac_dir, serve_stac
+from landslide_dask.stac.search import search_items
+from landslide_dask.stac.server import load_stac_dir, serve_stac
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IMAGES = DATA / "chattogram_s2_tiles" / "LandslideData" / "images"

@@ -9,9 +9,9 @@ import pytest
 import shapely
 from pyproj import Geod
 
-from landslide_dask.cells import Cell, cells_to_geodataframe, make_cells
+from landslide_dask.jobs.cells import Cell, cells_to_geodataframe, make_cells
 from landslide_dask.errors import InputDataError
-from landslide_dask.grid import Grid
+from landslide_dask.cube.grid import Grid
 
 GEOD = Geod(ellps="WGS84")
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from landslide_dask.chips import augment, build_index, compute_stats, epoch_windows, sampling_weights
-from landslide_dask.reader import ChunkCache, WindowReader
-from landslide_dask.cube import write_cube
+from landslide_dask.train.chips import augment, build_index, compute_stats, epoch_windows, sampling_weights
+from landslide_dask.train.reader import ChunkCache, WindowReader
+from landslide_dask.cube.build import write_cube
 
 
 def _cube(path, h=700, w=900, seed=0, chunk=256):

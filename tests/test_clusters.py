@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from landslide_dask.clusters import (
+from landslide_dask.jobs.clusters import (
     ClusterDef,
     ClusterStartError,
     MissingDependencyError,
@@ -24,7 +24,7 @@ from landslide_dask.clusters import (
     start_cluster,
 )
 from landslide_dask.errors import InputDataError
-from landslide_dask.workers import n_workers
+from landslide_dask.common.workers import n_workers
 
 from . import slurm as slurm_setup
 
@@ -163,7 +163,7 @@ def test_missing_dependency_names_the_pip_extra(monkeypatch, name, module, extra
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (and dask-cuda) for LocalCUDACluster")
 def test_gpu_node_one_worker_per_gpu_runs_nccl():
     pytest.importorskip("dask_cuda")
-    from landslide_dask.ddp import run_ddp
+    from landslide_dask.train.ddp import run_ddp
 
     with start_cluster(CLUSTER / "gpu-node.yaml", overrides={"options": {"dashboard_address": "127.0.0.1:0"}}) as c:
         n = torch.cuda.device_count()
@@ -276,7 +276,7 @@ def _reference_grad(world: int) -> torch.Tensor:
 
 
 def test_slurm_cluster_computes_and_trains_with_ddp(slurm, tmp_path, capsys):
-    from landslide_dask.ddp import run_ddp
+    from landslide_dask.train.ddp import run_ddp
 
     t0 = time.monotonic()
     # Ctrl-C at the end: the jobs must still be cancelled

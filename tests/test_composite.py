@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from landslide_dask.composite import SCL_NOT_CLEAR, clear_mask, composite_block, median_composite
+from landslide_dask.cube.composite import SCL_NOT_CLEAR, clear_mask, composite_block, median_composite
 
 
 def test_median_composite_equals_numpy_median_of_clear_pixels():

@@ -34,12 +34,12 @@ import rasterio
 import shapely
 import yaml
 
-import landslide_dask.cube as cube_mod
-from landslide_dask.cells import make_cells
-from landslide_dask.country import merge_cell_polygons, run_job
+import landslide_dask.cube.build as cube_mod
+from landslide_dask.jobs.cells import make_cells
+from landslide_dask.jobs.country import merge_cell_polygons, run_job
 from landslide_dask.errors import StacUnreachableError
-from landslide_dask.jobspec import load_jobspec
-from landslide_dask.workers import worker_table
+from landslide_dask.jobs.spec import load_jobspec
+from landslide_dask.common.workers import worker_table
 
 from .test_clusters import CLUSTER, _overrides, slurm  # noqa: F401  (the one-node SLURM fixture)
 from .test_predict import make_checkpoint
@@ -55,14 +55,14 @@ PREDICT = {"window": 128, "overlap": 32}
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from landslide_dask.synth import make_demo_data
+    from landslide_dask.demo.synth import make_demo_data
 
     return make_demo_data(tmp_path_factory.mktemp("country") / "data", seed=5, size_km=2.0, n_regions=2)
 
 
 @pytest.fixture(scope="module")
 def stac(data):
-    from landslide_dask.stac_server import serve_stac
+    from landslide_dask.stac.server import serve_stac
 
     with serve_stac(data) as url:
         yield url
@@ -295,8 +295,8 @@ def test_merge_of_nothing_is_an_empty_layer():
 _DRIVER = textwrap.dedent("""
     import sys
     from distributed import Client
-    from landslide_dask.country import run_job
-    from landslide_dask.jobspec import load_jobspec
+    from landslide_dask.jobs.country import run_job
+    from landslide_dask.jobs.spec import load_jobspec
 
     spec = load_jobspec(sys.argv[1])
     with Client(sys.argv[2]) as client:
@@ -410,7 +410,7 @@ def test_a_failing_cell_is_retried_then_recorded_while_the_others_finish(referen
 
 
 def test_a_fully_clouded_cell_is_empty_not_failed(stac, ckpt, client, tmp_path, monkeypatch):
-    from landslide_dask.country import NO_VALID_PIXEL
+    from landslide_dask.jobs.country import NO_VALID_PIXEL
 
     spec = load_jobspec(write_spec(tmp_path, stac, ckpt, area={"bbox": [83.986, 28.193, 83.996, 28.199]}))
     cells = make_cells(spec.area.geometry(), spec.cell_size_km)
@@ -529,7 +529,7 @@ def test_job_to_s3_resumes_and_gives_the_same_outputs_as_a_local_run(reference, 
 
 @pytest.mark.parametrize("case", ["no-bucket", "read-only", "wrong-secret", "unreachable"])
 def test_a_bad_s3_output_fails_before_any_cell_runs(case, s3, stac, ckpt, client, tmp_path):
-    from landslide_dask.jobspec import JobSpecError
+    from landslide_dask.jobs.spec import JobSpecError
 
     bucket, keys, endpoint, extra = s3.bucket, s3.rw, None, {}
     if case == "no-bucket":
@@ -574,7 +574,7 @@ def test_submit_refuses_a_bad_s3_output_before_starting_a_cluster(s3, stac, ckpt
 
 
 def test_a_missing_fsspec_backend_names_the_pip_package(stac, ckpt, tmp_path):
-    from landslide_dask.jobspec import JobSpecError
+    from landslide_dask.jobs.spec import JobSpecError
 
     try:
         import gcsfs  # noqa: F401
@@ -591,7 +591,7 @@ def test_a_missing_fsspec_backend_names_the_pip_package(stac, ckpt, tmp_path):
 # --------------------------------------------------------------------------- a real SLURM cluster
 
 def test_the_job_through_a_real_slurm_cluster_gives_the_same_outputs(reference, slurm, stac, ckpt, tmp_path):  # noqa: F811
-    from landslide_dask.clusters import start_cluster
+    from landslide_dask.jobs.clusters import start_cluster
 
     ref_spec, ref = reference
     spec = load_jobspec(write_spec(tmp_path, stac, ckpt, cluster=str(CLUSTER / "slurm.yaml")))

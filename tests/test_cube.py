@@ -14,10 +14,10 @@ import rasterio
 import shapely
 
 from landslide_dask.cli import main as cli_main
-from landslide_dask.composite import SCL_NOT_CLEAR
-from landslide_dask.cube import CubeSpec, build_cube, open_cube, solar_day
+from landslide_dask.cube.composite import SCL_NOT_CLEAR
+from landslide_dask.cube.build import CubeSpec, build_cube, open_cube, solar_day
 from landslide_dask.errors import EmptySearchError, InputDataError
-from landslide_dask.stac_server import load_stac_dir, serve_stac
+from landslide_dask.stac.server import load_stac_dir, serve_stac
 
 
 def _spec(data: Path, region: dict, url: str, out: Path, **kw) -> CubeSpec:
@@ -226,7 +226,7 @@ def test_open_cube_refuses_an_unfinished_write(tmp_path):
 
 
 def test_an_aoi_can_be_a_bbox_in_degrees():
-    from landslide_dask.cube import read_aoi
+    from landslide_dask.cube.build import read_aoi
 
     gdf, rep = read_aoi("141.89,42.68, 142.03,42.77")
     assert gdf.crs.to_epsg() == 4326 and tuple(gdf.total_bounds) == (141.89, 42.68, 142.03, 42.77)

@@ -12,9 +12,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from landslide_dask.ddp import (DistributedTrainingError, RankContext, _address_host, _check_processes,
+from landslide_dask.train.ddp import (DistributedTrainingError, RankContext, _address_host, _check_processes,
                                  _choose_backend, _RankError, _rank_main, run_ddp)
-from landslide_dask.workers import worker_addresses, n_workers
+from landslide_dask.common.workers import worker_addresses, n_workers
 
 distributed = pytest.importorskip("distributed")
 
@@ -324,7 +324,7 @@ def test_a_live_worker_is_never_reported_dead_when_the_client_cache_is_refreshed
     import dask
     from distributed import Client, LocalCluster
 
-    import landslide_dask.ddp as ddp
+    import landslide_dask.train.ddp as ddp
 
     monkeypatch.setattr(ddp, "_WORKER_POLL_S", 0.02)
     conf = {"distributed.client.scheduler-info-interval": "2ms", "distributed.client.heartbeat": "1h"}
@@ -341,7 +341,7 @@ def test_a_live_worker_is_never_reported_dead_when_the_client_cache_is_refreshed
 
 def _pretend_rank(seconds: float) -> None:
     """Stands for a rank of another run that is still executing in this worker process."""
-    import landslide_dask.ddp as ddp
+    import landslide_dask.train.ddp as ddp
 
     with ddp._ACTIVE_LOCK:
         ddp._ACTIVE["other-run"] = 1
@@ -356,7 +356,7 @@ def test_a_worker_still_running_a_rank_of_another_run_is_never_given_a_new_one(c
     w1 = _workers(client)[1]
     busy = client.submit(_pretend_rank, 4.0, workers=[w1], pure=False)
     deadline = time.monotonic() + 30
-    while not client.run(lambda: __import__("landslide_dask.ddp").ddp.running_ranks(), workers=[w1])[w1]:
+    while not client.run(lambda: __import__("landslide_dask.train.ddp").train.ddp.running_ranks(), workers=[w1])[w1]:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     t0 = time.monotonic()

@@ -18,9 +18,9 @@ import shapely
 import yaml
 from rasterio.windows import from_bounds
 
-from landslide_dask.cells import make_cells
-from landslide_dask.demo import country_object_scores
-from landslide_dask.synth import (
+from landslide_dask.jobs.cells import make_cells
+from landslide_dask.demo.run import country_object_scores
+from landslide_dask.demo.synth import (
     CountryWorld,
     _zone_reach,
     country_area_km2,

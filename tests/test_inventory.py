@@ -9,8 +9,8 @@ import pytest
 import shapely
 
 from landslide_dask.errors import InputDataError
-from landslide_dask.grid import Grid
-from landslide_dask.inventory import LABEL_UNKNOWN, check_overlap, label_raster, rasterize_lazy, read_polygons
+from landslide_dask.cube.grid import Grid
+from landslide_dask.cube.inventory import LABEL_UNKNOWN, check_overlap, label_raster, rasterize_lazy, read_polygons
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPAMLAB = SHARED / "spamlab_relict_scars" / "Cicatrizes_nova_area_inteira_CRS32723.geojson"

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from landslide_dask.errors import InputDataError
-from landslide_dask.jobspec import JobSpec, JobSpecError, load_jobspec, parse_jobspec
+from landslide_dask.jobs.spec import JobSpec, JobSpecError, load_jobspec, parse_jobspec
 
 JOBS = Path(__file__).resolve().parents[1] / "cluster" / "jobs"
 
@@ -295,7 +295,7 @@ def test_unwritable_output_even_as_root(tmp_path):
 
 
 def test_unwritable_output_permission_error(tmp_path, monkeypatch):
-    import landslide_dask.jobspec as js
+    import landslide_dask.jobs.spec as js
 
     (tmp_path / "model.pt").write_bytes(b"w")
     spec = load_jobspec(_write(tmp_path, _with(output="out")))
@@ -330,7 +330,7 @@ def test_fingerprint_tracks_results_not_logistics(tmp_path):
 
 
 def test_cube_kwargs_fit_cubespec(tmp_path):
-    from landslide_dask.cube import CubeSpec
+    from landslide_dask.cube.build import CubeSpec
 
     spec = load_jobspec(_write(tmp_path, VALID))
     kw = spec.cube_kwargs()
@@ -452,7 +452,7 @@ def test_a_missing_backend_names_the_package_to_install(tmp_path, url, package):
 def test_a_checkpoint_url_is_fetched_once_and_refetched_when_it_changes(tmp_path):
     import fsspec
 
-    from landslide_dask.storage import fetch_cached
+    from landslide_dask.jobs.storage import fetch_cached
 
     mem = fsspec.filesystem("memory")
     mem.pipe_file("/ckpt/model.pt", b"weights-1")

@@ -7,7 +7,7 @@ import logging
 import subprocess
 import sys
 
-from landslide_dask.logs import install_filters, interactive, progress_bar, quiet_distributed
+from landslide_dask.common.logs import install_filters, interactive, progress_bar, quiet_distributed
 
 
 def test_progress_is_silent_when_stderr_is_a_file_and_draws_on_a_terminal(capsys):
@@ -29,7 +29,7 @@ def test_progress_is_silent_when_stderr_is_a_file_and_draws_on_a_terminal(capsys
 
 def test_the_demo_log_in_a_file_has_no_carriage_returns(tmp_path):
     # a worker-side training bar: stderr is the file the user redirected to
-    code = ("from landslide_dask.logs import progress_bar\n"
+    code = ("from landslide_dask.common.logs import progress_bar\n"
             "for _ in progress_bar(range(200), desc='epoch 1/10', mininterval=0): pass\n"
             "print('[train] epoch 1/10 done')\n")
     log = tmp_path / "log.txt"
@@ -69,7 +69,7 @@ def test_the_rewrites_reach_every_worker_including_replacements(client):
     quiet_distributed(client)
 
     def has_filter() -> bool:
-        from landslide_dask.logs import _Rewrite
+        from landslide_dask.common.logs import _Rewrite
 
         return any(isinstance(f, _Rewrite) for f in logging.getLogger("distributed.worker.state_machine").filters)
 
@@ -97,7 +97,7 @@ def test_a_local_cluster_gives_its_workers_time_to_stop_instead_of_killing_them(
     from distributed import Client
     from distributed.diagnostics.plugin import WorkerPlugin
 
-    from landslide_dask.clusters import local_cluster
+    from landslide_dask.jobs.clusters import local_cluster
 
     plugin = type("SlowToClose", (_SlowToClose, WorkerPlugin), {})()
     with caplog.at_level(logging.WARNING, logger="distributed.nanny"):

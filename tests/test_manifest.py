@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-import landslide_dask.manifest as mf
-from landslide_dask.manifest import Manifest, ManifestError
+import landslide_dask.jobs.manifest as mf
+from landslide_dask.jobs.manifest import Manifest, ManifestError
 
 IDS = [f"32645_{c:04d}_{r:04d}" for c in range(3) for r in range(2)]   # 6 cells
 FP = "a" * 64
@@ -137,7 +137,7 @@ def test_crash_between_tmp_write_and_replace_keeps_old_manifest(tmp_path, monkey
 
 _CHILD = """
 import os, sys
-import landslide_dask.manifest as mf
+import landslide_dask.jobs.manifest as mf
 m = mf.Manifest.create_or_open(sys.argv[1], sys.argv[2], sys.argv[3].split(","))
 m.mark_done(sys.argv[3].split(",")[0])
 def die(src, dst):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from landslide_dask.metrics import Confusion
+from landslide_dask.train.metrics import Confusion
 
 
 def test_hand_computed_matrix():

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from landslide_dask.model import (
+from landslide_dask.train.model import (
     LandslideNet,
     ModelConfig,
     count_parameters,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from landslide_dask.chips import build_index, compute_stats
-from landslide_dask.reader import WindowReader
-from landslide_dask.cube import open_cube
+from landslide_dask.train.chips import build_index, compute_stats
+from landslide_dask.train.reader import WindowReader
+from landslide_dask.cube.build import open_cube
 from landslide_dask.errors import InputDataError
-from landslide_dask.patches import (L4S_MEAN, PRESETS, BandMap, import_patches, parse_band_map, patch_windows,
+from landslide_dask.cube.patches import (L4S_MEAN, PRESETS, BandMap, import_patches, parse_band_map, patch_windows,
                                     to_dn)
 
 S = 32  # patch size of the synthetic datasets (Landslide4Sense uses 128)
@@ -102,7 +102,7 @@ def test_l4s_values_land_in_their_slot(l4s):
 def test_hillshade_is_computed_per_patch_from_the_dem(l4s):
     import dask.array as da
 
-    from landslide_dask.terrain import hillshade
+    from landslide_dask.cube.terrain import hillshade
 
     data, cube = l4s
     shade = open_cube(cube)["hillshade"].values
@@ -158,7 +158,7 @@ def test_gap_index_and_reader_return_exactly_the_patches(l4s_gap):
 
 
 def test_training_sees_post_and_terrain_streams(l4s):
-    from landslide_dask.train import stream_channels
+    from landslide_dask.train.loop import stream_channels
 
     channels, bands = stream_channels(l4s[1], ("post", "terrain"))
     assert channels == {"post": 4, "terrain": 2} and bands == ["blue", "green", "red", "nir"]
@@ -221,7 +221,7 @@ def test_folder_geotiff_images_with_png_masks_and_ignore_value(tmp_path):
     assert post[2][0, 0] == 1000 and valid[0, 0]
     from dask.array import from_array
 
-    from landslide_dask.terrain import slope_degrees
+    from landslide_dask.cube.terrain import slope_degrees
 
     for _, w in patch_windows(cube).iterrows():  # slope from the DEM, each patch on its own
         dem = imgs[w["name"].removeprefix("images/").removesuffix(".tif")][4].astype(np.float64)

@@ -9,7 +9,7 @@ import shapely
 import xarray as xr
 
 from landslide_dask.errors import InputDataError
-from landslide_dask.polygons import polygonize, threshold_level
+from landslide_dask.predict.polygons import polygonize, threshold_level
 
 X0, Y0, RES = 500_000.0, 2_000_000.0, 10.0
 ATTRS = {"crs": "EPSG:32618", "epsg": 32618, "transform": [RES, 0.0, X0, 0.0, -RES, Y0], "threshold": 0.5,

@@ -22,9 +22,12 @@ import torch
 import xarray as xr
 
 import landslide_dask.predict as P
-from landslide_dask.cube import write_cube
+from landslide_dask.predict import engine, store
+from landslide_dask.predict import run as R
+from landslide_dask.predict import windows as W
+from landslide_dask.cube.build import write_cube
 from landslide_dask.errors import InputDataError
-from landslide_dask.model import LandslideNet, ModelConfig
+from landslide_dask.train.model import LandslideNet, ModelConfig
 
 BANDS = ["blue", "green", "red", "nir"]
 TINY = dict(encoder_blocks=(1, 1, 1, 1), encoder_widths=(8, 16, 32, 32),
@@ -286,14 +289,14 @@ def test_windows_without_valid_pixels_are_skipped(tmp_path, ckpt, monkeypatch):
     a["valid"][:, :150] = False
     cube = write_test_cube(tmp_path / "half.zarr", a, chunk=64)
     seen = []
-    orig = P._run_batch
+    orig = engine.run_batch
 
     def spy(plan, windows):
         res = orig(plan, windows)
         seen.extend(r is not None for r in res)
         return res
 
-    monkeypatch.setattr(P, "_run_batch", spy)
+    monkeypatch.setattr(engine, "run_batch", spy)
     prob = _prob(P.predict(cube, ckpt, tmp_path / "p.zarr", window=WIN, overlap=OV, progress=False))
     assert len(seen) == len(P.windows_of((200, 232), WIN, OV)) and 0 < sum(seen) < len(seen)
     assert (prob[:, :150] == 0).all() and (prob[:, 150:] > 0).any()
@@ -306,7 +309,7 @@ def test_window_results_held_at_once_do_not_grow_with_the_region(tmp_path, ckpt,
     ran)."""
     import weakref
 
-    orig, lock = P._run_batch, threading.Lock()
+    orig, lock = engine.run_batch, threading.Lock()
     live = {"now": 0, "peak": 0}
 
     def released() -> None:
@@ -323,8 +326,8 @@ def test_window_results_held_at_once_do_not_grow_with_the_region(tmp_path, ckpt,
                 weakref.finalize(r, released)
         return res
 
-    monkeypatch.setattr(P, "_run_batch", tracking)
-    monkeypatch.setattr(P, "_local_threads", lambda device: 2)
+    monkeypatch.setattr(engine, "run_batch", tracking)
+    monkeypatch.setattr(engine, "local_threads", lambda device: 2)
     peaks = {}
     for h in (400, 1600):
         cube = write_test_cube(tmp_path / f"c{h}.zarr", make_arrays(shape=(h, 232), seed=2), chunk=64)
@@ -345,9 +348,9 @@ class _Interrupt(RuntimeError):
 
 def test_interrupted_run_resumes_skipping_finished_chunks(tmp_path, cube64, ckpt, reference, monkeypatch):
     out = tmp_path / "pred.zarr"
-    total = len(P._chunk_grid_of((200, 232), (64, 64)))
+    total = len(W.chunk_grid((200, 232), (64, 64)))
     lock, calls = threading.Lock(), {"n": 0}
-    orig_write = P._write_block
+    orig_write = store.write_block
 
     def failing_write(out_, name, *a):
         with lock:
@@ -356,12 +359,12 @@ def test_interrupted_run_resumes_skipping_finished_chunks(tmp_path, cube64, ckpt
                 raise _Interrupt("killed")
         return orig_write(out_, name, *a)
 
-    monkeypatch.setattr(P, "_write_block", failing_write)
-    monkeypatch.setattr(P, "_local_threads", lambda device: 1)  # deterministic order of chunks
+    monkeypatch.setattr(store, "write_block", failing_write)
+    monkeypatch.setattr(engine, "local_threads", lambda device: 1)  # deterministic order of chunks
     with pytest.raises(_Interrupt):
         P.predict(cube64, ckpt, out, window=WIN, overlap=OV, batch_size=3, progress=False)
-    monkeypatch.setattr(P, "_write_block", orig_write)
-    done = P._done_chunks(out)
+    monkeypatch.setattr(store, "write_block", orig_write)
+    done = store.done_chunks(out)
     assert len(done) == 3 < total
     with pytest.raises(InputDataError, match="rerun"):
         P.open_prediction(out)  # partial output is never taken for a finished one
@@ -372,15 +375,15 @@ def test_interrupted_run_resumes_skipping_finished_chunks(tmp_path, cube64, ckpt
         P.predict(cube64, ckpt, out, window=WIN, overlap=64, batch_size=3, progress=False)
 
     assembled = []
-    orig_assemble = P._assemble
+    orig_assemble = R.assemble
 
     def counting(plan, i, j, contributions):
         assembled.append((i, j))
         return orig_assemble(plan, i, j, contributions)
 
-    monkeypatch.setattr(P, "_assemble", counting)
+    monkeypatch.setattr(R, "assemble", counting)
     P.predict(cube64, ckpt, out, window=WIN, overlap=OV, batch_size=3, progress=False)
-    assert sorted(assembled) == sorted(set(P._chunk_grid_of((200, 232), (64, 64))) - done)
+    assert sorted(assembled) == sorted(set(W.chunk_grid((200, 232), (64, 64))) - done)
     assert (_prob(out) == reference).all()  # identical to the uninterrupted run
     assembled.clear()
     P.predict(cube64, ckpt, out, window=WIN, overlap=OV, batch_size=3, progress=False)
@@ -394,14 +397,14 @@ def test_distributed_client_gives_the_local_result(tmp_path, cube64, ckpt, refer
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         out = P.predict(cube64, ckpt, tmp_path / "d.zarr", client=client, window=WIN, overlap=OV,
                         batch_size=3, progress=True)
-        loaded = client.run(lambda: len(P._MODELS))
+        loaded = client.run(lambda: len(engine._MODELS))
     assert (_prob(out) == reference).all()
     assert sum(loaded.values()) >= 1 and max(loaded.values()) == 1  # one model per worker process
 
 
 def test_graph_carries_paths_not_the_model(cube64, ckpt):
-    plan, batches, _, _ = P._prepare(cube64, ckpt, WIN, OV, 3, "cpu", 1)
-    tasks = P._graph(plan, batches, P._chunk_grid(plan))
+    plan, batches, _, _ = P.prepare(cube64, ckpt, window=WIN, overlap=OV, batch_size=3, device="cpu", threads=1)
+    tasks = R.graph(plan, batches, W.chunk_grid(plan.shape, plan.chunks))
     graph = {}
     for t in tasks:
         graph.update(dict(t.__dask_graph__()))

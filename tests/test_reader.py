@@ -10,10 +10,11 @@ import pytest
 import torch
 
 import landslide_dask.predict as P
-from landslide_dask.chips import BandStats, drop_pre
+from landslide_dask.predict import engine
+from landslide_dask.train.chips import BandStats, drop_pre
 from landslide_dask.errors import InputDataError
-from landslide_dask.reader import WindowReader
-from landslide_dask.train import TrainConfig, _batches, checkpoint_reader, load_checkpoint, training_reader
+from landslide_dask.train.reader import WindowReader
+from landslide_dask.train.loop import TrainConfig, _batches, checkpoint_reader, load_checkpoint, training_reader
 from tests.test_predict import WIN, OV, make_arrays, make_checkpoint, write_test_cube
 
 CUBE_BANDS = ["nir", "red", "green", "blue"]  # not the model's order on purpose
@@ -80,9 +81,9 @@ def test_the_same_window_gives_identical_tensors_in_training_evaluation_and_infe
     train_batches = list(_batches(training_reader(cfg, ck["stats"], MODEL_BANDS), windows, s, 4, None, STREAMS,
                                   drop_last=False))
     eval_batches = list(_batches(checkpoint_reader(ck, [cube]), windows, s, 4, None, STREAMS, drop_last=False))
-    plan = P._prepare(cube, tmp_path / "m.pt", WIN, OV, 1, "cpu", 1)[0]
+    plan = P.prepare(cube, tmp_path / "m.pt", window=WIN, overlap=OV, batch_size=1, device="cpu", threads=1).plan
     for k, (_, w) in enumerate(windows.iterrows()):
-        x, ok = P._window_inputs(plan, int(w["row"]), int(w["col"]), s, s)
+        x, ok = engine.window_inputs(plan, int(w["row"]), int(w["col"]), s, s)
         assert ok
         want = _expected(a, ck, int(w["row"]), int(w["col"]), s, require_pre=pre_dropout == 0)
         for name in STREAMS:
@@ -159,7 +160,7 @@ def test_pre_dropout_hides_the_pre_stream_whole_or_beyond_an_edge():
 
 
 def test_statistics_of_the_pre_stream_skip_its_gap(gappy):
-    from landslide_dask.chips import build_index, compute_stats
+    from landslide_dask.train.chips import build_index, compute_stats
 
     cube, a = gappy
     index = build_index([cube], size=64, stride=32, block=64, min_usable=0.1).assign(split="train")
@@ -175,8 +176,8 @@ def test_statistics_of_the_pre_stream_skip_its_gap(gappy):
 
 
 def test_reflectance_units_put_scenes_with_and_without_the_dn_offset_on_one_scale(tmp_path):
-    from landslide_dask.chips import build_index, compute_stats
-    from landslide_dask.reader import DN, REFLECTANCE, radiometry
+    from landslide_dask.train.chips import build_index, compute_stats
+    from landslide_dask.train.reader import DN, REFLECTANCE, radiometry
 
     import zarr
 
@@ -206,7 +207,7 @@ def test_reflectance_units_put_scenes_with_and_without_the_dn_offset_on_one_scal
 
 
 def test_haze_adds_more_to_blue_than_to_red_per_acquisition_on_valid_pixels_only():
-    from landslide_dask.chips import haze
+    from landslide_dask.train.chips import haze
 
     rng = np.random.default_rng(1)
     valid = np.ones((8, 8), bool)

@@ -11,9 +11,9 @@ import rasterio
 import shapely
 from pyproj import Transformer
 
-from landslide_dask.catalog import catalog_geotiffs
-from landslide_dask.cube import CubeSpec, build_cube, open_cube
-from landslide_dask.stac_server import serve_stac
+from landslide_dask.stac.catalog import catalog_geotiffs
+from landslide_dask.cube.build import CubeSpec, build_cube, open_cube
+from landslide_dask.stac.server import serve_stac
 
 from .conftest import SHARED_DATA
 
@@ -66,7 +66,7 @@ L4S = SHARED_DATA / "landslide4sense_images"
 def test_real_landslide4sense_images_read_as_sentinel2_dn_degrees_and_metres(tmp_path):
     # 14 real competition test patches (no masks). The l4s preset undoes the dataset's per-channel
     # division by its means: blue/red/NIR come back as Sentinel-2 DN of a vegetated mountain scene.
-    from landslide_dask.patches import import_patches, patch_windows
+    from landslide_dask.cube.patches import import_patches, patch_windows
 
     cube = import_patches(L4S, tmp_path / "l4s.zarr", require_masks=False, progress=False)
     ds = open_cube(cube)

@@ -12,7 +12,7 @@ import shapely
 import xarray as xr
 
 from landslide_dask.errors import InputDataError
-from landslide_dask.report import COLOURS, class_image, evaluate_map, object_metrics
+from landslide_dask.predict.report import COLOURS, class_image, evaluate_map, object_metrics
 
 from .test_polygons import ATTRS, RES, X0, Y0, pixel_box, write_prediction
 
@@ -108,7 +108,7 @@ def test_evaluation_with_inventory_file_and_given_polygons(tmp_path):
               shapely.box(X0 - 5000, Y0 - 500, X0 - 4000, Y0)]  # outside the cube
     inv = gpd.GeoDataFrame(geometry=boxes, crs="EPSG:32618").to_crs("EPSG:4326")
     inv.to_file(tmp_path / "inventory.geojson", driver="GeoJSON")
-    from landslide_dask.polygons import polygonize
+    from landslide_dask.predict.polygons import polygonize
 
     polygonize(pred, tmp_path / "polys")
     rep = evaluate_map(pred, cube, tmp_path / "eval", inventory=tmp_path / "inventory.geojson",

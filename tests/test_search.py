@@ -22,8 +22,8 @@ import requests
 from rasterio.transform import from_bounds
 
 from landslide_dask.errors import EmptySearchError, InputDataError, LandslideDaskError, StacUnreachableError
-from landslide_dask.search import search_items
-from landslide_dask.stac_server import StacServer, load_stac_dir, serve_stac
+from landslide_dask.stac.search import search_items
+from landslide_dask.stac.server import StacServer, load_stac_dir, serve_stac
 
 COL = "s2-test"
 DEM = "dem-test"
@@ -280,7 +280,7 @@ def _python(code: str) -> subprocess.Popen:
 
 
 def test_run_stac_server_stops_on_ctrl_c(stac_dir):
-    proc = _python(f"from landslide_dask.stac_server import run_stac_server; run_stac_server({str(stac_dir)!r})")
+    proc = _python(f"from landslide_dask.stac.server import run_stac_server; run_stac_server({str(stac_dir)!r})")
     try:
         line = proc.stdout.readline()
         url = line.split(" at ")[1].split()[0]
@@ -299,7 +299,7 @@ def test_run_stac_server_stops_on_ctrl_c(stac_dir):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
 def test_server_dies_with_a_killed_parent(stac_dir):
     code = (
-        "import time; from landslide_dask.stac_server import StacServer\n"
+        "import time; from landslide_dask.stac.server import StacServer\n"
         f"s = StacServer({str(stac_dir)!r}); s.start(); print(s.process.pid, s.url, s.workdir, flush=True)\n"
         "time.sleep(60)\n"
     )

@@ -86,8 +86,8 @@ def test_two_trainings_started_together_both_finish_with_the_weights_of_a_lone_r
 
 def test_training_beside_a_country_job_and_predict_on_another_cluster(alone, train_cubes, client, demo_regions,
                                                                      demo_stac, tmp_path):
-    from landslide_dask.country import run_job
-    from landslide_dask.jobspec import parse_jobspec
+    from landslide_dask.jobs.country import run_job
+    from landslide_dask.jobs.spec import parse_jobspec
     from landslide_dask.predict import predict
 
     from .test_predict import make_checkpoint

@@ -20,7 +20,7 @@ from rasterio.features import rasterize
 from rasterio.warp import Resampling, reproject
 from scipy import ndimage
 
-from landslide_dask.synth import make_demo_data
+from landslide_dask.demo.synth import make_demo_data
 
 SEED = 3
 NOT_CLEAR = (0, 1, 3, 8, 9, 10)

@@ -4,7 +4,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from landslide_dask.terrain import hillshade, slope_degrees
+from landslide_dask.cube.terrain import hillshade, slope_degrees
 
 
 def _grid(n=64, res=10.0):
@@ -56,7 +56,7 @@ def test_missing_dem_gives_nan_slope_and_zero_hillshade():
 
 
 def test_a_dem_read_one_pixel_wider_gives_exact_slopes_to_the_border():
-    from landslide_dask.terrain import padded_chunks
+    from landslide_dask.cube.terrain import padded_chunks
 
     east, north = _grid(n=66)
     z = 0.4 * east - 0.25 * north

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from landslide_dask.cube import open_cube
-from landslide_dask.ddp import DistributedTrainingError
+from landslide_dask.cube.build import open_cube
+from landslide_dask.train.ddp import DistributedTrainingError
 from landslide_dask.errors import InputDataError
-from landslide_dask.experiment import leave_one_out, train_strategy
-from landslide_dask.train import TrainConfig, evaluate, load_checkpoint, tiles, train
+from landslide_dask.train.experiment import leave_one_out, train_strategy
+from landslide_dask.train.loop import TrainConfig, evaluate, load_checkpoint, tiles, train
 
 TINY = {"encoder_blocks": [1, 1, 1, 1], "encoder_widths": [8, 16, 32, 32],
         "stem_widths": {"pre": 8, "post": 8, "terrain": 8}}
@@ -168,7 +168,7 @@ def test_scoring_tiles_count_every_pixel_exactly_once(tmp_path, h, w, size):
 
 
 def test_landslide4sense_patches_train_and_evaluate_per_patch(client, tmp_path):
-    from landslide_dask.patches import import_patches
+    from landslide_dask.cube.patches import import_patches
 
     from .test_patches import S, _write_l4s
 
@@ -186,7 +186,7 @@ def test_landslide4sense_patches_train_and_evaluate_per_patch(client, tmp_path):
 
 
 def test_a_worker_lost_before_the_first_checkpoint_restarts_from_scratch(client, cubes, tmp_path, capsys):
-    from landslide_dask.ddp import running_ranks
+    from landslide_dask.train.ddp import running_ranks
 
     cfg = _cfg(cubes, tmp_path, epochs=2, steps_per_epoch=30, restarts=1)
     killed: list[tuple[str, bool]] = []
@@ -217,7 +217,7 @@ def test_a_worker_lost_before_the_first_checkpoint_restarts_from_scratch(client,
 
 def test_an_rgb_model_trained_on_four_band_cubes_maps_and_scores_a_three_band_cube(client, cubes, tmp_path):
     import landslide_dask.predict as P
-    from landslide_dask.cube import write_cube
+    from landslide_dask.cube.build import write_cube
 
     res = train(client, _cfg(cubes, tmp_path / "rgb", epochs=1, steps_per_epoch=4, bands=("blue", "green", "red"),
                              pre_dropout=0.2))

@@ -18,7 +18,7 @@ TINY = {"encoder_blocks": [1, 1, 1, 1], "encoder_widths": [8, 16, 32, 32],
 
 
 def config(cubes: list[str], out: str):
-    from landslide_dask.train import TrainConfig
+    from landslide_dask.train.loop import TrainConfig
 
     return TrainConfig(cubes=cubes, out=out, size=64, stride=32, block=128, batch_size=4, epochs=2,
                        steps_per_epoch=6, lr=3e-3, patience=10, model=TINY, progress=False, threads=1, restarts=2)
@@ -27,9 +27,9 @@ def config(cubes: list[str], out: str):
 def main(out: str, cubes: list[str]) -> dict:
     from distributed import Client
 
-    from landslide_dask.clusters import local_cluster
-    from landslide_dask.logs import quiet_distributed
-    from landslide_dask.train import train
+    from landslide_dask.jobs.clusters import local_cluster
+    from landslide_dask.common.logs import quiet_distributed
+    from landslide_dask.train.loop import train
 
     t0 = time.monotonic()
     with local_cluster(2) as cluster, Client(cluster) as client:

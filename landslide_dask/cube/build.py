@@ -1,0 +1,387 @@
+"""Analysis-ready cubes: STAC items -> lazy stackstac arrays -> composites, terrain, labels -> zarr.
+
+Everything stays lazy until the zarr write, chunk by chunk, so memory follows the chunk size,
+not the region. The cube contract (docs/contracts.md) is what training and inference read.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dask.array as da
+import numpy as np
+import stackstac
+import xarray as xr
+from rasterio.enums import Resampling
+
+from .. import __version__
+from .composite import SCL_NOT_CLEAR, composite_block
+from ..errors import EmptySearchError, InputDataError
+from .grid import Grid
+from .inventory import VectorReport, check_overlap, label_raster, rasterize_lazy, read_polygons
+from ..stac.search import search_items
+from .terrain import hillshade, padded_chunks, slope_degrees
+
+log = logging.getLogger(__name__)
+
+
+def event_windows(event: date, pre_days: int, post_days: int) -> tuple[tuple[date, date], tuple[date, date]]:
+    """Pre- and post-event date windows (inclusive). The event day itself belongs to neither:
+    an acquisition that day may be from before or after the event."""
+    return ((event - timedelta(days=pre_days), event - timedelta(days=1)),
+            (event + timedelta(days=1), event + timedelta(days=post_days)))
+
+
+_NUM = r"\s*([-+]?\d+(?:\.\d*)?)\s*"
+_BBOX = re.compile(",".join([_NUM] * 4))
+
+
+def read_aoi(aoi: str | Path):
+    """The area of interest: a vector file (any CRS), or ``W,S,E,N`` in degrees (EPSG:4326)."""
+    m = _BBOX.fullmatch(str(aoi))
+    if m is None:
+        return read_polygons(aoi, "area of interest")
+    import geopandas as gpd
+    import shapely
+
+    w, s_, e, n = (float(v) for v in m.groups())
+    if not (-180 <= w < e <= 180 and -90 <= s_ < n <= 90):
+        raise InputDataError(f"--aoi {aoi!r}: a bbox is W,S,E,N in degrees with W < E and S < N")
+    gdf = gpd.GeoDataFrame(geometry=[shapely.box(w, s_, e, n)], crs=4326)
+    return gdf, VectorReport(path=f"bbox {w},{s_},{e},{n}", features=1, repaired=0, dropped_empty=0,
+                             source_crs="EPSG:4326")
+
+
+@dataclass
+class CubeSpec:
+    """Everything that defines one cube; the CLI's ``cube`` options map onto it one to one."""
+
+    stac_url: str
+    event_date: date
+    aoi: Path
+    out: Path
+    inventory: Path | None = None
+    inventory_area: Path | None = None
+    pre_days: int = 90
+    post_days: int = 60
+    bands: tuple[str, ...] = ("blue", "green", "red", "nir")
+    collection: str = "sentinel-2-l2a"
+    scl_asset: str | None = "scl"
+    dem_collection: str | None = "cop-dem-glo-30"
+    dem_asset: str = "data"
+    max_cloud: float | None = None
+    resolution: float = 10.0
+    epsg: int | None = None
+    chunk: int = 1024
+    post_only: bool = False
+    sign: str | None = None
+    exclude_items: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def pre_window(self) -> tuple[date, date]:
+        return event_windows(self.event_date, self.pre_days, self.post_days)[0]
+
+    @property
+    def post_window(self) -> tuple[date, date]:
+        return event_windows(self.event_date, self.pre_days, self.post_days)[1]
+
+
+def _item_datetime(item: dict) -> datetime:
+    props = item["properties"]
+    text = props.get("datetime") or props.get("start_datetime")
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def solar_day(item: dict) -> date:
+    """The local date of an acquisition (UTC shifted by longitude), so one orbit pass is one day."""
+    minx, _, maxx, _ = item["bbox"][:4] if "bbox" in item else (0, 0, 0, 0)
+    return (_item_datetime(item) + timedelta(hours=(minx + maxx) / 2.0 / 15.0)).date()
+
+
+def check_assets(items: list[dict], keys: list[str]) -> None:
+    """Every item must carry every asset, and local files must exist: a gap would be silent nodata."""
+    for item in items:
+        for key in keys:
+            asset = item.get("assets", {}).get(key)
+            if asset is None:
+                raise InputDataError(
+                    f"STAC item {item['id']} has no asset {key!r} (it has {sorted(item.get('assets', {}))}). "
+                    f"Choose bands every item has (--bands), or leave the item out (--exclude-item {item['id']}).")
+            href = asset["href"]
+            parsed = urlparse(href)
+            if parsed.scheme in ("", "file") and not Path(parsed.path).exists():
+                raise InputDataError(
+                    f"Asset {key!r} of STAC item {item['id']} points to {href}, which does not exist. "
+                    f"Restore the file, or leave the item out (--exclude-item {item['id']}).")
+
+
+def _stack(items: list[dict], assets: list[str], grid: Grid, chunk, dtype: str, fill,
+           resampling: Resampling) -> xr.DataArray:
+    epsg_of = {it["id"]: it["properties"].get("proj:epsg") or _epsg_from_code(it) for it in items}
+    for it in items:  # stackstac reads proj:epsg; items written with projection v2 carry proj:code
+        if epsg_of[it["id"]]:
+            it["properties"]["proj:epsg"] = epsg_of[it["id"]]
+    return stackstac.stack(
+        items, assets=assets, epsg=grid.epsg, resolution=grid.res, bounds=grid.bounds,
+        snap_bounds=False, xy_coords="center", chunksize=chunk, dtype=dtype, fill_value=fill,
+        rescale=False, resampling=resampling, properties=False, band_coords=False,
+        errors_as_nodata=(),  # never turn an unreadable file into a silent hole
+    )
+
+
+def _epsg_from_code(item: dict) -> int | None:
+    code = item["properties"].get("proj:code")
+    if code and code.upper().startswith("EPSG:"):
+        return int(code.split(":")[1])
+    return None
+
+
+def daily_mosaics(items: list[dict], assets: list[str], grid: Grid, chunk: int) -> tuple[xr.DataArray, list[date]]:
+    """(time, band, y, x) uint16, one mosaic per solar day: granules of one pass are one date."""
+    by_day: dict[date, list[dict]] = defaultdict(list)
+    for it in items:
+        by_day[solar_day(it)].append(it)
+    days = sorted(by_day)
+    mosaics = []
+    for day in days:
+        stack = _stack(by_day[day], assets, grid, chunk, "uint16", np.uint16(0), Resampling.nearest)
+        mosaics.append(stackstac.mosaic(stack, dim="time", nodata=0).drop_vars(
+            [c for c in stack.coords if c not in ("band", "y", "x")], errors="ignore"))
+    arr = xr.concat(mosaics, dim="time").assign_coords(time=[np.datetime64(d, "D") for d in days])
+    return arr.chunk({"time": -1, "band": -1}), days
+
+
+def composites(items: list[dict], spec: CubeSpec, grid: Grid) -> tuple[xr.DataArray | None, xr.DataArray, list[date], list[date]]:
+    """Pre- and post-event median composites (band, y, x) over clear pixels; pre is None if post-only."""
+    bands = list(spec.bands)
+    assets = bands + ([spec.scl_asset] if spec.scl_asset else [])
+    check_assets(items, assets)
+    stack, days = daily_mosaics(items, assets, grid, spec.chunk)
+    is_pre = np.array([d < spec.event_date for d in days])
+    nb = len(bands)
+
+    def one(block: np.ndarray, want_pre: bool) -> np.ndarray:
+        refl = block[:, :nb]
+        scl = block[:, nb] if spec.scl_asset else np.full(block[:, 0].shape, 4, block.dtype)
+        return composite_block(refl, scl, is_pre, want_pre)
+
+    data = stack.data
+    out_chunks = ((nb,),) + data.chunks[2:]
+
+    def build(want_pre: bool) -> xr.DataArray:
+        arr = da.map_blocks(one, data, want_pre=want_pre, drop_axis=0, chunks=out_chunks, dtype=np.uint16)
+        return xr.DataArray(arr, dims=("band", "y", "x"), coords={"band": np.array(bands, dtype=object)})
+
+    pre_days = [d for d in days if d < spec.event_date]
+    post_days = [d for d in days if d > spec.event_date]
+    return (None if spec.post_only else build(True)), build(False), pre_days, post_days
+
+
+def terrain(dem_items: list[dict], spec: CubeSpec, grid: Grid) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
+    """Slope (deg), hillshade and DEM presence on the cube grid, from DEM items in any CRS.
+
+    The DEM is read one pixel wider than the cube, so border pixels get true neighbours, with
+    chunks that line up with the cube's once that ring is cut away.
+    """
+    check_assets(dem_items, [spec.dem_asset])
+    wide = grid.padded(1)
+    chunks = (padded_chunks(grid.height, spec.chunk), padded_chunks(grid.width, spec.chunk))
+    stack = _stack(dem_items, [spec.dem_asset], wide, chunks, "float32", np.float32(np.nan), Resampling.bilinear)
+    dem = stackstac.mosaic(stack, dim="time").isel(band=0).data
+    inner = (slice(1, -1), slice(1, -1))
+    dims = ("y", "x")
+    return (xr.DataArray(slope_degrees(dem, grid.res, grid.res, boundary="none")[inner], dims=dims),
+            xr.DataArray(hillshade(dem, grid.res, grid.res, boundary="none")[inner], dims=dims),
+            xr.DataArray(da.isfinite(dem[inner]), dims=dims))
+
+
+def _split_event_day(items: list[dict], spec: CubeSpec) -> list[dict]:
+    kept = [it for it in items if it["id"] not in spec.exclude_items and solar_day(it) != spec.event_date]
+    dropped = len(items) - len(kept)
+    if dropped:
+        log.info("left out %d item(s): excluded or acquired on the event day", dropped)
+    return kept
+
+
+def assemble(spec: CubeSpec) -> xr.Dataset:
+    """The lazy cube: search, stack, composite, terrain, labels. Nothing is read until written."""
+    aoi, aoi_report = read_aoi(spec.aoi)
+    grid = Grid.covering(aoi, spec.resolution, spec.epsg)
+    bbox = grid.bounds_lonlat()
+    start = spec.post_window[0] if spec.post_only else spec.pre_window[0]
+    items = search_items(spec.stac_url, [spec.collection], bbox, datetime=(start, spec.post_window[1]),
+                         max_cloud=spec.max_cloud, sign=spec.sign)
+    items = _split_event_day(items, spec)
+    pre_n = sum(solar_day(it) < spec.event_date for it in items)
+    post_n = sum(solar_day(it) > spec.event_date for it in items)
+    if post_n == 0:
+        raise EmptySearchError(
+            f"No post-event imagery in {spec.collection} between {spec.post_window[0]} and {spec.post_window[1]} "
+            f"over {tuple(round(v, 4) for v in bbox)}. Widen the window with --post-days.")
+    if pre_n == 0 and not spec.post_only:
+        raise EmptySearchError(
+            f"No pre-event imagery in {spec.collection} between {spec.pre_window[0]} and {spec.pre_window[1]} "
+            f"over {tuple(round(v, 4) for v in bbox)}. Widen the window with --pre-days, or build a "
+            "post-event-only cube with --post-only.")
+    pre, post, pre_dates, post_dates = composites(items, spec, grid)
+
+    chunks = spec.chunk
+    inside = rasterize_lazy(aoi, 1, grid, chunks) == 1
+    # valid: the pixels a map can cover (post-event image, terrain, inside the AOI); pre_valid says
+    # which of them also have a pre-event image (a mosaic gap or lasting cloud leaves some without)
+    valid = inside & (post > 0).all("band").data
+    data_vars: dict[str, xr.DataArray] = {"post": post}
+    if pre is not None:
+        data_vars["pre"] = pre
+    dem_ids: list[str] = []
+    if spec.dem_collection:
+        dem_items = search_items(spec.stac_url, [spec.dem_collection], bbox, sign=spec.sign)
+        dem_ids = [it["id"] for it in dem_items]
+        slope, shade, has_dem = terrain(dem_items, spec, grid)
+        data_vars.update(slope=slope, hillshade=shade)
+        valid = valid & has_dem.data
+    data_vars["valid"] = xr.DataArray(valid, dims=("y", "x"))
+    if pre is not None:
+        data_vars["pre_valid"] = xr.DataArray(valid & (pre > 0).all("band").data, dims=("y", "x"))
+
+    inventory_attrs: dict = {}
+    if spec.inventory is not None:
+        inv, inv_report = read_polygons(spec.inventory, "inventory")
+        n_inside = check_overlap(inv, grid, "inventory", str(spec.inventory))
+        if spec.inventory_area is not None:
+            covered, _ = read_polygons(spec.inventory_area, "inventory area")
+        else:
+            covered = aoi
+        data_vars["label"] = xr.DataArray(label_raster(inv, covered, grid, chunks), dims=("y", "x"))
+        inventory_attrs = {
+            "inventory": Path(spec.inventory).stem, "inventory_source": str(spec.inventory),
+            "inventory_area_source": str(spec.inventory_area or spec.aoi),
+            "inventory_polygons": inv_report.features, "inventory_polygons_in_cube": n_inside,
+            "inventory_repaired_geometries": inv_report.repaired,
+            "inventory_dropped_geometries": inv_report.dropped_empty, "inventory_crs": inv_report.source_crs,
+        }
+
+    coords = {"y": grid.ys(), "x": grid.xs(), "band": np.array(spec.bands, dtype=object),
+              "spatial_ref": xr.DataArray(0, attrs=_grid_mapping(grid))}
+    ds = xr.Dataset(data_vars, coords=coords)
+    for name in ds.data_vars:
+        ds[name].attrs["grid_mapping"] = "spatial_ref"
+    ds["slope"].attrs.update(units="degree") if "slope" in ds else None
+    for name in ("pre", "post"):
+        if name in ds:
+            ds[name].attrs.update(units="DN", nodata=0, long_name=f"{name}-event cloud-masked median composite")
+    ds.attrs.update({
+        "crs": f"EPSG:{grid.epsg}", "epsg": grid.epsg, "transform": list(grid.transform)[:6],
+        "resolution": grid.res, "event_date": spec.event_date.isoformat(),
+        "pre_window": [d.isoformat() for d in spec.pre_window] if not spec.post_only else [],
+        "post_window": [d.isoformat() for d in spec.post_window],
+        "pre_dates": [d.isoformat() for d in pre_dates], "post_dates": [d.isoformat() for d in post_dates],
+        "stac_url": spec.stac_url, "collection": spec.collection,
+        "stac_items": sorted(it["id"] for it in items), "dem_collection": spec.dem_collection or "",
+        "dem_items": sorted(dem_ids), "bands": list(spec.bands),
+        "cloud_mask": f"{spec.scl_asset} classes {list(SCL_NOT_CLEAR)} masked" if spec.scl_asset else "none",
+        "dn_scale_offset": _scale_offset(items, spec.bands[0]), "aoi_source": str(spec.aoi),
+        "landslide_dask_version": __version__, **inventory_attrs,
+    })
+    return ds
+
+
+def _scale_offset(items: list[dict], band: str) -> list[float]:
+    rb = (items[0]["assets"].get(band, {}).get("raster:bands") or [{}])[0]
+    return [float(rb.get("scale", 1.0)), float(rb.get("offset", 0.0))]
+
+
+def _grid_mapping(grid: Grid) -> dict:
+    """CF grid mapping, so GDAL and rioxarray open the zarr cube georeferenced."""
+    t = grid.transform
+    return {"crs_wkt": grid.crs.to_wkt(), "spatial_ref": grid.crs.to_wkt(),
+            "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e))}
+
+
+def write_cube(ds: xr.Dataset, out: Path, progress: bool = True) -> Path:
+    """Write the cube to zarr v3, atomically: a failed or killed write leaves no finished-looking cube."""
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for name in ds.variables:
+        ds[name].encoding.pop("chunks", None)
+    delayed = ds.to_zarr(partial, mode="w", zarr_format=3, consolidated=False, compute=False)
+    try:
+        _compute(delayed, progress)
+    except Exception as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise _explain_read_error(exc) from exc
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
+    return out
+
+
+def _compute(delayed, progress: bool) -> None:
+    """Compute on the current distributed client if there is one, else locally. The progress bar
+    is drawn only on a terminal: redirected to a log, a redrawn bar is a wall of text."""
+    from ..common.logs import interactive
+
+    progress = progress and interactive(sys.stdout)
+    try:
+        from distributed import get_client, progress as dist_progress
+
+        client = get_client()
+    except (ImportError, ValueError):
+        client = None
+    if client is not None:
+        future = client.compute(delayed)
+        if progress:
+            dist_progress(future, interval="1s")
+        future.result()
+    elif progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(dt=1.0):
+            delayed.compute()
+    else:
+        delayed.compute()
+
+
+def _explain_read_error(exc: Exception) -> Exception:
+    if isinstance(exc, InputDataError):
+        return exc
+    text = str(exc)
+    if "Error opening" in text or "Error reading" in text or "RasterioIOError" in type(exc).__name__ or "TIFF" in text:
+        return InputDataError(
+            f"Reading an imagery or DEM file failed: {text}\nThe file named above is probably truncated or "
+            "corrupt: download it again, or leave its STAC item out with --exclude-item ITEM_ID.")
+    return exc
+
+
+def build_cube(spec: CubeSpec, progress: bool = True, quicklook: bool = True) -> Path:
+    """Search, assemble and write one cube (plus its quicklook PNG beside it)."""
+    ds = assemble(spec)
+    out = write_cube(ds, spec.out, progress)
+    if quicklook:
+        from .quicklook import cube_quicklook
+
+        cube_quicklook(out, out.with_suffix(".png"))
+    return out
+
+
+def open_cube(path: str | Path) -> xr.Dataset:
+    """Open a cube lazily; a path that is not a finished cube is an error that says so."""
+    path = Path(path)
+    if not path.exists():
+        partial = path.with_name(path.name + ".partial")
+        hint = " A '.partial' write exists: that build did not finish; run it again." if partial.exists() else ""
+        raise InputDataError(f"No cube at {path}.{hint}")
+    try:
+        return xr.open_zarr(path, consolidated=False)
+    except Exception as exc:
+        raise InputDataError(f"{path} is not a readable zarr cube: {exc}") from exc

@@ -1,0 +1,297 @@
+"""Training windows ("chips") over cubes: an index, a spatial split, statistics, and a reader.
+
+- The index is computed from per-cell counts (cells of ``stride`` pixels, one dask pass per cube),
+  so choosing windows never loads a whole cube.
+- Splits are by spatial blocks per inventory: a window belongs to a split only if it lies wholly
+  inside one block of that split, so windows of different splits never overlap (the strip of
+  windows straddling two blocks is the gap).
+- The epoch order visits windows grouped by chunk, so the window reader (``reader.py``) decodes
+  each chunk about once per pass.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+
+from ..cube.build import open_cube
+from ..errors import InputDataError
+from .reader import DN, REFLECTANCE, TERRAIN, radiometry, select_bands
+
+SPLITS = ("train", "val", "test")
+
+
+def _cell_counts(ds, stride: int) -> dict[str, da.Array]:
+    """Per-cell (stride x stride) counts of usable and landslide pixels, lazily."""
+    usable = ds["valid"].data
+    if "label" in ds:
+        usable = usable & (ds["label"].data != 255)
+        slide = usable & (ds["label"].data == 1)
+    else:
+        slide = da.zeros_like(usable)
+    h, w = (s // stride * stride for s in usable.shape)
+    out = {}
+    for name, arr in (("usable", usable), ("slide", slide)):
+        arr = arr[:h, :w].astype(np.int32)
+        out[name] = da.coarsen(np.sum, arr, {0: stride, 1: stride}, trim_excess=True)
+    return out
+
+
+def _window_sums(cells: np.ndarray, k: int) -> np.ndarray:
+    """Sum of every k x k block of cells (integral image), for windows at each cell offset."""
+    ii = np.pad(cells, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    return ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]
+
+
+def _assign_blocks(n_by: int, n_bx: int, fractions: tuple[float, float, float], seed) -> np.ndarray:
+    """A split per block: a seeded shuffle, cut by the fractions; val and test get at least one
+    block each when there are three or more blocks."""
+    n = n_by * n_bx
+    order = np.random.default_rng(seed).permutation(n)
+    counts = np.floor(np.asarray(fractions) * n).astype(int)
+    if n >= 3:
+        counts[1:] = np.maximum(counts[1:], 1)
+    counts[0] = n - counts[1:].sum()
+    labels = np.repeat(np.arange(3), counts)
+    out = np.empty(n, dtype=int)
+    out[order] = labels
+    return out.reshape(n_by, n_bx)
+
+
+def build_index(cubes: list[str | Path], size: int = 224, stride: int = 112, block: int | None = None,
+                min_usable: float = 0.5, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+                seed: int = 0) -> pd.DataFrame:
+    """Windows of ``size`` px every ``stride`` px where at least ``min_usable`` of the pixels are valid
+    and inside the inventory, each with its split and landslide fraction.
+
+    ``block`` (default 4 x size) is the side of the split blocks in pixels; it must be a multiple
+    of ``stride`` and at least ``size``.
+    """
+    if size % stride:
+        raise InputDataError(f"window size {size} must be a multiple of the stride {stride}")
+    block = block or 4 * size
+    if block % stride or block < size:
+        raise InputDataError(f"split block {block} must be a multiple of the stride {stride} and >= {size}")
+    k = size // stride
+    rows = []
+    lazy = [_cell_counts(open_cube(c), stride) for c in cubes]
+    computed = dask.compute(*lazy)
+    for ci, (cube, counts) in enumerate(zip(cubes, computed)):
+        usable = _window_sums(counts["usable"], k) / (size * size)
+        slide = _window_sums(counts["slide"], k) / (size * size)
+        wy, wx = np.nonzero(usable >= min_usable)
+        r0, c0 = wy * stride, wx * stride
+        by, bx = r0 // block, c0 // block
+        inside = ((r0 + size - 1) // block == by) & ((c0 + size - 1) // block == bx)
+        # splits are dealt over the blocks that hold whole windows (an edge sliver holds none)
+        n_bx = counts["usable"].shape[1] * stride // block + 1
+        keys = by * n_bx + bx
+        blocks = np.unique(keys[inside])
+        # seeded by the region's name, not its place in the list: a region keeps its test blocks
+        # whichever regions it is trained with (a combined model never trains on a local model's test)
+        region_seed = [seed, zlib.crc32(Path(cube).name.encode())]
+        dealt = _assign_blocks(1, len(blocks), fractions, region_seed)[0] if len(blocks) else np.zeros(0, int)
+        split = np.zeros(len(keys), dtype=int)
+        split[inside] = dealt[np.searchsorted(blocks, keys[inside])]
+        rows.append(pd.DataFrame({
+            "cube": ci, "path": str(cube), "row": r0, "col": c0,
+            "split": np.where(inside, np.asarray(SPLITS, dtype=object)[split], "gap"),
+            "usable": usable[wy, wx], "slide": slide[wy, wx],
+        }))
+    if not rows:
+        raise InputDataError("no cubes given")
+    index = pd.concat(rows, ignore_index=True)
+    index.attrs.update(size=size, stride=stride, block=block)
+    if not len(index):
+        raise InputDataError(f"No {size}x{size} window in {', '.join(map(str, cubes))} has {min_usable:.0%} "
+                             "valid, inventoried pixels: check the cubes' valid and label layers.")
+    return index
+
+
+def sampling_weights(index: pd.DataFrame, positive_boost: float = 3.0) -> np.ndarray:
+    """Windows holding landslides are drawn ``positive_boost`` times as often as others."""
+    w = np.where(index["slide"].to_numpy() > 0, positive_boost, 1.0)
+    return w / w.sum()
+
+
+@dataclass
+class BandStats:
+    """Per-channel mean and std for each model stream, stored in the checkpoint."""
+
+    mean: dict[str, list[float]]
+    std: dict[str, list[float]]
+    units: str = DN  # of the imagery streams: DN as stored, or REFLECTANCE (x 10,000)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "units": self.units}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BandStats":
+        return cls(mean=d["mean"], std=d["std"], units=d.get("units", DN))
+
+
+def _stream_arrays(ds, streams: tuple[str, ...], bands: tuple[str, ...] | None, where: str,
+                   gain_bias: tuple[float, float] = (1.0, 0.0)) -> dict[str, da.Array]:
+    arrays = {}
+    gain, bias = gain_bias
+    for s in streams:
+        if s == "terrain":
+            arrays[s] = da.stack([ds[t].data.astype(np.float32) for t in TERRAIN])
+        else:
+            have = [str(b) for b in ds["band"].values]
+            idx = list(select_bands(bands, have, where)) if bands is not None else list(range(len(have)))
+            arrays[s] = ds[s].data[idx].astype(np.float32)
+            if gain != 1.0 or bias != 0.0:
+                arrays[s] = arrays[s] * np.float32(gain) + np.float32(bias)
+    return arrays
+
+
+def _window_mask(windows: pd.DataFrame, shape: tuple[int, int], size: int, stride: int,
+                 chunks) -> da.Array:
+    """Lazy pixel mask of the union of windows, built on the coarse cell grid then repeated."""
+    k = size // stride
+    cells = np.zeros((shape[0] // stride, shape[1] // stride), dtype=bool)
+    for r, c in zip(windows["row"].to_numpy() // stride, windows["col"].to_numpy() // stride):
+        cells[r:r + k, c:c + k] = True
+    m = da.from_array(cells, chunks=max(1, 1024 // stride)).repeat(stride, axis=0).repeat(stride, axis=1)
+    pad = ((0, shape[0] - m.shape[0]), (0, shape[1] - m.shape[1]))
+    return da.pad(m, pad, constant_values=False).rechunk(chunks)
+
+
+def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post", "terrain"),
+                  split: str = "train", bands: tuple[str, ...] | None = None, units: str = DN) -> BandStats:
+    """Mean and std per channel over the valid pixels of the union of the split's windows (the
+    pre-event stream: over those that have a pre-event image), in one dask pass (sums and sums of
+    squares in float64). ``bands``: the imagery bands, by name (None: all of each cube's);
+    ``units``: DN as stored, or ``REFLECTANCE`` (each cube's DN scale and offset applied)."""
+    size, stride = index.attrs["size"], index.attrs["stride"]
+    parts: dict[str, list] = {s: [] for s in streams}
+    for path, windows in index[index["split"] == split].groupby("path"):
+        ds = open_cube(path)
+        valid = ds["valid"].data
+        m = _window_mask(windows, valid.shape, size, stride, valid.chunks) & valid
+        gb = radiometry(path) if units == REFLECTANCE else (1.0, 0.0)
+        for s, arr in _stream_arrays(ds, streams, bands, f"the cube {path}", gb).items():
+            ms = m & ds["pre_valid"].data if s == "pre" and "pre_valid" in ds else m
+            x = da.where(ms, arr, 0.0).astype(np.float64)
+            parts[s].append((x.sum(axis=(1, 2)), (x * x).sum(axis=(1, 2)), ms.sum()))
+    (parts,) = dask.compute(parts)
+    mean, std = {}, {}
+    for s, p in parts.items():
+        n = sum(int(q[2]) for q in p)
+        if n == 0:
+            raise InputDataError(f"no valid pixels in the {split} windows to compute statistics from")
+        mu = sum(q[0] for q in p) / n
+        var = sum(q[1] for q in p) / n - mu * mu
+        mean[s] = [float(v) for v in mu]
+        std[s] = [float(v) for v in np.sqrt(np.maximum(var, 1e-12))]
+    return BandStats(mean, std, units)
+
+
+def augment(sample: dict[str, np.ndarray], rng: np.random.Generator, jitter: float = 0.05,
+            streams: tuple[str, ...] = ("pre", "post")) -> dict[str, np.ndarray]:
+    """Flips, 90-degree rotations (the same for every layer) and per-band gain/offset jitter of the
+    imagery streams (terrain is a measurement, left alone)."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    out = {}
+    for name, x in sample.items():
+        y = np.rot90(x, k, axes=(-2, -1))
+        if flip:
+            y = y[..., ::-1]
+        out[name] = np.ascontiguousarray(y)
+    for s in streams:
+        if s in out and jitter > 0:
+            n = out[s].shape[0]
+            gain = rng.normal(1.0, jitter, (n, 1, 1)).astype(np.float32)
+            offset = rng.normal(0.0, jitter, (n, 1, 1)).astype(np.float32)
+            keep = out["pre_valid"] if s == "pre" and "pre_valid" in out else out["valid"]
+            out[s] = np.where(keep, out[s] * gain + offset, 0.0).astype(np.float32)
+    return out
+
+
+# Sentinel-2 band centres (nm), for the wavelength dependence of haze
+WAVELENGTH_NM = {"coastal": 443, "blue": 490, "green": 560, "red": 665, "rededge1": 705, "rededge2": 740,
+                 "rededge3": 783, "nir": 842, "nir08": 865, "nir09": 945, "swir16": 1610, "swir22": 2190}
+HAZE_MAX = 800.0  # reflectance x 10,000 added to blue at most: path radiance of a hazy top-of-atmosphere scene
+
+
+def haze(sample: dict[str, np.ndarray], rng: np.random.Generator, p: float, bands: tuple[str, ...],
+         std: dict[str, np.ndarray], streams: tuple[str, ...] = ("pre", "post")) -> dict[str, np.ndarray]:
+    """Atmospheric path radiance, per acquisition: with probability ``p`` an imagery stream gets
+    an additive offset of up to ``HAZE_MAX`` (reflectance x 10,000) at blue, falling with
+    wavelength as lambda^-k (k in [1, 4]: aerosol to Rayleigh). Real downloads are often
+    top-of-atmosphere (L1C) or hazy where the teacher's scenes are surface reflectance; ``std``:
+    the streams' per-channel std (reflectance units), to add the offset in normalised units."""
+    if p <= 0:
+        return sample
+    out = dict(sample)
+    lam = np.asarray([WAVELENGTH_NM.get(b, 842) for b in bands], np.float64)
+    for s in streams:
+        if s not in out or rng.random() >= p:
+            continue
+        k = rng.uniform(1.0, 4.0)
+        h = rng.uniform(0.0, HAZE_MAX) * (lam / 490.0) ** -k
+        add = (h / np.asarray(std[s], np.float64).reshape(-1)).astype(np.float32)[:, None, None]
+        keep = out["pre_valid"] if s == "pre" and "pre_valid" in out else out["valid"]
+        out[s] = np.where(keep, out[s] + add, 0.0).astype(np.float32)
+    return out
+
+
+def drop_pre(sample: dict[str, np.ndarray], rng: np.random.Generator, p: float) -> dict[str, np.ndarray]:
+    """Pre-event stream dropout, so a model learns to map from post-event imagery and terrain where
+    the pre-event image is missing: with probability ``p`` the whole window loses it, with
+    probability ``p`` the part of it beyond a random straight edge does (as a mosaic gap or a swath
+    edge cuts real scenes, e.g. Iburi 2018's). Removed pixels are 0, as the reader writes gaps."""
+    if p <= 0 or "pre" not in sample:
+        return sample
+    u = rng.random()
+    if u >= 2 * p:
+        return sample
+    h, w = sample["pre"].shape[-2:]
+    if u < p:
+        gone = np.ones((h, w), bool)
+    else:
+        angle = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:h, 0:w]
+        proj = (yy - h / 2) * np.sin(angle) + (xx - w / 2) * np.cos(angle)
+        gone = proj > rng.uniform(-0.4, 0.4) * max(h, w)
+    out = dict(sample)
+    out["pre"] = np.where(gone[None], 0.0, sample["pre"]).astype(np.float32)
+    out["pre_valid"] = sample.get("pre_valid", sample["valid"]) & ~gone
+    return out
+
+
+def epoch_windows(index: pd.DataFrame, split: str, epoch: int, rank: int = 0, world: int = 1,
+                  seed: int = 0, n: int | None = None, positive_boost: float | None = None,
+                  chunk: int = 512, local_shuffle: int = 64) -> pd.DataFrame:
+    """This rank's windows for one epoch: the same draw on every rank, grouped by chunk, shuffled
+    anew each epoch, cut into equal contiguous shards (so every rank runs the same number of steps)
+    and then shuffled within runs of ``local_shuffle`` windows so a batch mixes nearby chunks."""
+    pool = index[index["split"] == split]
+    if not len(pool):
+        raise InputDataError(f"no windows in split {split!r}")
+    rng = np.random.default_rng([seed, epoch])
+    if positive_boost is not None:
+        take = rng.choice(len(pool), size=n or len(pool), replace=True, p=sampling_weights(pool, positive_boost))
+        pool = pool.iloc[take]
+    elif n is not None:
+        pool = pool.iloc[rng.choice(len(pool), size=n, replace=n > len(pool))]
+    group = pool["cube"].astype(np.int64) * 10**12 + (pool["row"] // chunk) * 10**6 + pool["col"] // chunk
+    keys = np.unique(group.to_numpy())
+    rank_of_group = dict(zip(rng.permutation(keys), range(len(keys))))
+    order = np.lexsort((rng.random(len(pool)), group.map(rank_of_group).to_numpy()))
+    pool = pool.iloc[order]
+    per_rank = len(pool) // world
+    if per_rank == 0:
+        raise InputDataError(f"{len(pool)} {split} windows cannot feed {world} ranks")
+    mine = pool.iloc[rank * per_rank:(rank + 1) * per_rank]
+    local = np.random.default_rng([seed, epoch, rank])
+    idx = np.concatenate([local.permutation(np.arange(i, min(i + local_shuffle, per_rank)))
+                          for i in range(0, per_rank, local_shuffle)])
+    return mine.iloc[idx].reset_index(drop=True)

@@ -1,0 +1,675 @@
+"""One torch.distributed rank per Dask worker, with timeouts and one clear error on failure.
+
+Why not dask-pytorch-ddp: it hard-codes port 23456, defaults to nccl, has no timeout, and one dead
+worker leaves every other rank blocked in a collective forever. Here:
+
+* the rendezvous store of each run is bound to port 0 by a tiny probe task on rank 0's worker and
+  held open there until rank 0 takes it over, so two runs, or two users, never collide on a port
+  (no port is probed free, closed and bound again later: nothing can take it in between);
+* the backend follows the workers' devices (nccl with CUDA, gloo without; mixed is an error);
+* ``init_process_group(timeout=...)`` bounds the rendezvous and every collective;
+* the client watches all rank futures *and* the scheduler's worker table (asked by RPC each
+  time, see :mod:`landslide_dask.common.workers`; never the client's cached identity, which goes
+  worker-less under load): a rank that raises, or a worker that the scheduler has removed in two
+  replies a second apart (its future would otherwise wait forever, pinned to a worker that is
+  gone), stops the run; the surviving ranks get ``timeout_s`` to fail on their collectives, and the
+  worker process of any rank still running after that is ended (its nanny starts a fresh one), so
+  nothing is left blocked in a collective. Only a worker the scheduler itself no longer lists is
+  ever called dead;
+* a worker on which a rank of another run is still executing is never given a new rank;
+* the process group is destroyed in a ``finally`` on every rank, so the next run on the same
+  workers starts clean.
+
+Measured on this machine (gloo, loopback, 2 worker processes): a peer killed mid-training makes the
+other rank's next collective fail in ~10 ms ("Connection reset by peer"); a peer that raised and
+destroyed its group, in ~20 ms ("Connection closed by peer"); a peer that just stops calling
+collectives is detected by gloo's own timeout, exactly ``timeout_s`` after the collective began.
+The fast failures need the failed rank's gloo sockets to close, i.e. its process group to be freed;
+see ``_rank_main`` for the torch import that otherwise pins the first group of a process forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import gc
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+import torch
+
+from ..errors import LandslideDaskError
+from ..common.workers import gone, worker_table
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+T = TypeVar("T")
+
+__all__ = ["DistributedTrainingError", "RankContext", "RankFailure", "run_ddp"]
+
+_POLL_S = 0.1           # how often the client looks at the rank futures
+_WORKER_POLL_S = 0.5    # how often it asks the scheduler which workers are alive
+_CONFIRM_S = 1.0        # a worker missing from the scheduler's table is looked for again after this
+_RESTART_TIMEOUT_S = 60.0
+_RESTARTED = "WorkerRestarted"  # error type of a rank re-run by Dask in a new worker process
+
+# Ranks running in this process, by run id: lets the client ask a worker whether a rank it gave up
+# on is still executing (and so must be killed) without relying on Dask's internal task states.
+_ACTIVE: dict[str, int] = {}
+_ACTIVE_LOCK = threading.Lock()
+# Rendezvous stores bound by the probe on rank 0's worker, by run id, until rank 0 takes them over.
+_STORES: dict[str, Any] = {}
+
+
+class DistributedTrainingError(LandslideDaskError):
+    """A distributed run failed: names the rank and worker at fault and the original error."""
+
+    def __init__(self, message: str, failures: list[RankFailure] | None = None):
+        super().__init__(message)
+        self.failures = list(failures or [])
+
+    @property
+    def primary(self) -> RankFailure | None:
+        """The failure judged to be the cause (the others are usually its consequences)."""
+        return self.failures[0] if self.failures else None
+
+
+@dataclass
+class RankFailure:
+    """What happened to one rank.
+
+    ``kind``: raised (fn raised), died (worker process gone), hung (still running long after
+    another rank failed: its worker process was ended), queued (never started), comm (a collective
+    or the rendezvous failed or timed out: usually a consequence of another rank's failure).
+    """
+
+    rank: int
+    worker: str
+    kind: str
+    error_type: str = ""
+    message: str = ""
+    traceback: str = ""
+    at: float = field(default_factory=time.time)
+
+    def describe(self) -> str:
+        where = f"rank {self.rank} on worker {self.worker}"
+        if self.kind == "died":
+            return f"{where} died (its worker process exited or was killed)"
+        if self.kind == "hung":
+            return f"{where} was still running {self.message}; its worker process was ended (a nanny restarts it)"
+        if self.kind == "queued":
+            return f"{where} never started (its worker was busy with other tasks)"
+        return f"{where} raised {self.error_type}: {self.message}"
+
+
+class _RankError(Exception):
+    """Raised on a worker for a failing rank; carries text only, so it always unpickles."""
+
+    def __init__(self, rank: int, worker: str, error_type: str, message: str, tb: str, comm: bool,
+                 at: float):
+        super().__init__(rank, worker, error_type, message, tb, comm, at)
+
+    def __str__(self) -> str:
+        rank, worker, error_type, message = self.args[:4]
+        return f"rank {rank} on {worker}: {error_type}: {message}"
+
+
+@dataclass
+class RankContext:
+    """Handed to the rank function: who am I, on which device, plus small collective helpers."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    backend: str
+    worker: str
+    init_method: str = ""  # tcp://host:port of this run's rendezvous (diagnostics)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        if self.backend == "nccl" and self.device.type == "cuda":
+            dist.barrier(device_ids=[self.device.index or 0])
+        else:
+            dist.barrier()
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks; returns a new tensor on ``t``'s device (``t`` is untouched)."""
+        import torch.distributed as dist
+
+        x = t.detach().to(self.device, copy=True)
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        return x.to(t.device)
+
+    def all_reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """Mean over ranks (integers are promoted to float64 so the mean is exact)."""
+        x = t if t.is_floating_point() or t.is_complex() else t.to(torch.float64)
+        return self.all_reduce_sum(x) / self.world_size
+
+    def all_gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's copy of ``t`` (same shape on all ranks), indexed by rank, on ``t``'s device."""
+        import torch.distributed as dist
+
+        x = t.detach().to(self.device).contiguous()
+        out = [torch.empty_like(x) for _ in range(self.world_size)]
+        dist.all_gather(out, x)
+        return [o.to(t.device) for o in out]
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """A picklable object from rank ``src`` to all ranks (e.g. a decision taken on rank 0)."""
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=src, device=self.device if self.backend == "nccl" else None)
+        return box[0]
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _address_host(address: str) -> str:
+    """The host part of a Dask address; in-process (inproc://) workers live on 127.0.0.1."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, loc = parse_address(address)
+    if scheme == "inproc":
+        return "127.0.0.1"
+    host, _ = parse_host_port(loc)
+    return host
+
+
+def _probe(bind_host: str | None, run_id: str = "", timeout_s: float = 120.0) -> dict:
+    """Runs on each worker before the ranks: its devices, process, and (rank 0) the run's
+    rendezvous store, bound to a free port that stays bound until rank 0 uses it."""
+    info = {
+        "pid": os.getpid(),
+        "hostname": socket.gethostname(),
+        "cuda": bool(torch.cuda.is_available()),
+        "cuda_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "port": None,
+    }
+    if bind_host is not None:
+        import torch.distributed as dist
+
+        store = dist.TCPStore(bind_host, 0, None, True, datetime.timedelta(seconds=timeout_s),
+                              wait_for_workers=False)
+        with _ACTIVE_LOCK:
+            _STORES[run_id] = store
+        info["port"] = store.port
+    return info
+
+
+def _drop_store(run_id: str) -> bool:
+    """Close a run's rendezvous store if rank 0 never took it (the run failed before it started)."""
+    with _ACTIVE_LOCK:
+        return _STORES.pop(run_id, None) is not None
+
+
+def running_ranks() -> dict[str, int]:
+    """run id -> rank of every rank executing in this worker process now (run with client.run)."""
+    with _ACTIVE_LOCK:
+        return dict(_ACTIVE)
+
+
+def _interface_of(host: str) -> str | None:
+    """The network interface that holds ``host``'s IP, so gloo talks where Dask talks.
+
+    Without it gloo binds to whatever the machine's hostname resolves to, which on many hosts is
+    an external address even when the cluster was started on 127.0.0.1.
+    """
+    try:
+        import psutil
+
+        ips = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
+        for name, addrs in psutil.net_if_addrs().items():
+            if any(a.address.split("%")[0] in ips for a in addrs):
+                return name
+    except Exception:  # best effort: gloo's own choice still works on most machines
+        return None
+    return None
+
+
+def _is_comm_error(exc: BaseException) -> bool:
+    """True for errors that are a consequence of another rank failing (collective broke/timed out)."""
+    import torch.distributed as dist
+
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc)
+    return any(s in text for s in ("gloo", "NCCL", "Connection closed by peer", "Connection reset by peer",
+                                   "Timed out waiting", "Socket Timeout", "timed out"))
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Results travel to the client, which may have no GPU: move tensors to CPU on the way out."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        try:  # keep OrderedDict (state dicts) and its _metadata, which load_state_dict reads
+            out = type(obj)((k, _to_cpu(v)) for k, v in obj.items())
+        except TypeError:
+            out = {k: _to_cpu(v) for k, v in obj.items()}
+        if hasattr(obj, "_metadata"):
+            out._metadata = obj._metadata
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _active_ranks(run_id: str) -> int | None:
+    """Which rank of ``run_id`` is still executing in this worker process (None if none)."""
+    with _ACTIVE_LOCK:
+        return _ACTIVE.get(run_id)
+
+
+def _rank_main(fn: Callable[..., Any], rank: int, world_size: int, init_method: str, backend: str,
+               timeout_s: float, worker: str, pid: int, run_id: str, args: tuple, kwargs: dict) -> Any:
+    """The task each worker runs: join the group, run ``fn``, always leave the group."""
+    import torch.distributed as dist
+
+    # torch.distributed.nn.functional binds `group=group.WORLD` as a default argument when it is
+    # first imported, which DDP does lazily on its first construction: imported while a group
+    # exists, it keeps that group (and its gloo sockets) alive forever, and after a failure the
+    # other ranks then wait for their timeout instead of failing at once. Import it group-less.
+    try:
+        import torch.distributed.nn.functional  # noqa: F401
+    except Exception:  # pragma: no cover - optional part of torch
+        pass
+    if os.getpid() != pid:
+        # the probed process died and Dask re-ran this rank in its replacement (a worker that
+        # restarts on the same address): joining now could only hang until the timeout
+        raise _RankError(rank, worker, _RESTARTED, f"worker process {pid} was replaced by {os.getpid()}; "
+                         f"rank {rank} is not re-run alone", "", True, time.time())
+    with _ACTIVE_LOCK:
+        _ACTIVE[run_id] = rank
+        store = _STORES.pop(run_id, None) if rank == 0 else None
+    env_set: list[str] = []
+    failure: tuple | None = None
+    result: Any = None
+    try:
+        if dist.is_initialized():
+            raise RuntimeError("this worker process already has a torch.distributed process group "
+                               "(another run_ddp still running on it, or fn left one behind)")
+        if backend == "gloo" and "GLOO_SOCKET_IFNAME" not in os.environ:
+            iface = _interface_of(_address_host(worker))
+            if iface:
+                os.environ["GLOO_SOCKET_IFNAME"] = iface
+                env_set.append("GLOO_SOCKET_IFNAME")
+        if backend == "nccl":
+            # dask-cuda gives each worker its own CUDA_VISIBLE_DEVICES, so its GPU is cuda:0
+            device = torch.device("cuda", 0)
+            torch.cuda.set_device(device)
+            extra = {"device_id": device}
+        else:
+            device = torch.device("cpu")
+            extra = {}
+        timeout = datetime.timedelta(seconds=timeout_s)
+        if rank == 0 and store is None:
+            raise RuntimeError(f"the rendezvous store of run {run_id} is not in this worker process")
+        if store is None:
+            host, port = init_method.removeprefix("tcp://").rsplit(":", 1)
+            store = dist.TCPStore(host.strip("[]"), int(port), world_size, False, timeout)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout,
+                                **extra)
+        ctx = RankContext(rank=rank, world_size=world_size, device=device, backend=backend, worker=worker,
+                          init_method=init_method)
+        result = fn(ctx, *args, **kwargs)
+        result = _to_cpu(result) if rank == 0 else None
+    except BaseException as e:  # noqa: BLE001 - every failure must reach the client as text
+        failure = (type(e).__name__, str(e), traceback.format_exc(), _is_comm_error(e), time.time())
+        # Keep nothing of fn's frames: they hold the DDP model, which holds the process group,
+        # whose sockets must close now so that the other ranks fail at once instead of at timeout.
+        e.__traceback__ = None
+    finally:
+        _leave_group(dist, failure is not None)
+        store = None  # noqa: F841 - rank 0's store closes its port once the group is gone
+        for k in env_set:
+            os.environ.pop(k, None)
+        with _ACTIVE_LOCK:
+            _ACTIVE.pop(run_id, None)
+    if failure is not None:
+        raise _RankError(rank, worker, *failure)
+    return result
+
+
+def _leave_group(dist, failed: bool) -> None:
+    """Destroy the default group; after a failure also collect the objects (a DDP model) that
+    still reference it, so gloo closes its connections and the peers' collectives fail now."""
+    try:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    finally:
+        if failed:
+            gc.collect()
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def _resolve_workers(client: Client, workers: list[str] | None) -> list[str]:
+    """Worker addresses in rank order (``workers`` may hold addresses or worker names)."""
+    table = worker_table(client)
+    if not table:
+        raise DistributedTrainingError("the Dask cluster has no workers: start some (or wait with "
+                                       "client.wait_for_workers(n)) before training")
+    if workers is None:
+        chosen = sorted(table)
+    else:
+        by_name = {str(info.get("name")): addr for addr, info in table.items()}
+        chosen = []
+        for w in workers:
+            addr = w if w in table else by_name.get(str(w))
+            if addr is None:
+                raise DistributedTrainingError(f"worker {w!r} is not connected to the scheduler; "
+                                               f"known workers: {sorted(table)}")
+            chosen.append(addr)
+        if len(set(chosen)) != len(chosen):
+            raise DistributedTrainingError(f"a worker was given twice in {workers}: one rank per worker")
+        if not chosen:
+            raise DistributedTrainingError("workers=[] leaves no rank to run")
+    return chosen
+
+
+def _submit_kw(addr: str, key: str) -> dict:
+    # pinned to one worker, never re-run elsewhere: a rank restarted alone would only hang
+    return {"workers": [addr], "allow_other_workers": False, "retries": 0, "pure": False, "key": key}
+
+
+def _check_idle(client: Client, addrs: list[str]) -> None:
+    """Refuse workers on which a rank of an earlier run still executes (a run that was given up on
+    while its rank was stuck, or another user's run on a shared cluster): asked in the workers'
+    event loops, which answer even while their task threads are busy."""
+    ok, busy = _run_with_timeout(lambda: client.run(running_ranks, workers=addrs, on_error="return"), 60.0)
+    if not ok or not isinstance(busy, dict):
+        return  # no answer is not evidence of a running rank; the probe's own timeout still applies
+    held = {a: r for a, r in busy.items() if isinstance(r, dict) and r}
+    if held:
+        desc = "; ".join(f"{a} runs rank {rank} of run {run}" for a, r in held.items() for run, rank in r.items())
+        raise DistributedTrainingError(f"worker(s) still execute a rank of another run: {desc}. Wait for that "
+                                       "run to end, or give this run other workers (one run at a time per worker)")
+
+
+def _probe_all(client: Client, addrs: list[str], timeout_s: float, run_id: str) -> list[dict]:
+    # polled rather than distributed.wait(), which would use the *default* client, not ``client``
+    futs = [client.submit(_probe, _address_host(a) if r == 0 else None, run_id, timeout_s,
+                          **_submit_kw(a, f"ddp-probe-{run_id}-{r}"))
+            for r, a in enumerate(addrs)]
+    deadline = time.monotonic() + timeout_s
+    while any(f.status == "pending" for f in futs) and time.monotonic() < deadline:
+        time.sleep(_POLL_S / 2)
+    slow = [a for a, f in zip(addrs, futs) if f.status == "pending"]
+    if slow:
+        client.cancel(futs, force=True)
+        _release_store(client, addrs[0], run_id)
+        raise DistributedTrainingError(f"worker(s) {slow} did not run a tiny probe task within {timeout_s:g}s: "
+                                       "they are busy with other tasks, overloaded or gone")
+    infos = []
+    for r, f in enumerate(futs):
+        try:
+            infos.append(f.result())
+        except Exception as e:
+            client.cancel(futs, force=True)
+            _release_store(client, addrs[0], run_id)
+            raise DistributedTrainingError(f"probe of worker {addrs[r]} (rank {r}) failed: "
+                                           f"{type(e).__name__}: {e}") from e
+    client.cancel(futs)
+    return infos
+
+
+def _release_store(client: Client, addr: str, run_id: str) -> None:
+    """Best effort: free the rendezvous port of a run whose rank 0 will never start."""
+    _run_with_timeout(lambda: client.run(_drop_store, run_id, workers=[addr], on_error="ignore"), 15.0)
+
+
+def _choose_backend(backend: str | None, addrs: list[str], infos: list[dict]) -> str:
+    cuda = [i["cuda"] for i in infos]
+    if backend is None:
+        if all(cuda):
+            backend = "nccl"
+        elif not any(cuda):
+            backend = "gloo"
+        else:
+            with_gpu = [a for a, c in zip(addrs, cuda) if c]
+            without = [a for a, c in zip(addrs, cuda) if not c]
+            raise DistributedTrainingError(
+                f"workers disagree on the device: {with_gpu} have CUDA but {without} do not. All ranks "
+                "must use the same backend: pass workers= to pick one kind, or backend='gloo' to train on CPU")
+    if backend not in ("nccl", "gloo"):
+        raise DistributedTrainingError(f"backend must be 'nccl', 'gloo' or None (auto), not {backend!r}")
+    if backend == "nccl":
+        missing = [a for a, c in zip(addrs, cuda) if not c]
+        if missing:
+            raise DistributedTrainingError(f"backend='nccl' needs CUDA on every worker; {missing} have none")
+        seen: dict[tuple, str] = {}
+        for a, i in zip(addrs, infos):
+            first = (i["visible"] or "").split(",")[0] if i["visible"] else "<all GPUs visible>"
+            k = (i["hostname"], first)
+            if k in seen:
+                raise DistributedTrainingError(
+                    f"workers {seen[k]} and {a} would both use GPU {first} of host {i['hostname']} (each rank "
+                    "uses cuda:0 of its CUDA_VISIBLE_DEVICES): use dask_cuda.LocalCUDACluster, one worker per GPU")
+            seen[k] = a
+    return backend
+
+
+def _check_processes(addrs: list[str], infos: list[dict]) -> None:
+    seen: dict[tuple, str] = {}
+    for a, i in zip(addrs, infos):
+        k = (i["hostname"], i["pid"])
+        if k in seen:
+            raise DistributedTrainingError(
+                f"workers {seen[k]} and {a} share one process (LocalCluster(processes=False)?): torch.distributed "
+                "needs one process per rank")
+        seen[k] = a
+
+
+def _run_with_timeout(f: Callable[[], Any], timeout_s: float) -> tuple[bool, Any]:
+    """(finished, value) of ``f()`` run in a daemon thread, so a stuck RPC cannot hang cleanup."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["v"] = f()
+        except BaseException as e:  # noqa: BLE001
+            box["v"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout_s)
+    return (not t.is_alive()), box.get("v")
+
+
+async def _exit_worker(run_id: str) -> None:
+    """Runs in a worker's event loop (a coroutine, as client.run(wait=False) requires): end this
+    process now (its nanny, if any, starts a new one).
+
+    A rank blocked in user code or a collective cannot be interrupted from another thread, and a
+    graceful close waits for it; ``os._exit`` is what frees the worker and its GPU."""
+    if _active_ranks(run_id) is None:
+        return
+    os._exit(70)  # the client has said why, in one line
+
+
+def _stop_ranks(client: Client, futures: list, addrs: list[str], ranks: list[int], alive: set[str], run_id: str
+                ) -> list[int]:
+    """Cancel the given ranks and end the worker processes in which one still executes.
+
+    Returns the ranks that were still executing. Ending the process (``os._exit`` via
+    ``client.run``) is quicker and surer than ``client.restart_workers``, which waits 4 s for a
+    graceful close that a blocked task never allows, then up to its timeout for the worker to
+    return (and, seen here, once closed the nanny instead of restarting it). The nanny restarts
+    the worker; ``restart_workers`` remains the fallback if the process does not go away.
+    """
+    if not ranks:
+        return []
+    client.cancel([futures[r] for r in ranks], force=True, reason="run_ddp: another rank failed")
+    targets = [addrs[r] for r in ranks if addrs[r] in alive]
+    if not targets:
+        return []
+    ok, running = _run_with_timeout(
+        lambda: client.run(_active_ranks, run_id, workers=targets, on_error="return"), 15.0)
+    if not ok or not isinstance(running, dict):
+        stuck = targets
+    else:
+        stuck = [a for a in targets if a not in running or isinstance(running[a], BaseException)
+                 or running[a] is not None]
+    if not stuck:
+        return []
+    print(f"[ddp] rank(s) {', '.join(str(r) for r in ranks if addrs[r] in stuck)} still running after the run "
+          f"failed: ending worker process(es) {', '.join(stuck)} so that nothing stays blocked in a collective "
+          "(their nannies start fresh ones)", file=sys.stderr, flush=True)
+    _run_with_timeout(lambda: client.run(_exit_worker, run_id, workers=stuck, wait=False, on_error="ignore"), 15.0)
+    deadline = time.monotonic() + 15.0
+    remaining = list(stuck)
+    while remaining and time.monotonic() < deadline:
+        time.sleep(_WORKER_POLL_S)
+        ok, table = _run_with_timeout(lambda: worker_table(client, 15.0), 16.0)
+        if ok and isinstance(table, dict):
+            remaining = [a for a in remaining if a in table]
+    if remaining:
+        _run_with_timeout(lambda: client.restart_workers(remaining, timeout=_RESTART_TIMEOUT_S,
+                                                         raise_for_error=False), _RESTART_TIMEOUT_S + 5)
+    return [r for r in ranks if addrs[r] in stuck]
+
+
+_KIND_ORDER = {"raised": 0, "died": 1, "hung": 2, "queued": 3, "comm": 4}
+
+
+def _failure_of(rank: int, addr: str, future) -> RankFailure:
+    exc = future.exception()
+    if isinstance(exc, _RankError):
+        _, worker, etype, msg, tb, comm, at = exc.args
+        if etype == _RESTARTED:
+            return RankFailure(rank, worker, "died", etype, msg, "", at)
+        return RankFailure(rank, worker, "comm" if comm else "raised", etype, msg, tb, at)
+    # KilledWorker (the scheduler gave up on a task whose workers kept dying), a cancellation, ...
+    name = type(exc).__name__
+    return RankFailure(rank, addr, "died" if name == "KilledWorker" else "raised", name, str(exc))
+
+
+def _raise_failure(failures: list[RankFailure], world: int, backend: str, elapsed: float) -> None:
+    failures = sorted(failures, key=lambda f: (_KIND_ORDER.get(f.kind, 9), f.at, f.rank))
+    first = failures[0]
+    lines = [f"distributed training failed ({world} ranks, {backend}, after {elapsed:.1f}s): {first.describe()}"]
+    if first.traceback:
+        lines.append(f"traceback of rank {first.rank}:\n{first.traceback.rstrip()}")
+    rest = failures[1:]
+    if rest:
+        lines.append("other ranks: " + "; ".join(f.describe() for f in rest))
+    raise DistributedTrainingError("\n".join(lines), failures)
+
+
+def run_ddp(client: Client, fn: Callable[..., T], *args: Any, workers: list[str] | None = None,
+            backend: str | None = None, timeout_s: float = 120.0, **kwargs: Any) -> T:
+    """Run ``fn(ctx, *args, **kwargs)`` on every chosen worker as one rank each; return rank 0's result.
+
+    ``workers`` (addresses or names) default to all workers of ``client``, sorted, rank 0 first.
+    ``backend`` defaults to nccl when every worker has CUDA and gloo when none has. ``timeout_s``
+    bounds the rendezvous and each collective, and how long the surviving ranks get to stop after
+    one failed. Tensors in rank 0's result come back on CPU; other ranks' results are dropped.
+    On any failure raises :class:`DistributedTrainingError` naming the rank and worker at fault.
+    One run at a time per worker: a process has only one default process group.
+    """
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    t0 = time.monotonic()
+    run_id = uuid.uuid4().hex[:12]
+    addrs = _resolve_workers(client, workers)
+    _check_idle(client, addrs)
+    infos = _probe_all(client, addrs, timeout_s, run_id)
+    try:
+        _check_processes(addrs, infos)
+        backend = _choose_backend(backend, addrs, infos)
+    except DistributedTrainingError:
+        _release_store(client, addrs[0], run_id)
+        raise
+    host = _address_host(addrs[0])
+    init_method = f"tcp://[{host}]:{infos[0]['port']}" if ":" in host else f"tcp://{host}:{infos[0]['port']}"
+    world = len(addrs)
+
+    futures = [client.submit(_rank_main, fn, r, world, init_method, backend, timeout_s, a, infos[r]["pid"], run_id,
+                             args, kwargs, **_submit_kw(a, f"ddp-rank-{run_id}-{r}"))
+               for r, a in enumerate(addrs)]
+    settled: dict[int, RankFailure | None] = {}   # rank -> None (finished) or its failure
+    alive = set(addrs)
+    first_failure_at: float | None = None
+    next_worker_check = 0.0
+    last_answer = time.monotonic()
+    try:
+        while True:
+            for r, f in enumerate(futures):
+                if r in settled:
+                    continue
+                if f.status == "finished":
+                    settled[r] = None
+                elif f.status in ("error", "cancelled", "lost"):
+                    settled[r] = _failure_of(r, addrs[r], f)
+            now = time.monotonic()
+            if now >= next_worker_check and len(settled) < world:
+                next_worker_check = now + _WORKER_POLL_S
+                waiting = [a for r, a in enumerate(addrs) if r not in settled and futures[r].status == "pending"]
+                try:
+                    lost = gone(client, waiting, _CONFIRM_S) if waiting else set()
+                    last_answer = now
+                except (OSError, TimeoutError) as e:
+                    # a scheduler slow to answer is not a dead worker; one silent for the whole
+                    # timeout has lost track of the ranks
+                    if now - last_answer > timeout_s:
+                        raise OSError(f"the scheduler did not answer for {now - last_answer:.0f}s: {e}") from e
+                    lost = set()
+                alive -= lost
+                for r, a in enumerate(addrs):
+                    if r not in settled and a in lost and futures[r].status == "pending":
+                        settled[r] = RankFailure(r, a, "died")
+            failed = [x for x in settled.values() if x is not None]
+            if failed and first_failure_at is None:
+                first_failure_at = now
+            if len(settled) == world:
+                break
+            if first_failure_at is not None and now - first_failure_at > timeout_s:
+                break
+            time.sleep(_POLL_S)
+    except BaseException as e:
+        # Ctrl-C or a lost scheduler connection: leave no rank behind (best effort)
+        with contextlib.suppress(Exception):
+            _stop_ranks(client, futures, addrs, [r for r in range(world) if r not in settled], alive, run_id)
+        if isinstance(e, Exception):
+            raise DistributedTrainingError(f"lost track of the {world} ranks ({type(e).__name__}: {e}); "
+                                           "the ranks still running were stopped") from e
+        raise
+
+    failures = [x for x in settled.values() if x is not None]
+    if not failures:
+        try:
+            return futures[0].result()
+        finally:
+            client.cancel(futures)
+    pending = [r for r in range(world) if r not in settled]
+    grace = time.monotonic() - (first_failure_at or time.monotonic())
+    killed = _stop_ranks(client, futures, addrs, pending, alive, run_id)
+    if addrs[0] in alive and addrs[0] not in {addrs[r] for r in killed}:
+        _release_store(client, addrs[0], run_id)  # rank 0 may never have started
+    for r in pending:
+        if r in killed:
+            failures.append(RankFailure(r, addrs[r], "hung", message=f"{grace:.0f}s after the first failure"))
+        elif addrs[r] not in alive:
+            failures.append(RankFailure(r, addrs[r], "died"))
+        else:
+            failures.append(RankFailure(r, addrs[r], "queued"))
+    client.cancel(futures)
+    _raise_failure(failures, world, backend, time.monotonic() - t0)
+    raise AssertionError("unreachable")
