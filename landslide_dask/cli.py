@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import LandslideDaskError
+from .errors import LandslideDaskError, UsageError
 
 if TYPE_CHECKING:
     from .train.loop import TrainConfig
@@ -43,7 +43,7 @@ def cmd_make_demo_data(args: argparse.Namespace) -> None:
         except ValueError:
             bbox = ()
         if bbox is not None and len(bbox) != 4:
-            raise SystemExit(f"--bbox must be W,S,E,N in degrees, got {args.bbox!r}")
+            raise UsageError(f"--bbox must be W,S,E,N in degrees, got {args.bbox!r}")
         out = make_demo_country(args.dir, seed=args.seed, bbox=bbox, echo=print)
         print(f"demo country written to {out} (serve it with: landslide-dask serve-stac {out}; "
               f"map it with: landslide-dask demo --country)")
@@ -65,7 +65,7 @@ def cmd_catalog(args: argparse.Namespace) -> None:
     for kv in args.date or ():
         key, sep, value = kv.partition("=")
         if not sep or not key or not value:
-            raise LandslideDaskError(f"--date {kv!r}: write ITEM=YYYY-MM-DD (ITEM: a folder or file name)")
+            raise UsageError(f"--date {kv!r}: write ITEM=YYYY-MM-DD (ITEM: a folder or file name)")
         dates[key] = value
     out = catalog_geotiffs(Path(args.dir), Path(args.out), collection=args.collection,
                            bands=list(args.bands) if args.bands else None, datetime=args.datetime,
@@ -120,7 +120,7 @@ def _client(args: argparse.Namespace):
     from .jobs.clusters import ClusterDef, start_cluster
 
     if getattr(args, "cluster", None) and args.scheduler:
-        raise LandslideDaskError("--cluster and --scheduler exclude each other: give one")
+        raise UsageError("--cluster and --scheduler exclude each other: give one")
     if args.scheduler:
         return start_cluster(scheduler=args.scheduler)
     if getattr(args, "cluster", None):
@@ -263,7 +263,7 @@ def cmd_demo(args: argparse.Namespace) -> int | None:
     from .demo.run import run_demo, run_demo_country, run_demo_real
 
     if args.country and args.real:
-        raise LandslideDaskError("--country and --real exclude each other: give one")
+        raise UsageError("--country and --real exclude each other: give one")
     if args.real:
         run_demo_real(Path(args.real), Path(args.data), Path(args.out), workers=args.workers, size_km=args.size_km,
                       epochs=args.epochs)
@@ -509,11 +509,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="map a real event folder as shipped (e.g. ../shared/data/iburi_2018) with the demo's model "
                         "(OUT/model/best.pt, trained first if absent) and score it against the event's inventory")
     s.set_defaults(func=cmd_demo)
+    for sp in sub.choices.values():
+        sp.set_defaults(usage=sp.format_usage)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one sub-command. Exit status: 0 done, 2 bad arguments (argparse's, or a
+    :class:`~landslide_dask.errors.UsageError`), 1 bad input data or a failed run, 130 interrupted."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # dask's own INFO chatter (scheduler/nanny start and stop) only with -v;
@@ -521,9 +526,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     try:
         rc = args.func(args)
+    except UsageError as exc:  # like argparse's own errors: the usage line, then the message
+        print(args.usage(), end="", file=sys.stderr)
+        print(f"landslide-dask {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except LandslideDaskError as exc:
         print(f"landslide-dask {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputDataError, LandslideDaskError
+from ..errors import ClusterStartError, InputDataError, MissingDependencyError
 from ..common.logs import quiet_distributed
 from ..common.workers import n_workers, worker_names
 
@@ -64,14 +64,6 @@ DEFAULT_TIMEOUT_S = {"local": 60.0, "gpu-node": 120.0, "slurm": 600.0, "kubernet
 _EXTRA = {"gpu-node": ("dask_cuda", "dask-cuda", "gpu"), "slurm": ("dask_jobqueue", "dask-jobqueue", "slurm"),
           "kubernetes": ("dask_kubernetes", "dask-kubernetes", "k8s")}
 _TOP_LEVEL = ("kind", "workers", "adapt", "wait_for", "timeout", "options", "description")
-
-
-class ClusterStartError(LandslideDaskError):
-    """A cluster could not start, or its workers did not arrive: says what to check. It is closed."""
-
-
-class MissingDependencyError(LandslideDaskError, ImportError):
-    """The package a cluster kind needs is not installed: names the pip extra that brings it."""
 
 
 # --------------------------------------------------------------------------- validation

@@ -82,7 +82,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from ..errors import EmptySearchError, InputDataError, LandslideDaskError
+from ..errors import CountryJobError, EmptySearchError, InputDataError
 from ..common.workers import n_workers
 
 log = logging.getLogger(__name__)
@@ -92,10 +92,6 @@ MANIFEST = "manifest.json"
 
 STAGES = ("search", "cube", "predict", "cog", "polygons")
 NO_VALID_PIXEL = "no valid pixel in the cube (fully clouded, or outside the imagery)"
-
-
-class CountryJobError(LandslideDaskError):
-    """The job cannot run as asked (e.g. an output location this runner does not support)."""
 
 
 @dataclass

@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import LandslideDaskError
+from ..errors import ManifestError
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,6 @@ VERSION = 1
 STATUSES = ("pending", "running", "done", "empty", "failed")
 FINISHED = ("done", "empty")
 _KEEP_ERRORS = 5
-
-
-class ManifestError(LandslideDaskError):
-    """The manifest cannot be used for this job (other fingerprint, corrupt, locked...)."""
 
 
 def _now() -> str:

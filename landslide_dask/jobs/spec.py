@@ -94,7 +94,7 @@ from urllib.parse import urlparse
 import yaml
 
 from ..cube.build import event_windows
-from ..errors import InputDataError
+from ..errors import JobSpecError
 
 __all__ = [
     "FINGERPRINT_VERSION",
@@ -117,20 +117,6 @@ WRITABLE_SCHEMES = {"file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "ad
 SIGNERS = ("planetary-computer",)
 COUNTRY_COLUMNS = ("ISO_A3", "ADM0_A3", "ISO_A3_EH", "SOV_A3", "GU_A3", "ISO3", "ISO",
                    "shapeGroup", "shapeISO", "GID_0", "iso_a3", "adm0_a3", "iso3")
-
-
-class JobSpecError(InputDataError):
-    """A job spec that cannot be used; ``problems`` lists (dotted field path, message)."""
-
-    def __init__(self, source: str, problems: list[tuple[str, str]]):
-        self.source = source
-        self.problems = list(problems)
-        n = len(self.problems)
-        lines = "\n".join(f"  - {path}: {msg}" if path else f"  - {msg}" for path, msg in self.problems)
-        super().__init__(f"job spec {source} has {n} problem{'s' if n > 1 else ''}:\n{lines}")
-
-    def fields(self) -> list[str]:
-        return [p for p, _ in self.problems]
 
 
 # --------------------------------------------------------------------------------------------

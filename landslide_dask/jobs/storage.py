@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..errors import LandslideDaskError
+from ..errors import StorageError
 
 __all__ = ["BACKENDS", "GDAL_PREFIXES", "RemoteLocation", "StorageError", "backend_problem", "check_writable",
            "fetch_cached", "options_for", "protocol_of"]
@@ -62,10 +62,6 @@ OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", 
 # fields of fsspec's info() that change when an object is rewritten (S3, GCS, Azure, local, memory)
 _VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "VersionId", "version_id", "size", "LastModified",
                  "last_modified", "updated", "mtime", "created")
-
-
-class StorageError(LandslideDaskError):
-    """A remote location that cannot be used: backend missing, bucket unknown, access denied..."""
 
 
 def protocol_of(url: str) -> str:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import torch
 
-from ..errors import LandslideDaskError
+from ..errors import DistributedTrainingError
 from ..common.workers import gone, worker_table
 
 if TYPE_CHECKING:
@@ -67,19 +67,6 @@ _ACTIVE: dict[str, int] = {}
 _ACTIVE_LOCK = threading.Lock()
 # Rendezvous stores bound by the probe on rank 0's worker, by run id, until rank 0 takes them over.
 _STORES: dict[str, Any] = {}
-
-
-class DistributedTrainingError(LandslideDaskError):
-    """A distributed run failed: names the rank and worker at fault and the original error."""
-
-    def __init__(self, message: str, failures: list[RankFailure] | None = None):
-        super().__init__(message)
-        self.failures = list(failures or [])
-
-    @property
-    def primary(self) -> RankFailure | None:
-        """The failure judged to be the cause (the others are usually its consequences)."""
-        return self.failures[0] if self.failures else None
 
 
 @dataclass
