@@ -84,6 +84,10 @@ from pathlib import Path
 
 import numpy as np
 
+import landslide_dask.predict as P
+from landslide_dask.common.workers import cores
+from landslide_dask.predict import engine
+
 PAPER_WINDOW, PAPER_KEEP = 224, 112
 
 
@@ -175,36 +179,17 @@ def derive_cube(src: str, dst: Path, tile: int = 1, size: tuple[int, int] | None
 # ---------------------------------------------------------------------------------------------
 # model-only, the paper's scheme and the whole-image pass, all with predict's own helpers
 # ---------------------------------------------------------------------------------------------
-def _forward(model, dev, inputs: dict):
-    """predict._run_batch's forward: inference_mode, autocast on CUDA; probabilities (N, H, W) on the device."""
-    import torch
-
-    use_amp = dev.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    with torch.inference_mode(), torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-        return torch.sigmoid(model(inputs)["logits"].float())[:, 0]
-
-
-def _tensors(samples: list[dict], streams, dev) -> dict:
-    import torch
-
-    return {name: torch.from_numpy(np.stack([x[name] for x in samples])).to(dev, non_blocking=True)
-            .contiguous(memory_format=torch.channels_last) for name in streams}
-
-
 def _set_task_threads(plan, dev) -> None:
     import torch
 
-    import landslide_dask.predict.run as P
 
     if dev.type == "cpu":
-        torch.set_num_threads(P._threads_per_task(plan))
+        torch.set_num_threads(engine.torch_threads(plan))
 
 
 def model_inputs(plan, batches, meta) -> tuple[list[tuple], dict, int]:
     """For every batch of predict: its key (valid windows, h, w) and the pixels it pushes; one in-memory input per
     distinct key, built from the batch's real windows. Windows without a valid pixel are left out, as predict does."""
-    import landslide_dask.predict.run as P
 
     keys, inputs, pixels = [], {}, 0
     for batch in batches:
@@ -214,8 +199,8 @@ def model_inputs(plan, batches, meta) -> tuple[list[tuple], dict, int]:
             continue
         key = (len(ok), ok[0][2], ok[0][3])
         if key not in inputs:
-            samples = [P._window_inputs(plan, *win)[0] for win in ok]
-            inputs[key] = _tensors(samples, plan.streams, meta["device"])
+            samples = [engine.window_inputs(plan, *win)[0] for win in ok]
+            inputs[key] = engine.input_tensors(samples, plan.streams, meta["device"])
         keys.append(key)
         pixels += sum(h * w for _, _, h, w in ok)
     return keys, inputs, pixels
@@ -227,7 +212,7 @@ def model_only(plan, model, meta, keys: list, inputs: dict) -> float:
 
     def run(key):
         _set_task_threads(plan, dev)
-        _forward(model, dev, inputs[key])
+        engine.forward(model, inputs[key], dev)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(plan.local_threads) as pool:
@@ -239,11 +224,10 @@ def model_only(plan, model, meta, keys: list, inputs: dict) -> float:
 def inputs_only(plan, batches, meta) -> float:
     """Seconds to read, decode and normalise every window of predict's batches (predict's ``_window_inputs``,
     predict's concurrency, from the current chunk cache); no model, no blending, no writing."""
-    import landslide_dask.predict.run as P
 
     def run(batch):
         for win in batch:
-            P._window_inputs(plan, *win)
+            engine.window_inputs(plan, *win)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(plan.local_threads) as pool:
@@ -257,23 +241,22 @@ def batch_cost(plan, model, meta, sizes: list[int], repeat: int) -> list[dict]:
     CPU: insensitive to other load, unlike wall time), and wall seconds per window."""
     import torch
 
-    import landslide_dask.predict.run as P
 
     dev = meta["device"]
     win = min(plan.window, _ceil(plan.shape[0], plan.multiple)), min(plan.window, _ceil(plan.shape[1], plan.multiple))
-    x, _ = P._window_inputs(plan, 0, 0, *win)
-    inputs = {n: _tensors([x] * n, plan.streams, dev) for n in sizes}
+    x, _ = engine.window_inputs(plan, 0, 0, *win)
+    inputs = {n: engine.input_tensors([x] * n, plan.streams, dev) for n in sizes}
     if dev.type == "cpu":
         torch.set_num_threads(1)
     for n in sizes:
-        _forward(model, dev, inputs[n])
+        engine.forward(model, inputs[n], dev)
     _sync(dev)
     cpu = {n: [] for n in sizes}
     wall = {n: [] for n in sizes}
     for _ in range(repeat):
         for n in sizes:
             c0, t0 = time.thread_time(), time.perf_counter()
-            _forward(model, dev, inputs[n])
+            engine.forward(model, inputs[n], dev)
             _sync(dev)
             cpu[n].append((time.thread_time() - c0) / n)
             wall[n].append((time.perf_counter() - t0) / n)
@@ -292,7 +275,6 @@ def paper_scheme(plan, model, meta, batch_size: int, window: int = PAPER_WINDOW,
                  keep: int = PAPER_KEEP) -> tuple[np.ndarray, dict]:
     """The paper's inference: ``window`` px windows every ``keep`` px, keep the centre ``keep`` x ``keep`` of
     each. Returns the uint8 probability (0 where not valid) and timing/overhead figures."""
-    import landslide_dask.predict.run as P
 
     dev = meta["device"]
     h, w = plan.shape
@@ -305,14 +287,14 @@ def paper_scheme(plan, model, meta, batch_size: int, window: int = PAPER_WINDOW,
     def run(b: int) -> None:
         samples, ok = [], []
         for win in batches[b]:
-            x, any_valid = P._window_inputs(plan, *win)
+            x, any_valid = engine.window_inputs(plan, *win)
             if any_valid:
                 samples.append(x)
                 ok.append(win)
         if not samples:
             return
         _set_task_threads(plan, dev)
-        p = _forward(model, dev, _tensors(samples, plan.streams, dev)).cpu().numpy()
+        p = engine.forward(model, engine.input_tensors(samples, plan.streams, dev), dev).cpu().numpy()
         pushed[b] = len(ok) * window * window
         for (r, c, _, _), pk in zip(ok, p):  # the centres are disjoint: no lock needed
             y0, y1 = r + margin, min(r + margin + keep, h)
@@ -335,14 +317,13 @@ def whole_image(plan, model, meta) -> np.ndarray:
     """One forward pass over the whole cube, zero-padded to the model's size multiple (uint8, 0 where not valid)."""
     import torch
 
-    import landslide_dask.predict.run as P
 
     dev = meta["device"]
     h, w = plan.shape
-    x, _ = P._window_inputs(plan, 0, 0, _ceil(h, plan.multiple), _ceil(w, plan.multiple))
+    x, _ = engine.window_inputs(plan, 0, 0, _ceil(h, plan.multiple), _ceil(w, plan.multiple))
     if dev.type == "cpu":
-        torch.set_num_threads(P._cores())
-    p = _forward(model, dev, _tensors([x], plan.streams, dev))[0, :h, :w].cpu().numpy()
+        torch.set_num_threads(cores())
+    p = engine.forward(model, engine.input_tensors([x], plan.streams, dev), dev)[0, :h, :w].cpu().numpy()
     valid = plan.reader.masks(0, 0, 0, h, w)[0]
     out = np.rint(np.clip(p, 0.0, 1.0) * 255.0).astype(np.uint8)
     out[~valid] = 0
@@ -369,7 +350,6 @@ def predict_fresh(cube: str, model: str, out: str, window: int, overlap: int, ba
     import torch  # noqa: F401 - imported before the baseline RSS, as every worker has it
     import zarr
 
-    import landslide_dask.predict.run as P
 
     rss, peak0 = _rss_mb(), _peak_mb()
     t0 = time.perf_counter()
@@ -388,36 +368,35 @@ def throughput(args, work: Path, cube: str) -> dict:
     """(1), (2), (4) and the paper's speed of (5) on ``cube``, in this process."""
     import zarr
 
-    import landslide_dask.predict.run as P
 
-    local = P._local_threads(args.device)
+    local = engine.local_threads(args.device)
     t0 = time.perf_counter()
-    plan, batches, _, extra = P._prepare(cube, args.model, args.window, args.overlap, args.batch_size,
-                                         args.device, local)
+    plan, batches, _, extra = engine.prepare(cube, args.model, window=args.window, overlap=args.overlap,
+                                             batch_size=args.batch_size, device=args.device, threads=local)
     setup_s = time.perf_counter() - t0
     P.clear_caches()
     t0 = time.perf_counter()
-    model, meta = P._model(plan.model, plan.model_mtime_ns, plan.device)
+    model, meta = engine.load_model(plan)
     load_s = time.perf_counter() - t0
     dev = meta["device"]
 
     keys, inputs, model_px = model_inputs(plan, batches, meta)
     for key in dict.fromkeys(keys):  # warm-up: one forward per batch shape, untimed
         _set_task_threads(plan, dev)
-        _forward(model, dev, inputs[key])
+        engine.forward(model, inputs[key], dev)
     _sync(dev)
     print(f"[bench] {len(keys)} batches ({len(inputs)} shapes), {model_px:,} px through the model; "
           f"setup {setup_s:.2f}s, model load {load_s:.2f}s", flush=True)
 
     # the paper's scheme: warmed up on its batch shape too
     _set_task_threads(plan, dev)
-    x, _ = P._window_inputs(plan, 0, 0, PAPER_WINDOW, PAPER_WINDOW)
-    _forward(model, dev, _tensors([x] * args.batch_size, plan.streams, dev))
+    x, _ = engine.window_inputs(plan, 0, 0, PAPER_WINDOW, PAPER_WINDOW)
+    engine.forward(model, engine.input_tensors([x] * args.batch_size, plan.streams, dev), dev)
     _sync(dev)
 
     def cold():  # cold decoded-chunk cache; the model is reloaded untimed, as a long-running worker has it
         P.clear_caches()
-        return P._model(plan.model, plan.model_mtime_ns, plan.device)
+        return engine.load_model(plan)
 
     # alternated, so that a change in the machine's load hits every run alike
     mo_s, in_s, e2e_s, paper_s, attrs = [], [], [], [], {}
@@ -454,7 +433,7 @@ def throughput(args, work: Path, cube: str) -> dict:
     return {
         "cube": plan.cube, "shape": list(plan.shape), "chunks": list(plan.chunks), "resolution_m": res_m,
         "pixels": pixels, "km2": _km2(pixels, res_m), "device": str(dev), "dask_threads": plan.local_threads,
-        "torch_threads_per_task": P._threads_per_task(plan) if dev.type == "cpu" else None,
+        "torch_threads_per_task": engine.torch_threads(plan) if dev.type == "cpu" else None,
         "batches": len(keys), "batch_shapes": len(set(keys)), "setup_s": setup_s, "model_load_s": load_s,
         "model_only": {"seconds": mo, "seconds_all": mo_s, "model_pixels": model_px, "model_px_per_s": model_only_pps},
         "inputs_only": {"seconds": statistics.median(in_s), "seconds_all": in_s,
@@ -473,11 +452,10 @@ def throughput(args, work: Path, cube: str) -> dict:
 
 def seams(args, work: Path, cube: str, paper_prob: np.ndarray | None) -> dict:
     """(5): every scheme against one whole-image forward pass of ``cube``."""
-    import landslide_dask.predict.run as P
 
-    plan, _, _, _ = P._prepare(cube, args.model, args.window, args.overlap, args.batch_size, args.device,
-                               P._local_threads(args.device))
-    model, meta = P._model(plan.model, plan.model_mtime_ns, plan.device)
+    plan = engine.prepare(cube, args.model, window=args.window, overlap=args.overlap, batch_size=args.batch_size,
+                          device=args.device).plan
+    model, meta = engine.load_model(plan)
     ref = whole_image(plan, model, meta)
     valid = plan.reader.masks(0, 0, 0, *plan.shape)[0]
     if paper_prob is None:
@@ -620,7 +598,6 @@ def main() -> None:
     import torch
     import zarr
 
-    import landslide_dask.predict.run as P
     from landslide_dask.train.model import count_parameters
     from landslide_dask.train.loop import build_model, load_checkpoint
 
@@ -671,9 +648,9 @@ def main() -> None:
         paper_prob = thr.pop("_paper_prob")
         batches = None
         if args.batch_sizes:
-            plan, _, _, _ = P._prepare(args.cube, args.model, args.window, args.overlap, args.batch_size,
-                                       args.device, P._local_threads(args.device))
-            model, meta = P._model(plan.model, plan.model_mtime_ns, plan.device)
+            plan = engine.prepare(args.cube, args.model, window=args.window, overlap=args.overlap,
+                                  batch_size=args.batch_size, device=args.device).plan
+            model, meta = engine.load_model(plan)
             batches = batch_cost(plan, model, meta, args.batch_sizes, args.repeat)
 
         h, w = zarr.open_group(args.cube, mode="r")["valid"].shape
@@ -694,7 +671,7 @@ def main() -> None:
     res = {
         "config": {"cube": args.cube, "model": args.model, "params": params, "window": args.window,
                    "overlap": args.overlap, "batch_size": args.batch_size, "device": args.device,
-                   "threads": args.threads, "tile": args.tile, "memory_tiles": args.memory_tiles, "cores": P._cores(), "cpu_count": os.cpu_count(), "repeat": args.repeat,
+                   "threads": args.threads, "tile": args.tile, "memory_tiles": args.memory_tiles, "cores": cores(), "cpu_count": os.cpu_count(), "repeat": args.repeat,
                    "seam_size": args.seam_size, "seam_margin": args.seam_margin, "load_avg_1m": load,
                    "load_avg_1m_end": os.getloadavg()[0], "torch": torch.__version__,
                    "scheduler": "dask local threaded (client=None)",

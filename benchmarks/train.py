@@ -12,7 +12,7 @@ stride half of it):
 1. DDP training throughput with 1 and then 2 workers, each a fresh
    ``landslide_dask.jobs.clusters.local_cluster(k)`` on loopback (the demo's cluster). A rank function started with
    ``run_ddp`` repeats train_rank's step: ``build_model`` in channels_last, DistributedDataParallel,
-   AdamW + OneCycleLR, ``deep_supervision_loss``, batches from the same ``_batches`` loader (its
+   AdamW + OneCycleLR, ``deep_supervision_loss``, batches from the same ``window_batches`` loader (its
    background read-ahead thread, augmentation on) over ``epoch_windows`` of the train split. The
    per-rank batch size is fixed, so 2 workers process 2x the samples per step; torch threads per
    rank are ``os.cpu_count() // world_size`` (TrainConfig.threads' default). --warmup steps are
@@ -29,7 +29,7 @@ stride half of it):
    all-reduce column) plus any difference between 1 rank x N threads and 2 ranks x N/2 threads.
    Real scaling needs workers on separate machines (or separate core sets).
 2. In this process, with no cluster running: the chip loader alone (``WindowReader.sample`` +
-   ``augment`` + stacking, i.e. the ``_batches`` generator, consumed as fast as it produces, from a
+   ``augment`` + stacking, i.e. the ``window_batches`` generator, consumed as fast as it produces, from a
    cold chunk cache) in samples/s, and the model's training step alone on batches already in
    memory (no loading, no DDP, all cores) in samples/s. loader/model > 1 means the loader keeps
    ahead of the compute (the target); < 1 means loading is the bottleneck. Also: zarr chunks
@@ -70,10 +70,10 @@ def _sync(device) -> None:
 def timed_step(model, opt, sched, batch, device, streams) -> tuple[float, float, float]:
     """One training step as train_rank runs it (fp32); returns (forward, backward, optimizer) seconds."""
     from landslide_dask.train.losses import deep_supervision_loss
-    from landslide_dask.train.loop import _to_device
+    from landslide_dask.train.loop import to_device
 
     t0 = time.perf_counter()
-    inputs, target, known = _to_device(batch, device, streams)
+    inputs, target, known = to_device(batch, device, streams)
     loss = deep_supervision_loss(model(inputs), target, known)
     _sync(device)
     t1 = time.perf_counter()
@@ -121,7 +121,7 @@ def rank_bench(ctx, cubes, index, stats_d, model_config, streams, batch_size, st
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from landslide_dask.train.chips import BandStats, epoch_windows
-    from landslide_dask.train.loop import _batches, build_model
+    from landslide_dask.train.loop import window_batches, build_model
 
     device = ctx.device
     threads = threads or max(1, (os.cpu_count() or 1) // ctx.world_size)
@@ -136,7 +136,7 @@ def rank_bench(ctx, cubes, index, stats_d, model_config, streams, batch_size, st
     windows = epoch_windows(index, "train", 0, ctx.rank, ctx.world_size, seed,
                             n=total * batch_size * ctx.world_size, positive_boost=3.0)
     rng = np.random.default_rng([seed, 0, ctx.rank, 7])
-    batches = _batches(reader, windows, int(index.attrs["size"]), batch_size, rng, streams)
+    batches = window_batches(reader, windows, int(index.attrs["size"]), batch_size, rng, streams)
     ddp.train()
 
     def run(n: int) -> list[float]:
@@ -209,7 +209,7 @@ def local_bench(cubes, index, stats, model_config, streams, args) -> dict:
     import torch
 
     from landslide_dask.train.chips import epoch_windows
-    from landslide_dask.train.loop import _batches, build_model
+    from landslide_dask.train.loop import window_batches, build_model
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     n_batches = args.warmup + args.steps
@@ -220,7 +220,7 @@ def local_bench(cubes, index, stats, model_config, streams, args) -> dict:
     rng = np.random.default_rng([args.seed, 0, 0, 7])
     stamps, kept = [], []
     t0 = time.perf_counter()
-    for i, batch in enumerate(_batches(reader, windows, args.window, args.batch_size, rng, streams)):
+    for i, batch in enumerate(window_batches(reader, windows, args.window, args.batch_size, rng, streams)):
         stamps.append(time.perf_counter())
         if i < 2:
             kept.append(batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 from .errors import LandslideDaskError, UsageError
 
 if TYPE_CHECKING:
-    from .train.loop import TrainConfig
+    from .train.config import TrainConfig
 
 
 def _date(text: str) -> date:
@@ -96,22 +97,27 @@ def cmd_cube(args: argparse.Namespace) -> None:
     print(f"cube written to {out} (quicklook {out.with_suffix('.png')})")
 
 
+def _default(cls, name: str):
+    """The default of dataclass field ``name`` of ``cls``: the one definition the CLI shows and uses."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
 def _train_config(args: argparse.Namespace, cubes: list[str], out: str) -> "TrainConfig":
-    from .train.loop import TrainConfig
+    """A TrainConfig of the options given; every other field keeps its dataclass default."""
+    from .train.config import TrainConfig
 
     model = {}
     if args.widths:
         model["encoder_widths"] = list(args.widths)
+    streams = tuple(args.streams) if args.streams else _default(TrainConfig, "streams")
     if args.stem_width:
-        model["stem_widths"] = {s: args.stem_width for s in args.streams}
-    optional = {k: v for k, v in (("bands", tuple(args.bands) if args.bands else None),
-                                  ("pre_dropout", args.pre_dropout), ("haze", args.haze)) if v is not None}
-    return TrainConfig(cubes=cubes, out=out, streams=tuple(args.streams), size=args.window, stride=args.stride,
-                       block=args.block, min_usable=args.min_usable, batch_size=args.batch_size, epochs=args.epochs,
-                       steps_per_epoch=args.steps_per_epoch, lr=args.lr, positive_boost=args.positive_boost,
-                       jitter=args.jitter,
-                       patience=args.patience, seed=args.seed, model=model, init_from=args.init_from,
-                       amp=not args.no_amp, progress=not args.quiet, restarts=args.restarts, **optional)
+        model["stem_widths"] = {s: args.stem_width for s in streams}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if f.name not in ("cubes", "out", "model") and getattr(args, f.name, None) is not None}
+    given.update(streams=streams, bands=tuple(args.bands) if args.bands else None, model=model,
+                 amp=not args.no_amp, progress=not args.quiet)
+    return TrainConfig(cubes=cubes, out=out, **given)
 
 
 def _client(args: argparse.Namespace):
@@ -329,20 +335,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output cube, e.g. region.zarr")
     s.add_argument("--inventory", help="landslide polygons for training/evaluation labels")
     s.add_argument("--inventory-area", help="polygon of the area the inventory covers (default: the AOI)")
-    s.add_argument("--pre-days", type=int, default=90, help="pre-event window in days (default 90)")
-    s.add_argument("--post-days", type=int, default=60, help="post-event window in days (default 60)")
-    s.add_argument("--bands", type=_csv, default=("blue", "green", "red", "nir"),
-                   help="imagery asset keys (default blue,green,red,nir)")
-    s.add_argument("--collection", default="sentinel-2-l2a")
-    s.add_argument("--scl-asset", default="scl", help="scene-classification asset used for cloud masking")
+    from .cube.spec import CubeSpec
+
+    def cube_opt(flag: str, field: str, help: str, **kw) -> None:
+        d = _default(CubeSpec, field)
+        shown = ",".join(d) if isinstance(d, tuple) else d
+        s.add_argument(flag, default=d, help=f"{help} (default {shown})", **kw)
+
+    cube_opt("--pre-days", "pre_days", "pre-event window in days", type=int)
+    cube_opt("--post-days", "post_days", "post-event window in days", type=int)
+    cube_opt("--bands", "bands", "imagery asset keys", type=_csv)
+    cube_opt("--collection", "collection", "imagery collection")
+    cube_opt("--scl-asset", "scl_asset", "scene-classification asset used for cloud masking")
     s.add_argument("--no-cloud-mask", action="store_true", help="imagery has no SCL band (e.g. own GeoTIFFs)")
-    s.add_argument("--dem-collection", default="cop-dem-glo-30")
-    s.add_argument("--dem-asset", default="data")
+    cube_opt("--dem-collection", "dem_collection", "DEM collection")
+    cube_opt("--dem-asset", "dem_asset", "DEM asset key")
     s.add_argument("--no-dem", action="store_true", help="build without slope/hillshade")
     s.add_argument("--max-cloud", type=float, help="skip scenes with eo:cloud_cover above this percent")
-    s.add_argument("--resolution", type=float, default=10.0, help="pixel size in metres (default 10)")
+    cube_opt("--resolution", "resolution", "pixel size in metres", type=float)
     s.add_argument("--epsg", type=int, help="projected CRS of the cube (default: UTM zone of the AOI)")
-    s.add_argument("--chunk", type=int, default=1024, help="spatial chunk size in pixels (default 1024)")
+    cube_opt("--chunk", "chunk", "spatial chunk size in pixels", type=int)
     s.add_argument("--post-only", action="store_true", help="no pre-event composite (none available)")
     s.add_argument("--sign", choices=["planetary-computer"], help="sign asset URLs (Planetary Computer)")
     s.add_argument("--exclude-item", action="append", help="STAC item id to leave out (repeatable)")
@@ -368,42 +380,50 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_import_patches)
 
+    from .predict.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, MULTIPLE
+    from .train.config import DEFAULT_STEM_WIDTHS, PAPER_WINDOW, ModelConfig, TrainConfig
+
+    widths = ",".join(str(w) for w in _default(ModelConfig, "encoder_widths"))
+    stems = "/".join(str(w) for w in DEFAULT_STEM_WIDTHS.values())
+
     def training_options(s: argparse.ArgumentParser) -> None:
+        """The ``train`` and ``experiment`` options: one per TrainConfig field, its default read there."""
+        def opt(flag: str, field: str, help: str, **kw) -> None:
+            shown = _default(TrainConfig, field)
+            shown = ",".join(shown) if isinstance(shown, tuple) else shown
+            kw.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
+            s.add_argument(flag, dest=field, default=None, help=f"{help} (default {shown})", **kw)
+
         s.add_argument("--cube", action="append", required=True, help="training cube (repeat for each inventory)")
         s.add_argument("--out", required=True, help="folder for checkpoints, metrics and curves")
-        s.add_argument("--streams", type=_csv, default=("pre", "post", "terrain"),
-                       help="input streams (default pre,post,terrain; e.g. post,terrain)")
+        opt("--streams", "streams", "input streams, e.g. post,terrain", type=_csv)
         s.add_argument("--bands", type=_csv,
                        help="imagery bands the model sees, by name, e.g. blue,green,red (default: every band "
                             "of the first cube); every cube must hold them")
-        s.add_argument("--pre-dropout", type=float,
-                       help="probability per window of hiding its pre-event image (whole, and again beyond a "
-                            "random edge), so the model maps gaps in the pre-event mosaic from post-event "
-                            "imagery and terrain (default 0: such pixels are left unmapped)")
-        s.add_argument("--haze", type=float,
-                       help="probability per acquisition of added haze (path radiance falling with wavelength), "
-                            "for scenes delivered top-of-atmosphere or hazy (default 0)")
-        s.add_argument("--window", type=int, default=224, help="training window in pixels (default 224)")
-        s.add_argument("--stride", type=int, default=112, help="window spacing in the index (default 112)")
+        opt("--pre-dropout", "pre_dropout", "probability per window of hiding its pre-event image (whole, and "
+            "again beyond a random edge), so the model maps gaps in the pre-event mosaic from post-event "
+            "imagery and terrain (0: such pixels are left unmapped)", type=float)
+        opt("--haze", "haze", "probability per acquisition of added haze (path radiance falling with "
+            "wavelength), for scenes delivered top-of-atmosphere or hazy", type=float)
+        opt("--window", "size", "training window in pixels", type=int)
+        opt("--stride", "stride", "window spacing in the index", type=int)
         s.add_argument("--block", type=int, help="side of the split blocks in pixels (default 4 x window)")
-        s.add_argument("--min-usable", type=float, default=0.5,
-                       help="share of valid, inventoried pixels a window needs (default 0.5)")
-        s.add_argument("--batch-size", type=int, default=8)
-        s.add_argument("--epochs", type=int, default=20)
+        opt("--min-usable", "min_usable", "share of valid, inventoried pixels a window needs", type=float)
+        opt("--batch-size", "batch_size", "windows per rank and step", type=int)
+        opt("--epochs", "epochs", "training epochs", type=int)
         s.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training windows")
-        s.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (one-cycle schedule)")
-        s.add_argument("--positive-boost", type=float, default=3.0,
-                       help="draw windows with landslides this many times as often (default 3)")
-        s.add_argument("--jitter", type=float, default=0.15,
-                       help="radiometric augmentation: sd of per-band gain/offset (default 0.15)")
-        s.add_argument("--patience", type=int, default=5, help="epochs without a better val MCC before stopping")
-        s.add_argument("--widths", type=_ints, help="encoder widths (default 64,128,256,256, the paper's)")
-        s.add_argument("--stem-width", type=int, help="width of every stream's stem (default 24/24/16)")
+        opt("--lr", "lr", "peak learning rate (one-cycle schedule)", type=float)
+        opt("--positive-boost", "positive_boost", "draw windows with landslides this many times as often",
+            type=float)
+        opt("--jitter", "jitter", "radiometric augmentation: sd of per-band gain/offset", type=float)
+        opt("--patience", "patience", "epochs without a better val MCC before stopping", type=int)
+        s.add_argument("--widths", type=_ints, help=f"encoder widths (default {widths}, the paper's)")
+        s.add_argument("--stem-width", type=int, help=f"width of every stream's stem (default {stems})")
         s.add_argument("--init-from", help="checkpoint to continue from (fine-tuning)")
-        s.add_argument("--seed", type=int, default=0)
+        opt("--seed", "seed", "random seed of sampling, augmentation and initialisation", type=int)
         s.add_argument("--no-amp", action="store_true", help="no mixed precision on GPU")
-        s.add_argument("--restarts", type=int, default=2,
-                       help="times to resume from the last checkpoint when worker processes are lost (default 2)")
+        opt("--restarts", "restarts", "times to resume from the last checkpoint when worker processes are lost",
+            type=int)
         s.add_argument("--workers", type=int, default=2, help="local Dask worker processes, one rank each")
         s.add_argument("--scheduler", help="address of a running Dask scheduler (one rank per worker)")
         s.add_argument("--cluster", help="cluster definition: cluster/local.yaml, gpu-node.yaml, slurm.yaml, "
@@ -431,18 +451,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("model-info", help="parameters, FLOPs per pixel and receptive field of the model")
     s.add_argument("--model", help="a checkpoint to describe (default: a fresh model from the options)")
-    s.add_argument("--streams", type=_csv, default=("pre", "post", "terrain"))
+    s.add_argument("--streams", type=_csv, default=_default(TrainConfig, "streams"))
     s.add_argument("--bands", type=int, default=4, help="bands per imagery stream (default 4)")
-    s.add_argument("--widths", type=_ints, help="encoder widths (default 64,128,256,256)")
-    s.add_argument("--size", type=int, default=224, help="tile size for the FLOP count")
+    s.add_argument("--widths", type=_ints, help=f"encoder widths (default {widths})")
+    s.add_argument("--size", type=int, default=PAPER_WINDOW, help=f"tile size for the FLOP count (default {PAPER_WINDOW})")
     s.set_defaults(func=cmd_model_info)
 
     s = sub.add_parser("predict", help="map landslide probability over a whole cube (seamless blended windows)")
     s.add_argument("--model", required=True, help="checkpoint (best.pt)")
     s.add_argument("--cube", required=True, help="cube to map")
     s.add_argument("--out", required=True, help="output zarr, e.g. region-pred.zarr (a rerun resumes it)")
-    s.add_argument("--window", type=int, help="window in pixels, a multiple of 32 (default 768)")
-    s.add_argument("--overlap", type=int, help="overlap of neighbouring windows in pixels (default 64)")
+    s.add_argument("--window", type=int,
+                   help=f"window in pixels, a multiple of the model's input ({MULTIPLE}) (default {DEFAULT_WINDOW})")
+    s.add_argument("--overlap", type=int,
+                   help=f"overlap of neighbouring windows in pixels (default {DEFAULT_OVERLAP})")
     s.add_argument("--batch-size", type=int,
                    help="windows per forward pass (default: 1 on CPU, 4 on CUDA)")
     s.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from .errors import InputDataError
 
+__all__ = ["RealEvent", "IBURI_2018", "EVENTS", "event_of", "catalog_event", "event_cube", "split_labels",
+           "map_event"]
+
 
 @dataclass(frozen=True)
 class RealEvent:

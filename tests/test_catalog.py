@@ -14,7 +14,7 @@ from rasterio.transform import from_origin
 from shapely.geometry import box, shape
 
 from landslide_dask.stac.catalog import CatalogWarning, catalog_geotiffs
-from landslide_dask.errors import InputDataError
+from landslide_dask.errors import InputDataError, UsageError
 from landslide_dask.stac.search import search_items
 from landslide_dask.stac.server import load_stac_dir, serve_stac
 
@@ -218,7 +218,7 @@ def test_per_band_scenes_by_regex_with_dates_from_names_and_sidecars(tmp_path):
         assert it["assets"]["swir16"]["proj:shape"] == [10, 10] and it["assets"]["blue"]["proj:shape"] == [20, 20]
     assert items["T45RUL_20230420"]["properties"]["datetime"] == "2023-04-20T00:00:00Z"  # from the names
     assert items["S2_scene7"]["properties"]["datetime"] == "2023-05-01T00:00:00Z"  # from the sidecars
-    with pytest.raises(InputDataError, match=r"\(\?P<item>"):
+    with pytest.raises(UsageError, match=r"\(\?P<item>"):
         catalog_geotiffs(src, tmp_path / "bad", collection="x", group=r"nomatch", datetime="2023-01-01")
     with pytest.raises(InputDataError, match="--date ITEM=YYYY-MM-DD"):
         catalog_geotiffs(src / "T45RUL_20230420_B02.tif", tmp_path / "nodate", collection="x")

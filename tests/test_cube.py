@@ -16,7 +16,7 @@ import shapely
 from landslide_dask.cli import main as cli_main
 from landslide_dask.cube.composite import SCL_NOT_CLEAR
 from landslide_dask.cube.build import CubeSpec, build_cube, open_cube, solar_day
-from landslide_dask.errors import EmptySearchError, InputDataError
+from landslide_dask.errors import EmptySearchError, InputDataError, UsageError
 from landslide_dask.stac.server import load_stac_dir, serve_stac
 
 
@@ -215,7 +215,7 @@ def test_cli_reports_bad_input_clearly(demo_data, demo_regions, demo_stac, tmp_p
     region = demo_regions[0]
     code = cli_main(["cube", "--stac", demo_stac, "--event-date", region["event_date"],
                      "--aoi", str(tmp_path / "missing.geojson"), "--out", str(tmp_path / "c.zarr")])
-    assert code == 2
+    assert code == 1  # bad input data (a missing file): exit 1, the file named
     assert "missing.geojson does not exist" in capsys.readouterr().err
 
 
@@ -231,5 +231,5 @@ def test_an_aoi_can_be_a_bbox_in_degrees():
     gdf, rep = read_aoi("141.89,42.68, 142.03,42.77")
     assert gdf.crs.to_epsg() == 4326 and tuple(gdf.total_bounds) == (141.89, 42.68, 142.03, 42.77)
     assert rep.features == 1 and rep.repaired == 0
-    with pytest.raises(InputDataError, match="W < E"):
+    with pytest.raises(UsageError, match="W < E"):
         read_aoi("142.03,42.68,141.89,42.77")

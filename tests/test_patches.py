@@ -12,7 +12,7 @@ import rasterio
 from landslide_dask.train.chips import build_index, compute_stats
 from landslide_dask.train.reader import WindowReader
 from landslide_dask.cube.build import open_cube
-from landslide_dask.errors import InputDataError
+from landslide_dask.errors import InputDataError, UsageError
 from landslide_dask.cube.patches import (L4S_MEAN, PRESETS, BandMap, import_patches, parse_band_map, patch_windows,
                                     to_dn)
 
@@ -254,7 +254,7 @@ def test_band_map_parsing(tmp_path):
                                                                      "pre bands"), ("nope", "preset"),
                      ('{"post": {"red": 1}, "colour": 2}', "unknown keys"),
                      ('{"post": {"red": 1}, "scale": "x"}', "must be numbers")):
-        with pytest.raises(InputDataError, match=msg):
+        with pytest.raises(UsageError, match=msg):
             parse_band_map(bad)
 
 
@@ -291,7 +291,7 @@ def test_errors_say_which_file_and_what_to_do(tmp_path):
     with pytest.raises(InputDataError, match=r"expected \(height, width, channels\)"):
         import_patches(root, tmp_path / "o.zarr", progress=False)
 
-    with pytest.raises(InputDataError, match="scale has 2 entries but channel 3"):
+    with pytest.raises(UsageError, match="scale has 2 entries but channel 3"):
         import_patches(fresh("scale"), tmp_path / "o.zarr", bands={"post": {"red": 3}, "scale": [1, 2]}, progress=False)
 
     root = fresh("mismatch")

@@ -8,7 +8,7 @@ import pytest
 import shapely
 import xarray as xr
 
-from landslide_dask.errors import InputDataError
+from landslide_dask.errors import InputDataError, UsageError
 from landslide_dask.predict.polygons import polygonize, threshold_level
 
 X0, Y0, RES = 500_000.0, 2_000_000.0, 10.0
@@ -147,7 +147,7 @@ def test_unfinished_or_missing_prediction_is_refused(tmp_path):
     del ds.attrs["threshold"]
     with pytest.raises(InputDataError, match="--threshold"):
         polygonize(ds, None)
-    with pytest.raises(InputDataError, match="threshold"):
+    with pytest.raises(UsageError, match="threshold"):
         polygonize(no_threshold, None, threshold=1.5)
 
 

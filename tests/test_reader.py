@@ -14,7 +14,7 @@ from landslide_dask.predict import engine
 from landslide_dask.train.chips import BandStats, drop_pre
 from landslide_dask.errors import InputDataError
 from landslide_dask.train.reader import WindowReader
-from landslide_dask.train.loop import TrainConfig, _batches, checkpoint_reader, load_checkpoint, training_reader
+from landslide_dask.train.loop import TrainConfig, window_batches, checkpoint_reader, load_checkpoint, training_reader
 from tests.test_predict import WIN, OV, make_arrays, make_checkpoint, write_test_cube
 
 CUBE_BANDS = ["nir", "red", "green", "blue"]  # not the model's order on purpose
@@ -78,9 +78,9 @@ def test_the_same_window_gives_identical_tensors_in_training_evaluation_and_infe
     s = 64
     # windows over the gap's edge, the NaN/inf slope pixels and the invalid strip
     windows = pd.DataFrame({"cube": 0, "row": [0, 40, 60, 128], "col": [100, 50, 0, 160]})
-    train_batches = list(_batches(training_reader(cfg, ck["stats"], MODEL_BANDS), windows, s, 4, None, STREAMS,
+    train_batches = list(window_batches(training_reader(cfg, ck["stats"], MODEL_BANDS), windows, s, 4, None, STREAMS,
                                   drop_last=False))
-    eval_batches = list(_batches(checkpoint_reader(ck, [cube]), windows, s, 4, None, STREAMS, drop_last=False))
+    eval_batches = list(window_batches(checkpoint_reader(ck, [cube]), windows, s, 4, None, STREAMS, drop_last=False))
     plan = P.prepare(cube, tmp_path / "m.pt", window=WIN, overlap=OV, batch_size=1, device="cpu", threads=1).plan
     for k, (_, w) in enumerate(windows.iterrows()):
         x, ok = engine.window_inputs(plan, int(w["row"]), int(w["col"]), s, s)

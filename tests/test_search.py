@@ -21,7 +21,7 @@ import rasterio
 import requests
 from rasterio.transform import from_bounds
 
-from landslide_dask.errors import EmptySearchError, InputDataError, LandslideDaskError, StacUnreachableError
+from landslide_dask.errors import EmptySearchError, InputDataError, LandslideDaskError, StacUnreachableError, UsageError
 from landslide_dask.stac.search import search_items
 from landslide_dask.stac.server import StacServer, load_stac_dir, serve_stac
 
@@ -177,11 +177,11 @@ def test_empty_search_message(server):
 
 
 def test_bad_arguments(server):
-    with pytest.raises(InputDataError, match="lon/lat"):
+    with pytest.raises(UsageError, match="lon/lat"):
         search_items(server, [COL], (500000, 5000000, 510000, 5010000))
-    with pytest.raises(InputDataError):
+    with pytest.raises(UsageError):
         search_items(server, [COL], (1, 2, 3))
-    with pytest.raises(InputDataError, match="percentage"):
+    with pytest.raises(UsageError, match="percentage"):
         search_items(server, [COL], WORLD, max_cloud=150)
 
 

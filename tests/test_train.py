@@ -32,7 +32,7 @@ def cubes(train_cubes) -> list[str]:
 
 def _cfg(cubes: list[str], out: Path, **kw) -> TrainConfig:
     base = dict(cubes=cubes, out=str(out), size=64, stride=32, block=128, batch_size=8, epochs=4,
-                steps_per_epoch=12, lr=3e-3, patience=10, model=TINY, progress=False, threads=1)
+                steps_per_epoch=12, lr=3e-3, patience=10, model=TINY, progress=False, threads=1, restarts=0)
     base.update(kw)
     return TrainConfig(**base)
 

@@ -1,0 +1,26 @@
+"""Stage 1b, the cube: lazy, chunked, cloud-masked pre/post composites, slope, hillshade and the
+rasterised inventory on one grid, written as zarr (layout: ``docs/contracts.md``, "Cube").
+
+``grid`` (the output pixel grid) -> ``build`` (search, per-day mosaics, ``composite`` medians,
+``terrain``, ``inventory`` labels, the zarr write) -> ``quicklook`` (a PNG to look at);
+``patches`` turns folders of pre-cut patches (Landslide4Sense-style) into the same cube layout.
+"""
+
+from ..common.lazy import lazy_exports
+
+_EXPORTS = {
+    "CubeSpec": ".spec",
+    "event_windows": ".spec",
+    "build_cube": ".build",
+    "assemble": ".build",
+    "write_cube": ".build",
+    "open_cube": ".build",
+    "Grid": ".grid",
+    "LABEL_UNKNOWN": ".inventory",
+    "read_polygons": ".inventory",
+    "import_patches": ".patches",
+    "cube_quicklook": ".quicklook",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,7 +11,6 @@ import re
 import shutil
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlparse
@@ -24,20 +23,17 @@ from rasterio.enums import Resampling
 
 from .. import __version__
 from .composite import SCL_NOT_CLEAR, composite_block
-from ..errors import EmptySearchError, InputDataError
+from ..errors import EmptySearchError, InputDataError, UsageError
 from .grid import Grid
+from .spec import CubeSpec, event_windows
 from .inventory import VectorReport, check_overlap, label_raster, rasterize_lazy, read_polygons
 from ..stac.search import search_items
 from .terrain import hillshade, padded_chunks, slope_degrees
 
 log = logging.getLogger(__name__)
 
-
-def event_windows(event: date, pre_days: int, post_days: int) -> tuple[tuple[date, date], tuple[date, date]]:
-    """Pre- and post-event date windows (inclusive). The event day itself belongs to neither:
-    an acquisition that day may be from before or after the event."""
-    return ((event - timedelta(days=pre_days), event - timedelta(days=1)),
-            (event + timedelta(days=1), event + timedelta(days=post_days)))
+__all__ = ["event_windows", "read_aoi", "CubeSpec", "solar_day", "check_assets", "daily_mosaics",
+           "composites", "terrain", "assemble", "write_cube", "build_cube", "open_cube"]
 
 
 _NUM = r"\s*([-+]?\d+(?:\.\d*)?)\s*"
@@ -54,44 +50,10 @@ def read_aoi(aoi: str | Path):
 
     w, s_, e, n = (float(v) for v in m.groups())
     if not (-180 <= w < e <= 180 and -90 <= s_ < n <= 90):
-        raise InputDataError(f"--aoi {aoi!r}: a bbox is W,S,E,N in degrees with W < E and S < N")
+        raise UsageError(f"--aoi {aoi!r}: a bbox is W,S,E,N in degrees with W < E and S < N")
     gdf = gpd.GeoDataFrame(geometry=[shapely.box(w, s_, e, n)], crs=4326)
     return gdf, VectorReport(path=f"bbox {w},{s_},{e},{n}", features=1, repaired=0, dropped_empty=0,
                              source_crs="EPSG:4326")
-
-
-@dataclass
-class CubeSpec:
-    """Everything that defines one cube; the CLI's ``cube`` options map onto it one to one."""
-
-    stac_url: str
-    event_date: date
-    aoi: Path
-    out: Path
-    inventory: Path | None = None
-    inventory_area: Path | None = None
-    pre_days: int = 90
-    post_days: int = 60
-    bands: tuple[str, ...] = ("blue", "green", "red", "nir")
-    collection: str = "sentinel-2-l2a"
-    scl_asset: str | None = "scl"
-    dem_collection: str | None = "cop-dem-glo-30"
-    dem_asset: str = "data"
-    max_cloud: float | None = None
-    resolution: float = 10.0
-    epsg: int | None = None
-    chunk: int = 1024
-    post_only: bool = False
-    sign: str | None = None
-    exclude_items: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def pre_window(self) -> tuple[date, date]:
-        return event_windows(self.event_date, self.pre_days, self.post_days)[0]
-
-    @property
-    def post_window(self) -> tuple[date, date]:
-        return event_windows(self.event_date, self.pre_days, self.post_days)[1]
 
 
 def _item_datetime(item: dict) -> datetime:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["SCL_NOT_CLEAR", "clear_mask", "median_composite", "composite_block"]
+
 # Scene classification (Sentinel-2 L2A SCL) classes that are not a clear view of the ground.
 SCL_NOT_CLEAR = (0, 1, 3, 8, 9, 10)  # no data, saturated, cloud shadow, cloud medium/high, cirrus
 

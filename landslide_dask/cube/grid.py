@@ -11,6 +11,8 @@ from pyproj import CRS
 
 from ..errors import InputDataError
 
+__all__ = ["utm_epsg", "Grid"]
+
 
 def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the WGS 84 / UTM zone containing (lon, lat)."""

@@ -19,6 +19,8 @@ from ..errors import InputDataError
 from .grid import Grid
 
 log = logging.getLogger(__name__)
+
+__all__ = ["LABEL_UNKNOWN", "VectorReport", "read_polygons", "rasterize_lazy", "label_raster", "check_overlap"]
 # rasterize() burns into an in-memory dataset of its own and warns that *it* has no transform.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\..*")
 

@@ -59,10 +59,16 @@ from pyproj import CRS
 
 from .. import __version__
 from .build import open_cube, write_cube
-from ..errors import InputDataError
+from .inventory import LABEL_UNKNOWN
+from ..errors import InputDataError, UsageError
 from .terrain import hillshade, slope_degrees
 
 log = logging.getLogger(__name__)
+
+__all__ = ["FORMATS", "IMAGE_DIRS", "MASK_DIRS", "RASTER_EXTS", "DUMMY_EPSG", "L4S_CHANNELS", "L4S_MEAN",
+           "BandMap", "PRESETS", "parse_band_map", "PatchFile", "find_patches", "image_shape", "read_image",
+           "mask_shape", "read_mask", "to_dn", "to_label", "patch_terrain", "patch_layers", "pack_shelves",
+           "recommended_index", "assemble_patches", "assemble_packed", "patch_windows", "import_patches"]
 
 FORMATS = ("l4s", "folder")
 IMAGE_DIRS = ("img", "image", "images")
@@ -97,19 +103,19 @@ class BandMap:
         """Validated mapping from a JSON-like dict, e.g. ``{"post": {"red": 3}, "dem": 13}``."""
         unknown = set(d) - {f for f in cls.__dataclass_fields__}
         if unknown:
-            raise InputDataError(f"band mapping has unknown keys {sorted(unknown)}: use post, pre, slope, dem, "
+            raise UsageError(f"band mapping has unknown keys {sorted(unknown)}: use post, pre, slope, dem, "
                                  "scale, offset, slope_scale, dem_scale")
         if not isinstance(d.get("post"), dict) or not d["post"]:
-            raise InputDataError('band mapping needs "post": {band name: channel index, ...}')
+            raise UsageError('band mapping needs "post": {band name: channel index, ...}')
         pre = d.get("pre")
         if pre is not None and (not isinstance(pre, dict) or list(pre) != list(d["post"])):
-            raise InputDataError(f"band mapping: pre bands {list(pre or {})} must be the post bands "
+            raise UsageError(f"band mapping: pre bands {list(pre or {})} must be the post bands "
                                  f"{list(d['post'])}, in the same order (the cube has one band list)")
         for name, ch in [*d["post"].items(), *(pre or {}).items(), ("slope", d.get("slope")), ("dem", d.get("dem"))]:
             if ch is not None and (not isinstance(ch, int) or isinstance(ch, bool) or ch < 0):
-                raise InputDataError(f"band mapping: channel of {name!r} must be a 0-based integer, not {ch!r}")
+                raise UsageError(f"band mapping: channel of {name!r} must be a 0-based integer, not {ch!r}")
         if d.get("slope") is not None and d.get("dem") is None:
-            raise InputDataError("band mapping has slope but no dem: the hillshade needs the DEM channel "
+            raise UsageError("band mapping has slope but no dem: the hillshade needs the DEM channel "
                                  "(map dem too, or leave slope out to train without terrain)")
         scale = d.get("scale", 1.0)
         try:
@@ -118,7 +124,7 @@ class BandMap:
                        offset=float(d.get("offset", 0.0)), slope_scale=float(d.get("slope_scale", 1.0)),
                        dem_scale=float(d.get("dem_scale", 1.0)))
         except (TypeError, ValueError) as exc:
-            raise InputDataError(f"band mapping: scale, offset, slope_scale and dem_scale must be numbers "
+            raise UsageError(f"band mapping: scale, offset, slope_scale and dem_scale must be numbers "
                                  f"(scale may be a list per channel): {exc}") from None
 
     def to_dict(self) -> dict:
@@ -137,7 +143,7 @@ class BandMap:
     def channel_scale(self, ch: int) -> float:
         if isinstance(self.scale, tuple):
             if ch >= len(self.scale):
-                raise InputDataError(f"band mapping: scale has {len(self.scale)} entries but channel {ch} is used")
+                raise UsageError(f"band mapping: scale has {len(self.scale)} entries but channel {ch} is used")
             return self.scale[ch]
         return self.scale
 
@@ -160,7 +166,7 @@ def parse_band_map(spec: str | dict | BandMap | None, fmt: str = "l4s", channels
         if fmt == "l4s":
             return PRESETS["l4s"]
         if channels is None:
-            raise InputDataError("a folder dataset without --bands needs its channel count")
+            raise UsageError("a folder dataset without --bands needs its channel count")
         return BandMap(post={f"b{i + 1}": i for i in range(channels)})
     if isinstance(spec, dict):
         return BandMap.from_dict(spec)
@@ -170,14 +176,14 @@ def parse_band_map(spec: str | dict | BandMap | None, fmt: str = "l4s", channels
     if not text.startswith("{"):
         path = Path(text)
         if not path.is_file():
-            raise InputDataError(f"--bands {text!r} is neither a preset ({', '.join(PRESETS)}), JSON text, nor a "
+            raise UsageError(f"--bands {text!r} is neither a preset ({', '.join(PRESETS)}), JSON text, nor a "
                                  "JSON file")
         text = path.read_text()
     try:
         return BandMap.from_dict(json.loads(text))
     except json.JSONDecodeError as exc:
         example = '{"post": {"blue": 1, "green": 2, "red": 3, "nir": 7}, "slope": 12, "dem": 13}'
-        raise InputDataError(f"band mapping is not valid JSON ({exc}): e.g. '{example}'") from None
+        raise UsageError(f"band mapping is not valid JSON ({exc}): e.g. '{example}'") from None
 
 
 @dataclass(frozen=True)
@@ -211,7 +217,7 @@ def find_patches(source: str | Path, fmt: str = "l4s", masks: str | Path | None 
     """Images under ``source`` (or its ``img``/``images`` folder) paired with masks from ``masks``
     (default: a sibling ``mask``/``masks`` folder, or the same folder for ``mask_N.h5``)."""
     if fmt not in FORMATS:
-        raise InputDataError(f"unknown patch format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise UsageError(f"unknown patch format {fmt!r}: use one of {', '.join(FORMATS)}")
     source = Path(source)
     if not source.is_dir():
         raise InputDataError(f"{source} is not a folder: point at the folder holding the patches (e.g. TrainData)")
@@ -329,10 +335,10 @@ def to_dn(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
 def to_label(mask: np.ndarray | None, shape: tuple[int, int], ignore_value: float | None) -> np.ndarray:
     """0/1 from mask > 0, 255 where the mask equals ``ignore_value`` or there is no mask."""
     if mask is None:
-        return np.full(shape, 255, np.uint8)
+        return np.full(shape, LABEL_UNKNOWN, np.uint8)
     label = (mask > 0).astype(np.uint8)
     if ignore_value is not None:
-        label[mask == ignore_value] = 255
+        label[mask == ignore_value] = LABEL_UNKNOWN
     return label
 
 
@@ -377,7 +383,7 @@ def _fill(var: str, shape: tuple[int, ...]) -> np.ndarray:
     if var == "slope":
         return np.full(shape, np.nan, np.float32)
     if var == "label":
-        return np.full(shape, 255, np.uint8)
+        return np.full(shape, LABEL_UNKNOWN, np.uint8)
     return np.zeros(shape, {"post": np.uint16, "pre": np.uint16, "hillshade": np.uint8, "valid": bool}[var])
 
 

@@ -13,6 +13,10 @@ import xarray as xr  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from .inventory import LABEL_UNKNOWN  # noqa: E402
+
+__all__ = ["stretch", "rgb_of", "cube_quicklook"]
+
 
 def stretch(rgb: np.ndarray, valid: np.ndarray, lo: float = 2, hi: float = 98) -> np.ndarray:
     """Per-band percentile stretch to 0..1 over valid pixels."""
@@ -60,7 +64,7 @@ def cube_quicklook(cube: str | Path, png: str | Path, max_px: int = 1400) -> Pat
             edge = slide & ~ndimage.binary_erosion(slide)
             overlay = np.zeros(slide.shape + (4,), dtype=np.float32)
             overlay[edge] = (1.0, 0.95, 0.0, 1.0)
-            overlay[label == 255] = (0.5, 0.5, 0.5, 0.45)
+            overlay[label == LABEL_UNKNOWN] = (0.5, 0.5, 0.5, 0.45)
             ax.imshow(overlay, interpolation="nearest")
         ax.set_title(title)
         ax.set_xticks([])

@@ -11,6 +11,9 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
+__all__ = ["SUN_AZIMUTH_DEG", "SUN_ELEVATION_DEG", "horn_gradient", "padded_chunks", "slope_degrees",
+           "hillshade"]
+
 # Sun for the hillshade: the cartographic convention (light from the north-west, 45 deg up).
 SUN_AZIMUTH_DEG = 315.0
 SUN_ELEVATION_DEG = 45.0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..train.loop import TrainConfig
+    from ..train.config import TrainConfig
 
 
 def region_table(regions: list[dict], cubes: dict[str, Path]) -> str:
@@ -58,11 +58,11 @@ DEMO_HAZE = 0.5
 
 
 def demo_train_config(cubes: list[str], out: Path, epochs: int = DEMO_EPOCHS) -> "TrainConfig":
-    from ..train.loop import TrainConfig
+    from ..train.config import TrainConfig
 
     return TrainConfig(cubes=cubes, out=str(out), size=128, stride=64, block=384, batch_size=8, epochs=epochs,
                        steps_per_epoch=DEMO_STEPS, lr=1e-3, patience=epochs, model=DEMO_MODEL,
-                       bands=DEMO_BANDS, pre_dropout=DEMO_PRE_DROPOUT, haze=DEMO_HAZE, restarts=2)
+                       bands=DEMO_BANDS, pre_dropout=DEMO_PRE_DROPOUT, haze=DEMO_HAZE)
 
 
 @contextlib.contextmanager

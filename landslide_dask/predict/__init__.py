@@ -7,14 +7,32 @@ blended into output chunks, streamed strip by strip) -> ``store`` (the resumable
 inventory).
 """
 
-from .engine import DEFAULT_BATCH_SIZE, Plan, Prepared, clear_caches, default_batch_size, prepare
-from .export import export_cog
-from .run import lazy_probability, predict
-from .store import coverage, open_prediction
-from .windows import (DEFAULT_OVERLAP, DEFAULT_WINDOW, asymptotic_overhead, axis_windows, blend_weights, grid_origin,
-                      overhead, resolve_window, windows_of)
+from ..common.lazy import lazy_exports
 
-__all__ = ["predict", "lazy_probability", "open_prediction", "coverage", "export_cog", "prepare", "Plan",
-           "Prepared", "clear_caches", "default_batch_size", "DEFAULT_BATCH_SIZE", "DEFAULT_WINDOW",
-           "DEFAULT_OVERLAP", "overhead", "asymptotic_overhead", "axis_windows", "windows_of", "grid_origin",
-           "blend_weights", "resolve_window"]
+_EXPORTS = {
+    "predict": ".run",
+    "lazy_probability": ".run",
+    "open_prediction": ".store",
+    "coverage": ".store",
+    "export_cog": ".export",
+    "prepare": ".engine",
+    "Plan": ".engine",
+    "Prepared": ".engine",
+    "clear_caches": ".engine",
+    "default_batch_size": ".engine",
+    "DEFAULT_BATCH_SIZE": ".engine",
+    "DEFAULT_WINDOW": ".windows",
+    "DEFAULT_OVERLAP": ".windows",
+    "overhead": ".windows",
+    "asymptotic_overhead": ".windows",
+    "axis_windows": ".windows",
+    "windows_of": ".windows",
+    "grid_origin": ".windows",
+    "blend_weights": ".windows",
+    "resolve_window": ".windows",
+    "polygonize": ".polygons",
+    "evaluate_map": ".report",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -21,13 +21,13 @@ import numpy as np
 
 from ..common.files import file_sha256
 from ..common.workers import cores, worker_table
-from ..errors import InputDataError
+from ..errors import InputDataError, UsageError
 from ..train.reader import TERRAIN, WindowReader
 from ..train.reader import clear_caches as clear_reader_caches
 from .windows import Window, batches_of, resolve_window, windows_of
 
 __all__ = ["DEFAULT_BATCH_SIZE", "PREDICTION_FORMAT", "Plan", "Prepared", "prepare", "default_batch_size",
-           "local_threads", "torch_threads", "worker_threads", "load_model", "forward", "window_inputs",
+           "local_threads", "torch_threads", "worker_threads", "load_model", "input_tensors", "forward", "window_inputs",
            "run_batch", "clear_caches", "has_cuda"]
 
 #: Windows per forward pass by device type. CPU: 1 -- batching costs CPU there (demo model, one
@@ -167,17 +167,23 @@ def _model(ckpt_path: str, mtime_ns: int, device: str | None):
         return model, meta
 
 
-def forward(model, samples: list[dict[str, np.ndarray]], streams: tuple[str, ...], device) -> np.ndarray:
-    """Probabilities ``(N, H, W)`` (float32, on the host) of same-sized window inputs: one forward
-    pass under ``inference_mode``, channels-last, autocast (bf16, else fp16) on CUDA."""
+def input_tensors(samples: list[dict[str, np.ndarray]], streams: tuple[str, ...], device) -> dict:
+    """Same-sized window inputs stacked per stream as channels-last tensors on ``device``."""
     import torch
 
-    inputs = {name: torch.from_numpy(np.stack([x[name] for x in samples])).to(device, non_blocking=True)
-              .contiguous(memory_format=torch.channels_last) for name in streams}
+    return {name: torch.from_numpy(np.stack([x[name] for x in samples])).to(device, non_blocking=True)
+            .contiguous(memory_format=torch.channels_last) for name in streams}
+
+
+def forward(model, inputs: dict, device):
+    """Probabilities ``(N, H, W)`` (float32, on ``device``) of a batch: one forward pass under
+    ``inference_mode``, autocast (bf16, else fp16) on CUDA."""
+    import torch
+
     use_amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-        return torch.sigmoid(model(inputs)["logits"].float())[:, 0].cpu().numpy()
+        return torch.sigmoid(model(inputs)["logits"].float())[:, 0]
 
 
 def window_inputs(plan: Plan, row: int, col: int, h: int, w: int) -> tuple[dict[str, np.ndarray], bool]:
@@ -204,7 +210,8 @@ def run_batch(plan: Plan, windows: tuple[Window, ...]) -> list[np.ndarray | None
         return results
     if meta["device"].type == "cpu":
         torch.set_num_threads(torch_threads(plan))
-    it = iter(forward(model, samples, plan.streams, meta["device"]))
+    dev = meta["device"]
+    it = iter(forward(model, input_tensors(samples, plan.streams, dev), dev).cpu().numpy())
     ny, nx = plan.shape
     for k, ((row, col, _, _), ok) in enumerate(zip(windows, keep)):
         if ok:
@@ -269,7 +276,7 @@ def prepare(cube: str | Path, model: str | Path, *, window: int | None = None, o
     if batch_size is None:
         batch_size = default_batch_size(device)
     if batch_size < 1:
-        raise InputDataError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     plan = Plan(cube=str(cube), reader=checkpoint_reader(ckpt, [cube]), shape=shape, chunks=chunks,
                 model=str(model), model_mtime_ns=model.stat().st_mtime_ns, device=device, window=window,
                 overlap=overlap, streams=tuple(str(s) for s in ckpt["streams"]),

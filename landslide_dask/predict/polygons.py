@@ -47,7 +47,7 @@ from rasterio import features
 from scipy import ndimage
 from scipy.cluster.hierarchy import DisjointSet
 
-from ..errors import InputDataError
+from ..errors import InputDataError, UsageError
 from .store import open_prediction, transform_of
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def threshold_level(threshold: float) -> int:
     """
     t = float(threshold)
     if not (0.0 < t <= 1.0) or not np.isfinite(t):
-        raise InputDataError(f"The threshold must be a probability in (0, 1], got {threshold!r}.")
+        raise UsageError(f"The threshold must be a probability in (0, 1], got {threshold!r}.")
     return max(1, int(round(t * 255)))
 
 

@@ -25,7 +25,8 @@ import math
 
 import numpy as np
 
-from ..errors import InputDataError
+from ..errors import UsageError
+from ..train.config import INPUT_MULTIPLE
 
 __all__ = ["DEFAULT_WINDOW", "DEFAULT_OVERLAP", "MULTIPLE", "WEIGHT_FLOOR", "grid_origin", "axis_windows",
            "windows_of", "overhead", "asymptotic_overhead", "blend_weights", "resolve_window", "batches_of",
@@ -35,9 +36,9 @@ __all__ = ["DEFAULT_WINDOW", "DEFAULT_OVERLAP", "MULTIPLE", "WEIGHT_FLOOR", "gri
 #: overhead 1.19 at <= 4/255 from a whole-image pass on CPU; larger windows suit GPUs).
 DEFAULT_WINDOW = 768
 DEFAULT_OVERLAP = 64
-#: The input multiple of the default model (``ModelConfig().size_multiple``; a test checks):
-#: the default of the functions below, which take the model's own where they know it.
-MULTIPLE = 32
+#: The input multiple of the default model: the default of the functions below, which take the
+#: model's own (``ModelConfig.size_multiple``) where they know it.
+MULTIPLE = INPUT_MULTIPLE
 WEIGHT_FLOOR = 1e-3
 
 Window = tuple[int, int, int, int]  # row, col, height, width (cube pixels; row/col may be negative)
@@ -114,9 +115,9 @@ def resolve_window(window: int | None, overlap: int | None, multiple: int = MULT
     window = DEFAULT_WINDOW if window is None else int(window)
     overlap = DEFAULT_OVERLAP if overlap is None else int(overlap)
     if window <= 0 or window % multiple:
-        raise InputDataError(f"window {window} must be a positive multiple of the model's input multiple {multiple}")
+        raise UsageError(f"window {window} must be a positive multiple of the model's input multiple {multiple}")
     if overlap < 0 or overlap % multiple or overlap >= window:
-        raise InputDataError(f"overlap {overlap} must be a multiple of {multiple} in [0, window={window}) "
+        raise UsageError(f"overlap {overlap} must be a multiple of {multiple} in [0, window={window}) "
                              f"(a multiple keeps every window at the same phase of the model's {multiple} px cycle)")
     return window, overlap
 

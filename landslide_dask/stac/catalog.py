@@ -34,7 +34,7 @@ from pyproj import Transformer
 from rasterio.windows import Window
 from rio_stac.stac import get_raster_info
 
-from ..errors import InputDataError
+from ..errors import InputDataError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _band_names(info: dict[str, Any], bands: list[str] | None, path: Path) -> li
         if len(set(n.lower() for n in names)) != count:
             names = [f"b{i + 1}" for i in range(count)]
     if len(set(n.lower() for n in names)) != count:
-        raise InputDataError(f"band names for {path} must be distinct, got {names}.")
+        raise UsageError(f"band names for {path} must be distinct, got {names}.")
     return names
 
 
@@ -284,7 +284,7 @@ def _group_key(path: Path, root: Path, group: str | None) -> str:
         return str(rel).replace(os.sep, "_")
     m = re.search(group, str(path.relative_to(root)))
     if not m or "item" not in m.groupdict():
-        raise InputDataError(f"--group {group!r} does not match {path.relative_to(root)} with a named group "
+        raise UsageError(f"--group {group!r} does not match {path.relative_to(root)} with a named group "
                              "(?P<item>...): the regex must capture what files of one scene share")
     return m.group("item")
 
@@ -371,7 +371,7 @@ def catalog_geotiffs(
     if not src_path.exists():
         raise InputDataError(f"{src_path} does not exist.")
     if not collection or _safe_name(collection) != collection:
-        raise InputDataError(f"collection id {collection!r} must be non-empty and use only letters, digits, '.', '_' and '-'.")
+        raise UsageError(f"collection id {collection!r} must be non-empty and use only letters, digits, '.', '_' and '-'.")
     if src_path.is_file():
         files = [src_path]
         root = src_path.parent

@@ -26,7 +26,7 @@ from typing import Any
 
 from urllib3.util.retry import Retry
 
-from ..errors import EmptySearchError, InputDataError, LandslideDaskError, StacUnreachableError
+from ..errors import EmptySearchError, LandslideDaskError, StacUnreachableError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -128,17 +128,17 @@ def _check_bbox(bbox: Sequence[float]) -> Bbox:
     try:
         vals = tuple(float(v) for v in bbox)
     except (TypeError, ValueError) as e:
-        raise InputDataError(f"bbox must be four numbers (west, south, east, north), got {bbox!r}.") from e
+        raise UsageError(f"bbox must be four numbers (west, south, east, north), got {bbox!r}.") from e
     if len(vals) != 4 or not all(math.isfinite(v) for v in vals):
-        raise InputDataError(f"bbox must be four finite numbers (west, south, east, north), got {bbox!r}.")
+        raise UsageError(f"bbox must be four finite numbers (west, south, east, north), got {bbox!r}.")
     w, s, e, n = vals
     if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
-        raise InputDataError(
+        raise UsageError(
             f"bbox {vals} is not in lon/lat degrees (EPSG:4326): STAC search bboxes are "
             "(west, south, east, north) in degrees, not projected metres."
         )
     if s > n:
-        raise InputDataError(f"bbox {vals}: south ({s}) is north of north ({n}); order is (west, south, east, north).")
+        raise UsageError(f"bbox {vals}: south ({s}) is north of north ({n}); order is (west, south, east, north).")
     if w > e:
         log.info("bbox %s crosses the antimeridian (west > east)", vals)
     return vals  # type: ignore[return-value]
@@ -156,7 +156,7 @@ def _iso(value: DateLike) -> str | None:
         return value.isoformat()
     if isinstance(value, str):
         return value.strip()
-    raise InputDataError(f"cannot use {value!r} as a date: give an ISO string, a date or a datetime.")
+    raise UsageError(f"cannot use {value!r} as a date: give an ISO string, a date or a datetime.")
 
 
 def _datetime_arg(dt: Any) -> list[str | None] | str | None:
@@ -167,7 +167,7 @@ def _datetime_arg(dt: Any) -> list[str | None] | str | None:
     try:
         start, end = dt
     except (TypeError, ValueError) as e:
-        raise InputDataError(f"datetime must be (start, end), got {dt!r}.") from e
+        raise UsageError(f"datetime must be (start, end), got {dt!r}.") from e
     return [_iso(start), _iso(end)]
 
 
@@ -279,13 +279,13 @@ def search_items(
         collections = [collections]
     collections = list(collections)
     if not collections:
-        raise InputDataError("give at least one STAC collection id to search.")
+        raise UsageError("give at least one STAC collection id to search.")
     box = _check_bbox(bbox)
     dt = _datetime_arg(datetime)
     if max_cloud is not None and not (0 <= float(max_cloud) <= 100):
-        raise InputDataError(f"max_cloud is a percentage (0-100), got {max_cloud}.")
+        raise UsageError(f"max_cloud is a percentage (0-100), got {max_cloud}.")
     if max_items is not None and max_items < 1:
-        raise InputDataError(f"max_items must be at least 1, got {max_items}.")
+        raise UsageError(f"max_items must be at least 1, got {max_items}.")
     modifier = resolve_signer(sign)
     retries = max(0, int(retries))
     url = url.rstrip("/")

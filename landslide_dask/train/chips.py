@@ -21,8 +21,13 @@ import numpy as np
 import pandas as pd
 
 from ..cube.build import open_cube
-from ..errors import InputDataError
+from ..errors import InputDataError, UsageError
+from .config import MIN_USABLE, TRAIN_STRIDE, TRAIN_WINDOW
 from .reader import DN, REFLECTANCE, TERRAIN, radiometry, select_bands
+from ..cube.inventory import LABEL_UNKNOWN
+
+__all__ = ["SPLITS", "build_index", "sampling_weights", "BandStats", "compute_stats", "augment",
+           "WAVELENGTH_NM", "HAZE_MAX", "haze", "drop_pre", "epoch_windows"]
 
 SPLITS = ("train", "val", "test")
 
@@ -31,7 +36,7 @@ def _cell_counts(ds, stride: int) -> dict[str, da.Array]:
     """Per-cell (stride x stride) counts of usable and landslide pixels, lazily."""
     usable = ds["valid"].data
     if "label" in ds:
-        usable = usable & (ds["label"].data != 255)
+        usable = usable & (ds["label"].data != LABEL_UNKNOWN)
         slide = usable & (ds["label"].data == 1)
     else:
         slide = da.zeros_like(usable)
@@ -64,8 +69,8 @@ def _assign_blocks(n_by: int, n_bx: int, fractions: tuple[float, float, float], 
     return out.reshape(n_by, n_bx)
 
 
-def build_index(cubes: list[str | Path], size: int = 224, stride: int = 112, block: int | None = None,
-                min_usable: float = 0.5, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+def build_index(cubes: list[str | Path], size: int = TRAIN_WINDOW, stride: int = TRAIN_STRIDE, block: int | None = None,
+                min_usable: float = MIN_USABLE, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
                 seed: int = 0) -> pd.DataFrame:
     """Windows of ``size`` px every ``stride`` px where at least ``min_usable`` of the pixels are valid
     and inside the inventory, each with its split and landslide fraction.
@@ -74,10 +79,10 @@ def build_index(cubes: list[str | Path], size: int = 224, stride: int = 112, blo
     of ``stride`` and at least ``size``.
     """
     if size % stride:
-        raise InputDataError(f"window size {size} must be a multiple of the stride {stride}")
+        raise UsageError(f"window size {size} must be a multiple of the stride {stride}")
     block = block or 4 * size
     if block % stride or block < size:
-        raise InputDataError(f"split block {block} must be a multiple of the stride {stride} and >= {size}")
+        raise UsageError(f"split block {block} must be a multiple of the stride {stride} and >= {size}")
     k = size // stride
     rows = []
     lazy = [_cell_counts(open_cube(c), stride) for c in cubes]
@@ -105,7 +110,7 @@ def build_index(cubes: list[str | Path], size: int = 224, stride: int = 112, blo
             "usable": usable[wy, wx], "slide": slide[wy, wx],
         }))
     if not rows:
-        raise InputDataError("no cubes given")
+        raise UsageError("no cubes given")
     index = pd.concat(rows, ignore_index=True)
     index.attrs.update(size=size, stride=stride, block=block)
     if not len(index):

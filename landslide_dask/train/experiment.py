@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import InputDataError
+from ..errors import UsageError
 from .loop import TrainConfig, evaluate, finished, train
+
+__all__ = ["STRATEGIES", "SCORES", "region_name", "train_strategy", "score_row", "leave_one_out",
+           "write_table", "markdown_table"]
 
 STRATEGIES = ("local", "combined", "progressive")
 SCORES = ("mcc", "precision", "recall", "f1", "iou")
@@ -42,9 +45,9 @@ def _train_once(client, cfg: TrainConfig, log=print) -> dict:
 def train_strategy(client, strategy: str, cubes: list[str], cfg: TrainConfig, log=print) -> dict:
     """Train one model by ``strategy`` on ``cubes`` into ``cfg.out``; returns rank 0's summary."""
     if strategy not in STRATEGIES:
-        raise InputDataError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        raise UsageError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if strategy == "local" and len(cubes) != 1:
-        raise InputDataError(f"the local strategy trains on one inventory, got {len(cubes)} cubes: "
+        raise UsageError(f"the local strategy trains on one inventory, got {len(cubes)} cubes: "
                              "give one --cube, or use --strategy combined / progressive")
     if strategy != "progressive":
         return _train_once(client, replace(cfg, cubes=list(cubes), strategy=strategy), log)
@@ -72,10 +75,10 @@ def leave_one_out(client, cubes: list[str], cfg: TrainConfig, strategies: tuple[
     """The generalisation table: for each region, models trained without it scored on all of it,
     and (``local``) a model trained on the region itself scored on its own test blocks."""
     if len(cubes) < 2:
-        raise InputDataError("leave-one-out needs at least two inventories (cubes)")
+        raise UsageError("leave-one-out needs at least two inventories (cubes)")
     unknown = set(strategies) - {"combined", "progressive"}
     if unknown:
-        raise InputDataError(f"leave-one-out strategies are combined and progressive, not {sorted(unknown)}")
+        raise UsageError(f"leave-one-out strategies are combined and progressive, not {sorted(unknown)}")
     out = Path(cfg.out)
     rows = []
     for held in cubes:

@@ -14,7 +14,6 @@ import os
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,63 +22,23 @@ import torch
 
 from .chips import BandStats, augment, build_index, compute_stats, drop_pre, epoch_windows, haze
 from ..cube.build import open_cube
+from ..cube.inventory import LABEL_UNKNOWN
 from ..errors import InputDataError
+from .config import TrainConfig
 from .losses import deep_supervision_loss
+from .config import INPUT_MULTIPLE
 from .metrics import Confusion
 from .reader import REFLECTANCE, TERRAIN, ChunkCache, WindowReader, select_bands
+
+__all__ = ["THRESHOLDS", "CHECKPOINT_FORMAT", "TrainConfig", "stream_channels", "maps_without_pre",
+           "training_reader", "checkpoint_reader", "window_batches", "to_device", "confusion_by_threshold",
+           "best_threshold", "save_checkpoint", "load_checkpoint", "build_model", "train_rank",
+           "write_history", "prepare", "train", "finished", "predict_windows", "tiles", "evaluate"]
 
 # the validation threshold search: 0.05 steps, and finer below 0.05, where under-confident models
 # (few epochs, a new region) put their best MCC (Iburi's local model chose 0.05, the old floor)
 THRESHOLDS = np.round(np.r_[np.arange(0.01, 0.05, 0.01), np.arange(0.05, 0.96, 0.05)], 2)
 CHECKPOINT_FORMAT = 1
-
-
-@dataclass
-class TrainConfig:
-    """One training run. ``model`` holds ModelConfig overrides (e.g. widths) as plain values."""
-
-    cubes: list[str]
-    out: str
-    streams: tuple[str, ...] = ("pre", "post", "terrain")
-    # the imagery bands the model sees, by name (None: every band of the first cube); cubes from
-    # other sensors serve as long as they hold these
-    bands: tuple[str, ...] | None = None
-    # pre-event stream dropout (probability per window of losing it whole, and again of losing it
-    # beyond a random edge): a model trained with it maps pixels whose pre-event image is missing
-    # from post-event imagery and terrain; one trained without leaves them unmapped, and says so
-    pre_dropout: float = 0.0
-    # probability per acquisition of added haze (chips.haze): top-of-atmosphere or hazy scenes
-    haze: float = 0.0
-    size: int = 224
-    stride: int = 112
-    block: int | None = None
-    min_usable: float = 0.5
-    batch_size: int = 8
-    epochs: int = 20
-    steps_per_epoch: int | None = None
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    positive_boost: float = 3.0
-    # radiometric augmentation, sd of per-band gain and offset (normalised units): regions differ in
-    # sun, season and atmosphere; 0.15 instead of 0.05 raised the demo's unseen-region MCC 0.79 -> 0.82
-    jitter: float = 0.15
-    patience: int = 5
-    seed: int = 0
-    model: dict = field(default_factory=dict)
-    init_from: str | None = None
-    amp: bool = True
-    threads: int | None = None
-    progress: bool = True
-    strategy: str = "combined"
-    # when worker processes are lost mid-run, wait for replacements and resume from last.pt this many
-    # times (see train)
-    restarts: int = 0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["streams"] = list(self.streams)
-        d["bands"] = list(self.bands) if self.bands is not None else None
-        return d
 
 
 def stream_channels(cube: str | Path, streams: tuple[str, ...], bands: tuple[str, ...] | None = None
@@ -122,7 +81,7 @@ def checkpoint_reader(ckpt: dict, cubes: list[str | Path]) -> WindowReader:
                         require_pre=not maps_without_pre(ckpt))
 
 
-def _batches(reader: WindowReader, windows: pd.DataFrame, size: int, batch_size: int, rng: np.random.Generator | None,
+def window_batches(reader: WindowReader, windows: pd.DataFrame, size: int, batch_size: int, rng: np.random.Generator | None,
              streams: tuple[str, ...], drop_last: bool = True, jitter: float = 0.05, pre_dropout: float = 0.0,
              haze_p: float = 0.0):
     """Batches of tensors, read one batch ahead on a background thread (I/O overlaps compute).
@@ -141,8 +100,8 @@ def _batches(reader: WindowReader, windows: pd.DataFrame, size: int, batch_size:
                 for (cube, row, col), (sr, sc) in zip(rows[b * batch_size:(b + 1) * batch_size],
                                                       skips[b * batch_size:(b + 1) * batch_size]):
                     s = reader.sample(int(cube), int(row), int(col), size)
-                    s["label"][:sr] = 255
-                    s["label"][:, :sc] = 255
+                    s["label"][:sr] = LABEL_UNKNOWN
+                    s["label"][:, :sc] = LABEL_UNKNOWN
                     if rng is not None:
                         s = augment(s, rng, jitter)
                         if haze_p > 0 and reader.std is not None:
@@ -165,11 +124,11 @@ def _batches(reader: WindowReader, windows: pd.DataFrame, size: int, batch_size:
         yield item
 
 
-def _to_device(batch: dict, device: torch.device, streams: tuple[str, ...]):
+def to_device(batch: dict, device: torch.device, streams: tuple[str, ...]):
     inputs = {s: batch[s].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
               for s in streams}
     label = batch["label"].to(device)
-    known = (label != 255).unsqueeze(1)
+    known = (label != LABEL_UNKNOWN).unsqueeze(1)
     target = (label == 1).float().unsqueeze(1)
     return inputs, target, known
 
@@ -284,7 +243,7 @@ def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_
                                 n=steps * cfg.batch_size * ctx.world_size, positive_boost=cfg.positive_boost)
         rng = np.random.default_rng([cfg.seed, epoch, ctx.rank, 7])
         loss_sum, n_batches = 0.0, 0
-        batches = _batches(reader, windows, cfg.size, cfg.batch_size, rng, cfg.streams, jitter=cfg.jitter,
+        batches = window_batches(reader, windows, cfg.size, cfg.batch_size, rng, cfg.streams, jitter=cfg.jitter,
                            pre_dropout=cfg.pre_dropout, haze_p=cfg.haze)
         if ctx.is_main and cfg.progress:
             from ..common.logs import progress_bar
@@ -292,7 +251,7 @@ def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_
             batches = progress_bar(batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                                    leave=False, mininterval=2.0)
         for batch in batches:
-            inputs, target, known = _to_device(batch, device, cfg.streams)
+            inputs, target, known = to_device(batch, device, cfg.streams)
             with torch.autocast(device.type, enabled=use_amp):
                 loss = deep_supervision_loss(ddp(inputs), target, known)
             opt.zero_grad(set_to_none=True)
@@ -309,8 +268,8 @@ def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_
             torch.distributed.broadcast(buf, 0)
         counts = torch.zeros(len(THRESHOLDS), 4, dtype=torch.float64)
         with torch.inference_mode():
-            for batch in _batches(reader, val, cfg.size, cfg.batch_size, None, cfg.streams, drop_last=False):
-                inputs, target, known = _to_device(batch, device, cfg.streams)
+            for batch in window_batches(reader, val, cfg.size, cfg.batch_size, None, cfg.streams, drop_last=False):
+                inputs, target, known = to_device(batch, device, cfg.streams)
                 with torch.autocast(device.type, enabled=use_amp):
                     prob = torch.sigmoid(model(inputs)["logits"].float())
                 counts += confusion_by_threshold(prob.cpu(), target.cpu(), known.cpu())
@@ -475,14 +434,14 @@ def predict_windows(ckpt: dict, cube: str, windows: pd.DataFrame, size: int, bat
     counts = torch.zeros(len(THRESHOLDS), 4, dtype=torch.float64)
     w = windows.assign(cube=0)
     with torch.inference_mode():
-        for batch in _batches(reader, w, size, batch_size, None, streams, drop_last=False):
-            inputs, target, known = _to_device(batch, torch.device(device), streams)
+        for batch in window_batches(reader, w, size, batch_size, None, streams, drop_last=False):
+            inputs, target, known = to_device(batch, torch.device(device), streams)
             prob = torch.sigmoid(model(inputs)["logits"].float())
             counts += confusion_by_threshold(prob.cpu(), target.cpu(), known.cpu())
     return counts
 
 
-def tiles(cube: str, size: int = 512, multiple: int = 32) -> pd.DataFrame:
+def tiles(cube: str, size: int = 512, multiple: int = INPUT_MULTIPLE) -> pd.DataFrame:
     """Windows covering every pixel of a cube exactly once for scoring: ``size`` px tiles (at most
     the cube, a multiple of the model's input multiple); the last row and column of tiles is shifted
     inward and ``skip_r``/``skip_c`` say how many of its leading rows/columns were already counted."""

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+__all__ = ["bce_dice", "deep_supervision_loss"]
+
 
 def bce_dice(logits: Tensor, target: Tensor, known: Tensor, dice_weight: float = 1.0, eps: float = 1.0) -> Tensor:
     """Mean BCE over known pixels plus (1 - soft Dice) over the batch.

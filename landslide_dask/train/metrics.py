@@ -13,7 +13,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-IGNORE = 255
+from ..cube.inventory import LABEL_UNKNOWN
+
+__all__ = ["IGNORE", "Confusion"]
+
+#: Truth pixels scored by no metric: the cube's unknown label (outside the inventory's mapped area).
+IGNORE = LABEL_UNKNOWN
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,12 @@ inference simply ignores them.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .config import DEFAULT_STEM_WIDTHS, PAPER_WINDOW, ModelConfig
 
 __all__ = [
     "ModelConfig",
@@ -55,110 +56,6 @@ __all__ = [
     "DEFAULT_STEM_WIDTHS",
 ]
 
-#: The paper's stem widths; streams not listed here get ``OTHER_STEM_WIDTH``.
-DEFAULT_STEM_WIDTHS: dict[str, int] = {"pre": 24, "post": 24, "terrain": 16}
-OTHER_STEM_WIDTH = 24
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a :class:`LandslideNet`; stored in checkpoints as plain JSON types.
-
-    ``streams`` maps stream name to input channels in the order the stems are concatenated, e.g.
-    ``{"pre": 3, "post": 3, "terrain": 2}``, ``{"post": 4}`` or ``{"post": 4, "terrain": 2}``.
-    ``prior`` is the expected positive fraction: the output biases start at ``log(p / (1 - p))`` so
-    the first steps do not spend themselves pushing a 50 % guess down to a ~2 % landslide share
-    (``None`` leaves the biases at 0).
-    """
-
-    streams: dict[str, int]
-    stem_widths: dict[str, int] | None = None
-    encoder_blocks: tuple[int, ...] = (3, 4, 6, 3)
-    encoder_widths: tuple[int, ...] = (64, 128, 256, 256)
-    decoder_widths: tuple[int, ...] | None = None
-    fullres_width: int | None = None
-    dropout: float = 0.1
-    deep_supervision: bool = True
-    prior: float | None = 0.02
-    zero_init_residual: bool = True
-
-    def __post_init__(self) -> None:
-        self.streams = {str(k): int(v) for k, v in dict(self.streams).items()}
-        if not self.streams:
-            raise ValueError("ModelConfig.streams is empty: give at least one input stream, e.g. {'post': 4}")
-        for name, ch in self.streams.items():
-            if not name.isidentifier():
-                raise ValueError(f"stream name {name!r} must be a Python identifier (it names a submodule)")
-            if ch < 1:
-                raise ValueError(f"stream {name!r} has {ch} channels; it needs at least 1")
-        if self.stem_widths is not None:
-            self.stem_widths = {str(k): int(v) for k, v in dict(self.stem_widths).items()}
-        self.encoder_blocks = tuple(int(b) for b in self.encoder_blocks)
-        self.encoder_widths = tuple(int(w) for w in self.encoder_widths)
-        if len(self.encoder_blocks) != len(self.encoder_widths) or len(self.encoder_blocks) < 2:
-            raise ValueError(f"encoder_blocks {self.encoder_blocks} and encoder_widths {self.encoder_widths} "
-                             "need the same length (>= 2)")
-        if any(b < 1 for b in self.encoder_blocks) or any(w < 1 for w in self.encoder_widths):
-            raise ValueError("encoder blocks and widths must be positive")
-        if self.decoder_widths is not None:
-            self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
-            if len(self.decoder_widths) != len(self.encoder_widths) + 1:
-                raise ValueError(f"decoder_widths needs {len(self.encoder_widths) + 1} entries (one per "
-                                 f"upsampling step down to full resolution), got {self.decoder_widths}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        self.dropout = float(self.dropout)
-        if self.prior is not None and not 0.0 < float(self.prior) < 1.0:
-            raise ValueError(f"prior must be in (0, 1) or None, got {self.prior}")
-
-    # -- derived values -------------------------------------------------------------------------
-    def resolved_stem_widths(self) -> dict[str, int]:
-        """Stem width per stream: explicit ``stem_widths``, else the paper's, else 24."""
-        given = self.stem_widths or {}
-        return {s: int(given.get(s, DEFAULT_STEM_WIDTHS.get(s, OTHER_STEM_WIDTH))) for s in self.streams}
-
-    def resolved_decoder_widths(self) -> tuple[int, ...]:
-        """Decoder width per step, coarse to fine; default mirrors the encoder then halves twice."""
-        if self.decoder_widths is not None:
-            return self.decoder_widths
-        w = self.encoder_widths
-        mirrored = [w[i] for i in reversed(range(len(w) - 1))]  # paper: 256, 128, 64
-        return tuple(mirrored + [max(w[0] // 2, 4), max(w[0] // 4, 4)])  # paper: 32, 16
-
-    def resolved_fullres_width(self) -> int:
-        return int(self.fullres_width) if self.fullres_width is not None else self.resolved_decoder_widths()[-1]
-
-    @property
-    def size_multiple(self) -> int:
-        """Input H and W must be multiples of this (stem /2, maxpool /2, one /2 per later stage)."""
-        return 2 ** (len(self.encoder_widths) + 1)
-
-    # -- serialisation --------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        """Plain dict/list/int/float/bool/None only, so ``torch.load(weights_only=True)`` accepts it."""
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo should not pass silently)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown ModelConfig keys {sorted(unknown)}; known: {sorted(known)}")
-        kw = dict(d)
-        for k in ("encoder_blocks", "encoder_widths", "decoder_widths"):
-            if kw.get(k) is not None:
-                kw[k] = tuple(kw[k])
-        return cls(**kw)
-
-
-# ---------------------------------------------------------------------------------------------
-# building blocks
-# ---------------------------------------------------------------------------------------------
 def conv_bn_relu(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
@@ -337,7 +234,7 @@ def _dummy_inputs(config: ModelConfig, size: int, device: torch.device | str = "
     return {s: torch.zeros(1, c, size, size, device=device, dtype=dtype) for s, c in config.streams.items()}
 
 
-def flops_per_pixel(model: nn.Module, config: ModelConfig, size: int = 224) -> float:
+def flops_per_pixel(model: nn.Module, config: ModelConfig, size: int = PAPER_WINDOW) -> float:
     """Forward FLOPs (2 x multiply-accumulates) per output pixel, counted with forward hooks.
 
     Counts Conv2d, ConvTranspose2d and Linear (biases, BN, activations and interpolation are
@@ -427,7 +324,7 @@ def receptive_field_margin(model_or_config: nn.Module | ModelConfig) -> int:
     return int(math.ceil(max(left, right)))
 
 
-def describe(config: ModelConfig, size: int = 224) -> str:
+def describe(config: ModelConfig, size: int = PAPER_WINDOW) -> str:
     """One human-readable paragraph: streams, widths, parameters, FLOPs/pixel, receptive field."""
     model = LandslideNet(config)
     stems = config.resolved_stem_widths()

@@ -21,6 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputDataError
+from ..cube.inventory import LABEL_UNKNOWN
+
+__all__ = ["TERRAIN", "REFLECTANCE", "DN", "CACHE_MB", "ChunkCache", "PROCESS_CACHE", "clear_caches",
+           "cube_token", "cube_bands", "select_bands", "radiometry", "WindowReader"]
 
 TERRAIN = ("hillshade", "slope")  # the terrain stream's channel order
 # Imagery units the model sees: reflectance x 10,000, from each cube's recorded DN scale and offset,
@@ -286,7 +290,7 @@ class WindowReader:
         x, valid, pre_valid = self.inputs(cube, row, col, size, size)
         if self.has(cube, "label"):
             label = self.raw(cube, "label", row, col, size, size)
-            label = np.where(valid, label, 255).astype(np.uint8)
+            label = np.where(valid, label, LABEL_UNKNOWN).astype(np.uint8)
         else:
-            label = np.full(valid.shape, 255, np.uint8)
+            label = np.full(valid.shape, LABEL_UNKNOWN, np.uint8)
         return {**x, "valid": valid, "pre_valid": pre_valid, "label": label}

@@ -1,0 +1,54 @@
+"""What defines one cube: the event, the area, the windows in time and the sources.
+
+Light on purpose (no xarray, no stackstac): the CLI builds its ``cube`` options from these
+fields, and job specs read the defaults, without importing the cube stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+__all__ = ["event_windows", "CubeSpec"]
+
+
+def event_windows(event: date, pre_days: int, post_days: int) -> tuple[tuple[date, date], tuple[date, date]]:
+    """Pre- and post-event date windows (inclusive). The event day itself belongs to neither:
+    an acquisition that day may be from before or after the event."""
+    return ((event - timedelta(days=pre_days), event - timedelta(days=1)),
+            (event + timedelta(days=1), event + timedelta(days=post_days)))
+
+
+@dataclass
+class CubeSpec:
+    """Everything that defines one cube; the CLI's ``cube`` options map onto it one to one."""
+
+    stac_url: str
+    event_date: date
+    aoi: Path
+    out: Path
+    inventory: Path | None = None
+    inventory_area: Path | None = None
+    pre_days: int = 90
+    post_days: int = 60
+    bands: tuple[str, ...] = ("blue", "green", "red", "nir")
+    collection: str = "sentinel-2-l2a"
+    scl_asset: str | None = "scl"
+    dem_collection: str | None = "cop-dem-glo-30"
+    dem_asset: str = "data"
+    max_cloud: float | None = None
+    resolution: float = 10.0
+    epsg: int | None = None
+    chunk: int = 1024
+    post_only: bool = False
+    sign: str | None = None
+    exclude_items: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def pre_window(self) -> tuple[date, date]:
+        return event_windows(self.event_date, self.pre_days, self.post_days)[0]
+
+    @property
+    def post_window(self) -> tuple[date, date]:
+        return event_windows(self.event_date, self.pre_days, self.post_days)[1]
