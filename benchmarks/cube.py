@@ -1,6 +1,6 @@
 """Cube build throughput against the raw read of the same COG bytes, and peak memory vs region size.
 
-    python benchmarks/cube.py [--size-km 6] [--chunk 512] [--threads 2]
+    python benchmarks/cube.py [--size-km 6] [--chunk 512] [--threads 2] [--small]
 
 For a region of S x S km and one of 2S x 2S km (4x the area), in one run:
 - the cube build (search, stackstac, composites, terrain, labels, zarr write) in a fresh process,
@@ -94,7 +94,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", help="keep data and cubes here (default: a temp dir)")
     p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument("--small", action="store_true", help="CI mode: 0.5 and 1 km regions, 128 px chunks (seconds)")
     args = p.parse_args()
+    if args.small:
+        args.size_km, args.chunk = 0.5, 128
 
     from landslide_dask.stac.server import serve_stac
     from landslide_dask.demo.synth import make_demo_data

@@ -87,8 +87,9 @@ import numpy as np
 import landslide_dask.predict as P
 from landslide_dask.common.workers import cores
 from landslide_dask.predict import engine
+from landslide_dask.train.config import PAPER_WINDOW
 
-PAPER_WINDOW, PAPER_KEEP = 224, 112
+PAPER_KEEP = PAPER_WINDOW // 2  # the paper keeps each window's centre half
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,7 +587,13 @@ def main() -> None:
                    help="batch sizes whose cost per window is compared (default 1,4; empty to skip)")
     p.add_argument("--workdir", help="keep derived cubes here (default: a temp dir, removed at the end)")
     p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument("--small", action="store_true",
+                   help="CI mode: 128/32 px windows, one repeat, 1x and 4x memory runs, one batch size")
     args = p.parse_args()
+    if args.small:
+        args.window = args.window or 128
+        args.overlap = 32 if args.overlap is None else args.overlap
+        args.repeat, args.seam_size, args.seam_margin, args.memory_tiles, args.batch_sizes = 1, 256, 32, [1, 2], [1]
     if args.repeat < 1 or (args.batch_size is not None and args.batch_size < 1) or args.tile < 1 or min(args.memory_tiles, default=1) < 1:
         p.error("--repeat, --batch-size, --tile and --memory-tiles must be >= 1")
     if args.threads:

@@ -2,7 +2,7 @@
 
     python benchmarks/train.py [--size-km 6] [--regions 2] [--window 128] [--batch-size 8] [--steps 30]
                                [--warmup 3] [--widths 32,64,128,128] [--cubes a.zarr b.zarr] [--json out.json]
-                               [--threads N] [--omp-passive]
+                               [--threads N] [--omp-passive] [--small]
 
 Everything below is measured in one run, on real cubes (built from the synthetic demo data served as
 a STAC API, as the demo does, unless --cubes names existing ones), with the training index and the
@@ -364,7 +364,12 @@ def main() -> None:
                    help="OMP_WAIT_POLICY=PASSIVE here and in the workers (no spin-waiting; see above)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument("--small", action="store_true",
+                   help="CI mode: 64 px windows, batch 2, 2 timed steps, a tiny model (the code paths, not the figures)")
     args = p.parse_args()
+    if args.small:
+        args.window, args.batch_size, args.steps, args.warmup, args.widths = 64, 2, 2, 1, [8, 16, 16, 16]
+        args.size_km = min(args.size_km, 2.0)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         p.error("--steps and --batch-size must be >= 1, --warmup >= 0")
     if args.nosync_steps is None:

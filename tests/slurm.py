@@ -1,4 +1,4 @@
-"""A real one-node SLURM cluster for the tests: installed if missing, started directly, stopped after.
+"""A real one-node SLURM cluster for the tests: installed if missing (when CI asks), started directly, stopped after.
 
 How SLURM runs on these machines, as code: Debian's ``slurmctld slurmd slurm-client munge``
 (``apt-get install --no-install-recommends``) run without systemd or cgroups. ``munged`` (with its
@@ -11,7 +11,8 @@ Clients (``sbatch``, ``squeue``, dask-jobqueue) find this cluster through ``SLUR
 :func:`slurm_cluster` sets in ``os.environ`` for its lifetime.
 
 Needs root (the daemons run as root, ``SlurmUser=root``) and, the first time on a machine, the
-Debian package registry. :func:`ensure_installed` says why it cannot when it cannot.
+Debian package registry and ``LANDSLIDE_DASK_INSTALL_SLURM=1`` (``.ci/run`` sets it: a test run
+never installs system packages unasked). :func:`ensure_installed` says why it cannot when it cannot.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+#: Set to 1 to let the tests install PACKAGES with apt-get where SLURM is missing (CI does).
+INSTALL_ENV = "LANDSLIDE_DASK_INSTALL_SLURM"
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel")
 NODE = "lsnode"
 PARTITION = "debug"
@@ -75,6 +78,9 @@ def ensure_installed(timeout: float = 600) -> tuple[bool, str, float]:
     """Install the Debian SLURM packages if a binary is missing: (ok, reason if not, seconds spent)."""
     if not missing_binaries():
         return True, "", 0.0
+    if os.environ.get(INSTALL_ENV) != "1":  # installing system packages is for CI to ask, not a test run
+        return False, (f"SLURM is not installed ({', '.join(missing_binaries())} missing); set {INSTALL_ENV}=1 "
+                       "(as .ci/run does) to let the tests install it with apt-get"), 0.0
     if os.geteuid() != 0:
         return False, f"SLURM is not installed ({', '.join(missing_binaries())} missing) and installing it needs root", 0.0
     if shutil.which("apt-get") is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,38 @@ def test_liveness_benchmark_small_mode():
 def test_worker_env_benchmark_small_mode():
     out = _run("worker_env.py", "--steps", "1", "--repeat", "1", "--window", "64", "--batch-size", "2")
     assert "| distributed's default | 65536 |" in out and "| landslide_dask (WORKER_CONFIG) | unset |" in out
+
+
+def test_cube_benchmark_small_mode(tmp_path):
+    out = _run("cube.py", "--small", "--workdir", str(tmp_path), "--json", str(tmp_path / "r.json"))
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert [r["size_km"] for r in res] == [0.5, 1.0] and all(r["cube"]["pixels"] > 0 < r["raw"]["pixels"] for r in res)
+    assert "| read/cube time |" in out and "peak memory, 4x the area" in out
+
+
+def test_train_benchmark_small_mode(train_cubes, tmp_path):
+    out = _run("train.py", "--small", "--cubes", *train_cubes, "--json", str(tmp_path / "r.json"))
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert [r["workers"] for r in res["ddp"]] == [1, 2] and all(r["samples_per_s"] > 0 for r in res["ddp"])
+    assert res["local"]["loader"]["samples_per_s"] > 0 and "scaling efficiency" in out
+
+
+def test_predict_benchmark_small_mode(train_cubes, tmp_path):
+    from .test_predict import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "tiny.pt", bands=("blue", "green", "red", "nir"))
+    out = _run("predict.py", "--small", "--cube", train_cubes[0], "--model", str(ckpt),
+               "--json", str(tmp_path / "r.json"))
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["throughput"]["end_to_end"]["km2_per_hour"] > 0 and len(res["memory"]["runs"]) == 2
+    assert res["batch_sizes"][0]["batch_size"] == 1 and "whole-image" in out
+
+
+def test_generalisation_benchmark_small_mode(train_cubes, tmp_path):
+    out = _run("generalisation.py", "--small", "--cubes", str(Path(train_cubes[0]).parent), "--out",
+               str(tmp_path / "g"))
+    table = (tmp_path / "g" / "ablation.md").read_text()
+    assert "post only" in table and "pre+post (no terrain)" in table and "post only" in out
 
 
 IBURI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "iburi_2018"

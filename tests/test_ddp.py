@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from landslide_dask.train.ddp import (DistributedTrainingError, RankContext, _address_host, _check_processes,
-                                 _choose_backend, _RankError, _rank_main, run_ddp)
+from landslide_dask.train.ddp import DistributedTrainingError, RankContext, _check_processes, _choose_backend, run_ddp
+from landslide_dask.train.ranks import RankError as _RankError, address_host as _address_host, rank_main as _rank_main
 from landslide_dask.common.workers import worker_addresses, n_workers
 
 distributed = pytest.importorskip("distributed")
@@ -341,22 +341,23 @@ def test_a_live_worker_is_never_reported_dead_when_the_client_cache_is_refreshed
 
 def _pretend_rank(seconds: float) -> None:
     """Stands for a rank of another run that is still executing in this worker process."""
-    import landslide_dask.train.ddp as ddp
+    import landslide_dask.train.ranks as ranks
 
-    with ddp._ACTIVE_LOCK:
-        ddp._ACTIVE["other-run"] = 1
+    with ranks._ACTIVE_LOCK:
+        ranks._ACTIVE["other-run"] = 1
     try:
         time.sleep(seconds)
     finally:
-        with ddp._ACTIVE_LOCK:
-            ddp._ACTIVE.pop("other-run", None)
+        with ranks._ACTIVE_LOCK:
+            ranks._ACTIVE.pop("other-run", None)
 
 
 def test_a_worker_still_running_a_rank_of_another_run_is_never_given_a_new_one(client):
     w1 = _workers(client)[1]
     busy = client.submit(_pretend_rank, 4.0, workers=[w1], pure=False)
     deadline = time.monotonic() + 30
-    while not client.run(lambda: __import__("landslide_dask.train.ddp").train.ddp.running_ranks(), workers=[w1])[w1]:
+    while not client.run(lambda: __import__("landslide_dask.train.ranks").train.ranks.running_ranks(),
+                         workers=[w1])[w1]:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     t0 = time.monotonic()

@@ -128,7 +128,7 @@ def test_crash_between_tmp_write_and_replace_keeps_old_manifest(tmp_path, monkey
     assert path.read_bytes() == before             # the old manifest is intact and readable
     assert Manifest(path).todo() == IDS[1:]
     # a temp file left by a real crash (no cleanup ran) is ignored and removed on the next open
-    stale = tmp_path / ".manifest.json.tmp-99999"
+    stale = tmp_path / ".manifest.tmp-99999-1.json"  # a writer that died (common.files.temp_sibling)
     stale.write_text('{"trunc')
     with _open(path) as m2:
         assert m2.todo() == IDS[1:]
@@ -152,7 +152,7 @@ def test_killed_process_leaves_readable_manifest(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), FP, ",".join(IDS)], timeout=60,
                           capture_output=True, text=True)
     assert proc.returncode == 9, proc.stderr
-    assert list(tmp_path.glob(".manifest.json.tmp-*"))      # it died with the new version unrenamed
+    assert list(tmp_path.glob(".manifest.tmp-*.json"))      # it died with the new version unrenamed
     with _open(path) as m:                                   # the lock died with the process
         assert m.status(IDS[0]) == "done" and m.todo() == IDS[1:]
 

@@ -40,11 +40,9 @@ def region_table(regions: list[dict], cubes: dict[str, Path]) -> str:
 DEMO_MODEL = {"encoder_widths": [32, 64, 128, 128], "stem_widths": {"pre": 16, "post": 16, "terrain": 16}}
 
 
-# The demo's schedule: DEMO_EPOCHS x DEMO_STEPS steps of 8 windows per rank (2 ranks). On 2 cores a step
-# is pure compute (loader 7x ahead, validation ~2 s an epoch, 2 ranks x 1 thread 1.23x faster than
-# 1 x 2: benchmarks/train.py), so the schedule is the time: on the 2-core machine of 2026-12-01, the
-# four-band model of then trained 10 x 40 steps in 541 s to unseen-region MCC 0.825, 10 x 32 to 0.797,
-# 8 x 30 in 341 s to 0.756; the RGB model of 2026-12-02 reaches 0.816 with 10 x 40 in 382 s.
+# The demo's schedule: DEMO_EPOCHS x DEMO_STEPS steps of 8 windows per rank (2 ranks). On 2 cores a
+# step is pure compute (benchmarks/train.py), so the schedule is the demo's time; fewer steps cost
+# unseen-region MCC (the README's demo section has the figures of the current model).
 DEMO_EPOCHS = 10
 DEMO_STEPS = 40
 # RGB, as the paper and as real scenes often are (Iburi 2018 has no NIR), so the demo's model maps
@@ -52,8 +50,8 @@ DEMO_STEPS = 40
 DEMO_BANDS = ("blue", "green", "red")
 DEMO_PRE_DROPOUT = 0.1
 # haze on half the acquisitions (chips.haze): real downloads are often top-of-atmosphere or hazy;
-# it raised the demo model's transfer to Iburi 2018 (MCC 0.143 -> 0.179 on its test blocks) and kept
-# its synthetic unseen-region MCC (0.785 -> 0.792): `python benchmarks/real_event.py --haze 0.5`
+# chosen by the transfer score on a real event, not by the synthetic one (README, "A real event,
+# four ways"; `python benchmarks/real_event.py --haze 0.5`)
 DEMO_HAZE = 0.5
 
 

@@ -131,9 +131,6 @@ def cells_to_geodataframe(cells: list[Cell], crs: str = "EPSG:4326"):
     return gdf if crs in ("EPSG:4326", "epsg:4326") else gdf.to_crs(crs)
 
 
-# --------------------------------------------------------------------------------------------
-
-
 def _cell_size_m(cell_size_km: float, res: float) -> float:
     if isinstance(cell_size_km, bool) or not isinstance(cell_size_km, (int, float)) or not cell_size_km > 0:
         raise InputDataError(f"cell_size_km must be a positive number, got {cell_size_km!r}.")

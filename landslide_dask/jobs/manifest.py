@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..common.files import remove_stale, write_text
 from ..errors import ManifestError
 
 log = logging.getLogger(__name__)
@@ -271,29 +272,13 @@ class Manifest:
     def _write(self) -> None:
         self._data["updated_at"] = _now()
         text = json.dumps(self._data, indent=1, sort_keys=False)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            raise
+        write_text(self.path, text, fsync=True)
         _fsync_dir(self.path.parent)
         if self._on_write is not None:
             self._on_write(self.path)
 
     def _clean_tmp(self) -> None:
-        for p in self.path.parent.glob(f".{self.path.name}.tmp-*"):
-            try:
-                p.unlink()
-            except OSError:
-                pass
+        remove_stale(self.path)  # left by a writer that was killed mid-write
 
     def reload(self) -> None:
         self._data = self._read()

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ..common.files import atomic_path
 from ..errors import StorageError
 
 __all__ = ["BACKENDS", "GDAL_PREFIXES", "RemoteLocation", "StorageError", "backend_problem", "check_writable",
@@ -302,20 +303,14 @@ def fetch_cached(url: str, cache_dir: str | Path, storage_options: dict | None =
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     fs, path = _filesystem(url, storage_options)
-    tmp = dest.with_name(f".{name}.tmp-{os.getpid()}")
     t0 = time.perf_counter()
-    try:
-        fs.get_file(path, str(tmp))
+    with atomic_path(dest) as tmp:  # the cached name only for a whole, checked download
+        try:
+            fs.get_file(path, str(tmp))
+        except Exception as exc:  # noqa: BLE001
+            raise StorageError(explain(exc, url, "downloading")) from None
         if info.get("size") is not None and tmp.stat().st_size != int(info["size"]):
             raise StorageError(f"{url}: downloaded {tmp.stat().st_size} bytes, expected {info['size']}")
-        os.replace(tmp, dest)
-    except StorageError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise StorageError(explain(exc, url, "downloading")) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     import logging
 
     logging.getLogger(__name__).info("fetched %s to %s in %.1fs", url, dest, time.perf_counter() - t0)

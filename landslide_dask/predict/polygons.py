@@ -33,7 +33,6 @@ polygon (holes excluded); simplification changes the outline, not this number.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import dask
@@ -47,6 +46,7 @@ from rasterio import features
 from scipy import ndimage
 from scipy.cluster.hierarchy import DisjointSet
 
+from ..common.files import atomic_path, atomic_write
 from ..errors import InputDataError, UsageError
 from .store import open_prediction, transform_of
 
@@ -57,7 +57,6 @@ _STRUCTURE = ndimage.generate_binary_structure(2, 1)  # 4-connectivity
 COLUMNS = ["id", "area_m2", "mean_prob", "max_prob"]
 
 
-# --------------------------------------------------------------------------------------------
 # inputs
 
 
@@ -91,7 +90,6 @@ def foreground(ds: xr.Dataset, level: int) -> da.Array:
     return fg
 
 
-# --------------------------------------------------------------------------------------------
 # per chunk
 
 
@@ -141,7 +139,6 @@ def _block_components(fg: np.ndarray, prob: np.ndarray | None, row0: int, col0: 
     return {"n": int(n), "edges": edges, "rows": rows}
 
 
-# --------------------------------------------------------------------------------------------
 # merge
 
 
@@ -252,7 +249,6 @@ def components(fg: da.Array, prob: da.Array | None, transform: Affine, min_area_
     return geoms_arr, counts_arr, sums_arr, maxes_arr
 
 
-# --------------------------------------------------------------------------------------------
 # public
 
 
@@ -309,23 +305,17 @@ def write_polygons(gdf: gpd.GeoDataFrame, out) -> tuple[Path, Path]:
     """GeoParquet and GeoPackage beside each other, each written to a temporary name then renamed."""
     parquet, gpkg = output_paths(out)
     parquet.parent.mkdir(parents=True, exist_ok=True)
-    tag = f".tmp-{os.getpid()}"
-    tmp_parquet = parquet.with_name(parquet.stem + tag + ".parquet")
-    tmp_gpkg = gpkg.with_name(gpkg.stem + tag + ".gpkg")
     layer = gpkg.stem
-    try:
-        gdf.to_parquet(tmp_parquet, index=False)
-        if len(gdf):
-            gdf.to_file(tmp_gpkg, driver="GPKG", layer=layer, index=False)
-        else:  # an empty layer still needs its geometry type and fields
-            gdf.to_file(tmp_gpkg, driver="GPKG", layer=layer, index=False, geometry_type="Polygon")
-        os.replace(tmp_parquet, parquet)
-        os.replace(tmp_gpkg, gpkg)
-    finally:
-        for p in (tmp_parquet, tmp_gpkg):
-            for q in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm"), p.with_name(p.name + "-journal")):
-                if q.exists():
-                    q.unlink()
+    atomic_write(parquet, lambda tmp: gdf.to_parquet(tmp, index=False))
+    with atomic_path(gpkg) as tmp:
+        try:
+            if len(gdf):
+                gdf.to_file(tmp, driver="GPKG", layer=layer, index=False)
+            else:  # an empty layer still needs its geometry type and fields
+                gdf.to_file(tmp, driver="GPKG", layer=layer, index=False, geometry_type="Polygon")
+        finally:  # SQLite's side files of the temporary name
+            for side in ("-wal", "-shm", "-journal"):
+                tmp.with_name(tmp.name + side).unlink(missing_ok=True)
     return parquet, gpkg
 
 

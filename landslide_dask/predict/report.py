@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import dask
@@ -64,6 +63,7 @@ from ..train.metrics import IGNORE, Confusion
 from .store import open_prediction, transform_of
 from .polygons import (CONNECTIVITY, components, polygonize, read_polygons_file,
                        resolve_threshold, threshold_level)
+from ..common.files import atomic_write, write_text
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,6 @@ LEGEND = {"tp": "true positive (detected)", "fp": "false positive", "fn": "misse
           "outside": "predicted outside the inventory area"}
 
 
-# --------------------------------------------------------------------------------------------
 # helpers
 
 
@@ -208,7 +207,6 @@ def object_metrics(pred: np.ndarray, ref: np.ndarray, min_iou: float = 0.1, min_
             "size_classes": classes, "_flags": m}
 
 
-# --------------------------------------------------------------------------------------------
 # the map
 
 
@@ -282,14 +280,11 @@ def _draw(img: np.ndarray, png: Path, title: str, present: set[str], min_side: i
         fig.text(0.5, 4 / fig_h, "\n".join(textwrap.wrap(text, max(60, fig_w // 7))), ha="center",
                  va="bottom", fontsize=7, fontfamily=fonts)
     fig.suptitle(title, fontsize=10, y=1 - 4 / fig_h, va="top")
-    tmp = png.with_name(png.stem + f".tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=dpi, format="png", metadata={"Copyright": attribution} if attribution else None)
-        os.replace(tmp, png)
+        atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png",
+                                                  metadata={"Copyright": attribution} if attribution else None))
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _cjk_font() -> list[str]:
@@ -302,14 +297,7 @@ def _cjk_font() -> list[str]:
     return [*cjk, "DejaVu Sans"]
 
 
-# --------------------------------------------------------------------------------------------
 # reports
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _fmt(v) -> str:
@@ -388,7 +376,7 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
         name = cb.attrs.get("region") or (Path(str(cube)).name.removesuffix(".zarr") if not isinstance(cube, xr.Dataset)
                                           else "region")
 
-    # ---- lazy layers (one read of each input for metrics and map together)
+    # lazy layers (one read of each input for metrics and map together)
     prob = pred["probability"].data
     chunks = prob.chunks
     label = cb["label"].data.rechunk(chunks)
@@ -416,7 +404,7 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
     n_uneval = computed[8]
     rgb_raw, vmask = computed[9], np.asarray(computed[10], dtype=bool)
 
-    # ---- objects
+    # objects
     if polygons is None:
         pg = polygonize(pred, None, threshold=t, min_area_m2=min_area_m2, client=client)
         predicted_source = f"polygonised at this threshold ({CONNECTIVITY}-connected)"
@@ -450,7 +438,7 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
                "min_iou": min_iou, "min_cover": min_cover, "connectivity": CONNECTIVITY,
                "reference_source": reference_source, "predicted_source": predicted_source})
 
-    # ---- outputs
+    # outputs
     png = out_dir / "map.png"
     rep = {"region": name, "prediction": str(prediction) if not isinstance(prediction, xr.Dataset) else "dataset",
            "cube": str(cube) if not isinstance(cube, xr.Dataset) else "dataset", "model": pred.attrs.get("model"),
@@ -472,8 +460,8 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
              f"({om['detected_reference']}/{om['n_reference']} detected, {om['fp_predicted']} false) · "
              f"threshold {t:.2f}, min area {min_area_m2:.0f} m²")
     _draw(img, png, title, present, attribution=attribution, attribution_latin=attribution_latin)
-    _write_text(out_dir / "report.json", json.dumps(rep, indent=2, default=_json_default) + "\n")
-    _write_text(out_dir / "report.md", markdown_report(rep))
+    write_text(out_dir / "report.json", json.dumps(rep, indent=2, default=_json_default) + "\n")
+    write_text(out_dir / "report.md", markdown_report(rep))
     return rep
 
 

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree as ET
 
 import numpy as np
 import rasterio
@@ -34,6 +33,7 @@ from pyproj import Transformer
 from rasterio.windows import Window
 from rio_stac.stac import get_raster_info
 
+from ..common.vrt import VrtSource, vrt_xml, write_vrt_xml
 from ..errors import InputDataError, UsageError
 
 log = logging.getLogger(__name__)
@@ -170,53 +170,27 @@ def _band_names(info: dict[str, Any], bands: list[str] | None, path: Path) -> li
     return names
 
 
-def _fmt(v: float) -> str:
-    """A nodata value as VRT text: '0' rather than '0.0', full precision otherwise."""
-    v = float(v)
-    if not np.isfinite(v):
-        return str(v)  # 'nan', 'inf'
-    return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
-
-
 def _write_band_vrt(
     dst: Path, source: Path, band: int, info: dict[str, Any], nodata: float | None, name: str
 ) -> None:
-    """A one-band VRT referencing ``band`` of ``source`` by absolute path."""
+    """A one-band VRT referencing ``band`` of ``source`` by absolute path; source pixels equal to
+    the file's own nodata keep ``nodata`` where the two differ."""
     w, h = info["width"], info["height"]
     dtype = info["dtypes"][band - 1]
     gdal_type = _GDAL_TYPES.get(dtype)
     if gdal_type is None:
         raise InputDataError(f"{source}: band data type {dtype} is not supported.")
-    root = ET.Element("VRTDataset", rasterXSize=str(w), rasterYSize=str(h))
-    srs = ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2" if _xy_crs(info["crs"]) else "2,1")
-    srs.text = info["crs"].to_wkt()
-    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in info["transform"].to_gdal())
-    vb = ET.SubElement(root, "VRTRasterBand", dataType=gdal_type, band="1")
-    ET.SubElement(vb, "Description").text = name
     src_nodata = info["nodata"]
     out_nodata = nodata if nodata is not None else src_nodata
-    if out_nodata is not None:
-        ET.SubElement(vb, "NoDataValue").text = _fmt(out_nodata)
     differs = src_nodata is not None and out_nodata is not None and not (
         src_nodata == out_nodata or (np.isnan(src_nodata) and np.isnan(out_nodata))
     )
-    kind = "ComplexSource" if differs else "SimpleSource"
-    s = ET.SubElement(vb, kind)
-    ET.SubElement(s, "SourceFilename", relativeToVRT="0").text = str(source)
-    ET.SubElement(s, "SourceBand").text = str(band)
     bh, bw = info["block"]
-    ET.SubElement(
-        s, "SourceProperties", RasterXSize=str(w), RasterYSize=str(h), DataType=gdal_type,
-        BlockXSize=str(bw), BlockYSize=str(bh),
-    )
-    ET.SubElement(s, "SrcRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
-    ET.SubElement(s, "DstRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
-    if differs:
-        # source nodata pixels are not copied, so they keep the VRT band's NoDataValue
-        ET.SubElement(s, "NODATA").text = _fmt(src_nodata)
-    ET.indent(root)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_text(ET.tostring(root, encoding="unicode") + "\n", encoding="utf-8")
+    src = VrtSource(filename=str(source), size=(w, h), block=(bw, bh), data_type=gdal_type, band=band,
+                    nodata=src_nodata if differs else None)
+    write_vrt_xml(dst, vrt_xml(w, h, info["crs"].to_wkt(), info["transform"].to_gdal(), gdal_type, [src],
+                               description=name, nodata=out_nodata,
+                               axis_mapping="1,2" if _xy_crs(info["crs"]) else "2,1"))
 
 
 def _xy_crs(crs: Any) -> bool:

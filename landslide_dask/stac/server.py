@@ -63,9 +63,7 @@ STARTUP_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
 
 
-# --------------------------------------------------------------------------------------------
 # Reading a STAC folder
-# --------------------------------------------------------------------------------------------
 
 
 def find_stac_folder(stac_root: str | os.PathLike[str]) -> Path:
@@ -200,9 +198,7 @@ def load_stac_dir(stac_root: str | os.PathLike[str]) -> tuple[list[dict], list[d
     return collections, items
 
 
-# --------------------------------------------------------------------------------------------
 # Running rustac serve
-# --------------------------------------------------------------------------------------------
 
 
 def _rustac_command(workdir: Path) -> list[str]:

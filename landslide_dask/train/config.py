@@ -122,7 +122,7 @@ class ModelConfig:
         if self.prior is not None and not 0.0 < float(self.prior) < 1.0:
             raise ValueError(f"prior must be in (0, 1) or None, got {self.prior}")
 
-    # -- derived values -------------------------------------------------------------------------
+    # derived values
     def resolved_stem_widths(self) -> dict[str, int]:
         """Stem width per stream: explicit ``stem_widths``, else the paper's, else 24."""
         given = self.stem_widths or {}
@@ -144,7 +144,7 @@ class ModelConfig:
         """Input H and W must be multiples of this (stem /2, maxpool /2, one /2 per later stage)."""
         return 2 ** (len(self.encoder_widths) + 1)
 
-    # -- serialisation --------------------------------------------------------------------------
+    # serialisation
     def to_dict(self) -> dict:
         """Plain dict/list/int/float/bool/None only, so ``torch.load(weights_only=True)`` accepts it."""
         d = asdict(self)
@@ -167,9 +167,7 @@ class ModelConfig:
         return cls(**kw)
 
 
-# ---------------------------------------------------------------------------------------------
 # building blocks
-# ---------------------------------------------------------------------------------------------
 
 
 #: Input height and width must be multiples of this for the default model (its own:

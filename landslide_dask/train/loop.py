@@ -29,6 +29,7 @@ from .losses import deep_supervision_loss
 from .config import INPUT_MULTIPLE
 from .metrics import Confusion
 from .reader import REFLECTANCE, TERRAIN, ChunkCache, WindowReader, select_bands
+from ..common.files import atomic_write
 
 __all__ = ["THRESHOLDS", "CHECKPOINT_FORMAT", "TrainConfig", "stream_channels", "maps_without_pre",
            "training_reader", "checkpoint_reader", "window_batches", "to_device", "confusion_by_threshold",
@@ -171,9 +172,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, model_config: dict, band
         ckpt["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
         ckpt["scheduler"] = scheduler.state_dict()
-    tmp = path.with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)  # atomic: a killed save never leaves a half checkpoint
+    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))  # a killed save never leaves a half checkpoint
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:

@@ -103,9 +103,7 @@ def _prior_logit(prior: float | None) -> float:
     return 0.0 if prior is None else math.log(prior / (1.0 - prior))
 
 
-# ---------------------------------------------------------------------------------------------
 # the network
-# ---------------------------------------------------------------------------------------------
 class LandslideNet(nn.Module):
     """Multi-stream ResNet-34 U-Net with full-resolution skip stream and deep supervision.
 
@@ -221,9 +219,7 @@ class LandslideNet(nn.Module):
         return {"logits": self.head(x), "side": side}
 
 
-# ---------------------------------------------------------------------------------------------
 # measurement helpers
-# ---------------------------------------------------------------------------------------------
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
