@@ -46,7 +46,7 @@ def test_train_benchmark_small_mode(train_cubes, tmp_path):
 
 
 def test_predict_benchmark_small_mode(train_cubes, tmp_path):
-    from .test_predict import make_checkpoint
+    from .helpers.models import make_checkpoint
 
     ckpt = make_checkpoint(tmp_path / "tiny.pt", bands=("blue", "green", "red", "nir"))
     out = _run("predict.py", "--small", "--cube", train_cubes[0], "--model", str(ckpt),

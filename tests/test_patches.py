@@ -16,42 +16,14 @@ from landslide_dask.errors import InputDataError, UsageError
 from landslide_dask.cube.patches import (L4S_MEAN, PRESETS, BandMap, import_patches, parse_band_map, patch_windows,
                                     to_dn)
 
-S = 32  # patch size of the synthetic datasets (Landslide4Sense uses 128)
-
-
-def _l4s_patch(rng: np.random.Generator, i: int) -> tuple[np.ndarray, np.ndarray]:
-    img = rng.uniform(0.0, 1.8, (S, S, 14)).astype(np.float32)
-    yy, xx = np.mgrid[:S, :S]
-    img[..., 12] = rng.uniform(0, 2, (S, S))  # slope / 20.29
-    img[..., 13] = (1.0 + 0.002 * i + 0.0005 * xx + 0.0003 * yy).astype(np.float32)  # DEM / 772.8: a ramp
-    mask = np.zeros((S, S), np.uint8)
-    mask[4 + i:12 + i, 6:14] = 1
-    return img, mask
-
-
-def _write_l4s(root, n=5, seed=0, masks=True, names=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    (root / "img").mkdir(parents=True)
-    if masks:
-        (root / "mask").mkdir()
-    out = {}
-    for i in range(n):
-        num = (names or list(range(1, n + 1)))[i]
-        img, mask = _l4s_patch(rng, i)
-        with h5py.File(root / "img" / f"image_{num}.h5", "w") as f:
-            f["img"] = img
-        if masks:
-            with h5py.File(root / "mask" / f"mask_{num}.h5", "w") as f:
-                f["mask"] = mask
-        out[f"img/image_{num}.h5"] = (img, mask)
-    return out
+from .helpers.l4s import S, write_l4s
 
 
 @pytest.fixture(scope="module")
 def l4s(tmp_path_factory):
     root = tmp_path_factory.mktemp("l4s") / "TrainData"
     # numbers 1, 2, 10, 3, 4: natural order must put image_10 last
-    data = _write_l4s(root, n=5, names=[1, 2, 10, 3, 4])
+    data = write_l4s(root, n=5, names=[1, 2, 10, 3, 4])
     cube = import_patches(root, root.parent / "l4s.zarr", progress=False)
     return data, cube
 
@@ -59,7 +31,7 @@ def l4s(tmp_path_factory):
 @pytest.fixture(scope="module")
 def l4s_gap(tmp_path_factory):
     root = tmp_path_factory.mktemp("l4sgap") / "TrainData"
-    data = _write_l4s(root, n=7, seed=1)
+    data = write_l4s(root, n=7, seed=1)
     cube = import_patches(root, root.parent / "gap.zarr", gap=16, chunk=100, progress=False)
     return data, cube
 
@@ -166,7 +138,7 @@ def test_training_sees_post_and_terrain_streams(l4s):
 
 def test_test_data_without_masks_is_unknown(tmp_path):
     root = tmp_path / "TestData"
-    _write_l4s(root, n=3, masks=False)
+    write_l4s(root, n=3, masks=False)
     with pytest.raises(InputDataError, match="--no-masks"):
         import_patches(root, tmp_path / "t.zarr", progress=False)
     cube = import_patches(root, tmp_path / "t.zarr", require_masks=False, progress=False)
@@ -177,7 +149,7 @@ def test_test_data_without_masks_is_unknown(tmp_path):
 
 def test_negative_reflectance_clips_and_warns(tmp_path, caplog):
     root = tmp_path / "neg"
-    _write_l4s(root, n=2)
+    write_l4s(root, n=2)
     with h5py.File(root / "img" / "image_1.h5", "r+") as f:
         f["img"][..., 1] = -0.5  # blue below zero: clipped to DN 1 with the preset's zero offset
     cube = import_patches(root, tmp_path / "n.zarr", progress=False)
@@ -261,7 +233,7 @@ def test_band_map_parsing(tmp_path):
 def test_errors_say_which_file_and_what_to_do(tmp_path):
     def fresh(name, n=2, **kw):
         root = tmp_path / name
-        _write_l4s(root, n=n, **kw)
+        write_l4s(root, n=n, **kw)
         return root
 
     with pytest.raises(InputDataError, match="no .*h5 images"):

@@ -4,9 +4,8 @@ whole-array computation, resumability, the valid mask, COG export and clear bad-
 Everything runs on tiny cubes written here and a tiny, randomly initialised model whose output
 varies strongly with its input (so seams and mistakes show), with 128 px windows.
 
-How the defaults were chosen is in ``landslide_dask/predict.py``'s docstring (measured on the
-demo checkpoint: against one whole-image pass, pixels > 64 px from the cube border differ by up
-to 220/255 with naive 512 px tiling, 4/255 with the default 768 px windows and 64 px overlap).
+How the defaults were chosen is in the README ("Mapping a region"; measured on the demo
+checkpoint against one whole-image pass).
 """
 
 from __future__ import annotations
@@ -19,85 +18,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import xarray as xr
 
 import landslide_dask.predict as P
 from landslide_dask.predict import engine, store
 from landslide_dask.predict import run as R
 from landslide_dask.predict import windows as W
-from landslide_dask.cube.build import write_cube
 from landslide_dask.errors import InputDataError
 from landslide_dask.train.model import LandslideNet, ModelConfig
 
-BANDS = ["blue", "green", "red", "nir"]
-TINY = dict(encoder_blocks=(1, 1, 1, 1), encoder_widths=(8, 16, 32, 32),
-            stem_widths={"pre": 8, "post": 8, "terrain": 8}, dropout=0.0, prior=None,
-            zero_init_residual=True)
+from .helpers.cubes import BANDS, make_arrays, write_test_cube
+from .helpers.models import make_checkpoint
+
 WIN, OV = 128, 32  # small windows keep the tests fast; same code path as the defaults
-
-
-# ---------------------------------------------------------------------------------------------
-# fixtures: cubes and a checkpoint
-# ---------------------------------------------------------------------------------------------
-def _smooth(rng: np.random.Generator, shape: tuple[int, int], scale: int) -> np.ndarray:
-    """A smooth random field in [0, 1] (bilinear upsampling of coarse noise)."""
-    cy, cx = shape[0] // scale + 2, shape[1] // scale + 2
-    coarse = torch.from_numpy(rng.random((1, 1, cy, cx), dtype=np.float32))
-    up = torch.nn.functional.interpolate(coarse, size=(cy * scale, cx * scale), mode="bilinear",
-                                         align_corners=False)
-    return up[0, 0, :shape[0], :shape[1]].numpy()
-
-
-def make_arrays(shape=(200, 232), seed=0, kind="texture") -> dict[str, np.ndarray]:
-    """Cube variables as numpy arrays. ``texture``: varied scenes; ``ramp``: a gentle ramp."""
-    rng = np.random.default_rng(seed)
-    h, w = shape
-    if kind == "ramp":
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        base = (0.3 * yy / h + 0.7 * xx / w)
-        fields = [base + 0.05 * k for k in range(10)]
-    else:
-        fields = [_smooth(rng, shape, s) for s in (8, 12, 16, 24, 8, 12, 16, 24, 20, 10)]
-    pre = np.stack([500 + 2500 * f for f in fields[:4]]).astype(np.uint16)
-    post = np.stack([500 + 2500 * f for f in fields[4:8]]).astype(np.uint16)
-    return {"pre": pre, "post": post, "slope": (45 * fields[8]).astype(np.float32),
-            "hillshade": (255 * np.clip(fields[9], 0, 1)).astype(np.uint8),
-            "valid": np.ones(shape, bool), "label": np.zeros(shape, np.uint8)}
-
-
-def write_test_cube(path: Path, arrays: dict[str, np.ndarray], chunk: int | tuple[int, int] = 64,
-                    bands: list[str] = BANDS) -> Path:
-    """Write arrays as a cube exactly as ``cube.write_cube`` does (zarr v3, dask chunks)."""
-    h, w = arrays["valid"].shape
-    cy, cx = (chunk, chunk) if isinstance(chunk, int) else chunk
-    data = {}
-    for name, a in arrays.items():
-        dims = ("band", "y", "x") if a.ndim == 3 else ("y", "x")
-        data[name] = xr.DataArray(a, dims=dims)
-    ds = xr.Dataset(data, coords={"y": 1000.0 - 10 * np.arange(h) - 5, "x": 500.0 + 10 * np.arange(w) + 5,
-                                  "band": np.array(bands, dtype=object),
-                                  "spatial_ref": xr.DataArray(0, attrs={"crs_wkt": "EPSG:32633"})})
-    ds.attrs.update(crs="EPSG:32633", epsg=32633, transform=[10.0, 0.0, 500.0, 0.0, -10.0, 1000.0],
-                    resolution=10.0, bands=list(bands))
-    ds = ds.chunk({"y": cy, "x": cx, "band": -1})
-    return write_cube(ds, path, progress=False)
-
-
-def make_checkpoint(path: Path, seed: int = 0, streams=("pre", "post", "terrain"), bands=BANDS) -> Path:
-    """A tiny random model as a format-1 checkpoint; the head is scaled up so probabilities
-    spread over (0, 1) and depend on the input."""
-    torch.manual_seed(seed)
-    ch = {"pre": len(bands), "post": len(bands), "terrain": 2}
-    cfg = ModelConfig(streams={s: ch[s] for s in streams}, **{**TINY, "stem_widths": {s: 8 for s in streams}})
-    model = LandslideNet(cfg)
-    with torch.no_grad():
-        model.head.weight.mul_(40.0)
-    stats = {"mean": {"pre": [1750.0] * len(bands), "post": [1750.0] * len(bands), "terrain": [128.0, 22.0]},
-             "std": {"pre": [700.0] * len(bands), "post": [700.0] * len(bands), "terrain": [70.0, 12.0]}}
-    torch.save({"format": 1, "state_dict": model.state_dict(), "model_config": cfg.to_dict(),
-                "bands": list(bands), "streams": list(streams),
-                "stats": {k: {s: v[s] for s in streams} for k, v in stats.items()}, "threshold": 0.4}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
