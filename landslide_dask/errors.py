@@ -62,6 +62,10 @@ class SpecError(InputDataError):
         lines = "\n".join(f"  - {path}: {msg}" if path else f"  - {msg}" for path, msg in self.problems)
         super().__init__(f"{self.kind} {source} has {n} problem{'s' if n > 1 else ''}:\n{lines}")
 
+    def fields(self) -> list[str]:
+        """The dotted paths of the problems, in order."""
+        return [p for p, _ in self.problems]
+
 
 class JobSpecError(SpecError):
     """A job spec that cannot be used."""

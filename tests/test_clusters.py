@@ -87,31 +87,31 @@ def test_commented_gpu_examples_are_valid(name):
 
 
 BAD = [
-    ("kind: docker\nworkers: 2\n", ["field 'kind'", "local, gpu-node, slurm, kubernetes"]),
-    ("workers: 2\n", ["field 'kind'", "missing"]),
-    ("kind: local\nworkers: two\n", ["field 'workers'", "'two'", "whole number >= 1"]),
-    ("kind: local\nworker: 2\n", ["field 'worker'", "unknown field", "options:"]),
+    ("kind: docker\nworkers: 2\n", ["- kind: ", "local, gpu-node, slurm, kubernetes"]),
+    ("workers: 2\n", ["- kind: ", "missing"]),
+    ("kind: local\nworkers: two\n", ["- workers: ", "'two'", "whole number >= 1"]),
+    ("kind: local\nworker: 2\n", ["- worker: ", "unknown field", "options:"]),
     ("kind: local\nworkers: 2\noptions: {n_workers: 3}\n", ["options.n_workers", "top-level field workers"]),
     ("kind: local\nworkers: 2\noptions: {processes: false}\n", ["options.processes", "one rank per worker process"]),
     ("kind: local\nworkers: 2\noptions: {memory_limit: lots}\n", ["options.memory_limit", "4GB"]),
-    ("kind: local\nworkers: 2\ntimeout: -1\n", ["field 'timeout'", "> 0"]),
+    ("kind: local\nworkers: 2\ntimeout: -1\n", ["- timeout: ", "> 0"]),
     ("kind: local\nadapt: {minimum: 3, maximum: 1}\n", ["adapt.maximum", ">= adapt.minimum"]),
-    ("kind: local\nworkers: 2\nadapt: {maximum: 4}\n", ["field 'workers'", "not both"]),
+    ("kind: local\nworkers: 2\nadapt: {maximum: 4}\n", ["- workers: ", "not both"]),
     ("kind: slurm\nworkers: 2\noptions: {memory: 4GB}\n", ["options.cores", "missing"]),
     ("kind: slurm\nworkers: 2\noptions: {cores: 2, memory: 4GB, partition: gpu}\n",
      ["options.partition", "unknown option", "queue"]),
     ("kind: slurm\nworkers: 2\noptions: {cores: 2, memory: 4GB, walltime: 3600}\n", ["options.walltime", "HH:MM:SS"]),
     ("kind: slurm\nworkers: 2\noptions: {cores: 4, memory: 8GB, processes: 2, job_extra_directives: ['--gres=gpu:2']}\n",
      ["options.processes", "expected 1", "cuda:0"]),
-    ("kind: slurm\nworkers: 3\noptions: {cores: 4, memory: 8GB, processes: 2}\n", ["field 'workers'", "multiple"]),
+    ("kind: slurm\nworkers: 3\noptions: {cores: 4, memory: 8GB, processes: 2}\n", ["- workers: ", "multiple"]),
     ("kind: slurm\nworkers: 2\noptions: {cores: 1, memory: 4GB, processes: 2}\n", ["options.processes", "at most"]),
-    ("kind: gpu-node\nworkers: 4\noptions: {CUDA_VISIBLE_DEVICES: '0,1'}\n", ["field 'workers'", "at most 2"]),
-    ("kind: gpu-node\nadapt: {minimum: 1, maximum: 2}\n", ["field 'adapt'", "gpu-node"]),
+    ("kind: gpu-node\nworkers: 4\noptions: {CUDA_VISIBLE_DEVICES: '0,1'}\n", ["- workers: ", "at most 2"]),
+    ("kind: gpu-node\nadapt: {minimum: 1, maximum: 2}\n", ["- adapt: ", "gpu-node"]),
     ("kind: gpu-node\nworkers: auto\noptions: {protocol: udp}\n", ["options.protocol", "tcp, ucx"]),
     ("kind: kubernetes\nworkers: 2\noptions: {name: x}\n", ["options.image", "missing"]),
     ("kind: kubernetes\nworkers: 2\noptions: {image: x, resources: {request: {cpu: 1}}}\n",
      ["options.resources.request", "requests and/or limits"]),
-    ("- kind: local\n", ["<top level>", "mapping"]),
+    ("- kind: local\n", ["a cluster definition is a YAML mapping", "got a list"]),
 ]
 
 
@@ -127,12 +127,42 @@ def test_bad_definitions_name_file_and_field(tmp_path, text, expected):
         assert s in msg, f"{s!r} not in {msg!r}"
 
 
+def test_every_problem_of_a_definition_at_once(tmp_path):
+    from landslide_dask.errors import ClusterSpecError
+
+    p = tmp_path / "mine.yaml"
+    p.write_text("kind: slurm\nworker: 4\ntimeout: -5\nadapt: {minimum: 3, maximum: 1}\n"
+                 "options: {partition: gpu, cores: two, memory: lots, walltime: 3600, memroy: 4GB}\n")
+    with pytest.raises(ClusterSpecError) as e:
+        load_cluster_def(p)
+    problems = dict(e.value.problems)
+    assert set(problems) == {"worker", "timeout", "adapt.maximum", "options.partition", "options.cores",
+                             "options.memory", "options.walltime", "options.memroy"}, str(e.value)
+    assert str(e.value).startswith(f"cluster definition {p} has 8 problems:\n  - ")
+    assert "did you mean 'workers'?" in problems["worker"]
+    assert "did you mean 'memory'?" in problems["options.memroy"]
+    assert "'two' (str), not a whole number" in problems["options.cores"]
+    assert "e.g. `cores: 8`" in problems["options.cores"]
+    assert isinstance(e.value, InputDataError)
+
+
+def test_definitions_are_frozen_and_only_given_options_are_passed():
+    d = load_cluster_def(CLUSTER / "local.yaml")
+    assert d.options == yaml.safe_load((CLUSTER / "local.yaml").read_text())["options"]
+    with pytest.raises(Exception):
+        d.workers = 3
+    slurm = ClusterDef.from_dict({"kind": "slurm", "workers": 2, "options": {"cores": 2, "memory": "4GB"}})
+    assert slurm.options == {"cores": 2, "memory": "4GB", "processes": 1} and slurm.timeout_s == 600.0
+    gpu = ClusterDef.from_dict({"kind": "gpu-node", "workers": "auto", "options": {"CUDA_VISIBLE_DEVICES": 0}})
+    assert gpu.workers is None and gpu.options == {"CUDA_VISIBLE_DEVICES": "0"}
+
+
 def test_unreadable_definitions(tmp_path):
     with pytest.raises(InputDataError, match="not found.*cluster/"):
         load_cluster_def(tmp_path / "nope.yaml")
     p = tmp_path / "broken.yaml"
     p.write_text("kind: local\nworkers: [2\n")
-    with pytest.raises(InputDataError, match=r"broken.yaml is not valid YAML at line \d+"):
+    with pytest.raises(InputDataError, match=r"broken.yaml has 1 problem:\n  - not valid YAML at line \d+"):
         load_cluster_def(p)
 
 
@@ -142,7 +172,7 @@ def test_overrides_are_merged_and_validated():
     assert (o.workers, o.options["cores"], o.options["memory"]) == (2, 1, d.options["memory"])
     assert o.options["scheduler_options"] == {"dashboard_address": ":8787", "port": 0}
     assert d.options["cores"] == 8   # the original is untouched
-    with pytest.raises(InputDataError, match=r"slurm.yaml \(with overrides\): field 'options.cores'"):
+    with pytest.raises(InputDataError, match=r"slurm.yaml \(with overrides\) has 1 problem:\n  - options.cores: "):
         d.with_overrides({"options": {"cores": "x"}})
 
 

@@ -78,7 +78,7 @@ def write_spec(folder: Path, stac: str, ckpt: Path, **over) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     job = {"name": "tiny-country", "area": {"bbox": BBOX}, "event": {"date": "2023-04-25"},
            "stac": {"url": stac}, "model": str(ckpt), "cell_size_km": CELL_KM, "output": str(folder / "out"),
-           "threshold": 0.5, "min_area_m2": 200, "retries": 1}
+           "threshold": 0.5, "min_area_m2": 200, "retries": 1, "predict": PREDICT}
     job.update(over)
     path = folder / "job.yaml"
     path.write_text(yaml.safe_dump(job))
@@ -90,7 +90,7 @@ def reference(tmp_path_factory, stac, ckpt, client):
     """A clean, uninterrupted run: the outputs every fault test must reproduce exactly."""
     spec = load_jobspec(write_spec(tmp_path_factory.mktemp("reference"), stac, ckpt))
     t0 = time.perf_counter()
-    res = run_job(spec, client, progress=False, predict_options=PREDICT)
+    res = run_job(spec, client, progress=False)
     res.wall_s = time.perf_counter() - t0
     print(f"\n[country] clean run: {res.summary.total} cells in {res.wall_s:.1f}s; stages {res.seconds}",
           file=sys.stderr)
@@ -205,7 +205,7 @@ def test_rerun_of_a_finished_job_recomputes_nothing(reference, client):
     spec, _ = reference
     out = spec.output_path
     before = _files(out / "cells")
-    res = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    res = run_job(spec, client, progress=False, echo=None)
     assert res.ok and res.computed == []
     assert _files(out / "cells") == before
 
@@ -300,7 +300,7 @@ _DRIVER = textwrap.dedent("""
 
     spec = load_jobspec(sys.argv[1])
     with Client(sys.argv[2]) as client:
-        run_job(spec, client, progress=False, predict_options={"window": 128, "overlap": 32})
+        run_job(spec, client, progress=False)
 """)
 
 
@@ -336,7 +336,7 @@ def test_killed_job_process_resumes_without_recomputing_finished_cells(reference
     assert not (out / "landslides.parquet").exists()
     before = {c: _files(out / "cells" / c) for c in finished}
 
-    res = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    res = run_job(spec, client, progress=False, echo=None)
     assert res.ok
     assert not set(res.computed) & set(finished)       # no finished cell recomputed ...
     assert set(res.computed) == set(st) - set(finished)
@@ -366,7 +366,7 @@ def test_worker_killed_mid_job_still_finishes_with_the_same_outputs(reference, s
         killed.append((victim, bool(busy)))
         os.kill(pids[victim], signal.SIGKILL)
 
-    res = run_job(spec, client, progress=False, predict_options=PREDICT, on_cell=kill_a_busy_worker, echo=None)
+    res = run_job(spec, client, progress=False, on_cell=kill_a_busy_worker, echo=None)
     assert killed and killed[0][1], killed             # it was running tasks when killed
     assert res.ok, str(res.summary)
     assert_same_outputs(spec.output_path, ref_spec.output_path)
@@ -391,7 +391,7 @@ def test_a_failing_cell_is_retried_then_recorded_while_the_others_finish(referen
         return real(cspec)
 
     monkeypatch.setattr(cube_mod, "assemble", flaky)
-    res = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    res = run_job(spec, client, progress=False, echo=None)
     assert res.failed and not res.ok
     s = res.summary
     assert s.n_failed == 1 and list(s.failed) == [bad] and "timed out" in s.failed[bad]
@@ -404,7 +404,7 @@ def test_a_failing_cell_is_retried_then_recorded_while_the_others_finish(referen
 
     # the STAC API answers again: a rerun computes only the failed cell and completes the job
     monkeypatch.setattr(cube_mod, "assemble", real)
-    res2 = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    res2 = run_job(spec, client, progress=False, echo=None)
     assert res2.ok and res2.computed == [bad]
     assert_same_outputs(out, ref_spec.output_path)
 
@@ -425,7 +425,7 @@ def test_a_fully_clouded_cell_is_empty_not_failed(stac, ckpt, client, tmp_path, 
         return ds
 
     monkeypatch.setattr(cube_mod, "assemble", clouds)
-    res = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    res = run_job(spec, client, progress=False, echo=None)
     assert res.ok and res.summary.done == 1 and res.summary.empty == {clouded: NO_VALID_PIXEL}
     assert not (spec.output_path / "cells" / clouded / "probability.zarr").exists()   # no prediction made
     assert pd.read_csv(spec.output_path / "summary.csv").set_index("cell").loc[clouded, "status"] == "empty"
@@ -473,7 +473,7 @@ def test_job_to_s3_resumes_and_gives_the_same_outputs_as_a_local_run(reference, 
             raise _StopDriver
 
     with pytest.raises(_StopDriver):
-        run_job(spec, client, progress=False, predict_options=PREDICT, concurrency=1, on_cell=stop_after_two, echo=None)
+        run_job(spec, client, progress=False, concurrency=1, on_cell=stop_after_two, echo=None)
     m = json.loads(fs.cat_file(f"{root}/manifest.json"))             # the manifest is on S3, up to date
     st = {cid: rec["status"] for cid, rec in m["cells"].items()}
     assert sorted(c for c, x in st.items() if x in ("done", "empty")) == sorted(finished)
@@ -486,7 +486,7 @@ def test_job_to_s3_resumes_and_gives_the_same_outputs_as_a_local_run(reference, 
     cached_mtime = cached.stat().st_mtime_ns
 
     # rerun: resumes from the S3 manifest, computes only the rest, leaves the finished cells' objects alone
-    res = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    res = run_job(spec, client, progress=False, echo=None)
     assert res.ok and sorted(res.computed) == sorted(set(st) - set(finished))
     after = _objects(fs, f"{root}/cells")
     assert {k: v for k, v in after.items() if k in before} == before
@@ -523,7 +523,7 @@ def test_job_to_s3_resumes_and_gives_the_same_outputs_as_a_local_run(reference, 
             np.testing.assert_array_equal(src.read_masks(1), want_mask)
 
     # a third run of the finished job recomputes nothing and uploads no cell again
-    res3 = run_job(spec, client, progress=False, predict_options=PREDICT, echo=None)
+    res3 = run_job(spec, client, progress=False, echo=None)
     assert res3.ok and res3.computed == [] and _objects(fs, f"{root}/cells") == after
 
 
@@ -569,7 +569,7 @@ def test_submit_refuses_a_bad_s3_output_before_starting_a_cluster(s3, stac, ckpt
     # the scheduler address is never contacted: the output check comes first
     rc = main(["submit", str(job), "--scheduler", "tcp://127.0.0.1:9", "--scratch", str(tmp_path / "scratch")])
     err = capsys.readouterr().err
-    assert rc == 2 and "submit: error" in err and "no-such-bucket" in err and "does not exist" in err, err
+    assert rc == 1 and "submit: error" in err and "no-such-bucket" in err and "does not exist" in err, err
     assert not (tmp_path / "scratch").exists()
 
 
@@ -600,7 +600,7 @@ def test_the_job_through_a_real_slurm_cluster_gives_the_same_outputs(reference, 
         t_up = time.perf_counter() - t0
         jobs = slurm.job_ids()
         assert len(jobs) == 2                               # one SLURM job per Dask worker
-        res = run_job(spec, slurm_client, progress=False, predict_options=PREDICT, echo=None)
+        res = run_job(spec, slurm_client, progress=False, echo=None)
         where = slurm_client.run(lambda: os.environ.get("SLURM_JOB_ID"))
     assert sorted(where.values()) == sorted(jobs)          # the work ran inside the SLURM jobs
     assert slurm.job_ids() == []                            # and they were cancelled after

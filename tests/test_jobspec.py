@@ -463,3 +463,83 @@ def test_a_checkpoint_url_is_fetched_once_and_refetched_when_it_changes(tmp_path
     mem.pipe_file("/ckpt/model.pt", b"weights-2")                        # retrained: same size, new object
     b = fetch_cached("memory://ckpt/model.pt", tmp_path / "models")
     assert b != a and b.read_bytes() == b"weights-2"
+
+
+# --------------------------------------------------------------------------- the predict section
+
+
+def test_predict_section_defaults_and_values(tmp_path):
+    from landslide_dask.predict.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW
+
+    spec = load_jobspec(_write(tmp_path, VALID))
+    assert (spec.predict.window, spec.predict.overlap) == (DEFAULT_WINDOW, DEFAULT_OVERLAP)
+    assert spec.predict.batch_size is None and spec.predict.device is None
+    spec = load_jobspec(_write(tmp_path, _with(predict={"window": 256, "overlap": 32, "batch_size": 2,
+                                                        "device": "CUDA:1"})))
+    assert spec.predict.kwargs() == {"window": 256, "overlap": 32, "batch_size": 2, "device": "cuda:1"}
+    assert spec.to_dict()["predict"] == spec.predict.kwargs()
+    assert load_jobspec(_write(tmp_path, _with(predict=None))).predict == load_jobspec(_write(tmp_path, VALID)).predict
+
+
+@pytest.mark.parametrize("predict, field, words", [
+    ({"window": 100}, "predict.window", "multiple of the model's input multiple 32"),
+    ({"window": 0}, "predict.window", "positive multiple"),
+    ({"window": "768"}, "predict.window", "not a whole number"),
+    ({"window": 256, "overlap": 256}, "predict.overlap", "[0, window=256)"),
+    ({"overlap": 40}, "predict.overlap", "multiple of 32"),
+    ({"batch_size": 0}, "predict.batch_size", "out of range"),
+    ({"device": "gpu"}, "predict.device", "unknown device"),
+    ({"windw": 512}, "predict.windw", "did you mean 'window'"),
+    ([768, 64], "predict", "not a mapping"),
+])
+def test_bad_predict_section_is_named(tmp_path, predict, field, words):
+    err = _problems(tmp_path, _with(predict=predict))
+    assert err.fields() == [field], str(err)
+    assert words in str(err), str(err)
+    if "did you mean" not in words:
+        assert "e.g." in str(err), str(err)
+
+
+def test_bad_predict_window_in_yaml_is_reported_with_its_path(tmp_path):
+    text = yaml.safe_dump(VALID, sort_keys=False) + "predict:\n  window: 700\n  overlap: 64\n"
+    err = _problems(tmp_path, text)
+    assert err.problems == [("predict.window", err.problems[0][1])]
+    assert str(err).startswith(f"job spec {tmp_path / 'job.yaml'} has 1 problem:\n  - predict.window: window 700 ")
+    assert "e.g. `window: 768`" in str(err)
+
+
+def test_fingerprint_covers_the_predict_section(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    fp = load_jobspec(_write(tmp_path, VALID)).fingerprint()
+    assert load_jobspec(_write(tmp_path, _with(predict={"window": 768, "overlap": 64}))).fingerprint() == fp
+    for change in ({"window": 512}, {"overlap": 32}, {"batch_size": 2}, {"device": "cpu"}):
+        assert load_jobspec(_write(tmp_path, _with(predict=change))).fingerprint() != fp, change
+
+
+def test_a_job_resumed_with_another_predict_window_is_refused(tmp_path, monkeypatch):
+    """The manifest belongs to the fingerprint, which covers ``predict``: resuming the job with another
+    window would mix window settings across its cells."""
+    import landslide_dask.jobs.country as country
+    from landslide_dask.errors import ManifestError
+
+    seen = []
+
+    def cell_without_imagery(spec, cell, out, client, *, chunk=1024):
+        seen.append(spec.predict.window)      # the cells get the spec's inference settings
+        return {"status": "empty", "reason": "no imagery (test)", "timings": {}}
+
+    monkeypatch.setattr(country, "run_cell", cell_without_imagery)
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    job = _with(area={"bbox": [84.0, 27.3, 84.3, 27.5]}, predict={"window": 256, "overlap": 32})
+    spec = load_jobspec(_write(tmp_path, job))
+    res = country.run_job(spec, None, progress=False, echo=None)
+    assert res.summary.total > 0 and seen == [256] * res.summary.total
+    assert country.run_job(spec, None, progress=False, echo=None).computed == []   # same settings: resumes
+    manifest = (spec.output_path / "manifest.json").read_bytes()
+
+    other = load_jobspec(_write(tmp_path, _with(area=job["area"], predict={"window": 512, "overlap": 32})))
+    assert other.fingerprint() != spec.fingerprint()
+    with pytest.raises(ManifestError, match="belongs to another configuration of this job.*--force"):
+        country.run_job(other, None, progress=False, echo=None)
+    assert len(seen) == res.summary.total                                    # no cell ran with window 512
+    assert (spec.output_path / "manifest.json").read_bytes() == manifest     # and the manifest is untouched

@@ -96,10 +96,11 @@ def test_training_beside_a_country_job_and_predict_on_another_cluster(alone, tra
     r = demo_regions[0]
     spec = parse_jobspec({"name": "beside-training", "area": {"bbox": r["bbox"]}, "event": {"date": r["event_date"]},
                           "stac": {"url": demo_stac}, "model": str(model), "cell_size_km": 1.0,
-                          "output": str(tmp_path / "country"), "threshold": 0.5, "retries": 0}, base_dir=tmp_path)
+                          "output": str(tmp_path / "country"), "threshold": 0.5, "retries": 0,
+                          "predict": {"window": 128, "overlap": 32}}, base_dir=tmp_path)
     out = tmp_path / "train"
     p = _launch(out, train_cubes)
-    job = run_job(spec, client, progress=False, echo=None, predict_options={"window": 128, "overlap": 32})
+    job = run_job(spec, client, progress=False, echo=None)
     assert not job.failed and job.summary.total > 0
     maps = 0
     while p.poll() is None or maps == 0:  # keep predicting for as long as the training runs

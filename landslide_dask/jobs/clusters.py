@@ -9,8 +9,9 @@ A definition (see ``cluster/*.yaml``; each file documents itself)::
     timeout: 600                    # optional: seconds to wait for them (default per kind)
     options: {...}                  # keyword arguments of the cluster class, checked by name and type
 
-:func:`load_cluster_def` validates a file (every problem names the file, the field and what is
-expected, as :class:`~landslide_dask.errors.InputDataError`); :func:`start_cluster` is a context
+:func:`load_cluster_def` validates a file (:mod:`landslide_dask.jobs.cluster_def`: one
+:class:`~landslide_dask.errors.ClusterSpecError` names the file and lists every problem, each with its field
+and what is expected); :func:`start_cluster` is a context
 manager that starts the cluster, scales it, waits for the workers, prints the dashboard link,
 yields a :class:`distributed.Client` and always tears the cluster down, also on an exception or
 Ctrl-C (and SIGTERM, e.g. ``scancel`` of a driver job, while it runs in the main thread). With
@@ -28,9 +29,6 @@ worker process per GPU, each with its own ``CUDA_VISIBLE_DEVICES``.
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
-import math
 import os
 import shutil
 import signal
@@ -39,355 +37,30 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ClusterStartError, InputDataError, MissingDependencyError
 from ..common.logs import quiet_distributed
 from ..common.workers import n_workers, worker_names
+from ..errors import ClusterSpecError, ClusterStartError, MissingDependencyError
+from .cluster_def import DEFAULT_TIMEOUT_S, KINDS, ClusterDef, load_cluster_def
 
 if TYPE_CHECKING:
     from distributed import Client
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
     "KINDS",
     "ClusterDef",
+    "ClusterSpecError",
     "ClusterStartError",
     "MissingDependencyError",
     "load_cluster_def",
     "start_cluster",
 ]
 
-KINDS = ("local", "gpu-node", "slurm", "kubernetes")
-DEFAULT_TIMEOUT_S = {"local": 60.0, "gpu-node": 120.0, "slurm": 600.0, "kubernetes": 600.0}
 _EXTRA = {"gpu-node": ("dask_cuda", "dask-cuda", "gpu"), "slurm": ("dask_jobqueue", "dask-jobqueue", "slurm"),
           "kubernetes": ("dask_kubernetes", "dask-kubernetes", "k8s")}
-_TOP_LEVEL = ("kind", "workers", "adapt", "wait_for", "timeout", "options", "description")
-
-
-# --------------------------------------------------------------------------- validation
-
-
-class _Invalid(Exception):
-    def __init__(self, field: str, message: str):
-        super().__init__(field, message)
-        self.field, self.message = field, message
-
-
-def _describe(v: Any) -> str:
-    return f"{v!r} ({type(v).__name__})" if not isinstance(v, str) else repr(v)
-
-
-def _int(minimum: int = 0) -> Callable[[str, Any], int]:
-    def check(name: str, v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise _Invalid(name, f"got {_describe(v)}; expected a whole number >= {minimum}")
-        return v
-    return check
-
-
-def _number(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise _Invalid(name, f"got {_describe(v)}; expected a number of seconds > 0")
-    return float(v)
-
-
-def _str(name: str, v: Any) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise _Invalid(name, f"got {_describe(v)}; expected a non-empty string")
-    return v
-
-
-def _opt(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
-    def f(name: str, v: Any) -> Any:
-        return None if v is None else check(name, v)
-    return f
-
-
-def _bool(name: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Invalid(name, f"got {_describe(v)}; expected true or false")
-    return v
-
-
-def _memory(name: str, v: Any, allow: tuple = ()) -> Any:
-    from dask.utils import parse_bytes
-
-    if v in allow:
-        return v
-    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise _Invalid(name, f"got {_describe(v)}; expected a size such as \"4GB\" or \"16GiB\"")
-    try:
-        n = parse_bytes(v) if isinstance(v, str) else int(v)
-    except (ValueError, TypeError):
-        n = -1
-    if n <= 0:
-        raise _Invalid(name, f"got {_describe(v)}; expected a size such as \"4GB\" or \"16GiB\"")
-    return v
-
-
-def _worker_memory(name: str, v: Any) -> Any:
-    return _memory(name, v, allow=("auto", 0, None))
-
-
-def _device_memory(name: str, v: Any) -> Any:
-    if isinstance(v, float) and 0 < v <= 1:   # a fraction of the GPU's memory
-        return v
-    return _memory(name, v, allow=("auto", "default", 0, None))
-
-
-def _choice(*options: str) -> Callable[[str, Any], str]:
-    def check(name: str, v: Any) -> str:
-        if v not in options:
-            raise _Invalid(name, f"got {_describe(v)}; expected one of {', '.join(options)}")
-        return v
-    return check
-
-
-def _str_list(name: str, v: Any) -> list[str]:
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise _Invalid(name, f"got {_describe(v)}; expected a list of strings")
-    return v
-
-
-def _mapping(name: str, v: Any) -> dict:
-    if not isinstance(v, dict):
-        raise _Invalid(name, f"got {_describe(v)}; expected a mapping (key: value lines)")
-    return v
-
-
-def _walltime(name: str, v: Any) -> str:
-    import re
-
-    if not isinstance(v, str) or not re.fullmatch(r"(\d+-)?\d{1,3}(:\d{2}){0,2}|\d+-\d+", v.strip()):
-        raise _Invalid(name, f"got {_describe(v)}; expected a SLURM time limit such as \"02:00:00\" "
-                             "(HH:MM:SS) or \"1-00:00:00\" (days-HH:MM:SS), quoted")
-    return v
-
-
-def _devices(name: str, v: Any) -> Any:
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-        return str(v)
-    if isinstance(v, str) and all(p.strip() for p in v.split(",")):
-        return v
-    if isinstance(v, list) and v and all((isinstance(x, int) and not isinstance(x, bool) and x >= 0)
-                                         or (isinstance(x, str) and x.strip()) for x in v):
-        return v
-    raise _Invalid(name, f"got {_describe(v)}; expected GPU ids such as \"0,1\" or [0, 1] (or null for all GPUs)")
-
-
-def _env(name: str, v: Any) -> Any:
-    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
-        return {k: str(x) for k, x in v.items()}
-    if isinstance(v, list) and all(isinstance(x, dict) and "name" in x for x in v):
-        return v
-    raise _Invalid(name, f"got {_describe(v)}; expected a mapping NAME: value (or a list of {{name, value}})")
-
-
-def _k8s_resources(name: str, v: Any) -> dict:
-    _mapping(name, v)
-    for k, sub in v.items():
-        if k not in ("requests", "limits"):
-            raise _Invalid(f"{name}.{k}", "unknown key; expected requests and/or limits")
-        _mapping(f"{name}.{k}", sub)
-    return v
-
-
-def _str_or_list(name: str, v: Any) -> Any:
-    if isinstance(v, str) and v.strip():
-        return v
-    return _str_list(name, v)
-
-
-_COMMON = {
-    "threads_per_worker": _int(1), "memory_limit": _worker_memory, "host": _str, "dashboard_address": _opt(_str),
-    "interface": _opt(_str), "local_directory": _opt(_str), "scheduler_port": _int(0),
-}
-# option name -> checker, per kind (the keyword arguments of the cluster class that are supported)
-_OPTIONS: dict[str, dict[str, Callable[[str, Any], Any]]] = {
-    "local": {**_COMMON, "processes": _bool, "protocol": _choice("tcp", "tcp://", "tls", "tls://")},
-    "gpu-node": {**_COMMON, "CUDA_VISIBLE_DEVICES": _opt(_devices), "protocol": _choice("tcp", "ucx"),
-                 "device_memory_limit": _device_memory, "rmm_pool_size": _opt(_memory),
-                 "rmm_maximum_pool_size": _opt(_memory), "rmm_managed_memory": _bool, "rmm_async": _bool,
-                 "enable_tcp_over_ucx": _opt(_bool), "enable_nvlink": _opt(_bool),
-                 "enable_infiniband": _opt(_bool), "enable_rdmacm": _opt(_bool), "jit_unspill": _opt(_bool),
-                 "pre_import": _opt(_str_list)},
-    "slurm": {"queue": _opt(_str), "account": _opt(_str), "cores": _int(1), "memory": _memory,
-              "processes": _int(1), "walltime": _walltime, "job_extra_directives": _str_list,
-              "job_script_prologue": _str_list, "job_directives_skip": _str_list, "interface": _opt(_str),
-              "protocol": _opt(_choice("tcp", "tcp://", "tls", "tls://", "ucx", "ucx://")),
-              "local_directory": _opt(_str), "log_directory": _opt(_str), "python": _opt(_str),
-              "worker_extra_args": _str_list, "scheduler_options": _mapping, "job_name": _opt(_str),
-              "job_cpu": _opt(_int(1)), "job_mem": _opt(_str), "death_timeout": _opt(_number),
-              "shebang": _opt(_str), "nanny": _bool, "shared_temp_directory": _opt(_str), "name": _opt(_str)},
-    "kubernetes": {"name": _str, "namespace": _opt(_str), "image": _str, "resources": _k8s_resources,
-                   "env": _env, "worker_command": _str_or_list, "port_forward_cluster_ip": _opt(_bool),
-                   "create_mode": _opt(_choice("CREATE_OR_CONNECT", "CREATE_ONLY", "CONNECT_ONLY")),
-                   "shutdown_on_close": _opt(_bool), "idle_timeout": _opt(_int(0)),
-                   "resource_timeout": _opt(_int(1)), "scheduler_service_type": _opt(_str),
-                   "custom_cluster_spec": _opt(_str)},
-}
-_REQUIRED = {"slurm": ("cores", "memory"), "kubernetes": ("image",)}
-
-
-@dataclass(frozen=True)
-class ClusterDef:
-    """A validated cluster definition. ``workers`` is None for gpu-node's ``auto`` (one per GPU)."""
-
-    kind: str
-    workers: int | None
-    options: dict[str, Any] = field(default_factory=dict)
-    adapt: tuple[int, int] | None = None
-    wait_for: int | None = None
-    timeout_s: float = 60.0
-    source: str = "<dict>"
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def name(self) -> str:
-        return Path(self.source).stem if self.source != "<dict>" else self.kind
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "<dict>") -> ClusterDef:
-        try:
-            return cls._parse(data, source)
-        except _Invalid as e:
-            raise InputDataError(f"cluster definition {source}: field '{e.field}': {e.message}") from None
-
-    def with_overrides(self, overrides: Mapping[str, Any] | None) -> ClusterDef:
-        """A copy with ``overrides`` deep-merged into the definition (mappings merge, values replace)."""
-        if not overrides:
-            return self
-        if not isinstance(overrides, Mapping):
-            raise InputDataError(f"overrides for {self.source} must be a mapping like "
-                                 f"{{'workers': 2, 'options': {{'cores': 1}}}}, not {type(overrides).__name__}")
-        source = self.source if self.source.endswith("(with overrides)") else f"{self.source} (with overrides)"
-        return ClusterDef.from_dict(_merge(self.raw, dict(overrides)), source)
-
-    @classmethod
-    def _parse(cls, data: Any, source: str) -> ClusterDef:
-        if not isinstance(data, dict):
-            raise _Invalid("<top level>", f"got {_describe(data)}; expected a mapping with kind, workers, options")
-        for k in data:
-            if k not in _TOP_LEVEL:
-                raise _Invalid(str(k), f"unknown field; expected one of {', '.join(_TOP_LEVEL)} "
-                                       "(keyword arguments of the cluster class go under options:)")
-        if "kind" not in data:
-            raise _Invalid("kind", f"missing; expected one of {', '.join(KINDS)}")
-        kind = data["kind"]
-        if kind not in KINDS:
-            raise _Invalid("kind", f"got {_describe(kind)}; expected one of {', '.join(KINDS)}")
-        options = dict(_mapping("options", data.get("options") or {}))
-        schema = _OPTIONS[kind]
-        for k, v in options.items():
-            if k not in schema:
-                hint = ""
-                if k in ("n_workers", "workers", "replicas"):
-                    hint = " (the number of workers is the top-level field workers:)"
-                raise _Invalid(f"options.{k}", f"unknown option for kind {kind}{hint}; expected one of "
-                                               f"{', '.join(sorted(schema))}")
-            options[k] = schema[k](f"options.{k}", v)
-        for k in _REQUIRED.get(kind, ()):
-            if options.get(k) is None:
-                raise _Invalid(f"options.{k}", f"missing; kind {kind} needs it")
-
-        adapt = None
-        if data.get("adapt") is not None:
-            if kind == "gpu-node":
-                raise _Invalid("adapt", "not supported for kind gpu-node (it runs one worker per GPU); "
-                                        "remove adapt and set workers")
-            a = _mapping("adapt", data["adapt"])
-            unknown = set(a) - {"minimum", "maximum"}
-            if unknown:
-                raise _Invalid(f"adapt.{min(unknown)}", "unknown key; expected minimum and maximum")
-            lo = _int(0)("adapt.minimum", a.get("minimum", 0))
-            if "maximum" not in a:
-                raise _Invalid("adapt.maximum", "missing; expected the largest number of workers")
-            hi = _int(1)("adapt.maximum", a["maximum"])
-            if hi < lo:
-                raise _Invalid("adapt.maximum", f"got {hi}; expected >= adapt.minimum ({lo})")
-            adapt = (lo, hi)
-
-        workers = data.get("workers")
-        if workers is None:
-            if adapt is None:
-                raise _Invalid("workers", "missing; expected the number of worker processes"
-                                          + (" or auto (one per GPU)" if kind == "gpu-node" else "")
-                                          + " (or an adapt: {minimum, maximum} range)")
-        elif kind == "gpu-node" and workers == "auto":
-            workers = None
-        else:
-            workers = _int(1)("workers", workers)
-            if adapt is not None:
-                raise _Invalid("workers", "set either workers (a fixed number) or adapt (a range), not both")
-
-        if kind == "local" and options.get("processes") is False:
-            raise _Invalid("options.processes", "got false; expected true: torch.distributed (run_ddp) runs one "
-                                                "rank per worker process, so workers cannot share one process")
-        if kind == "gpu-node" and workers is not None and options.get("CUDA_VISIBLE_DEVICES") is not None:
-            devs = options["CUDA_VISIBLE_DEVICES"]
-            n = len(devs.split(",")) if isinstance(devs, str) else len(devs)
-            if workers > n:
-                raise _Invalid("workers", f"got {workers}; expected at most {n}, one worker per GPU of "
-                                          f"options.CUDA_VISIBLE_DEVICES ({devs})")
-        if kind == "slurm":
-            procs = options.get("processes")
-            if procs is None:
-                options["processes"] = procs = 1
-            if procs > options["cores"]:
-                raise _Invalid("options.processes", f"got {procs}; expected at most options.cores "
-                                                    f"({options['cores']}): each process needs a core")
-            gpu = [d for d in options.get("job_extra_directives", []) if "gpu" in d.lower()]
-            if gpu and procs != 1:
-                raise _Invalid("options.processes", f"got {procs} with {gpu[0]!r}; expected 1: every worker "
-                                                    "process of a job sees the job's same GPUs, so DDP ranks would "
-                                                    "collide on cuda:0 -- ask for one GPU per job instead")
-            if isinstance(workers, int) and workers % procs:
-                raise _Invalid("workers", f"got {workers}; expected a multiple of options.processes ({procs}): "
-                                          "each SLURM job runs that many worker processes")
-        wait_for = data.get("wait_for")
-        if wait_for is not None:
-            wait_for = _int(0)("wait_for", wait_for)
-            top = workers if workers is not None else (adapt[1] if adapt else None)
-            if top is not None and wait_for > top:
-                raise _Invalid("wait_for", f"got {wait_for}; expected at most {top}, the workers that will be started")
-        timeout = _number("timeout", data["timeout"]) if data.get("timeout") is not None else DEFAULT_TIMEOUT_S[kind]
-        if data.get("description") is not None:
-            _str("description", data["description"])
-        return cls(kind=kind, workers=workers, options=options, adapt=adapt, wait_for=wait_for, timeout_s=timeout,
-                   source=source, raw=copy.deepcopy(data))
-
-
-def _merge(base: dict, over: Mapping) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def load_cluster_def(path: str | os.PathLike) -> ClusterDef:
-    """Read and validate a cluster definition YAML file (errors name the file, the field, what is expected)."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputDataError(f"cluster definition {p} not found: pick one of the files in cluster/ "
-                             "(local.yaml, gpu-node.yaml, slurm.yaml, kubernetes.yaml) or write your own")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InputDataError(f"cluster definition {p} is not valid YAML{where}: "
-                             f"{getattr(e, 'problem', None) or e}") from None
-    return ClusterDef.from_dict(data, str(p))
-
-
-# --------------------------------------------------------------------------- starting
 
 
 def _import(kind: str, source: str):
@@ -760,7 +433,7 @@ def start_cluster(defn: ClusterDef | str | os.PathLike | None = None, *, schedul
     if timeout is not None:
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, not {timeout!r}")
-        defn = dataclasses.replace(defn, timeout_s=float(timeout))
+        defn = defn.model_copy(update={"timeout_s": float(timeout)})
 
     record: dict[str, Any] = {"starting": True}
     cluster = client = None

@@ -65,7 +65,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import logging
@@ -137,9 +136,9 @@ def _cell_dir(out: Path, cell_id: str) -> Path:
     return out / "cells" / cell_id
 
 
-def run_cell(spec, cell, out: Path, client, *, chunk: int = 1024,
-             predict_options: dict | None = None) -> dict[str, Any]:
+def run_cell(spec, cell, out: Path, client, *, chunk: int = 1024) -> dict[str, Any]:
     """Map one cell into ``out/cells/<id>/``; returns {status, reason, outputs, timings, ...}.
+    Inference takes its window, overlap, batch size and device from ``spec.predict``.
 
     Raises on a real error (the caller records a failed attempt); returns status ``empty`` for
     no imagery or no valid pixel.
@@ -179,7 +178,7 @@ def run_cell(spec, cell, out: Path, client, *, chunk: int = 1024,
         if not any_valid:
             return {"status": "empty", "reason": NO_VALID_PIXEL, "timings": timings}
         pred = predict(cube, spec.model, d / "probability.zarr", client=client, progress=False,
-                       **(predict_options or {}))
+                       **spec.predict.kwargs())
         t = tick("predict", t)
         cog = export_cog(pred, d / "probability.tif")
         t = tick("cog", t)
@@ -293,7 +292,7 @@ def _model_for_run(spec, target: _Target) -> tuple[Any, Path | None]:
         local = fetch_cached(spec.model, target.scratch / "models", spec.fsspec_options(spec.model))
     except StorageError as exc:
         raise CountryJobError(f"model: {exc}") from None
-    return dataclasses.replace(spec, model=str(local)), local
+    return spec.model_copy(update={"model": str(local)}), local
 
 
 def _n_workers(client) -> int:
@@ -304,19 +303,20 @@ def _n_workers(client) -> int:
 
 
 def run_job(spec, client, *, progress: bool = True, force: bool = False, concurrency: int | None = None,
-            chunk: int = 1024, predict_options: dict | None = None,
-            on_cell: Callable[[str, str], None] | None = None, echo: Callable[[str], None] | None = print,
+            chunk: int = 1024, on_cell: Callable[[str, str], None] | None = None,
+            echo: Callable[[str], None] | None = print,
             scratch: str | Path | None = None) -> JobResult:
     """Map every cell of ``spec`` on ``client``, resumably; merge and summarise; return a JobResult.
 
     ``force``: start over when the output holds a manifest of another configuration (it is kept
     as ``manifest.json.replaced-TIME``). ``concurrency``: cells in flight at once (default: the
-    number of workers, at least 2). ``chunk``: cube chunk size in pixels. ``predict_options``:
-    extra :func:`~landslide_dask.predict.predict` arguments (``window``, ``overlap``,
-    ``batch_size``, ``device``). ``on_cell(cell_id, status)`` is called in the driver after every
-    finished attempt (tests use it). ``result.failed`` is True when any cell failed (the CLI then
-    exits non-zero). ``scratch``: the local working folder of a URL output (and the cache of a
-    checkpoint URL), overriding the spec's ``scratch`` (see :meth:`JobSpec.scratch_dir`).
+    number of workers, at least 2). ``chunk``: cube chunk size in pixels. The inference settings
+    (window, overlap, batch size, device) are the spec's ``predict`` section, part of its
+    fingerprint, so every cell of a job is mapped alike. ``on_cell(cell_id, status)`` is called
+    in the driver after every finished attempt (tests use it). ``result.failed`` is True when any
+    cell failed (the CLI then exits non-zero). ``scratch``: the local working folder of a URL
+    output (and the cache of a checkpoint URL), overriding the spec's ``scratch`` (see
+    :meth:`JobSpec.scratch_dir`).
     """
     from .cells import make_cells
     from .manifest import Manifest
@@ -350,8 +350,7 @@ def run_job(spec, client, *, progress: bool = True, force: bool = False, concurr
 
             bar = progress_bar(total=len(cells), initial=n_skip, desc="cells", unit="cell", mininterval=1.0)
         try:
-            _run_cells(manifest, todo, by_id, run_spec, target, client, n_par, chunk, predict_options, on_cell,
-                       bar, computed)
+            _run_cells(manifest, todo, by_id, run_spec, target, client, n_par, chunk, on_cell, bar, computed)
         finally:
             if bar is not None:
                 bar.close()
@@ -378,15 +377,14 @@ def run_job(spec, client, *, progress: bool = True, force: bool = False, concurr
     return JobResult(summary=summary, outputs=outputs, seconds=seconds, computed=computed, n_polygons=n_poly)
 
 
-def _run_cell_in(spec, cell, target: _Target, client, *, chunk: int = 1024,
-                 predict_options: dict | None = None) -> dict[str, Any]:
+def _run_cell_in(spec, cell, target: _Target, client, *, chunk: int = 1024) -> dict[str, Any]:
     """:func:`run_cell` into ``target.work``; for a URL output, upload the finished cell's files to
     ``URL/cells/<id>/`` (after removing what a killed run left there) and free its scratch folder."""
     if target.remote is None:
-        return run_cell(spec, cell, target.work, client, chunk=chunk, predict_options=predict_options)
+        return run_cell(spec, cell, target.work, client, chunk=chunk)
     rel = f"cells/{cell.id}"
     target.remote.remove(rel)
-    res = run_cell(spec, cell, target.work, client, chunk=chunk, predict_options=predict_options)
+    res = run_cell(spec, cell, target.work, client, chunk=chunk)
     t0 = time.perf_counter()
     d = _cell_dir(target.work, cell.id)
     target.remote.upload_dir(d, rel)
@@ -397,8 +395,7 @@ def _run_cell_in(spec, cell, target: _Target, client, *, chunk: int = 1024,
     return res
 
 
-def _run_cells(manifest, todo, by_id, spec, target, client, n_par, chunk, predict_options, on_cell, bar,
-               computed) -> None:
+def _run_cells(manifest, todo, by_id, spec, target, client, n_par, chunk, on_cell, bar, computed) -> None:
     """Driver loop: at most ``n_par`` cells in flight; the main thread alone writes the manifest."""
     queue = list(todo)
     running: dict = {}
@@ -408,8 +405,7 @@ def _run_cells(manifest, todo, by_id, spec, target, client, n_par, chunk, predic
             while queue and len(running) < n_par:
                 cid = queue.pop(0)
                 manifest.mark_running(cid)
-                fut = pool.submit(_run_cell_in, spec, by_id[cid], target, client, chunk=chunk,
-                                  predict_options=predict_options)
+                fut = pool.submit(_run_cell_in, spec, by_id[cid], target, client, chunk=chunk)
                 running[fut] = cid
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished:

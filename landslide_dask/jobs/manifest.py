@@ -170,7 +170,8 @@ class Manifest:
             if data["fingerprint"] != fingerprint:
                 problem = (f"{self.path} belongs to another configuration of this job (fingerprint "
                            f"{data['fingerprint'][:12]}, this run {fingerprint[:12]}): the area, dates, "
-                           "STAC settings, model, cell size, threshold or minimum area changed. Write to a "
+                           "STAC settings, model, cell size, threshold, minimum area or inference settings "
+                           "(predict: window, overlap, batch size, device) changed. Write to a "
                            "new output location, or pass --force to discard its cells and start over")
             elif set(data["cells"]) != set(ids):
                 problem = (f"{self.path} lists {len(data['cells'])} cells, this run has {len(ids)} (same "
