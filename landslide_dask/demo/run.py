@@ -15,6 +15,10 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+__all__ = ["region_table", "DEMO_MODEL", "DEMO_EPOCHS", "DEMO_STEPS", "DEMO_BANDS", "DEMO_PRE_DROPOUT",
+           "DEMO_HAZE", "demo_train_config", "local_client", "run_demo", "run_demo_real",
+           "country_object_scores", "run_demo_country"]
+
 if TYPE_CHECKING:
     from ..train.config import TrainConfig
 

@@ -1,0 +1,308 @@
+"""The country outputs of a job, rebuilt from its finished cells at the end of every run: polygons
+merged across cell borders (EPSG:4326), one VRT mosaic per UTM zone over the per-cell COGs, the
+summary table and the overview map; published to the job's object-store output when it has one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from scipy.cluster.hierarchy import DisjointSet
+
+from ..common.files import atomic_write
+from ..common.vrt import VrtSource, vrt_xml, write_vrt_xml
+from ..errors import CountryJobError, InputDataError
+from .cell import STAGES, cell_dir
+
+__all__ = ["merge_cell_polygons", "write_vrt", "write_country_outputs", "overview_map", "STATUS_COLOURS"]
+
+
+def merge_cell_polygons(parts, res: float = 10.0):
+    """Merge per-cell polygons into one GeoDataFrame in EPSG:4326; parts cut by cell borders rejoin.
+
+    ``parts``: iterable of ``(cell, gdf)``, ``cell`` a :class:`~landslide_dask.jobs.cells.Cell` (its
+    ``id``, ``epsg`` and ``square`` are used) and ``gdf`` that cell's polygons (``polygonize``
+    columns ``area_m2``, ``mean_prob``, ``max_prob``) in the cell's UTM CRS.
+
+    Only polygons within ``res`` of their cell square's edge or their cell's AOI boundary are
+    candidates. Same zone: two candidates of different cells are joined when they share a border
+    segment or overlap (cells of a zone share one pixel grid, so a cut landslide's two parts share
+    an edge exactly; touching at a corner only does not join, as 4-connectivity within a cell).
+    Different zones (cells meeting on the zone meridian, whose pixel grids differ): joined when
+    closer than ``res``; their union is closed by ``res`` to bridge the sub-pixel gap.
+    Groups are found with an STRtree and union-find, and unioned in the first part's UTM CRS.
+    ``area_m2`` is the sum of the parts' (their mapped pixel areas), ``mean_prob`` the
+    area-weighted mean, ``max_prob`` the maximum.
+    """
+    import geopandas as gpd
+    import shapely
+    from pyproj import Transformer
+
+    rows = []   # (cell_id, epsg, geom_utm, area, mean, max)
+    cand = []   # bool per row
+    for cell, gdf in parts:
+        if gdf is None or not len(gdf):
+            continue
+        if gdf.crs is not None and gdf.crs.to_epsg() != cell.epsg:
+            gdf = gdf.to_crs(cell.epsg)
+        sq = shapely.box(*cell.square).boundary
+        aoi_b = cell.aoi_utm.boundary
+        geoms = gdf.geometry.values
+        near = (shapely.dwithin(geoms, sq, res * 0.5)) | shapely.dwithin(geoms, aoi_b, res)
+        for g, a, m, x, c in zip(geoms, gdf["area_m2"].to_numpy(float), gdf["mean_prob"].to_numpy(float),
+                                 gdf["max_prob"].to_numpy(float), near):
+            rows.append((cell.id, int(cell.epsg), g, a, m, x))
+            cand.append(bool(c))
+    cols = ["id", "cells", "epsg", "area_m2", "mean_prob", "max_prob"]
+    if not rows:
+        return gpd.GeoDataFrame({c: [] for c in cols}, geometry=gpd.GeoSeries([], crs="EPSG:4326"),
+                                crs="EPSG:4326")
+    n = len(rows)
+    joined = DisjointSet(range(n))   # parts of one landslide cut by cell borders
+
+    to4326 = {}
+
+    def tr(epsg_from: int, epsg_to: int):
+        key = (epsg_from, epsg_to)
+        if key not in to4326:
+            t = Transformer.from_crs(epsg_from, epsg_to, always_xy=True)
+            to4326[key] = lambda xy, t=t: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
+        return to4326[key]
+
+    idx = np.flatnonzero(cand)
+    epsgs = np.array([r[1] for r in rows])
+    # same zone: exact shared edges
+    for z in np.unique(epsgs[idx]):
+        zi = idx[epsgs[idx] == z]
+        geoms = np.array([rows[i][2] for i in zi], dtype=object)
+        tree = shapely.STRtree(geoms)
+        a, b = tree.query(geoms, predicate="intersects")
+        for p, q in zip(a, b):
+            if p >= q or rows[zi[p]][0] == rows[zi[q]][0]:
+                continue
+            gi, gj = geoms[p], geoms[q]
+            inter = shapely.intersection(gi, gj)
+            if inter.area > 0 or shapely.intersection(gi.boundary, gj.boundary).length > 0:
+                joined.merge(int(zi[p]), int(zi[q]))
+    # across zones: close within a pixel, compared in degrees first (cheap) then in metres
+    zones = np.unique(epsgs[idx])
+    if len(zones) > 1:
+        g4326 = np.array([shapely.transform(rows[i][2], tr(rows[i][1], 4326)) for i in idx], dtype=object)
+        tol_deg = res * 2.0 / 111_000.0 / max(0.05, math.cos(math.radians(
+            float(np.mean([g.centroid.y for g in g4326])))))
+        tree = shapely.STRtree(g4326)
+        a, b = tree.query(g4326, predicate="dwithin", distance=tol_deg)
+        for p, q in zip(a, b):
+            i, j = int(idx[p]), int(idx[q])
+            if p >= q or rows[i][1] == rows[j][1]:
+                continue
+            gj = shapely.transform(rows[j][2], tr(rows[j][1], rows[i][1]))
+            if shapely.distance(rows[i][2], gj) <= res:
+                joined.merge(i, j)
+    groups = {min(s): sorted(s) for s in joined.subsets()}   # keyed and ordered by the first part
+    out_rows = []
+    for root in sorted(groups):
+        members = groups[root]
+        first = rows[members[0]]
+        if len(members) == 1:
+            geom = first[2]
+        else:
+            z = first[1]
+            same = all(rows[m][1] == z for m in members)
+            gs = [rows[m][2] if rows[m][1] == z else shapely.transform(rows[m][2], tr(rows[m][1], z))
+                  for m in members]
+            geom = shapely.union_all(gs)
+            if not same:
+                geom = shapely.buffer(shapely.buffer(geom, res, join_style="mitre"), -res, join_style="mitre")
+            geom = shapely.normalize(shapely.simplify(geom, 0.0, preserve_topology=True))
+        areas = np.array([rows[m][3] for m in members])
+        means = np.array([rows[m][4] for m in members])
+        area = float(areas.sum())
+        mean = float((areas * means).sum() / area) if area > 0 else float(means.mean())
+        cells_txt = ",".join(sorted({rows[m][0] for m in members}))
+        geom4326 = shapely.transform(geom, tr(first[1], 4326))
+        out_rows.append((cells_txt, first[1], area, mean, float(max(rows[m][5] for m in members)), geom4326))
+    gdf = gpd.GeoDataFrame({
+        "id": np.arange(1, len(out_rows) + 1, dtype=np.int64),
+        "cells": [r[0] for r in out_rows],
+        "epsg": np.array([r[1] for r in out_rows], dtype=np.int32),
+        "area_m2": np.array([r[2] for r in out_rows], dtype=np.float64),
+        "mean_prob": np.array([r[3] for r in out_rows], dtype=np.float64),
+        "max_prob": np.array([r[4] for r in out_rows], dtype=np.float64),
+    }, geometry=gpd.GeoSeries([r[5] for r in out_rows], crs="EPSG:4326"), crs="EPSG:4326")
+    return gdf
+
+
+def write_vrt(cogs: list[Path], out: Path, *, sources: list[str] | None = None, opener=None) -> Path:
+    """A GDAL VRT mosaic of single-band uint8 COGs on one pixel grid (same CRS and resolution,
+    origins on whole pixels): each source placed at its offset, masks honoured (GDAL >= 3.5).
+
+    ``cogs`` are read for their grids (with rasterio's ``opener``, e.g. an fsspec filesystem, if
+    given). The VRT names each source by its path relative to the VRT, or by ``sources`` (one
+    GDAL name per COG: absolute, e.g. ``/vsis3/bucket/key``, or relative to the VRT) when given.
+    """
+    import rasterio
+
+    if not cogs:
+        raise ValueError("no COG to mosaic")
+    if sources is not None and len(sources) != len(cogs):
+        raise ValueError("one source name per COG")
+    infos = []
+    for i, p in enumerate(cogs):
+        with rasterio.open(p, opener=opener) as src:
+            infos.append((p if sources is not None else Path(p), src.transform, src.width, src.height, src.crs,
+                          src.block_shapes[0], None if sources is None else sources[i]))
+    t0, crs = infos[0][1], infos[0][4]
+    res_x, res_y = t0.a, t0.e
+    minx = min(t.c for _, t, *_ in infos)
+    maxy = max(t.f for _, t, *_ in infos)
+    maxx = max(t.c + w * res_x for _, t, w, *_ in infos)
+    miny = min(t.f + h * res_y for _, t, _, h, *_ in infos)
+    width = round((maxx - minx) / res_x)
+    height = round((maxy - miny) / -res_y)
+    srcs = []
+    for p, t, w, h, c, (by, bx), name in infos:
+        if c != crs or abs(t.a - res_x) > 1e-9 or abs(t.e - res_y) > 1e-9:
+            raise InputDataError(f"{p} is not on the mosaic's grid ({c}, {t.a} m); one VRT per UTM zone")
+        if name is None:
+            name = os.path.relpath(p, out.parent)
+        srcs.append(VrtSource(filename=name, size=(w, h), block=(bx, by), data_type="Byte",
+                              relative=not name.startswith("/"), use_mask=True,
+                              dst_offset=(round((t.c - minx) / res_x), round((maxy - t.f) / -res_y))))
+    xml = vrt_xml(width, height, crs.to_wkt(), (minx, res_x, 0.0, maxy, 0.0, res_y), "Byte", srcs,
+                  description="landslide probability x 255")
+    return write_vrt_xml(out, xml)
+
+
+def write_country_outputs(manifest, cells, out: Path, remote=None) -> tuple[dict[str, str], int]:
+    """Merged polygons, per-zone VRTs, summary CSV and overview PNG from the finished cells.
+
+    ``remote`` (a :class:`~landslide_dask.jobs.storage.RemoteLocation`): the cells are read from it,
+    the outputs are built in the local folder ``out`` and then uploaded to the same names on it
+    (each file in one request); the returned locations are its URLs.
+    """
+    import geopandas as gpd
+    import pandas as pd
+
+    from ..predict.polygons import write_polygons
+
+    def cell_file(cid: str, name: str):
+        return f"cells/{cid}/{name}" if remote is not None else cell_dir(out, cid) / name
+
+    out.mkdir(parents=True, exist_ok=True)
+    parts, table = [], []
+    extra = ("upload",) if remote is not None else ()
+    for c in cells:
+        rec = manifest.record(c.id)
+        row = {"cell": c.id, "epsg": c.epsg, "status": rec["status"], "reason": rec["reason"] or "",
+               "attempts": rec.get("total_attempts", rec["attempts"]), "area_km2": round(c.area_km2, 4),
+               "landslides": 0, "landslide_area_m2": 0.0}
+        for s in STAGES + extra:
+            row[f"{s}_s"] = rec["timings"].get(s, float("nan")) if rec["timings"] else float("nan")
+        if rec["status"] == "done":
+            if remote is not None:
+                data = remote.read_bytes(cell_file(c.id, "landslides.parquet"))
+                if data is None:
+                    raise CountryJobError(f"cell {c.id} is done in the manifest but "
+                                          f"{remote.url_of(cell_file(c.id, 'landslides.parquet'))} is missing: "
+                                          "was the output edited? Rerun with --force to recompute")
+                gdf = gpd.read_parquet(io.BytesIO(data))
+            else:
+                gdf = gpd.read_parquet(cell_file(c.id, "landslides.parquet"))   # (the folder may have moved)
+            parts.append((c, gdf))
+            row["landslides"] = len(gdf)
+            row["landslide_area_m2"] = float(gdf["area_m2"].sum()) if len(gdf) else 0.0
+        table.append(row)
+    merged = merge_cell_polygons(parts)
+    parquet, gpkg = write_polygons(merged, out / "landslides")
+    csv = atomic_write(out / "summary.csv", lambda p: pd.DataFrame(table).to_csv(p, index=False))
+
+    mosaic = out / "mosaic"
+    mosaic.mkdir(exist_ok=True)
+    for old in mosaic.glob("probability_EPSG*.vrt"):
+        old.unlink()
+    by_zone: dict[int, list] = {}
+    for c in cells:
+        if manifest.status(c.id) == "done":
+            by_zone.setdefault(c.epsg, []).append(c.id)
+    vrts = {}
+    gdal = remote.gdal_path("") if remote is not None else None
+    for z, ids in sorted(by_zone.items()):
+        vrt = mosaic / f"probability_EPSG{z}.vrt"
+        if remote is None:
+            write_vrt([cell_file(i, "probability.tif") for i in ids], vrt)
+        else:   # read the COG headers on the remote; name them by GDAL's /vsis3/... paths
+            write_vrt([remote.path_of(cell_file(i, "probability.tif")) for i in ids], vrt, opener=remote.fs,
+                      # GDAL cannot read this protocol: relative names, valid once downloaded
+                      sources=([remote.gdal_path(cell_file(i, "probability.tif")) for i in ids] if gdal else
+                               [f"../{cell_file(i, 'probability.tif')}" for i in ids]))
+        vrts[z] = vrt
+    cog_rel = {c.id: (os.path.relpath(cell_dir(out, c.id) / "probability.tif", mosaic)
+                      if manifest.status(c.id) == "done" else None) for c in cells}
+    index = {"description": "per-zone VRT mosaics of the per-cell probability COGs (uint8, p x 255; "
+                            "cells of one UTM zone share a pixel grid)",
+             "vrts": {f"EPSG:{z}": os.path.relpath(v, mosaic) for z, v in vrts.items()},
+             "cells": {c.id: {"epsg": c.epsg, "status": manifest.status(c.id), "cog": cog_rel[c.id]}
+                       for c in cells}}
+    if remote is not None:
+        index["root"] = remote.url
+        if gdal:
+            index["gdal_root"] = gdal
+            index["note"] = ("the VRTs name their COGs by absolute GDAL paths under gdal_root; set GDAL's "
+                             "credentials/endpoint options (e.g. AWS_S3_ENDPOINT) to open them")
+    index_path = atomic_write(mosaic / "index.json", lambda p: p.write_text(json.dumps(index, indent=1)))
+    png = atomic_write(out / "overview.png", lambda p: overview_map(cells, manifest, merged, p))
+    outputs = {"polygons_parquet": parquet, "polygons_gpkg": gpkg, "summary_csv": csv,
+               "overview_png": png, "mosaic_index": index_path, **{f"vrt_EPSG{z}": v for z, v in vrts.items()}}
+    if remote is None:
+        return {k: str(v) for k, v in outputs.items()}, len(merged)
+    # publish: VRTs and index first, then the rest; VRTs of zones no longer mapped are removed
+    keep = {v.name for v in vrts.values()}
+    for name in remote.listdir("mosaic"):
+        if name.startswith("probability_EPSG") and name.endswith(".vrt") and name not in keep:
+            remote.remove(f"mosaic/{name}")
+    urls = {}
+    for key in sorted(outputs, key=lambda k: (not k.startswith("vrt_"), k != "mosaic_index", k)):
+        rel = Path(outputs[key]).relative_to(out).as_posix()
+        urls[key] = remote.upload_file(outputs[key], rel)
+    return urls, len(merged)
+
+
+STATUS_COLOURS = {"done": "#7fbf7f", "empty": "#d9d9d9", "failed": "#e34a33", "pending": "#ffffff",
+                  "running": "#fdd49e"}
+
+
+def overview_map(cells, manifest, polygons, path: Path) -> Path:
+    """PNG: cells coloured by status, landslide polygons on top, in EPSG:4326."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from .cells import cells_to_geodataframe
+
+    gdf = cells_to_geodataframe(cells)
+    gdf["status"] = [manifest.status(c.id) for c in cells]
+    fig, ax = plt.subplots(figsize=(8, 8), dpi=110)
+    gdf.plot(ax=ax, color=[STATUS_COLOURS.get(s, "#ffffff") for s in gdf["status"]], edgecolor="#555555",
+             linewidth=0.5)
+    if len(polygons):
+        polygons.plot(ax=ax, color="#b30000", edgecolor="#b30000", linewidth=0.3)
+    counts = gdf["status"].value_counts().to_dict()
+    ax.legend(handles=[Patch(facecolor=STATUS_COLOURS[s], edgecolor="#555555", label=f"{s} ({counts.get(s, 0)})")
+                       for s in ("done", "empty", "failed")] + [Patch(color="#b30000", label=f"landslides ({len(polygons)})")],
+              loc="upper left", fontsize=8, framealpha=0.9)
+    ax.set_xlabel("longitude (°)")
+    ax.set_ylabel("latitude (°)")
+    ax.set_aspect(1.0 / max(0.05, math.cos(math.radians(float(gdf.total_bounds[[1, 3]].mean())))))
+    ax.set_title(f"{len(cells)} cells: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "empty", "failed")))
+    fig.tight_layout()
+    fig.savefig(path, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return path
