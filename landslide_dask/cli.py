@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_import_patches)
 
-    from .predict.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, MULTIPLE
+    from .predict.config import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_WINDOW, MIN_AREA_M2, MULTIPLE
     from .train.config import DEFAULT_STEM_WIDTHS, PAPER_WINDOW, ModelConfig, TrainConfig
 
     widths = ",".join(str(w) for w in _default(ModelConfig, "encoder_widths"))
@@ -466,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overlap", type=int,
                    help=f"overlap of neighbouring windows in pixels (default {DEFAULT_OVERLAP})")
     s.add_argument("--batch-size", type=int,
-                   help="windows per forward pass (default: 1 on CPU, 4 on CUDA)")
+                   help="windows per forward pass (default: "
+                        + ", ".join(f"{n} on {d.upper()}" for d, n in DEFAULT_BATCH_SIZE.items()) + ")")
     s.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     s.add_argument("--cog", help="also write a Cloud-Optimized GeoTIFF here")
     s.add_argument("--overwrite", action="store_true", help="replace an output made with other arguments")
@@ -481,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output stem: writes STEM.parquet and STEM.gpkg (a suffix is dropped)")
     s.add_argument("--threshold", type=float,
                    help="probability threshold 0..1 (default: the checkpoint's validation-chosen threshold)")
-    s.add_argument("--min-area", type=float, default=400.0, help="drop objects smaller than this, in m² (default 400)")
+    s.add_argument("--min-area", type=float, default=MIN_AREA_M2,
+                   help=f"drop objects smaller than this, in m² (default {MIN_AREA_M2:g})")
     s.add_argument("--simplify", type=float, help="topology-preserving simplification tolerance in metres (default: none)")
     s.set_defaults(func=cmd_polygons)
 
@@ -494,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--polygons", help="predicted polygons, .parquet or .gpkg (default: made from the prediction)")
     s.add_argument("--threshold", type=float,
                    help="probability threshold 0..1 (default: the checkpoint's validation-chosen threshold)")
-    s.add_argument("--min-area", type=float, default=400.0, help="minimum predicted object area in m² (default 400)")
+    s.add_argument("--min-area", type=float, default=MIN_AREA_M2,
+                   help=f"minimum predicted object area in m² (default {MIN_AREA_M2:g})")
     s.add_argument("--attribution", help="the data's credit line, printed under the map (as inventories' licences ask)")
     s.add_argument("--beside", action="store_true", help="draw the post-event image, untouched, left of the map")
     s.set_defaults(func=cmd_evaluate_map)

@@ -299,3 +299,11 @@ def slurm_cluster(root: Path, cpus: int = 2) -> Iterator[SlurmInfo]:
                 os.environ.pop("SLURM_CONF", None)
             else:
                 os.environ["SLURM_CONF"] = old
+
+
+def overrides(info, tmp_path, **options) -> dict:
+    """Cluster-definition overrides that put a ``cluster/slurm.yaml`` job on this one-node cluster."""
+    return {"workers": 2, "timeout": 60,
+            "options": {"queue": info.partition, "cores": 1, "memory": "2GB", "walltime": "00:10:00",
+                        "interface": "lo", "log_directory": str(tmp_path / "logs"), "death_timeout": 30,
+                        "scheduler_options": {"dashboard_address": "127.0.0.1:0"}, **options}}

@@ -27,9 +27,8 @@ from landslide_dask.errors import InputDataError
 from landslide_dask.train.model import LandslideNet, ModelConfig
 
 from .helpers.cubes import BANDS, make_arrays, write_test_cube
-from .helpers.models import make_checkpoint
+from .helpers.models import OV, WIN, make_checkpoint
 
-WIN, OV = 128, 32  # small windows keep the tests fast; same code path as the defaults
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import torch
 
 from landslide_dask.cube.build import open_cube
 from landslide_dask.train.ddp import DistributedTrainingError
-from landslide_dask.errors import InputDataError
+from landslide_dask.errors import InputDataError, UsageError
 from landslide_dask.train.experiment import leave_one_out, train_strategy
 from landslide_dask.train.loop import TrainConfig, evaluate, load_checkpoint, tiles, train
 
@@ -124,7 +124,7 @@ def test_progressive_stages_continue_from_the_previous_stage(client, cubes, tmp_
     assert s2["provenance"]["inventories"] == [Path(c).stem for c in cubes]
     assert s2["train_config"]["init_from"] == str(tmp_path / "stage-1" / "best.pt")
     assert s2["stats"] == s1["stats"]  # the parent's normalisation is kept
-    with pytest.raises(InputDataError, match="local strategy trains on one inventory"):
+    with pytest.raises(UsageError, match="local strategy trains on one inventory"):
         train_strategy(client, "local", cubes, _cfg(cubes, tmp_path / "x"))
 
 

@@ -57,6 +57,8 @@ __all__ = [
     "MissingDependencyError",
     "load_cluster_def",
     "start_cluster",
+    "local_cluster",
+    "WORKER_CONFIG",
 ]
 
 _EXTRA = {"gpu-node": ("dask_cuda", "dask-cuda", "gpu"), "slurm": ("dask_jobqueue", "dask-jobqueue", "slurm"),

@@ -11,7 +11,8 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 
 from ..cube.build import event_windows
 from ..errors import InputDataError
-from ..predict.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, MULTIPLE, resolve_window
+from ..predict.config import DEFAULT_OVERLAP, DEFAULT_WINDOW, MULTIPLE
+from ..predict.windows import resolve_window
 from .schema import Strict, fail, show, suggest
 
 __all__ = ["DEVICES", "SIGNERS", "Event", "Identifier", "PredictSpec", "StacSpec", "WholeNumber"]

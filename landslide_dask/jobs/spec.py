@@ -101,6 +101,7 @@ from .area import Area
 from .locations import base_dir, expand_env, is_local, local_path, redact, resolve_location, resolve_path, scheme
 from .schema import Strict, problems_of, read_yaml, show
 from .sections import Event, PredictSpec, StacSpec, WholeNumber
+from ..predict.config import MIN_AREA_M2
 
 __all__ = [
     "FINGERPRINT_VERSION",
@@ -141,7 +142,7 @@ class JobSpec(Strict):
                         examples=["s3://my-bucket/nepal-2015"])
     threshold: float | None = Field(None, gt=0.0, lt=1.0, examples=[0.5],
                                     description="a probability strictly between 0 and 1, or null (the checkpoint's)")
-    min_area_m2: float = Field(400.0, ge=0.0, description="a non-negative number of m²", examples=[400])
+    min_area_m2: float = Field(MIN_AREA_M2, ge=0.0, description="a non-negative number of m²", examples=[400])
     predict: PredictSpec = Field(default_factory=PredictSpec, examples=["{window: 768, overlap: 64}"],
                                  description="a mapping of inference settings (window, overlap, batch_size, device)")
     cluster: Path | None = Field(None, description="the path of a cluster definition, or null",

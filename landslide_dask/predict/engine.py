@@ -24,17 +24,13 @@ from ..common.workers import cores, worker_table
 from ..errors import InputDataError, UsageError
 from ..train.reader import TERRAIN, WindowReader
 from ..train.reader import clear_caches as clear_reader_caches
+from .config import DEFAULT_BATCH_SIZE
 from .windows import Window, batches_of, resolve_window, windows_of
 
 __all__ = ["DEFAULT_BATCH_SIZE", "PREDICTION_FORMAT", "Plan", "Prepared", "prepare", "default_batch_size",
            "local_threads", "torch_threads", "worker_threads", "load_model", "input_tensors", "forward", "window_inputs",
            "run_batch", "clear_caches", "has_cuda"]
 
-#: Windows per forward pass by device type. CPU: 1 -- batching costs CPU there (demo model, one
-#: torch thread, 768 px windows: 0.72 CPU s per window in batches of 1, 0.96 in batches of 4;
-#: ``benchmarks/predict.py --batch-sizes 1,4``) and forward-pass memory grows with the batch.
-#: CUDA: 4 (not measured here: no GPU was lent; pass ``batch_size=``).
-DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 4}
 #: Version of the prediction store's layout (``docs/contracts.md``, "Prediction").
 PREDICTION_FORMAT = 1
 #: Most dask threads of the local scheduler: concurrent batches, the cores split among them.

@@ -48,6 +48,7 @@ from scipy.cluster.hierarchy import DisjointSet
 
 from ..common.files import atomic_path, atomic_write
 from ..errors import InputDataError, UsageError
+from .config import MIN_AREA_M2
 from .store import open_prediction, transform_of
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ def components(fg: da.Array, prob: da.Array | None, transform: Affine, min_area_
 # public
 
 
-def polygonize(prediction, out=None, threshold: float | None = None, min_area_m2: float = 400.0,
+def polygonize(prediction, out=None, threshold: float | None = None, min_area_m2: float = MIN_AREA_M2,
                simplify_m: float | None = None, client=None) -> gpd.GeoDataFrame:
     """Landslide polygons of a finished prediction, written as ``<out>.parquet`` and ``<out>.gpkg``.
 

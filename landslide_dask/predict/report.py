@@ -60,6 +60,7 @@ from affine import Affine
 
 from ..errors import InputDataError
 from ..train.metrics import IGNORE, Confusion
+from .config import MIN_AREA_M2
 from .store import open_prediction, transform_of
 from .polygons import (CONNECTIVITY, components, polygonize, read_polygons_file,
                        resolve_threshold, threshold_level)
@@ -345,7 +346,7 @@ def markdown_report(rep: dict) -> str:
 
 
 def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, threshold: float | None = None,
-                 min_area_m2: float = 400.0, *, name: str | None = None, min_iou: float = 0.1,
+                 min_area_m2: float = MIN_AREA_M2, *, name: str | None = None, min_iou: float = 0.1,
                  min_cover: float = 0.5, max_px: int = 1600, client=None, attribution: str | None = None,
                  attribution_latin: str | None = None, beside: bool = False) -> dict:
     """Evaluate a finished prediction against a labelled cube; write report.md, report.json, map.png.

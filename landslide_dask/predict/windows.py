@@ -26,19 +26,12 @@ import math
 import numpy as np
 
 from ..errors import UsageError
-from ..train.config import INPUT_MULTIPLE
+from .config import DEFAULT_OVERLAP, DEFAULT_WINDOW, MULTIPLE
 
 __all__ = ["DEFAULT_WINDOW", "DEFAULT_OVERLAP", "MULTIPLE", "WEIGHT_FLOOR", "grid_origin", "axis_windows",
            "windows_of", "overhead", "asymptotic_overhead", "blend_weights", "resolve_window", "batches_of",
            "chunk_grid", "chunk_bounds", "contributions"]
 
-#: Inference window and overlap in pixels (README, "Inference": 768 / 64 gives the asymptotic
-#: overhead 1.19 at <= 4/255 from a whole-image pass on CPU; larger windows suit GPUs).
-DEFAULT_WINDOW = 768
-DEFAULT_OVERLAP = 64
-#: The input multiple of the default model: the default of the functions below, which take the
-#: model's own (``ModelConfig.size_multiple``) where they know it.
-MULTIPLE = INPUT_MULTIPLE
 WEIGHT_FLOOR = 1e-3
 
 Window = tuple[int, int, int, int]  # row, col, height, width (cube pixels; row/col may be negative)

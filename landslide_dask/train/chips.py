@@ -1,4 +1,4 @@
-"""Training windows ("chips") over cubes: an index, a spatial split, statistics, and a reader.
+"""Training windows ("chips") over cubes: an index, a spatial split, statistics, augmentations.
 
 - The index is computed from per-cell counts (cells of ``stride`` pixels, one dask pass per cube),
   so choosing windows never loads a whole cube.

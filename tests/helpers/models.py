@@ -11,6 +11,8 @@ from landslide_dask.train.model import LandslideNet, ModelConfig
 
 from .cubes import BANDS
 
+WIN, OV = 128, 32  # inference windows of the tests: small and fast, the same code path as the defaults
+
 TINY = dict(encoder_blocks=(1, 1, 1, 1), encoder_widths=(8, 16, 32, 32),
             stem_widths={"pre": 8, "post": 8, "terrain": 8}, dropout=0.0, prior=None,
             zero_init_residual=True)
