@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +50,17 @@ def train_cubes(tmp_path_factory) -> list[str]:
                             inventory_area=data / r["inventory_area"], chunk=128)
             out.append(str(build_cube(spec, progress=False, quicklook=False)))
     return out
+
+
+@pytest.fixture(scope="session")
+def small_country(tmp_path_factory) -> Path:
+    """The small demo country (a ~3 x 3 km country across two UTM zones), generated once per session."""
+    from landslide_dask.demo.synth import make_demo_country
+
+    from .helpers import SMALL_COUNTRY_BBOX
+
+    return make_demo_country(tmp_path_factory.mktemp("country") / "c", seed=0, bbox=SMALL_COUNTRY_BBOX, workers=2,
+                             inventory_block_km=1.0)
 
 
 @pytest.fixture(scope="module")

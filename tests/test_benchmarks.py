@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from .helpers import BENCH, SHARED_DATA
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _run(script: str, *args: str) -> str:
@@ -63,14 +63,14 @@ def test_generalisation_benchmark_small_mode(train_cubes, tmp_path):
     assert "post only" in table and "pre+post (no terrain)" in table and "post only" in out
 
 
-def test_country_benchmark_small_mode(tmp_path):
-    _run("country.py", "--small", "--out", str(tmp_path / "c"))
+def test_country_benchmark_small_mode(small_country, tmp_path):
+    _run("country.py", "--small", "--data", str(small_country), "--out", str(tmp_path / "c"))
     res = json.loads((tmp_path / "c" / "results.json").read_text())
     assert [r["workers"] for r in res["results"]] == [1, 2] and all(r["failed"] == 0 for r in res["results"])
     assert res["seconds_per_km2_per_worker"] > 0 and res["projection_nepal_hours_by_workers"]["1"] > 0
 
 
-IBURI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "iburi_2018"
+IBURI = SHARED_DATA / "iburi_2018"
 
 
 @pytest.mark.skipif(not IBURI.exists(), reason="../shared/data/iburi_2018 is not in this clone")

@@ -15,7 +15,7 @@ from landslide_dask.stac.catalog import catalog_geotiffs
 from landslide_dask.cube.build import CubeSpec, build_cube, open_cube
 from landslide_dask.stac.server import serve_stac
 
-from .conftest import SHARED_DATA
+from .helpers import SHARED_DATA
 
 TILES = SHARED_DATA / "chattogram_s2_tiles" / "LandslideData" / "images"
 pytestmark = pytest.mark.skipif(not TILES.exists(), reason="../shared/data/chattogram_s2_tiles is not in this clone")

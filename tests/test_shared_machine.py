@@ -1,5 +1,5 @@
 """Trainings on a shared machine, with real processes: each training is its own process with its own
-2-worker LocalCluster (tests/train_job.py), as a second user's job would be.
+2-worker LocalCluster (tests/helpers/train_job.py), as a second user's job would be.
 
 * two trainings started at the same moment both finish, with no restart, and each gives exactly
   the weights of the same training run alone;
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-JOB = Path(__file__).with_name("train_job.py")
+JOB = Path(__file__).resolve().parent / "helpers" / "train_job.py"
 TIMEOUT_S = 420
 
 
@@ -90,7 +90,7 @@ def test_training_beside_a_country_job_and_predict_on_another_cluster(alone, tra
     from landslide_dask.jobs.spec import parse_jobspec
     from landslide_dask.predict import predict
 
-    from .test_predict import make_checkpoint
+    from .helpers.models import make_checkpoint
 
     model = make_checkpoint(tmp_path / "tiny.pt")
     r = demo_regions[0]

@@ -9,3 +9,5 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CLUSTER = REPO / "cluster"
 BENCH = REPO / "benchmarks"
+#: The small demo country of the tests: ~3 x 3 km across 84 E, 4 granules in 45N, 2 in 44N.
+SMALL_COUNTRY_BBOX = (83.985, 28.195, 84.015, 28.222)

@@ -1,7 +1,7 @@
 """One small training as its own process, on its own 2-worker LocalCluster: what a second user's
 job on the same machine looks like. Used by tests/test_shared_machine.py.
 
-    python tests/train_job.py OUT CUBE [CUBE ...]
+    python tests/helpers/train_job.py OUT CUBE [CUBE ...]
 
 Writes OUT/job.json: the training summary (restarts included) and the wall time.
 """

@@ -15,9 +15,9 @@ from landslide_dask.train.chips import BandStats, drop_pre
 from landslide_dask.errors import InputDataError
 from landslide_dask.train.reader import WindowReader
 from landslide_dask.train.loop import TrainConfig, window_batches, checkpoint_reader, load_checkpoint, training_reader
-from .helpers.cubes import make_arrays, write_test_cube
-from .helpers.models import make_checkpoint
-from .test_predict import OV, WIN
+from ..helpers.cubes import make_arrays, write_test_cube
+from ..helpers.models import make_checkpoint
+from ..helpers.models import OV, WIN
 
 CUBE_BANDS = ["nir", "red", "green", "blue"]  # not the model's order on purpose
 MODEL_BANDS = ["blue", "green", "red"]

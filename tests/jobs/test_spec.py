@@ -13,8 +13,9 @@ import yaml
 
 from landslide_dask.errors import InputDataError
 from landslide_dask.jobs.spec import JobSpec, JobSpecError, load_jobspec, parse_jobspec
+from ..helpers import CLUSTER
 
-JOBS = Path(__file__).resolve().parents[1] / "cluster" / "jobs"
+JOBS = CLUSTER / "jobs"
 
 VALID = {
     "name": "test-job",

@@ -11,7 +11,7 @@ import xarray as xr
 from landslide_dask.errors import InputDataError, UsageError
 from landslide_dask.predict.polygons import polygonize, threshold_level
 
-from .helpers.predictions import pixel_box, write_prediction
+from ..helpers.predictions import pixel_box, write_prediction
 
 
 def test_square_blob_area_and_probabilities(tmp_path):

@@ -1,7 +1,6 @@
 """Inventory ingestion and rasterisation: areas, CRSs, repairs and the errors users hit."""
 
 import json
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -11,8 +10,9 @@ import shapely
 from landslide_dask.errors import InputDataError
 from landslide_dask.cube.grid import Grid
 from landslide_dask.cube.inventory import LABEL_UNKNOWN, check_overlap, label_raster, rasterize_lazy, read_polygons
+from ..helpers import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_DATA
 SPAMLAB = SHARED / "spamlab_relict_scars" / "Cicatrizes_nova_area_inteira_CRS32723.geojson"
 
 

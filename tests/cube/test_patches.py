@@ -16,7 +16,7 @@ from landslide_dask.errors import InputDataError, UsageError
 from landslide_dask.cube.patches import (L4S_MEAN, PRESETS, BandMap, import_patches, parse_band_map, patch_windows,
                                     to_dn)
 
-from .helpers.l4s import S, write_l4s
+from ..helpers.l4s import S, write_l4s
 
 
 @pytest.fixture(scope="module")

@@ -170,7 +170,7 @@ def test_scoring_tiles_count_every_pixel_exactly_once(tmp_path, h, w, size):
 def test_landslide4sense_patches_train_and_evaluate_per_patch(client, tmp_path):
     from landslide_dask.cube.patches import import_patches
 
-    from .helpers.l4s import S, write_l4s
+    from ..helpers.l4s import S, write_l4s
 
     write_l4s(tmp_path / "TrainData", n=20)
     cube = str(import_patches(tmp_path / "TrainData", tmp_path / "l4s.zarr", progress=False))

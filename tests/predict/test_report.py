@@ -14,7 +14,7 @@ import xarray as xr
 from landslide_dask.errors import InputDataError
 from landslide_dask.predict.report import COLOURS, class_image, evaluate_map, object_metrics
 
-from .helpers.predictions import ATTRS, RES, X0, Y0, pixel_box, write_prediction
+from ..helpers.predictions import ATTRS, RES, X0, Y0, pixel_box, write_prediction
 
 H = W = 120
 

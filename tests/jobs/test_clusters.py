@@ -8,7 +8,6 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
 
 import cloudpickle
 import psutil
@@ -26,9 +25,9 @@ from landslide_dask.jobs.clusters import (
 from landslide_dask.errors import InputDataError
 from landslide_dask.common.workers import n_workers
 
-from . import slurm as slurm_setup
+from ..helpers.slurm import overrides as _overrides
+from ..helpers import CLUSTER
 
-CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
 NAMES = ("local", "gpu-node", "slurm", "kubernetes")
 # functions of this module run on the workers (SLURM jobs included): ship them by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -252,29 +251,6 @@ def test_slurm_without_sbatch_says_what_to_check(monkeypatch, tmp_path):
 
 
 # --------------------------------------------------------------------------- real SLURM
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    """A one-node SLURM controller on this machine for the tests of this module, stopped after."""
-    pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed: pip install 'landslide-dask[slurm]'")
-    ok, why, install_s = slurm_setup.ensure_installed()
-    if not ok:
-        pytest.skip(f"cannot run a real SLURM cluster here: {why}")
-    with slurm_setup.slurm_cluster(tmp_path_factory.mktemp("slurm")) as info:
-        info.install_s = install_s
-        print(f"\n[slurm] install {install_s:.1f}s (0 = already installed), daemons to idle node {info.start_s:.1f}s",
-              file=sys.stderr)
-        yield info
-    # slurm_cluster stopped the daemons by pid; make sure
-    assert not any(_alive(p) for p in info.pids.values()), info.pids
-
-
-def _overrides(info, tmp_path, **options) -> dict:
-    return {"workers": 2, "timeout": 60,
-            "options": {"queue": info.partition, "cores": 1, "memory": "2GB", "walltime": "00:10:00",
-                        "interface": "lo", "log_directory": str(tmp_path / "logs"), "death_timeout": 30,
-                        "scheduler_options": {"dashboard_address": "127.0.0.1:0"}, **options}}
 
 
 def _rank_sum(ctx) -> dict:

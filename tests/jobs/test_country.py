@@ -41,8 +41,9 @@ from landslide_dask.errors import StacUnreachableError
 from landslide_dask.jobs.spec import load_jobspec
 from landslide_dask.common.workers import worker_table
 
-from .test_clusters import CLUSTER, _overrides, slurm  # noqa: F401  (the one-node SLURM fixture)
-from .test_predict import make_checkpoint
+from ..helpers import CLUSTER
+from ..helpers.slurm import overrides as _overrides
+from ..helpers.models import make_checkpoint
 
 # the gorkha_like region (2 km, seed 5) spans ~83.985-84.005 E; imagery reaches ~84.011 E
 BBOX = [83.984, 28.191, 84.03, 28.209]
@@ -438,7 +439,7 @@ def test_a_fully_clouded_cell_is_empty_not_failed(stac, ckpt, client, tmp_path, 
 def s3():
     """A real S3-compatible server (moto, its own process) on loopback; IAM authentication is
     enforced inside ``with s3.authenticated():`` (see tests/s3.py)."""
-    from .s3 import MotoS3
+    from ..helpers.s3 import MotoS3
 
     with MotoS3() as server:
         yield server
@@ -539,7 +540,7 @@ def test_a_bad_s3_output_fails_before_any_cell_runs(case, s3, stac, ckpt, client
     elif case == "wrong-secret":
         keys = (s3.rw[0], "not-the-secret")
     else:   # nothing listens there; one attempt per request, so the test is quick (defaults retry ~6 s)
-        from .s3 import free_port
+        from ..helpers.s3 import free_port
 
         endpoint = f"http://127.0.0.1:{free_port()}"
         extra = {"config_kwargs": {"retries": {"total_max_attempts": 1}, "connect_timeout": 2}}

@@ -24,19 +24,18 @@ from landslide_dask.demo.synth import (
     CountryWorld,
     country_area_km2,
     country_spec,
-    make_demo_country,
     utm_epsg,
 )
 from landslide_dask.demo.synth import zone_reach as _zone_reach
+from ..helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL_BBOX = (83.985, 28.195, 84.015, 28.222)   # ~3 x 3 km across 84 E: 4 granules in 45N, 2 in 44N
+ROOT = REPO
+from ..helpers import SMALL_COUNTRY_BBOX as SMALL_BBOX  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory) -> Path:
-    return make_demo_country(tmp_path_factory.mktemp("country") / "c", seed=0, bbox=SMALL_BBOX, workers=2,
-                             inventory_block_km=1.0)
+def small(small_country) -> Path:
+    return small_country
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from rasterio.transform import from_bounds
 from landslide_dask.errors import EmptySearchError, InputDataError, LandslideDaskError, StacUnreachableError, UsageError
 from landslide_dask.stac.search import search_items
 from landslide_dask.stac.server import StacServer, load_stac_dir, serve_stac
+from ..helpers import REPO
 
 COL = "s2-test"
 DEM = "dem-test"
@@ -274,7 +275,7 @@ def _wait_gone(pid: int, seconds: float = 10) -> bool:
 
 
 def _python(code: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
 

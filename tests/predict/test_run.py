@@ -26,8 +26,8 @@ from landslide_dask.predict import windows as W
 from landslide_dask.errors import InputDataError
 from landslide_dask.train.model import LandslideNet, ModelConfig
 
-from .helpers.cubes import BANDS, make_arrays, write_test_cube
-from .helpers.models import OV, WIN, make_checkpoint
+from ..helpers.cubes import BANDS, make_arrays, write_test_cube
+from ..helpers.models import OV, WIN, make_checkpoint
 
 
 

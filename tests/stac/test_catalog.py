@@ -17,8 +17,9 @@ from landslide_dask.stac.catalog import CatalogWarning, catalog_geotiffs
 from landslide_dask.errors import InputDataError, UsageError
 from landslide_dask.stac.search import search_items
 from landslide_dask.stac.server import load_stac_dir, serve_stac
+from ..helpers import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = SHARED_DATA
 IMAGES = DATA / "chattogram_s2_tiles" / "LandslideData" / "images"
 BANDS = ["red", "green", "blue", "nir"]
 
