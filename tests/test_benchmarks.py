@@ -66,7 +66,7 @@ def test_generalisation_benchmark_small_mode(train_cubes, tmp_path):
 def test_country_benchmark_small_mode(small_country, tmp_path):
     _run("country.py", "--small", "--data", str(small_country), "--out", str(tmp_path / "c"))
     res = json.loads((tmp_path / "c" / "results.json").read_text())
-    assert [r["workers"] for r in res["results"]] == [1, 2] and all(r["failed"] == 0 for r in res["results"])
+    assert [r["workers"] for r in res["results"]] == [2] and all(r["failed"] == 0 for r in res["results"])
     assert res["seconds_per_km2_per_worker"] > 0 and res["projection_nepal_hours_by_workers"]["1"] > 0
 
 
