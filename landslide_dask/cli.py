@@ -1,4 +1,5 @@
-"""The ``landslide-dask`` command line: one sub-command per pipeline stage, plus the demo."""
+"""landslide-dask: event landslide maps from STAC imagery and a DEM, one sub-command per pipeline stage
+(in pipeline order), plus the demo."""
 
 from __future__ import annotations
 
@@ -282,11 +283,8 @@ def cmd_demo(args: argparse.Namespace) -> int | None:
     return None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="landslide-dask", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _demo_data_commands(sub) -> None:
+    """Sub-commands of synthetic demo data."""
     s = sub.add_parser("make-demo-data", help="generate the synthetic demo event regions (COGs + STAC)")
     s.add_argument("dir", help="folder to write into")
     s.add_argument("--seed", type=int, default=0)
@@ -298,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --country: its extent in degrees (default 83.75,28.0,84.25,28.4)")
     s.set_defaults(func=cmd_make_demo_data)
 
+
+def _stac_commands(sub) -> None:
+    """Sub-commands of stage 1a: a STAC API over a folder, STAC items for your own GeoTIFFs."""
     s = sub.add_parser("serve-stac", help="serve a STAC folder (DIR/stac/...) as a STAC API on loopback")
     s.add_argument("dir", help="folder holding stac/collections/*.json and stac/items/*.json")
     s.add_argument("--port", type=int, default=7822)
@@ -327,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="see --dn-scale; Sentinel-2 L2A from 2022 on: -0.1, before: 0 (default: not recorded, read as 0)")
     s.set_defaults(func=cmd_catalog)
 
+
+def _cube_commands(sub) -> None:
+    """Sub-commands of stage 1b: cubes from STAC, and from benchmark patch datasets."""
     s = sub.add_parser("cube", help="build an analysis-ready cube (zarr) for an event and an area")
     s.add_argument("--stac", required=True, help="STAC API URL (e.g. a local serve-stac, Earth Search)")
     s.add_argument("--event-date", required=True, type=_date, help="YYYY-MM-DD")
@@ -380,7 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_import_patches)
 
-    from .predict.config import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_WINDOW, MIN_AREA_M2, MULTIPLE
+
+def _train_commands(sub) -> None:
+    """Sub-commands of stage 2: training, the leave-one-out experiment, evaluation, the model's size."""
     from .train.config import DEFAULT_STEM_WIDTHS, PAPER_WINDOW, ModelConfig, TrainConfig
 
     widths = ",".join(str(w) for w in _default(ModelConfig, "encoder_widths"))
@@ -457,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=PAPER_WINDOW, help=f"tile size for the FLOP count (default {PAPER_WINDOW})")
     s.set_defaults(func=cmd_model_info)
 
+
+def _predict_commands(sub) -> None:
+    """Sub-commands of stage 3: maps, polygons and their scores."""
+    from .predict.config import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_WINDOW, MIN_AREA_M2, MULTIPLE
+
     s = sub.add_parser("predict", help="map landslide probability over a whole cube (seamless blended windows)")
     s.add_argument("--model", required=True, help="checkpoint (best.pt)")
     s.add_argument("--cube", required=True, help="cube to map")
@@ -502,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--beside", action="store_true", help="draw the post-event image, untouched, left of the map")
     s.set_defaults(func=cmd_evaluate_map)
 
+
+def _jobs_commands(sub) -> None:
+    """Sub-commands of stage 4: country jobs on clusters."""
     s = sub.add_parser("submit", help="map a whole area from a job spec on a cluster, resumably (cells, manifest, merge)")
     s.add_argument("job", help="job spec (YAML; see cluster/jobs/*.yaml)")
     s.add_argument("--cluster", help="cluster definition (cluster/NAME.yaml); default: the spec's `cluster`")
@@ -516,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar over cells")
     s.set_defaults(func=cmd_submit)
 
+
+def _demo_commands(sub) -> None:
+    """Sub-commands of the demo runs."""
     s = sub.add_parser("demo", help="run the pipeline on the embedded synthetic regions")
     s.add_argument("--data", default="demo-data", help="demo data folder (made if absent)")
     s.add_argument("--out", default="demo-out", help="output folder")
@@ -534,6 +551,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="map a real event folder as shipped (e.g. ../shared/data/iburi_2018) with the demo's model "
                         "(OUT/model/best.pt, trained first if absent) and score it against the event's inventory")
     s.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``landslide-dask`` parser: the sub-commands in pipeline order."""
+    p = argparse.ArgumentParser(prog="landslide-dask", description=__doc__,
+                                epilog="exit status: 0 done; 1 bad input data or a failed run (the message names the "
+                                       "file, item or cell); 2 bad arguments; 130 interrupted")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _demo_data_commands(sub)
+    _stac_commands(sub)
+    _cube_commands(sub)
+    _train_commands(sub)
+    _predict_commands(sub)
+    _jobs_commands(sub)
+    _demo_commands(sub)
     for sp in sub.choices.values():
         sp.set_defaults(usage=sp.format_usage)
     return p
