@@ -34,8 +34,11 @@ def test_worker_env_benchmark_small_mode():
 def test_cube_benchmark_small_mode(tmp_path):
     out = _run("cube.py", "--small", "--workdir", str(tmp_path), "--json", str(tmp_path / "r.json"))
     res = json.loads((tmp_path / "r.json").read_text())
-    assert [r["size_km"] for r in res] == [0.5, 1.0] and all(r["cube"]["pixels"] > 0 < r["raw"]["pixels"] for r in res)
-    assert "| read/cube time |" in out and "peak memory, 4x the area" in out
+    regions = res["regions"]
+    assert [r["size_km"] for r in regions] == [0.5, 1.0]
+    assert all(r["cube"]["pixels"] > 0 < r["raw"]["pixels"] for r in regions)
+    assert [m["dates"] for m in res["median"]] == [4, 8, 16]
+    assert "| read/cube time |" in out and "peak memory, 4x the area" in out and "| np.nanmedian s |" in out
 
 
 def test_train_benchmark_small_mode(train_cubes, tmp_path):

@@ -22,15 +22,23 @@ def median_composite(refl: np.ndarray, clear: np.ndarray) -> np.ndarray:
     refl: (time, band, y, x) uint16 DN with 0 = no data; clear: (time, y, x) bool.
     Returns (band, y, x) uint16, the median rounded half to even, 0 where no date was clear.
     This is the definition the tests check against ``np.nanmedian``.
+
+    Computed in integers by sorting (about 3x ``np.nanmedian``'s masked float path on 4-16 dates:
+    ``benchmarks/cube.py``): the observations that do not count are set to 0, which sorts them in
+    front of every real value (DN >= 1), so the ``n`` that count are the last ``n`` of each sorted
+    series and the median sits at a known index; an even count averages the two middle values and
+    rounds half to even, as ``np.rint`` of the float median does.
     """
-    data = refl.astype(np.float32)
-    data[(refl == 0) | ~clear[:, None, :, :]] = np.nan
-    # pixels with no clear date get a placeholder the result throws away: nanmedian would warn
-    # "All-NaN slice", and silencing it with warnings.catch_warnings is not thread-safe (dask threads)
-    has = np.isfinite(data).any(axis=0)
-    data[:, ~has] = 0.0
-    med = np.nanmedian(data, axis=0)
-    return np.where(has, np.rint(med), 0).astype(np.uint16)
+    t = refl.shape[0]
+    counts = clear[:, None, :, :] & (refl != 0)
+    ordered = np.sort(np.where(counts, refl, np.uint16(0)), axis=0)
+    n = counts.sum(axis=0, dtype=np.int32)
+    lo = np.clip(t - n + (n - 1) // 2, 0, t - 1)[None]
+    hi = np.clip(t - n + n // 2, 0, t - 1)[None]
+    total = np.take_along_axis(ordered, lo, 0)[0].astype(np.uint32) + np.take_along_axis(ordered, hi, 0)[0]
+    half = total >> 1
+    med = half + (total & half & 1)   # x.5 rounds to the even neighbour
+    return np.where(n > 0, med, 0).astype(np.uint16)
 
 
 def composite_block(refl: np.ndarray, scl: np.ndarray, is_pre: np.ndarray, want_pre: bool) -> np.ndarray:

@@ -21,6 +21,28 @@ def test_median_composite_equals_numpy_median_of_clear_pixels():
     assert (median_composite(refl, clear_mask(scl))[:, 3, 3] == 0).all()
 
 
+def _nanmedian_reference(refl: np.ndarray, clear: np.ndarray) -> np.ndarray:
+    """The definition: np.nanmedian of the clear, non-zero observations, rounded half to even."""
+    data = refl.astype(np.float64)
+    data[(refl == 0) | ~clear[:, None]] = np.nan
+    has = np.isfinite(data).any(axis=0)
+    data[:, ~has] = 0.0
+    return np.where(has, np.rint(np.nanmedian(data, axis=0)), 0).astype(np.uint16)
+
+
+def test_median_composite_equals_nanmedian_at_every_pixel_whatever_the_date_count():
+    rng = np.random.default_rng(1)
+    for t in (1, 2, 3, 4, 7, 8, 16):
+        refl = rng.integers(1, 12000, size=(t, 3, 40, 50), dtype=np.uint16)
+        refl[rng.random(refl.shape) < 0.2] = 0
+        refl[:, :, :5, :5] = 7          # ties: every date the same value
+        refl[::2, :, 5:9, :] = 65535    # the top of the range: the sum of two middle values exceeds uint16
+        clear = rng.random((t, 40, 50)) < 0.7
+        clear[:, 30:, 45:] = False      # never clear: no composite
+        got = median_composite(refl, clear)
+        assert got.dtype == np.uint16 and (got == _nanmedian_reference(refl, clear)).all(), t
+
+
 def test_composite_block_splits_pre_and_post_dates():
     refl = np.stack([np.full((1, 2, 2), v, np.uint16) for v in (10, 20, 30, 100, 200)])
     scl = np.full((5, 2, 2), 4)
