@@ -338,3 +338,29 @@ def test_slurm_job_that_fails_reports_its_log(slurm, tmp_path):
     assert "ended before their Dask worker connected" in msg and "FAILED" in msg
     assert "/nonexistent/python: No such file or directory" in msg
     assert slurm.job_ids() == []
+
+
+async def _die() -> None:
+    os._exit(1)
+
+
+def test_a_restarting_worker_is_never_closed_as_lost(tmp_path):
+    """distributed's SpecCluster closes the nanny of any worker name missing from the scheduler
+    ``lost-worker-timeout`` after a removal of that name, judged at that moment: a nanny that is
+    restarting the worker just then (after another death) lost a live worker for good. Here the
+    timeout is shorter than a restart, which made that certain; the nannies of our local clusters
+    restart their workers, and the cluster must keep them."""
+    import dask
+    from distributed import Client
+
+    from landslide_dask.common.workers import wait_for_workers, worker_table
+    from landslide_dask.jobs.clusters import local_cluster
+
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "0.2s"}), \
+            local_cluster(2) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        first = sorted(worker_table(client))[0]
+        client.run(_die, workers=[first], wait=False)
+        new = wait_for_workers(client, 2, timeout_s=60, exclude={first})
+        time.sleep(2.0)   # well past the lost-worker timer of the removal
+        assert len(worker_table(client)) == 2 and len(cluster.workers) == 2, (new, cluster.workers)
