@@ -38,10 +38,11 @@ import sys
 import time
 from pathlib import Path
 
+from landslide_dask.jobs.cell import STAGES  # the stages a cell records
+
 NEPAL_KM2 = 147_000.0
 #: --small: a ~3 x 3 km country across 84 E, 4 km cells (4 cells, both UTM zones): the code paths in CI
 SMALL_BBOX = (83.985, 28.195, 84.015, 28.222)
-from landslide_dask.jobs.cell import STAGES  # noqa: E402 - the stages a cell records
 
 
 def _tiny_checkpoint(path: Path) -> Path:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from .errors import LandslideDaskError, UsageError
 
+__all__ = ["main", "build_parser"]
+
 if TYPE_CHECKING:
     from .train.config import TrainConfig
 

@@ -344,7 +344,7 @@ async def _die() -> None:
     os._exit(1)
 
 
-def test_a_restarting_worker_is_never_closed_as_lost(tmp_path):
+def test_a_restarting_worker_is_never_closed_as_lost():
     """distributed's SpecCluster closes the nanny of any worker name missing from the scheduler
     ``lost-worker-timeout`` after a removal of that name, judged at that moment: a nanny that is
     restarting the worker just then (after another death) lost a live worker for good. Here the
