@@ -38,7 +38,13 @@ def test_cube_benchmark_small_mode(tmp_path):
     assert [r["size_km"] for r in regions] == [0.5, 1.0]
     assert all(r["cube"]["pixels"] > 0 < r["raw"]["pixels"] for r in regions)
     assert [m["dates"] for m in res["median"]] == [4, 8, 16]
-    assert "| read/cube time |" in out and "peak memory, 4x the area" in out and "| np.nanmedian s |" in out
+    for r in regions:  # the three loaders ran on the same items and grid, and agree pixel for pixel
+        loaders = {ld["loader"]: ld for ld in r["loaders"]}
+        assert set(loaders) == {"landslide_dask", "stackstac", "odc-stac"}
+        assert all(ld["sums"] == loaders["landslide_dask"]["sums"] and ld["seconds"] > 0 for ld in loaders.values())
+        assert loaders["landslide_dask"]["tasks"] < loaders["stackstac"]["tasks"]
+    assert "| raw read / cube |" in out and "peak memory, 4x the area" in out and "| np.nanmedian ms |" in out
+    assert "| same pixels as landslide_dask |" in out
 
 
 def test_train_benchmark_small_mode(train_cubes, tmp_path):

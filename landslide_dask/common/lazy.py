@@ -1,7 +1,7 @@
 """Package namespaces that import their modules on first use.
 
 ``from landslide_dask.train import TrainConfig`` should not cost a torch import, and
-``landslide-dask --help`` should not load torch, xarray and stackstac: each subpackage's
+``landslide-dask --help`` should not load torch, xarray and rasterio: each subpackage's
 ``__init__`` names what it offers and where it lives, and the module is imported when a name is
 first asked for (PEP 562 module ``__getattr__``).
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -116,7 +117,10 @@ def rasterize_lazy(gdf: gpd.GeoDataFrame, values: np.ndarray | int, grid: Grid, 
     gdf = gdf.to_crs(grid.crs)
     geoms = np.asarray(gdf.geometry.values, dtype=object)
     vals = np.broadcast_to(np.asarray(values), (len(geoms),)).copy()
-    payload = dask.delayed((geoms, vals, shapely.STRtree(geoms)), pure=True)
+    # Named by a hash of the WKB (one vectorised call), not by dask's tokenize, which pickles every
+    # geometry one at a time: 0.17 s of a 12 km cube's set-up for its three polygon layers.
+    digest = hashlib.sha1(b"".join(shapely.to_wkb(geoms)) + vals.tobytes() + repr((grid, chunks, fill, dtype)).encode())
+    payload = dask.delayed((geoms, vals, shapely.STRtree(geoms)), name=f"polygons-{digest.hexdigest()}")
     template = da.zeros(grid.shape, chunks=chunks, dtype=dtype)
 
     def burn(block_info=None, payload=None):

@@ -1,6 +1,6 @@
 """What defines one cube: the event, the area, the windows in time and the sources.
 
-Light on purpose (no xarray, no stackstac): the CLI builds its ``cube`` options from these
+Light on purpose (no xarray, no rasterio): the CLI builds its ``cube`` options from these
 fields, and job specs read the defaults, without importing the cube stack.
 """
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-__all__ = ["SUN_AZIMUTH_DEG", "SUN_ELEVATION_DEG", "horn_gradient", "padded_chunks", "slope_degrees",
-           "hillshade"]
+__all__ = ["SUN_AZIMUTH_DEG", "SUN_ELEVATION_DEG", "horn_gradient", "slope_and_shade", "padded_chunks",
+           "slope_degrees", "hillshade"]
 
 # Sun for the hillshade: the cartographic convention (light from the north-west, 45 deg up).
 SUN_AZIMUTH_DEG = 315.0
@@ -30,26 +30,32 @@ def horn_gradient(z: np.ndarray, dx: float, dy: float) -> tuple[np.ndarray, np.n
     return dzdx, dzdy
 
 
-def _slope_block(z: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    out = np.full(z.shape, np.nan, dtype=np.float32)
-    if min(z.shape) < 3:
-        return out
+def slope_and_shade(z: np.ndarray, dx: float, dy: float, azimuth: float = SUN_AZIMUTH_DEG,
+                    elevation: float = SUN_ELEVATION_DEG) -> tuple[np.ndarray, np.ndarray]:
+    """Slope (float32 degrees, NaN where a neighbour is missing) and hillshade (uint8 1..255, 0 where
+    missing) of the interior of a block read with a one-pixel halo: one gradient for both."""
     gx, gy = horn_gradient(z.astype(np.float64), dx, dy)
-    out[1:-1, 1:-1] = np.degrees(np.arctan(np.hypot(gx, gy)))
-    return out
-
-
-def _hillshade_block(z: np.ndarray, dx: float, dy: float, azimuth: float, elevation: float) -> np.ndarray:
-    out = np.zeros(z.shape, dtype=np.uint8)
-    if min(z.shape) < 3:
-        return out
-    gx, gy = horn_gradient(z.astype(np.float64), dx, dy)
+    slope = np.degrees(np.arctan(np.hypot(gx, gy))).astype(np.float32)
     az, el = np.radians(azimuth), np.radians(elevation)
     # Lambert: unit normal (-gx, -gy, 1)/n against the unit vector towards the sun.
     sun = np.array([np.sin(az) * np.cos(el), np.cos(az) * np.cos(el), np.sin(el)])
     shade = (-gx * sun[0] - gy * sun[1] + sun[2]) / np.sqrt(gx * gx + gy * gy + 1.0)
     shade = np.where(np.isfinite(shade), np.clip(shade, 0.0, 1.0) * 254.0 + 1.0, 0.0)
-    out[1:-1, 1:-1] = np.rint(shade).astype(np.uint8)  # 0 is reserved for "no DEM"
+    return slope, np.rint(shade).astype(np.uint8)  # 0 is reserved for "no DEM"
+
+
+def _slope_block(z: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    out = np.full(z.shape, np.nan, dtype=np.float32)
+    if min(z.shape) >= 3:
+        gx, gy = horn_gradient(z.astype(np.float64), dx, dy)
+        out[1:-1, 1:-1] = np.degrees(np.arctan(np.hypot(gx, gy)))
+    return out
+
+
+def _hillshade_block(z: np.ndarray, dx: float, dy: float, azimuth: float, elevation: float) -> np.ndarray:
+    out = np.zeros(z.shape, dtype=np.uint8)
+    if min(z.shape) >= 3:
+        out[1:-1, 1:-1] = slope_and_shade(z, dx, dy, azimuth, elevation)[1]
     return out
 
 

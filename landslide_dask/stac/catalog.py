@@ -6,7 +6,8 @@ Writes the STAC folder layout served by :mod:`landslide_dask.stac.server`::
     OUT/stac/items/<collection>.json
     OUT/assets/<item-id>/<band>.vrt     # one per band of each multi-band file
 
-Why VRTs: stackstac reads ONE band per asset, so each band of a multi-band file becomes its own
+Why VRTs: a STAC asset is ONE band (the cube loader reads band 1, as stackstac and odc-stac
+do by default), so each band of a multi-band file becomes its own
 tiny VRT that points (by absolute path, so read-only source folders are fine) at the source band,
 optionally declaring a nodata value the file itself lacks (e.g. 0 = "outside the area").
 Single-band files are referenced directly unless a nodata value must be added.
@@ -217,7 +218,7 @@ def _proj_fields(info: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if epsg is not None:
         out["proj:code"] = f"EPSG:{epsg}"
-        out["proj:epsg"] = int(epsg)  # projection v1 name, still what stackstac reads
+        out["proj:epsg"] = int(epsg)  # projection v1 name, still what stackstac and older tools read
     else:
         out["proj:code"] = None
         out["proj:epsg"] = None

@@ -3,7 +3,7 @@
 Why this wrapper around pystac-client:
 
 - items come back as plain dicts (``items_as_dicts``) because pystac objects drop ``proj:epsg``
-  written next to ``proj:code`` (pystac 1.10+), which stackstac needs;
+  written next to ``proj:code`` (pystac 1.10+), which tools that read projection v1 need;
 - the cloud filter uses the ``query`` extension where the server conforms to it (Earth Search,
   Planetary Computer), CQL2 ``filter`` where only that is offered, and is applied client-side
   otherwise. ``rustac serve`` conforms to neither, and a ``query`` body sent to it silently

@@ -1,4 +1,4 @@
-"""Cube assembly end to end: live STAC API -> stackstac -> composites, terrain, labels -> zarr."""
+"""Cube assembly end to end: live STAC API -> per-block reads -> composites, terrain, labels -> zarr."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from landslide_dask.cube.composite import SCL_NOT_CLEAR, clear_mask, composite_block, median_composite
+from landslide_dask.cube.composite import SCL_NOT_CLEAR, clear_mask, composite_block, median_composite, sorting_network
 
 
 def test_median_composite_equals_numpy_median_of_clear_pixels():
@@ -50,3 +50,20 @@ def test_composite_block_splits_pre_and_post_dates():
     assert (composite_block(refl, scl, is_pre, True) == 20).all()
     assert (composite_block(refl, scl, is_pre, False) == 150).all()
     assert (composite_block(refl, scl, np.ones(5, bool), False) == 0).all()
+
+
+def test_sorting_network_sorts_every_zero_one_input_up_to_16_dates():
+    # The 0-1 principle: a comparator network that sorts every sequence of 0s and 1s sorts everything.
+    for n in range(1, 17):
+        bits = ((np.arange(2 ** n)[None, :] >> np.arange(n)[:, None]) & 1).astype(np.uint8)
+        rows = list(bits)
+        for i, j in sorting_network(n):
+            assert i < j < n
+            rows[i], rows[j] = np.minimum(rows[i], rows[j]), np.maximum(rows[i], rows[j])
+        assert (np.diff(np.array(rows, dtype=int), axis=0) >= 0).all(), n
+
+
+def test_clear_mask_masks_exactly_the_not_clear_classes():
+    scl = np.arange(256, dtype=np.uint16).reshape(16, 16)
+    assert (clear_mask(scl) == ~np.isin(scl, SCL_NOT_CLEAR)).all()
+    assert (clear_mask(scl.astype(np.uint8)) == ~np.isin(scl, SCL_NOT_CLEAR)).all()
