@@ -1,8 +1,9 @@
 """Stage 1b, the cube: lazy, chunked, cloud-masked pre/post composites, slope, hillshade and the
 rasterised inventory on one grid, written as zarr (layout: ``docs/contracts.md``, "Cube").
 
-``grid`` (the output pixel grid) -> ``build`` (search, per-day mosaics, ``composite`` medians,
-``terrain``, ``inventory`` labels, the zarr write) -> ``quicklook`` (a PNG to look at);
+``grid`` (the output pixel grid) -> ``load`` (STAC assets onto the grid, one task per block) ->
+``build`` (search, per-day mosaics, ``composite`` medians, ``terrain``, ``inventory`` labels, the
+zarr write) -> ``quicklook`` (a PNG to look at);
 ``patches`` turns folders of pre-cut patches (Landslide4Sense-style) into the same cube layout.
 """
 

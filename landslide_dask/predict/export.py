@@ -60,7 +60,7 @@ def export_cog(pred: str | Path, out_tif: str | Path, *, blocksize: int = 512, c
                         dst.write_mask(np.where(valid[y0:y1, x0:x1], 255, 0).astype(np.uint8), window=win)
             cog_translate(tmp, part, cog, overview_resampling=overview_resampling.lower(), in_memory=False,
                           quiet=True, config={"GDAL_TIFF_INTERNAL_MASK": True})
-        ok, errors, _ = cog_validate(str(part))
+        ok, errors, _ = cog_validate(str(part), quiet=True)  # its warnings went to stdout, one per cell
         if not ok:  # pragma: no cover - rio-cogeo writes valid COGs
             raise RuntimeError(f"rio-cogeo wrote an invalid COG for {out_tif}: {errors}")
         part.replace(out_tif)
