@@ -89,11 +89,16 @@ def check_assets(items: list[dict], keys: list[str]) -> None:
                     f"Restore the file, or leave the item out (--exclude-item {item['id']}).")
 
 
+def _by_acquisition(items: list[dict]) -> list[dict]:
+    """Items in acquisition order, stable for equal times: the mosaic order (last on top)."""
+    return sorted(items, key=lambda it: it["properties"].get("datetime") or "")
+
+
 def daily_stack(items: list[dict], assets: list[str], grid: Grid) -> tuple[Stack, list[date]]:
     """The (day, asset) stack of the items on ``grid``: granules of one solar day (one orbit pass)
     are one layer, mosaicked in acquisition order with the last on top (stackstac's order)."""
     by_day: dict[date, list[dict]] = defaultdict(list)
-    for it in sorted(items, key=lambda it: it["properties"].get("datetime") or ""):
+    for it in _by_acquisition(items):
         by_day[solar_day(it)].append(it)
     days = sorted(by_day)
     return Stack.of_days(days, by_day, assets, grid, "uint16", 0), days
@@ -157,8 +162,7 @@ def terrain(dem_items: list[dict], spec: CubeSpec, grid: Grid) -> tuple[xr.DataA
     """
     check_assets(dem_items, [spec.dem_asset])
     wide = grid.padded(1)
-    ordered = sorted(dem_items, key=lambda it: it["properties"].get("datetime") or "")
-    dem = Stack.of_days([date.min], {date.min: ordered}, [spec.dem_asset], wide, "float32", np.nan,
+    dem = Stack.of_days([date.min], {date.min: _by_acquisition(dem_items)}, [spec.dem_asset], wide, "float32", np.nan,
                         Resampling.bilinear)
     arr = lazy_blocks(_terrain_task, grid.shape, spec.chunk, (3,), np.float32, "terrain", dem, grid.res)
     dims = ("y", "x")
