@@ -1,9 +1,9 @@
 """Trainings on a shared machine, with real processes: each training is its own process with its own
 2-worker LocalCluster (tests/helpers/train_job.py), as a second user's job would be.
 
-* two trainings started at the same moment both finish, with no restart, and each gives exactly
-  the weights of the same training run alone;
-* a training beside a country job and a ``predict`` on another cluster does too;
+* two trainings started at the same moment, beside a country job and a ``predict`` on a third
+  cluster, both finish with no restart, and each gives exactly the weights of the same training
+  run alone;
 * a training on a machine kept busy by CPU-bound processes (ended after at most two minutes)
   finishes without a lost worker and with the same weights.
 
@@ -70,23 +70,8 @@ def alone(tmp_path_factory, train_cubes) -> dict[str, torch.Tensor]:
     return _weights(out)
 
 
-def test_two_trainings_started_together_both_finish_with_the_weights_of_a_lone_run(alone, train_cubes, tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    pa, pb = _launch(a, train_cubes), _launch(b, train_cubes)
-    for out, p in ((a, pa), (b, pb)):
-        res, log = _finish(p, out)
-        _assert_unharmed(res, log)
-        _assert_same(_weights(out), alone)
-    # and the check can fail: one weight off by 1e-6 is caught
-    tweaked = dict(alone)
-    key = next(k for k, v in alone.items() if v.is_floating_point())
-    tweaked[key] = alone[key] + 1e-6
-    with pytest.raises(AssertionError):
-        _assert_same(tweaked, alone)
-
-
-def test_training_beside_a_country_job_and_predict_on_another_cluster(alone, train_cubes, client, demo_regions,
-                                                                     demo_stac, tmp_path):
+def test_two_trainings_started_together_beside_a_country_job_and_predict_give_the_weights_of_a_lone_run(
+        alone, train_cubes, client, demo_regions, demo_stac, tmp_path):
     from landslide_dask.jobs.country import run_job
     from landslide_dask.jobs.spec import parse_jobspec
     from landslide_dask.predict import predict
@@ -99,18 +84,24 @@ def test_training_beside_a_country_job_and_predict_on_another_cluster(alone, tra
                           "stac": {"url": demo_stac}, "model": str(model), "cell_size_km": 1.0,
                           "output": str(tmp_path / "country"), "threshold": 0.5, "retries": 0,
                           "predict": {"window": 128, "overlap": 32}}, base_dir=tmp_path)
-    out = tmp_path / "train"
-    p = _launch(out, train_cubes)
-    job = run_job(spec, client, progress=False, echo=None)
+    runs = {out: _launch(out, train_cubes) for out in (tmp_path / "a", tmp_path / "b")}  # at the same moment
+    job = run_job(spec, client, progress=False, echo=None)  # a country job on a third cluster meanwhile
     assert not job.failed and job.summary.total > 0
     maps = 0
-    while p.poll() is None or maps == 0:  # keep predicting for as long as the training runs
+    while any(p.poll() is None for p in runs.values()) or maps == 0:  # and predicting while they train
         predict(train_cubes[0], model, tmp_path / f"p{maps}.zarr", client=client, window=128, overlap=32,
                 progress=False)
         maps += 1
-    res, log = _finish(p, out)
-    _assert_unharmed(res, log)
-    _assert_same(_weights(out), alone)
+    for out, p in runs.items():
+        res, log = _finish(p, out)
+        _assert_unharmed(res, log)
+        _assert_same(_weights(out), alone)
+    # and the check can fail: one weight off by 1e-6 is caught
+    tweaked = dict(alone)
+    key = next(k for k, v in alone.items() if v.is_floating_point())
+    tweaked[key] = alone[key] + 1e-6
+    with pytest.raises(AssertionError):
+        _assert_same(tweaked, alone)
 
 
 def _burn(until: float) -> None:

@@ -33,6 +33,7 @@ import pytest
 import rasterio
 import shapely
 import yaml
+from distributed.diagnostics.plugin import WorkerPlugin
 
 import landslide_dask.cube.build as cube_mod
 from landslide_dask.jobs.cells import make_cells
@@ -351,28 +352,45 @@ def test_killed_job_process_resumes_without_recomputing_finished_cells(reference
 def test_worker_killed_mid_job_still_finishes_with_the_same_outputs(reference, stac, ckpt, client, tmp_path):
     ref_spec, _ = reference
     spec = load_jobspec(write_spec(tmp_path, stac, ckpt))
-    killed = []
+    armed, fired = tmp_path / "armed", tmp_path / "fired"
 
-    def kill_a_busy_worker(cell_id, status):
-        """After the first finished cell, SIGKILL a worker process while it runs tasks of another."""
-        if killed:
-            return
-        pids = client.run(os.getpid)
-        deadline = time.monotonic() + 10
-        busy = []
-        while not busy and time.monotonic() < deadline:
-            busy = [w for w, keys in client.processing().items() if keys]
-            time.sleep(0.02)
-        victim = (busy or sorted(pids))[0]
-        killed.append((victim, bool(busy)))
-        os.kill(pids[victim], signal.SIGKILL)
+    class KillOnTaskStart(WorkerPlugin):
+        """Once armed, the first worker to start a task SIGKILLs its own process as the task begins.
 
-    res = run_job(spec, client, progress=False, on_cell=kill_a_busy_worker, echo=None)
-    assert killed and killed[0][1], killed             # it was running tasks when killed
+        Killing from inside the worker, on its own task transition, is what makes the fault land
+        mid-task: cells are fast enough now that a kill timed from the client often finds every
+        worker idle between cells. The ``fired`` file makes it happen once (the nanny's restarted
+        worker receives the plugin again)."""
+
+        def setup(self, worker):
+            self.address = worker.address
+
+        def transition(self, key, start, finish, **kwargs):
+            if finish != "executing" or not armed.exists():
+                return
+            try:
+                fd = os.open(fired, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            os.write(fd, json.dumps({"worker": self.address, "key": str(key)}).encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def arm(cell_id, status):
+        """After the first finished cell, the next task to start on any worker is killed with it."""
+        armed.touch()
+
+    client.register_plugin(KillOnTaskStart(), name="kill-on-task-start")
+    try:
+        res = run_job(spec, client, progress=False, on_cell=arm, echo=None)
+    finally:
+        client.unregister_worker_plugin("kill-on-task-start")
+    assert fired.exists(), "no task started after the first cell finished: nothing was killed"
+    victim = json.loads(fired.read_text())               # it was starting a task when killed
     assert res.ok, str(res.summary)
     assert_same_outputs(spec.output_path, ref_spec.output_path)
     client.wait_for_workers(2, timeout=60)             # the nanny restarted it
-    assert killed[0][0] not in worker_table(client)
+    assert victim["worker"] not in worker_table(client)
 
 
 def test_a_failing_cell_is_retried_then_recorded_while_the_others_finish(reference, stac, ckpt, client, tmp_path,
