@@ -161,10 +161,13 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .train.loop import evaluate
+    from .train.metrics import fmt
 
     conf = evaluate(args.model, args.cube)
     s = conf.scores()
-    print(" ".join(f"{k} {s[k]:.3f}" for k in ("mcc", "precision", "recall", "f1", "iou")))
+    print(" ".join(f"{k} {fmt(s[k])}" for k in ("mcc", "precision", "recall", "f1", "iou")))
+    if not conf.positives:
+        print("the cube's labels hold no landslide pixel: MCC, recall, F1 and IoU are undefined here")
     print(f"tp {s['tp']} fp {s['fp']} fn {s['fn']} tn {s['tn']} (pixels; threshold from the checkpoint)")
 
 

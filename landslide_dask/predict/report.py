@@ -59,7 +59,7 @@ import xarray as xr
 from affine import Affine
 
 from ..errors import InputDataError
-from ..train.metrics import IGNORE, Confusion
+from ..train.metrics import IGNORE, Confusion, average_precision, defined, fmt
 from .config import MIN_AREA_M2
 from .store import open_prediction, transform_of
 from .polygons import (CONNECTIVITY, components, polygonize, read_polygons_file,
@@ -316,9 +316,10 @@ def markdown_report(rep: dict) -> str:
              f"threshold {rep['threshold']:.3f} (probability ≥ {rep['threshold_level']}/255, "
              f"{rep['threshold_source']}); evaluated area {rep['evaluated_km2']:.2f} km².", "",
              "## Pixels", "",
-             "| MCC | precision | recall | F1 | IoU | TP | FP | FN | TN |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-             "| " + " | ".join(_fmt(px[k]) for k in ("mcc", "precision", "recall", "f1", "iou", "tp", "fp", "fn", "tn"))
+             "| MCC | precision | recall | F1 | IoU | average precision | TP | FP | FN | TN |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+             "| " + " | ".join(_fmt(px.get(k)) for k in ("mcc", "precision", "recall", "f1", "iou", "average_precision",
+                                                       "tp", "fp", "fn", "tn"))
              + " |", "",
              "## Objects", "",
              f"Predicted objects: {ob['predicted_source']}; minimum area {rep['min_area_m2']:.0f} m². "
@@ -391,6 +392,10 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
               "outside": hit & ~evaluated}
     tn = ~hit & ~truth & evaluated
     sums = [layers[k].sum(dtype=np.int64) for k in ("tp", "fp", "fn")] + [tn.sum(dtype=np.int64)]
+    # per-level counts of landslide and other pixels: average precision, whatever the threshold
+    level_of = prob.astype(np.int16)
+    hists = [da.bincount(da.where(evaluated & cls, level_of, 256).ravel(), minlength=257)[:256]
+             for cls in (truth, ~truth)]
 
     h, w = prob.shape
     step = max(1, int(np.ceil(max(h, w) / max_px)))
@@ -398,9 +403,10 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
     coarse_uneval = _coarse(~evaluated, step)
     rgb_lazy = _rgb_lazy(cb, step)
     valid_strided = valid[::step, ::step]
-    computed = _compute(*sums, *coarse.values(), coarse_uneval, rgb_lazy, valid_strided, client=client)
+    computed = _compute(*sums, *coarse.values(), coarse_uneval, rgb_lazy, valid_strided, *hists, client=client)
     tp, fp, fn, tn_n = (int(v) for v in computed[:4])
     conf = Confusion(tp, fp, fn, tn_n)
+    ap = average_precision(computed[11], computed[12])
     counts = dict(zip(coarse, computed[4:8]))
     n_uneval = computed[8]
     rgb_raw, vmask = computed[9], np.asarray(computed[10], dtype=bool)
@@ -446,7 +452,7 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
            "crs": crs, "threshold": t, "threshold_level": level, "threshold_source": threshold_source,
            "min_area_m2": float(min_area_m2), "evaluated_km2": conf.total * pixel_area / 1e6,
            "attribution": attribution,
-           "pixel": conf.scores(), "object": om, "map_step": step,
+           "pixel": {**conf.scores(), "average_precision": ap if defined(ap) else None}, "object": om, "map_step": step,
            "files": {"report_md": str(out_dir / "report.md"), "report_json": str(out_dir / "report.json"),
                      "map": str(png)}}
     rgb = _stretch(rgb_raw, vmask)
@@ -456,8 +462,8 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
         img = np.concatenate([plain, np.ones((img.shape[0], max(4, img.shape[1] // 50), 3)), img], axis=1)
     present = {k for k, v in counts.items() if np.any(v)}
     drawn = f" (drawn at 1:{step})" if step > 1 else ""
-    title = (f"{name}{drawn} — pixels: MCC {conf.mcc():.2f}, F1 {conf.f1():.2f}, precision {conf.precision():.2f}, "
-             f"recall {conf.recall():.2f}\nobjects: precision {om['precision']:.2f}, recall {om['recall']:.2f} "
+    title = (f"{name}{drawn} — pixels: MCC {fmt(conf.mcc(), 2)}, F1 {fmt(conf.f1(), 2)}, "
+             f"precision {fmt(conf.precision(), 2)}, recall {fmt(conf.recall(), 2)}\nobjects: precision {om['precision']:.2f}, recall {om['recall']:.2f} "
              f"({om['detected_reference']}/{om['n_reference']} detected, {om['fp_predicted']} false) · "
              f"threshold {t:.2f}, min area {min_area_m2:.0f} m²")
     _draw(img, png, title, present, attribution=attribution, attribution_latin=attribution_latin)

@@ -26,7 +26,8 @@ from .config import MIN_USABLE, TRAIN_STRIDE, TRAIN_WINDOW
 from .reader import DN, REFLECTANCE, TERRAIN, radiometry, select_bands
 from ..cube.inventory import LABEL_UNKNOWN
 
-__all__ = ["SPLITS", "build_index", "sampling_weights", "BandStats", "compute_stats", "augment",
+__all__ = ["SPLITS", "MIN_SPLIT_POSITIVES", "MIN_BLOCKS", "auto_block", "build_index", "split_summary",
+           "check_splits", "sampling_weights", "BandStats", "compute_stats", "augment",
            "WAVELENGTH_NM", "HAZE_MAX", "haze", "drop_pre", "epoch_windows"]
 
 SPLITS = ("train", "val", "test")
@@ -54,19 +55,65 @@ def _window_sums(cells: np.ndarray, k: int) -> np.ndarray:
     return ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]
 
 
-def _assign_blocks(n_by: int, n_bx: int, fractions: tuple[float, float, float], seed) -> np.ndarray:
-    """A split per block: a seeded shuffle, cut by the fractions; val and test get at least one
-    block each when there are three or more blocks."""
-    n = n_by * n_bx
-    order = np.random.default_rng(seed).permutation(n)
+#: A split must hold at least this many landslide pixels (and as many others) to choose a
+#: threshold and stop early on: 2 ha at 10 m; fewer and its MCC is noise.
+MIN_SPLIT_POSITIVES = 200
+#: The automatic split block is the largest of 4, 3, 2 and 1 windows that cuts every labelled
+#: region into at least this many blocks holding pixels: fewer, and a 15 % validation share is one
+#: block, landslides or not (a ~50 km² inventory has 2 blocks of 4 windows of 224 px).
+MIN_BLOCKS = 12
+
+
+def _deal(n: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
+    """Splits for ``n`` blocks: a shuffle cut by the fractions; val and test get at least one block
+    each when there are three or more."""
     counts = np.floor(np.asarray(fractions) * n).astype(int)
     if n >= 3:
         counts[1:] = np.maximum(counts[1:], 1)
     counts[0] = n - counts[1:].sum()
-    labels = np.repeat(np.arange(3), counts)
     out = np.empty(n, dtype=int)
-    out[order] = labels
-    return out.reshape(n_by, n_bx)
+    out[rng.permutation(n)] = np.repeat(np.arange(3), counts)
+    return out
+
+
+def _assign_blocks(slides: np.ndarray, fractions: tuple[float, float, float], seed) -> np.ndarray:
+    """A split per block, stratified: blocks with landslides and blocks without are dealt apart, each
+    by the fractions, so validation and test hold landslides whenever three blocks do."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(len(slides), dtype=int)
+    for group in (np.flatnonzero(slides > 0), np.flatnonzero(slides <= 0)):
+        out[group] = _deal(len(group), fractions, rng)
+    # repair: a validation or test part with too few landslide pixels takes more landslide blocks
+    # from training, while training keeps more of them than it gives
+    for split in (1, 2):
+        while slides[out == split].sum() < MIN_SPLIT_POSITIVES:
+            spare = np.flatnonzero((out == 0) & (slides > 0))
+            if len(spare) <= np.count_nonzero((out != 0) & (slides > 0)) + 1:
+                break
+            out[rng.choice(spare)] = split
+    return out
+
+
+def _region_blocks(counts: dict[str, np.ndarray], cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Usable and landslide pixels per split block of ``cells`` x ``cells`` index cells."""
+    u, s = counts["usable"], counts["slide"]
+    ny, nx = -(-u.shape[0] // cells), -(-u.shape[1] // cells)
+    pad = ((0, ny * cells - u.shape[0]), (0, nx * cells - u.shape[1]))
+
+    def per_block(a: np.ndarray) -> np.ndarray:
+        return np.pad(a, pad).reshape(ny, cells, nx, cells).sum(axis=(1, 3))
+
+    return per_block(u), per_block(s)
+
+
+def auto_block(counts: list[dict[str, np.ndarray]], size: int, stride: int) -> int:
+    """The split block for ``block=None``: see :data:`MIN_BLOCKS`."""
+    for m in (4, 3, 2, 1):
+        block = m * size
+        if all(int((_region_blocks(c, block // stride)[0] > 0).sum()) >= MIN_BLOCKS
+               for c in counts if int(c["slide"].sum()) > 0):
+            return block
+    return size
 
 
 def build_index(cubes: list[str | Path], size: int = TRAIN_WINDOW, stride: int = TRAIN_STRIDE, block: int | None = None,
@@ -75,48 +122,99 @@ def build_index(cubes: list[str | Path], size: int = TRAIN_WINDOW, stride: int =
     """Windows of ``size`` px every ``stride`` px where at least ``min_usable`` of the pixels are valid
     and inside the inventory, each with its split and landslide fraction.
 
-    ``block`` (default 4 x size) is the side of the split blocks in pixels; it must be a multiple
-    of ``stride`` and at least ``size``.
+    ``block`` is the side of the split blocks in pixels, a multiple of ``stride`` and at least
+    ``size`` (default: :func:`auto_block`). Blocks are dealt to splits per region, stratified by
+    whether they hold landslides; a window belongs to a split when every block it touches does
+    (otherwise it is a ``gap``), so windows of different splits never overlap. ``index.attrs
+    ["splits"]`` holds, per split, its windows, blocks and the known and landslide pixels they cover.
     """
     if size % stride:
         raise UsageError(f"window size {size} must be a multiple of the stride {stride}")
-    block = block or 4 * size
-    if block % stride or block < size:
+    if block is not None and (block % stride or block < size):
         raise UsageError(f"split block {block} must be a multiple of the stride {stride} and >= {size}")
+    if not cubes:
+        raise UsageError("no cubes given")
     k = size // stride
+    computed = dask.compute(*[_cell_counts(open_cube(c), stride) for c in cubes])
+    block = block or auto_block(list(computed), size, stride)
+    cells = block // stride
     rows = []
-    lazy = [_cell_counts(open_cube(c), stride) for c in cubes]
-    computed = dask.compute(*lazy)
+    totals = {s: {"windows": 0, "blocks": 0, "known_px": 0, "landslide_px": 0} for s in SPLITS}
     for ci, (cube, counts) in enumerate(zip(cubes, computed)):
         usable = _window_sums(counts["usable"], k) / (size * size)
         slide = _window_sums(counts["slide"], k) / (size * size)
         wy, wx = np.nonzero(usable >= min_usable)
-        r0, c0 = wy * stride, wx * stride
-        by, bx = r0 // block, c0 // block
-        inside = ((r0 + size - 1) // block == by) & ((c0 + size - 1) // block == bx)
-        # splits are dealt over the blocks that hold whole windows (an edge sliver holds none)
-        n_bx = counts["usable"].shape[1] * stride // block + 1
-        keys = by * n_bx + bx
-        blocks = np.unique(keys[inside])
         # seeded by the region's name, not its place in the list: a region keeps its test blocks
         # whichever regions it is trained with (a combined model never trains on a local model's test)
-        region_seed = [seed, zlib.crc32(Path(cube).name.encode())]
-        dealt = _assign_blocks(1, len(blocks), fractions, region_seed)[0] if len(blocks) else np.zeros(0, int)
-        split = np.zeros(len(keys), dtype=int)
-        split[inside] = dealt[np.searchsorted(blocks, keys[inside])]
-        rows.append(pd.DataFrame({
-            "cube": ci, "path": str(cube), "row": r0, "col": c0,
-            "split": np.where(inside, np.asarray(SPLITS, dtype=object)[split], "gap"),
-            "usable": usable[wy, wx], "slide": slide[wy, wx],
-        }))
-    if not rows:
-        raise UsageError("no cubes given")
+        block_usable, block_slide = _region_blocks(counts, cells)
+        has = block_usable > 0
+        dealt = np.full(block_usable.shape, -1)
+        dealt[has] = _assign_blocks(block_slide[has], fractions, [seed, zlib.crc32(Path(cube).name.encode())])
+        # a window's split: that of every block it touches that holds pixels (block >= window: its
+        # corners' blocks are all it touches)
+        r0, c0 = wy * stride, wx * stride
+        corners = np.stack([dealt[r // block, c // block] for r in (r0, r0 + size - 1) for c in (c0, c0 + size - 1)])
+        first = corners.max(axis=0)
+        same = np.all((corners == first) | (corners < 0), axis=0) & (first >= 0)
+        split = np.where(same, np.asarray(SPLITS, dtype=object)[np.maximum(first, 0)], "gap")
+        rows.append(pd.DataFrame({"cube": ci, "path": str(cube), "row": r0, "col": c0, "split": split,
+                                  "usable": usable[wy, wx], "slide": slide[wy, wx]}))
+        _count_splits(totals, rows[-1], counts, dealt, k, stride)
     index = pd.concat(rows, ignore_index=True)
-    index.attrs.update(size=size, stride=stride, block=block)
+    index.attrs.update(size=size, stride=stride, block=block, splits=totals)
     if not len(index):
         raise InputDataError(f"No {size}x{size} window in {', '.join(map(str, cubes))} has {min_usable:.0%} "
                              "valid, inventoried pixels: check the cubes' valid and label layers.")
     return index
+
+
+def _count_splits(totals: dict, windows: pd.DataFrame, counts: dict[str, np.ndarray], dealt: np.ndarray,
+                  k: int, stride: int) -> None:
+    """Add one region's windows, blocks and covered pixels per split to ``totals`` (in place); a
+    pixel is counted once however many windows of its split cover it."""
+    for i, name in enumerate(SPLITS):
+        mine = windows[windows["split"] == name]
+        cover = np.zeros(counts["usable"].shape, bool)
+        for r, c in zip(mine["row"].to_numpy() // stride, mine["col"].to_numpy() // stride):
+            cover[r:r + k, c:c + k] = True
+        t = totals[name]
+        t["windows"] += len(mine)
+        t["blocks"] += int((dealt == i).sum())
+        t["known_px"] += int(counts["usable"][cover].sum())
+        t["landslide_px"] += int(counts["slide"][cover].sum())
+
+
+def split_summary(index: pd.DataFrame) -> str:
+    """One line per split: windows, blocks, known and landslide pixels (the training log's)."""
+    lines = []
+    for name, t in index.attrs["splits"].items():
+        share = t["landslide_px"] / t["known_px"] if t["known_px"] else 0.0
+        lines.append(f"{name}: {t['windows']} windows in {t['blocks']} blocks, {t['known_px']:,} known px, "
+                     f"{t['landslide_px']:,} landslide px ({share:.1%})")
+    return "; ".join(lines)
+
+
+def check_splits(index: pd.DataFrame, splits: tuple[str, ...] = ("train", "val")) -> None:
+    """Refuse an index whose training or validation part cannot train or choose a threshold: each
+    needs windows, :data:`MIN_SPLIT_POSITIVES` landslide pixels and as many others. Says what to
+    change (a smaller block or window, or more inventories)."""
+    t = index.attrs["splits"]
+    size, block = index.attrs["size"], index.attrs["block"]
+    for name in splits:
+        s = t[name]
+        pos, neg = s["landslide_px"], s["known_px"] - s["landslide_px"]
+        if s["windows"] and pos >= MIN_SPLIT_POSITIVES and neg >= MIN_SPLIT_POSITIVES:
+            continue
+        what = ("no windows" if not s["windows"] else
+                f"{pos} landslide pixels" if pos < MIN_SPLIT_POSITIVES else f"only {neg} non-landslide pixels")
+        smaller = max(size, block // 2 // index.attrs["stride"] * index.attrs["stride"])
+        hint = (f"--block {smaller}" if smaller < block else
+                f"a smaller --window (e.g. --window {max(64, size // 2)} --stride {max(32, size // 4)})")
+        raise InputDataError(
+            f"the {name} split holds {what} (it needs at least {MIN_SPLIT_POSITIVES} of each class to "
+            f"{'learn' if name == 'train' else 'choose a threshold'}, and would otherwise score an empty class); "
+            f"splits: {split_summary(index)}. The inventories are too small for {block} px split blocks of "
+            f"{size} px windows: use {hint}, or add inventories.")
 
 
 def sampling_weights(index: pd.DataFrame, positive_boost: float = 3.0) -> np.ndarray:

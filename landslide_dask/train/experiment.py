@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..errors import UsageError
 from .loop import TrainConfig, evaluate, finished, train
+from .metrics import fmt
 
 __all__ = ["STRATEGIES", "SCORES", "region_name", "train_strategy", "score_row", "leave_one_out",
            "write_table", "markdown_table"]
@@ -66,7 +67,7 @@ def train_strategy(client, strategy: str, cubes: list[str], cfg: TrainConfig, lo
 def score_row(region: str, strategy: str, trained_on: list[str], conf, ckpt: str) -> dict:
     scores = conf.scores()
     return {"region": region, "strategy": strategy, "trained_on": "+".join(trained_on),
-            **{k: round(float(scores[k]), 4) for k in SCORES},
+            **{k: (round(float(scores[k]), 4) if scores[k] is not None else None) for k in SCORES},
             "tp": scores["tp"], "fp": scores["fp"], "fn": scores["fn"], "tn": scores["tn"], "checkpoint": ckpt}
 
 
@@ -89,15 +90,15 @@ def leave_one_out(client, cubes: list[str], cfg: TrainConfig, strategies: tuple[
             res = train_strategy(client, strategy, others, run, log)
             conf = evaluate(res["best"], held)
             rows.append(score_row(name, f"{strategy} (unseen)", [region_name(c) for c in others], conf, res["best"]))
-            log(f"[experiment] {name} unseen, {strategy}: MCC {conf.mcc():.3f} P {conf.precision():.3f} "
-                f"R {conf.recall():.3f}")
+            log(f"[experiment] {name} unseen, {strategy}: MCC {fmt(conf.mcc())} P {fmt(conf.precision())} "
+                f"R {fmt(conf.recall())}")
         if local:
             run = replace(cfg, out=str(out / "local" / name))
             res = train_strategy(client, "local", [held], run, log)
             index = pd.read_csv(Path(run.out) / "windows.csv")
             conf = evaluate(res["best"], held, split="test", index=index)
             rows.append(score_row(name, "local (test blocks)", [name], conf, res["best"]))
-            log(f"[experiment] {name} local: MCC {conf.mcc():.3f}")
+            log(f"[experiment] {name} local: MCC {fmt(conf.mcc())}")
     table = pd.DataFrame(rows)
     write_table(table, out)
     return table
@@ -114,7 +115,7 @@ def markdown_table(table: pd.DataFrame) -> str:
     cols = ["region", "strategy", "trained_on", *SCORES]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
-        lines.append("| " + " | ".join(str(r[c]) if c not in SCORES else f"{r[c]:.3f}" for c in cols) + " |")
+        lines.append("| " + " | ".join(str(r[c]) if c not in SCORES else fmt(r[c]) for c in cols) + " |")
     for strategy, g in table.groupby("strategy", sort=False):
         if len(g) > 1:
             means = " | ".join(f"**{g[c].mean():.3f}**" for c in SCORES)

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .chips import BandStats, augment, build_index, compute_stats, drop_pre, epoch_windows, haze
+from .chips import (BandStats, augment, build_index, check_splits, compute_stats, drop_pre, epoch_windows, haze,
+                    split_summary)
 from ..cube.build import open_cube
 from ..cube.inventory import LABEL_UNKNOWN
 from ..errors import InputDataError
@@ -149,8 +150,13 @@ def confusion_by_threshold(prob: torch.Tensor, target: torch.Tensor, known: torc
 
 
 def best_threshold(counts: torch.Tensor) -> tuple[float, Confusion]:
-    """The threshold with the highest MCC (ties: the lower threshold)."""
+    """The threshold with the highest MCC (ties: the lower threshold). Refuses pixels that lack a
+    class: every threshold would score an undefined MCC, and any choice would be arbitrary."""
     confs = [Confusion(*(int(v) for v in row)) for row in counts.tolist()]
+    if not confs[0].positives or not confs[0].negatives:
+        raise InputDataError(f"the validation pixels hold {confs[0].positives} landslide and {confs[0].negatives} "
+                             "other pixels: a threshold cannot be chosen on a single class. Use a smaller --block "
+                             "or --window so that validation blocks hold landslides, or add inventories.")
     i = int(np.argmax([c.mcc() for c in confs]))
     return float(THRESHOLDS[i]), confs[i]
 
@@ -343,8 +349,8 @@ def prepare(cfg: TrainConfig) -> tuple[pd.DataFrame, BandStats, dict, list[str]]
             raise InputDataError(f"{cfg.init_from} was trained on bands {parent}, not {list(bands)}: continue "
                                  f"it with --bands {','.join(parent)}.")
     index = build_index(cfg.cubes, cfg.size, cfg.stride, cfg.block, cfg.min_usable, seed=cfg.seed)
-    if not (index["split"] == "val").any():
-        raise InputDataError("no validation windows: use larger cubes or a smaller --window/--block")
+    print(f"[train] {index.attrs['block']} px split blocks; {split_summary(index)}", flush=True)
+    check_splits(index)
     if cfg.init_from:
         ck = load_checkpoint(cfg.init_from)
         stats = BandStats.from_dict(ck["stats"])  # keep the parent's normalisation when continuing

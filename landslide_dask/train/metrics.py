@@ -1,9 +1,12 @@
 """Pixel metrics from a confusion matrix: MCC (the paper's headline), precision, recall, F1, IoU.
 
 Counts are accumulated as integers (chunk by chunk, rank by rank) and only then turned into ratios,
-so metrics over a whole region do not depend on how it was split. Degenerate cases (a 0/0 ratio):
-a map without errors scores 1, any other 0, so "no landslides predicted where none exist" is
-perfect and "nothing predicted where some exist" scores recall 0 and MCC 0.
+so metrics over a whole region do not depend on how it was split.
+
+Degenerate cases are never scored as perfect: where the truth holds no landslide pixel (or no
+other pixel), MCC, recall, F1 and IoU are undefined (NaN, shown as "undefined"): a split without
+landslides cannot tell a good model from one that maps nothing. Where landslides exist and none
+are predicted, precision and MCC are 0 (and recall 0).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 
 from ..cube.inventory import LABEL_UNKNOWN
 
-__all__ = ["IGNORE", "Confusion"]
+__all__ = ["IGNORE", "Confusion", "average_precision", "defined", "fmt"]
 
 #: Truth pixels scored by no metric: the cube's unknown label (outside the inventory's mapped area).
 IGNORE = LABEL_UNKNOWN
@@ -48,36 +51,74 @@ class Confusion:
     def total(self) -> int:
         return self.tp + self.fp + self.fn + self.tn
 
+    @property
+    def positives(self) -> int:
+        """Landslide pixels in the truth."""
+        return self.tp + self.fn
+
+    @property
+    def negatives(self) -> int:
+        return self.fp + self.tn
+
     def precision(self) -> float:
+        """tp / predicted; 0 where nothing is predicted but landslides exist, NaN where neither."""
         if self.tp + self.fp == 0:
-            return 1.0 if self.fn == 0 else 0.0
+            return 0.0 if self.positives else math.nan
         return self.tp / (self.tp + self.fp)
 
     def recall(self) -> float:
-        if self.tp + self.fn == 0:
-            return 1.0 if self.fp == 0 else 0.0
-        return self.tp / (self.tp + self.fn)
+        """tp / landslide pixels; NaN where the truth holds none."""
+        return self.tp / self.positives if self.positives else math.nan
 
     def f1(self) -> float:
-        denom = 2 * self.tp + self.fp + self.fn
-        return 1.0 if denom == 0 else 2 * self.tp / denom
+        return 2 * self.tp / (2 * self.tp + self.fp + self.fn) if self.positives else math.nan
 
     def iou(self) -> float:
-        denom = self.tp + self.fp + self.fn
-        return 1.0 if denom == 0 else self.tp / denom
+        return self.tp / (self.tp + self.fp + self.fn) if self.positives else math.nan
 
     def mcc(self) -> float:
-        """Matthews correlation coefficient in [-1, 1].
+        """Matthews correlation coefficient in [-1, 1]; NaN (undefined) when the truth lacks a class.
 
-        When a row or column of the matrix is empty the formula is 0/0: then a perfect map (no
-        errors at all) scores 1, and anything else 0, the convention of Chicco & Jurman (2020).
+        When the truth holds both classes but the map predicts only one, the formula is 0/0 and
+        the score is 0 (Chicco & Jurman 2020): a map of nothing is worth nothing, never 1.
         """
+        if not self.positives or not self.negatives:
+            return math.nan
         tp, fp, fn, tn = (float(v) for v in (self.tp, self.fp, self.fn, self.tn))
         denom = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
         if denom == 0:
-            return 1.0 if fp == 0 and fn == 0 else 0.0
+            return 0.0
         return (tp * tn - fp * fn) / math.sqrt(denom)
 
-    def scores(self) -> dict[str, float | int]:
-        return {"mcc": self.mcc(), "precision": self.precision(), "recall": self.recall(), "f1": self.f1(),
-                "iou": self.iou(), **asdict(self)}
+    def scores(self) -> dict[str, float | int | None]:
+        """The scores and counts; an undefined score is None (JSON null), never a number."""
+        s = {"mcc": self.mcc(), "precision": self.precision(), "recall": self.recall(), "f1": self.f1(),
+             "iou": self.iou()}
+        return {**{k: (v if defined(v) else None) for k, v in s.items()}, **asdict(self)}
+
+
+def average_precision(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """Area under the precision-recall curve, from counts of landslide and other pixels per score
+    level (index = level, higher = more likely; e.g. the 256 levels of a probability x 255), so it
+    adds up over chunks like the confusion counts. Step-wise, each level one threshold (as
+    scikit-learn's ``average_precision_score`` with tied scores). It measures how well a map ranks
+    pixels whatever its threshold; a map that ranks at random scores the landslide share.
+    NaN where there is no landslide pixel."""
+    pos = np.asarray(positives, np.float64)[::-1].cumsum()
+    neg = np.asarray(negatives, np.float64)[::-1].cumsum()
+    if not pos.size or pos[-1] == 0:
+        return math.nan
+    taken = pos + neg
+    precision = np.divide(pos, taken, out=np.zeros_like(pos), where=taken > 0)
+    recall_step = np.diff(np.r_[0.0, pos]) / pos[-1]
+    return float((recall_step * precision).sum())
+
+
+def defined(v) -> bool:
+    """Whether a score is a number (not None, not NaN)."""
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def fmt(v, digits: int = 3) -> str:
+    """A score for people: fixed digits, or "undefined"."""
+    return f"{float(v):.{digits}f}" if defined(v) else "undefined"

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from landslide_dask.train.chips import augment, build_index, compute_stats, epoch_windows, sampling_weights
+from landslide_dask.errors import InputDataError
+from landslide_dask.train.chips import (MIN_SPLIT_POSITIVES, augment, build_index, check_splits, compute_stats,
+                                        epoch_windows, sampling_weights)
 from landslide_dask.train.reader import ChunkCache, WindowReader
 from landslide_dask.cube.build import write_cube
 
@@ -145,3 +147,59 @@ def test_a_region_keeps_its_split_blocks_whichever_regions_it_is_indexed_with(cu
     mine = both[both["path"] == str(paths[1])].reset_index(drop=True)
     assert mine["split"].tolist() == alone.sort_values(key)["split"].tolist()
     assert set(mine["split"]) >= {"train", "val", "test"}
+
+
+def _few_slides_cube(path, blocks_with_slides: list[tuple[int, int]], h=768, w=768, block=128):
+    """Landslides in the named split blocks only, none elsewhere."""
+    rng = np.random.default_rng(3)
+    label = np.zeros((h, w), np.uint8)
+    for by, bx in blocks_with_slides:
+        label[by * block + 20:by * block + 60, bx * block + 20:bx * block + 70] = 1
+    ds = xr.Dataset(
+        {"post": (("band", "y", "x"), rng.integers(1, 4000, (3, h, w), dtype=np.uint16)),
+         "slope": (("y", "x"), rng.uniform(0, 60, (h, w)).astype(np.float32)),
+         "hillshade": (("y", "x"), rng.integers(1, 255, (h, w), dtype=np.uint8)),
+         "valid": (("y", "x"), np.ones((h, w), bool)), "label": (("y", "x"), label)},
+        coords={"band": np.array(["blue", "green", "red"], dtype=object)},
+    ).chunk({"band": -1, "y": 256, "x": 256})
+    write_cube(ds, path, progress=False)
+    return str(path)
+
+
+def test_every_split_holds_landslides_when_three_blocks_do(tmp_path):
+    """Blocks are dealt stratified: 4 of 36 blocks hold landslides, and validation and test each get
+    landslide pixels (an unstratified deal of 15 % + 15 % of blocks leaves them empty most seeds)."""
+    cube = _few_slides_cube(tmp_path / "few.zarr", [(0, 0), (2, 3), (4, 1), (5, 5)])
+    for seed in range(5):
+        index = build_index([cube], size=64, stride=64, block=128, seed=seed)
+        splits = index.attrs["splits"]
+        assert all(splits[s]["landslide_px"] >= MIN_SPLIT_POSITIVES for s in ("train", "val", "test")), splits
+        check_splits(index)
+        # the counted pixels are those of the split's windows
+        for s in ("val", "test"):
+            assert splits[s]["landslide_px"] == pytest.approx(
+                index[index["split"] == s]["slide"].sum() * 64 * 64)
+
+
+def test_a_validation_part_without_landslides_is_refused_never_scored(tmp_path):
+    cube = _few_slides_cube(tmp_path / "one.zarr", [(1, 1)])
+    index = build_index([cube], size=64, stride=64, block=128)
+    assert index.attrs["splits"]["val"]["landslide_px"] == 0
+    with pytest.raises(InputDataError, match="val split holds 0 landslide pixels.*--block|val split holds 0"):
+        check_splits(index)
+    from landslide_dask.train.loop import TrainConfig, prepare
+
+    with pytest.raises(InputDataError, match="it needs at least"):
+        prepare(TrainConfig(cubes=[cube], out=str(tmp_path / "run"), streams=("post", "terrain"), size=64,
+                            stride=64, block=128))
+
+
+def test_windows_may_span_blocks_of_one_split_and_the_default_block_fits_small_regions(tmp_path):
+    cube = _few_slides_cube(tmp_path / "span.zarr", [(0, 0), (2, 3), (4, 1), (5, 5)])
+    index = build_index([cube], size=128, stride=64, block=128)
+    spanning = index[(index["row"] % 128 != 0) & (index["split"] != "gap")]
+    assert len(spanning) > 0  # windows across two blocks of the same split are kept
+    # a 768 px region has 36 blocks of 128 px but only 9 of 256: the default takes the largest
+    # multiple of the window with at least MIN_BLOCKS blocks
+    assert build_index([cube], size=128, stride=64).attrs["block"] == 128
+    assert build_index([cube], size=64, stride=32).attrs["block"] == 192

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from landslide_dask.train.metrics import Confusion
+from landslide_dask.train.metrics import Confusion, fmt
 
 
 def test_hand_computed_matrix():
@@ -32,15 +32,29 @@ def test_confusions_add_up_like_the_union():
     assert whole == parts and whole.total == 1000
 
 
+NAN = float("nan")
+
+
 @pytest.mark.parametrize("c, mcc, precision, recall", [
-    (Confusion(tn=100), 1.0, 1.0, 1.0),          # nothing there, nothing predicted: perfect
-    (Confusion(fn=10, tn=90), 0.0, 0.0, 0.0),    # predicts nothing while landslides exist
-    (Confusion(fp=10, tn=90), 0.0, 0.0, 0.0),    # false alarms where there is nothing
-    (Confusion(tp=10, fp=90), 0.0, 0.1, 1.0),    # predicts everything
+    (Confusion(tn=100), NAN, NAN, NAN),           # nothing there, nothing predicted: undefined, never 1
+    (Confusion(fn=10, tn=90), 0.0, 0.0, 0.0),     # predicts nothing while landslides exist
+    (Confusion(fp=10, tn=90), NAN, 0.0, NAN),     # false alarms where there is nothing to find
+    (Confusion(tp=100), NAN, 1.0, 1.0),           # landslides everywhere: MCC has no negatives
+    (Confusion(tp=10, fp=90), 0.0, 0.1, 1.0),     # predicts everything
     (Confusion(tp=5, fn=5, fp=5, tn=5), 0.0, 0.5, 0.5),
-    (Confusion(fp=5, fn=5), -1.0, 0.0, 0.0),     # every pixel wrong
+    (Confusion(fp=5, fn=5), -1.0, 0.0, 0.0),      # every pixel wrong
 ])
 def test_degenerate_cases(c, mcc, precision, recall):
-    assert c.mcc() == pytest.approx(mcc)
-    assert c.precision() == pytest.approx(precision)
-    assert c.recall() == pytest.approx(recall)
+    assert c.mcc() == pytest.approx(mcc, nan_ok=True)
+    assert c.precision() == pytest.approx(precision, nan_ok=True)
+    assert c.recall() == pytest.approx(recall, nan_ok=True)
+
+
+def test_an_empty_class_is_reported_undefined_not_perfect():
+    """The lie this guards against: a split without landslides scored MCC 1.0 for a map of nothing."""
+    empty = Confusion(tn=5000)
+    assert math.isnan(empty.mcc()) and math.isnan(empty.f1()) and math.isnan(empty.iou())
+    s = empty.scores()
+    assert s["mcc"] is None and s["recall"] is None and s["f1"] is None and s["tn"] == 5000
+    assert fmt(empty.mcc()) == "undefined" and fmt(0.51234) == "0.512"
+    assert Confusion(tp=3, fn=1, fp=1, tn=5).scores()["mcc"] == pytest.approx((15 - 1) / 24)
