@@ -12,11 +12,14 @@ What it runs, all through the package's public API and in one run:
    - **progressive**: the transfer model continued on synthetic regions + Iburi.
    A region's blocks are dealt by its name, so Iburi's test blocks are the same in every run and
    no model trains on them.
-3. Every model maps the whole scene (blended windows) and is scored on Iburi's test blocks
-   (pixel MCC, precision, recall, F1, IoU; object precision / recall); transfer also on the whole
+3. The pixel baseline (``landslide_dask.baseline``: gradient-boosted trees on per-pixel features)
+   trains on the local model's training blocks, takes its threshold on its validation blocks and
+   is scored on the same test blocks: the floor every CNN row is read against.
+4. Every model maps the whole scene (blended windows) and is scored on Iburi's test blocks
+   (pixel MCC, precision, recall, F1, IoU, average precision; object precision / recall); transfer also on the whole
    labelled (western) area; combined, progressive and transfer also on the held-out synthetic
    region. Maps beside the post-event image, with the inventory's attribution, in ``OUT/maps``.
-4. ``OUT/real_event.md``: the table, the training curves' summary and where the maps are.
+5. ``OUT/real_event.md``: the table, the training curves' summary and where the maps are.
 
 The east of the scene has imagery and no labels here; it is mapped, never scored, and nothing is
 tuned on it.
@@ -39,6 +42,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EVENT = ROOT.parent / "shared" / "data" / "iburi_2018"
 SCORES = ("mcc", "precision", "recall", "f1", "iou")
+AP = "average_precision"
 TINY = {"encoder_blocks": [1, 1, 1, 1], "encoder_widths": [8, 16, 32, 32],
         "stem_widths": {"pre": 8, "post": 8, "terrain": 8}}
 SMALL_AOI = "141.8903,42.6824,141.955,42.7695"  # the labelled west only: a quick cube for CI
@@ -85,19 +89,27 @@ def train_once(client, cfg):
 
 def curve_summary(res: dict) -> str:
     """Epochs run, the best epoch and its validation MCC, and the last epoch's."""
+    from landslide_dask.train.metrics import defined, fmt
+
     h = res["history"]
-    best = max(h, key=lambda e: e["mcc"])
-    return (f"{len(h)} epochs; best val MCC {best['mcc']:.3f} at epoch {best['epoch'] + 1}, "
-            f"last {h[-1]['mcc']:.3f}; loss {h[0]['train_loss']:.3f} -> {h[-1]['train_loss']:.3f}")
+    best = max(h, key=lambda e: e["mcc"] if defined(e["mcc"]) else -2.0)
+    return (f"{len(h)} epochs; best val MCC {fmt(best['mcc'])} at epoch {best['epoch'] + 1}, "
+            f"last {fmt(h[-1]['mcc'])}; loss {h[0]['train_loss']:.3f} -> {h[-1]['train_loss']:.3f}")
 
 
 def row(model: str, trained_on: str, scored_on: str, rep: dict | None = None, conf=None) -> dict:
+    """A table row; an undefined score (an empty class) stays empty, never 0 or 1."""
     px = rep["pixel"] if rep is not None else conf.scores()
     ob = rep["object"] if rep is not None else None
+
+    def num(v) -> float | None:
+        return None if v is None or v != v else round(float(v), 3)
+
     return {"model": model, "trained on": trained_on, "scored on": scored_on,
-            **{k: round(float(px[k]), 3) for k in SCORES},
-            "object P": round(float(ob["precision"]), 3) if ob else None,
-            "object R": round(float(ob["recall"]), 3) if ob else None}
+            **{k: num(px.get(k)) for k in SCORES}, "AP": num(px.get(AP)),
+            "threshold": num(rep.get("threshold")) if rep is not None else None,
+            "object P": num(ob["precision"]) if ob else None,
+            "object R": num(ob["recall"]) if ob else None}
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -124,11 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--small", action="store_true", help="CI mode: tiny model, 1 epoch, a crop of the scene")
     args = p.parse_args(argv)
 
+    from landslide_dask.baseline import baseline_prediction, train_pixel_baseline
     from landslide_dask.train.chips import build_index
     from landslide_dask.demo.run import DEMO_EPOCHS, DEMO_STEPS, demo_train_config, local_client
     from landslide_dask.events import event_cube, event_of, map_event, split_labels
     from landslide_dask.predict.report import evaluate_map
     from landslide_dask.train.loop import evaluate
+    from landslide_dask.train.metrics import fmt
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -176,12 +190,22 @@ def main(argv: list[str] | None = None) -> None:
         names = {"local": "Iburi", "transfer": "synthetic only", "combined": "synthetic + Iburi",
                  "progressive": "synthetic, then + Iburi"}
         reports = {}
+        t_base = time.perf_counter()
+        base = train_pixel_baseline(index, iburi, bands=list(c.bands) if c.bands else None, seed=c.seed)
+        rep = evaluate_map(baseline_prediction(base, iburi), test_ds, out / "maps" / "pixel-baseline",
+                           inventory=folder / event.inventory, name=f"{event.name} pixel baseline",
+                           attribution=event.attribution, attribution_latin=event.attribution_latin, beside=True)
+        t_base = time.perf_counter() - t_base
+        rows.append(row("pixel baseline", "Iburi (its training blocks)", "Iburi test blocks", rep))
+        print(f"[real-event] pixel baseline: Iburi test blocks MCC {fmt(rep['pixel']['mcc'])} "
+              f"(AP {fmt(rep['pixel'].get(AP))}; {t_base:.0f} s)", flush=True)
         for name, res in results.items():
             rep = map_event(folder, res["best"], out / "maps", client=client, name=name, cube=iburi,
                             scored_on=test_ds, progress=False)
             reports[name] = rep
             rows.append(row(name, names[name], "Iburi test blocks", rep))
-            print(f"[real-event] {name}: Iburi test blocks MCC {rep['pixel']['mcc']:.3f}", flush=True)
+            print(f"[real-event] {name}: Iburi test blocks MCC {fmt(rep['pixel']['mcc'])} "
+                  f"(AP {fmt(rep['pixel'].get(AP))})", flush=True)
         if "transfer" in results:
             whole = evaluate_map(out / "maps" / "transfer-probability.zarr", iburi, out / "maps" / "transfer-whole",
                                  inventory=folder / event.inventory, name=f"{event.name} transfer (whole labelled area)",
@@ -194,12 +218,14 @@ def main(argv: list[str] | None = None) -> None:
 
     table = pd.DataFrame(rows)
     table.to_csv(out / "real_event.csv", index=False)
-    cov = next(iter(reports.values()))["coverage"]
+    cov = next(iter(reports.values()))["coverage"] if reports else {"mapped": 0}
     lines = [f"# {event.title}: local, transfer, combined, progressive", "",
              markdown(table), "",
              f"Test blocks: {test_share:.1%} of the cube's pixels ({len(index[index['split'] == 'test'])} windows of "
              f"{index.attrs['size']} px), the same in every run. Threshold: each checkpoint's own, chosen on its "
-             "validation blocks. Objects: polygons >= 400 m² against the inventory's polygons.",
+             "validation blocks; the pixel baseline's on the local model's validation blocks. AP: average precision "
+             "(area under the precision-recall curve), ranking apart from the threshold. "
+             "Objects: polygons >= 400 m² against the inventory's polygons.",
              f"Pre-event gap: {cov.get('no_pre', 0) / max(cov['mapped'], 1):.1%} of the mapped pixels have no pre-event "
              f"image and were mapped from post-event imagery and terrain (pre-event dropout {c.pre_dropout}).",
              "", "Training curves (validation MCC per epoch, each run's own validation blocks):", ""]

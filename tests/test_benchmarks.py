@@ -87,15 +87,21 @@ def test_real_event_benchmark_small_mode_and_the_demo_on_the_real_event(tmp_path
     import json
     import shutil
 
+    import pandas as pd
+
     out = _run("real_event.py", "--out", str(tmp_path / "bench"), "--small", "--event", str(IBURI))
     table = (tmp_path / "bench" / "real_event.md").read_text(encoding="utf-8")
     for model in ("local", "transfer", "combined", "progressive"):
         assert f"| {model} |" in table and (tmp_path / "bench" / "maps" / model / "map.png").stat().st_size > 10_000
     assert "Iburi test blocks" in table and "(unseen)" in table and "koukita/2018_09_06_atumatyou" in table
+    # the floor: the pixel baseline, trained on the local model's blocks, scored on the same test blocks
+    rows = pd.read_csv(tmp_path / "bench" / "real_event.csv")
+    base = rows[rows["model"] == "pixel baseline"].iloc[0]
+    assert base["scored on"] == "Iburi test blocks" and base["mcc"] > 0.2 and 0 < base["AP"] <= 1
+    assert (tmp_path / "bench" / "maps" / "pixel-baseline" / "map.png").stat().st_size > 10_000
+    assert "| AP |" in table
     assert "Pre-event gap" in out
     # the same test blocks in every run: no model that saw Iburi trained on them
-    import pandas as pd
-
     local = pd.read_csv(tmp_path / "bench" / "models" / "local" / "windows.csv")
     combined = pd.read_csv(tmp_path / "bench" / "models" / "combined" / "windows.csv")
     iburi = [p for p in combined["path"].unique() if p.endswith("iburi_2018.zarr")][0]
