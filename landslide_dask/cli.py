@@ -163,12 +163,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .train.loop import evaluate
     from .train.metrics import fmt
 
-    conf = evaluate(args.model, args.cube)
+    conf = evaluate(args.model, args.cube, threshold_rule=args.threshold_rule)
     s = conf.scores()
     print(" ".join(f"{k} {fmt(s[k])}" for k in ("mcc", "precision", "recall", "f1", "iou")))
     if not conf.positives:
         print("the cube's labels hold no landslide pixel: MCC, recall, F1 and IoU are undefined here")
-    print(f"tp {s['tp']} fp {s['fp']} fn {s['fn']} tn {s['tn']} (pixels; threshold from the checkpoint)")
+    how = ("the scene rule: Otsu on this cube's map, no labels; the model never trained on this region"
+           if conf.threshold_rule == "scene" else "the checkpoint's validation threshold")
+    print(f"tp {s['tp']} fp {s['fp']} fn {s['fn']} tn {s['tn']} (pixels; threshold {conf.threshold:.3f}, {how})")
 
 
 def cmd_model_info(args: argparse.Namespace) -> None:
@@ -212,11 +214,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
     with (_client(args) if args.scheduler or args.workers or args.cluster else nullcontext()) as client:
         out = predict(args.cube, args.model, args.out, client=client, window=args.window, overlap=args.overlap,
                       batch_size=args.batch_size, device=args.device, progress=not args.quiet,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, threshold_rule=args.threshold_rule)
     pred = open_prediction(out)
     a = pred.attrs
     print(f"probability written to {out} (window {a['window']}, overlap {a['overlap']}, "
-          f"overhead {a['overhead']:.2f}, threshold {a['threshold']:.2f})")
+          f"overhead {a['overhead']:.2f})")
+    print(f"threshold {a['threshold']:.3f}: {a.get('threshold_rule', 'validation')}")
     cov = coverage(pred)
     if cov.get("no_pre_mapped"):
         print(f"{cov['no_pre_mapped']} px ({cov['no_pre_mapped'] / max(cov['mapped'], 1):.1%} of the map) have "
@@ -416,6 +419,9 @@ def _train_commands(sub) -> None:
             "imagery and terrain (0: such pixels are left unmapped)", type=float)
         opt("--haze", "haze", "probability per acquisition of added haze (path radiance falling with "
             "wavelength), for scenes delivered top-of-atmosphere or hazy", type=float)
+        opt("--normalise", "normalise", "imagery standardised by the training set's statistics (global) or by "
+            "each acquisition's own median and spread (scene: hazy, top-of-atmosphere and surface-reflectance "
+            "scenes look alike)", choices=["global", "scene"])
         opt("--window", "size", "training window in pixels", type=int)
         opt("--stride", "stride", "window spacing in the index", type=int)
         s.add_argument("--block", type=int, help="side of the split blocks in pixels (default 4 x window)")
@@ -458,6 +464,7 @@ def _train_commands(sub) -> None:
     s = sub.add_parser("evaluate", help="pixel MCC, precision, recall, F1, IoU of a checkpoint on a labelled cube")
     s.add_argument("--model", required=True, help="checkpoint (best.pt)")
     s.add_argument("--cube", required=True, help="cube with labels")
+    _threshold_rule_option(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("model-info", help="parameters, FLOPs per pixel and receptive field of the model")
@@ -467,6 +474,13 @@ def _train_commands(sub) -> None:
     s.add_argument("--widths", type=_ints, help=f"encoder widths (default {widths})")
     s.add_argument("--size", type=int, default=PAPER_WINDOW, help=f"tile size for the FLOP count (default {PAPER_WINDOW})")
     s.set_defaults(func=cmd_model_info)
+
+
+def _threshold_rule_option(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--threshold-rule", choices=["auto", "validation", "scene"], default="auto",
+                   help="how the map's threshold is chosen: validation (the checkpoint's, chosen on its "
+                        "validation blocks), scene (Otsu on this map's log-odds, no labels), or auto (scene "
+                        "for a region the model never trained on, else validation; the default)")
 
 
 def _predict_commands(sub) -> None:
@@ -486,6 +500,7 @@ def _predict_commands(sub) -> None:
                         + ", ".join(f"{n} on {d.upper()}" for d, n in DEFAULT_BATCH_SIZE.items()) + ")")
     s.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     s.add_argument("--cog", help="also write a Cloud-Optimized GeoTIFF here")
+    _threshold_rule_option(s)
     s.add_argument("--overwrite", action="store_true", help="replace an output made with other arguments")
     s.add_argument("--workers", type=int, help="run on a LocalCluster of this many processes")
     s.add_argument("--scheduler", help="address of a running Dask scheduler")

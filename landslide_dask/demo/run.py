@@ -144,10 +144,11 @@ def run_demo(data: Path, out: Path, workers: int = 2, size_km: float = 10.0, epo
     t_map = time.perf_counter() - t0 - t_cubes - t_train
     px, ob = rep["pixel"], rep["object"]
     table = pd.DataFrame([score_row(name, "combined (unseen)", [region_name(c) for c in seen],
-                                    Confusion(px["tp"], px["fp"], px["fn"], px["tn"]), res["best"])])
+                                    Confusion(px["tp"], px["fp"], px["fn"], px["tn"], threshold=rep["threshold"],
+                                              threshold_rule=rep["threshold_source"]), res["best"])])
     table.to_csv(out / "unseen_region.csv", index=False)
-    print(f"\n[demo] the combined model on the unseen region {name} (pixels; threshold {res['threshold']:.2f}, "
-          f"chosen on validation blocks of the training regions):\n")
+    print(f"\n[demo] the combined model on the unseen region {name} (pixels; threshold {rep['threshold']:.2f}: "
+          f"{rep['threshold_source']}):\n")
     print(markdown_table(table))
     print(f"\n[demo] {len(polys)} landslide polygons >= 400 m²; against the inventory: object precision "
           f"{ob['precision']:.2f}, recall {ob['recall']:.2f} ({ob['detected_reference']} of {ob['n_reference']} "

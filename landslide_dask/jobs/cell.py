@@ -80,8 +80,10 @@ def run_cell(spec, cell, out: Path, client, *, chunk: int = 1024) -> dict[str, A
         t = tick("cube", t)
         if not any_valid:
             return {"status": "empty", "reason": NO_VALID_PIXEL, "timings": timings}
+        # one threshold for the whole country: a scene threshold per cell would differ from cell to
+        # cell, and a cell without landslides has no second mode to find
         pred = predict(cube, spec.model, d / "probability.zarr", client=client, progress=False,
-                       **spec.predict.kwargs())
+                       threshold_rule="validation", **spec.predict.kwargs())
         t = tick("predict", t)
         cog = export_cog(pred, d / "probability.tif")
         t = tick("cog", t)

@@ -366,7 +366,8 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
     pred = open_prediction(prediction, georeferenced=True)
     cb, cube_where = _open_cube(cube)
     _check_same_grid(pred, cb, cube_where)
-    threshold_source = "given" if threshold is not None else "the checkpoint's validation-chosen threshold"
+    threshold_source = ("given" if threshold is not None
+                        else pred.attrs.get("threshold_rule", "the checkpoint's validation-chosen threshold"))
     t = resolve_threshold(pred, threshold)
     level = threshold_level(t)
     transform = transform_of(pred)

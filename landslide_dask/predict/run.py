@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..common.workers import total_threads
-from ..errors import InputDataError
+from ..errors import InputDataError, UsageError
 from . import engine, store
 from .engine import Plan
 from .windows import blend_weights, chunk_bounds, chunk_grid, contributions
@@ -40,7 +40,7 @@ __all__ = ["predict", "lazy_probability"]
 
 def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None, window: int | None = None,
             overlap: int | None = None, batch_size: int | None = None, device: str | None = None,
-            progress: bool = True, overwrite: bool = False) -> Path:
+            progress: bool = True, overwrite: bool = False, threshold_rule: str = "auto") -> Path:
     """Map landslide probability over a cube with blended overlapping windows; resumable.
 
     ``client``: a ``distributed.Client`` (else dask's local threaded scheduler with up to 4
@@ -49,9 +49,15 @@ def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None
     (None: :func:`default_batch_size` of the device the workers use).
     ``device``: ``"cpu"``, ``"cuda"``...; None picks CUDA on workers that have it. An existing
     ``out`` made with the same arguments is resumed (finished chunks are skipped); with other
-    arguments it is an error unless ``overwrite``. Returns ``out``; open it with
+    arguments it is an error unless ``overwrite``. ``threshold_rule``: how the map's ``threshold``
+    attribute is chosen (:mod:`.thresholds`: ``auto`` takes the label-free scene rule for a
+    region the model never trained on, its validation threshold otherwise). Returns ``out``; open it with
     :func:`open_prediction`. Output: the prediction contract of ``docs/contracts.md``.
     """
+    from .thresholds import RULES
+
+    if threshold_rule not in RULES:
+        raise UsageError(f"unknown threshold rule {threshold_rule!r}: use one of {', '.join(RULES)}")
     out = Path(out).resolve()
     threads = engine.local_threads(device)
     if batch_size is None and device is None and client is not None:
@@ -66,6 +72,7 @@ def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None
     grid = chunk_grid(plan.shape, plan.chunks)
     if state == "complete":
         log.info("%s is already complete", out)
+        _set_threshold(out, plan, extra, threshold_rule)
         return out
     if state == "new":
         store.create_output(out, plan, run, store.prediction_attrs(plan, extra, run))
@@ -92,7 +99,20 @@ def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None
     if missing:  # pragma: no cover - every write task marks its chunk
         raise RuntimeError(f"{len(missing)} chunks of {out} were not written; rerun predict")
     store.finish(out, len(grid))
+    _set_threshold(out, plan, extra, threshold_rule)
     return out
+
+
+def _set_threshold(out: Path, plan, extra: dict, rule: str) -> None:
+    """Record the map's threshold and the rule that chose it (one pass over the finished map)."""
+    import zarr
+
+    from .thresholds import choose_threshold
+
+    t, how = choose_threshold(out, plan.cube, extra["ckpt"], rule)
+    zarr.open_group(str(out), mode="r+").attrs.update(
+        {"threshold": t, "threshold_rule": how, "validation_threshold": float(extra["ckpt"].get("threshold", 0.5))})
+    log.info("threshold %.3f: %s", t, how)
 
 
 def lazy_probability(cube: str | Path, model: str | Path, *, window: int | None = None,

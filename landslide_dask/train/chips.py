@@ -28,7 +28,7 @@ from ..cube.inventory import LABEL_UNKNOWN
 
 __all__ = ["SPLITS", "MIN_SPLIT_POSITIVES", "MIN_BLOCKS", "auto_block", "build_index", "split_summary",
            "check_splits", "sampling_weights", "BandStats", "compute_stats", "augment",
-           "WAVELENGTH_NM", "HAZE_MAX", "haze", "drop_pre", "epoch_windows"]
+           "WAVELENGTH_NM", "HAZE_MAX", "haze", "drop_pre", "epoch_windows", "shift_windows"]
 
 SPLITS = ("train", "val", "test")
 
@@ -230,13 +230,16 @@ class BandStats:
     mean: dict[str, list[float]]
     std: dict[str, list[float]]
     units: str = DN  # of the imagery streams: DN as stored, or REFLECTANCE (x 10,000)
+    # "global": imagery standardised by these statistics; "scene" (reader.SCENE): by each
+    # acquisition's own (these then serve terrain only)
+    normalise: str = "global"
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "units": self.units}
+        return {"mean": self.mean, "std": self.std, "units": self.units, "normalise": self.normalise}
 
     @classmethod
     def from_dict(cls, d: dict) -> "BandStats":
-        return cls(mean=d["mean"], std=d["std"], units=d.get("units", DN))
+        return cls(mean=d["mean"], std=d["std"], units=d.get("units", DN), normalise=d.get("normalise", "global"))
 
 
 def _stream_arrays(ds, streams: tuple[str, ...], bands: tuple[str, ...] | None, where: str,
@@ -268,7 +271,8 @@ def _window_mask(windows: pd.DataFrame, shape: tuple[int, int], size: int, strid
 
 
 def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post", "terrain"),
-                  split: str = "train", bands: tuple[str, ...] | None = None, units: str = DN) -> BandStats:
+                  split: str = "train", bands: tuple[str, ...] | None = None, units: str = DN,
+                  normalise: str = "global") -> BandStats:
     """Mean and std per channel over the valid pixels of the union of the split's windows (the
     pre-event stream: over those that have a pre-event image), in one dask pass (sums and sums of
     squares in float64). ``bands``: the imagery bands, by name (None: all of each cube's);
@@ -294,7 +298,7 @@ def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post"
         var = sum(q[1] for q in p) / n - mu * mu
         mean[s] = [float(v) for v in mu]
         std[s] = [float(v) for v in np.sqrt(np.maximum(var, 1e-12))]
-    return BandStats(mean, std, units)
+    return BandStats(mean, std, units, normalise)
 
 
 def augment(sample: dict[str, np.ndarray], rng: np.random.Generator, jitter: float = 0.05,
@@ -398,3 +402,31 @@ def epoch_windows(index: pd.DataFrame, split: str, epoch: int, rank: int = 0, wo
     idx = np.concatenate([local.permutation(np.arange(i, min(i + local_shuffle, per_rank)))
                           for i in range(0, per_rank, local_shuffle)])
     return mine.iloc[idx].reset_index(drop=True)
+
+
+def shift_windows(windows: pd.DataFrame, index: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """Random crops inside the split: each window moves by up to a stride (less than one) in y and x
+    where the windows it moves towards (beside and diagonal) are in the index with its split, so the
+    moved window stays inside the union of that split's windows and never reads another split's
+    pixels. The index's grid alone shows the model each place at ``(size / stride)²`` offsets only;
+    a small inventory has a few hundred windows, and the model learns their positions."""
+    stride = int(index.attrs["stride"])
+    if stride <= 1 or not len(windows):
+        return windows
+    have = {(int(c), str(s), int(r), int(q)) for c, s, r, q in
+            zip(index["cube"], index["split"], index["row"] // stride, index["col"] // stride)}
+    n = len(windows)
+    dy = rng.integers(-(stride - 1), stride, n)
+    dx = rng.integers(-(stride - 1), stride, n)
+    rows, cols = windows["row"].to_numpy(), windows["col"].to_numpy()
+    for i, (cube, split, r, c) in enumerate(zip(windows["cube"].to_numpy(), windows["split"].to_numpy(),
+                                                rows // stride, cols // stride)):
+        sy, sx = int(np.sign(dy[i])), int(np.sign(dx[i]))
+        key = (int(cube), str(split))
+        ok_y = sy == 0 or (*key, r + sy, c) in have
+        ok_x = sx == 0 or (*key, r, c + sx) in have
+        if ok_y and ok_x and sy and sx and (*key, r + sy, c + sx) not in have:
+            ok_x = False  # the diagonal is missing: move along y only
+        dy[i] = dy[i] if ok_y else 0
+        dx[i] = dx[i] if ok_x else 0
+    return windows.assign(row=rows + dy, col=cols + dx)

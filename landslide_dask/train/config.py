@@ -34,6 +34,9 @@ class TrainConfig:
     pre_dropout: float = 0.0
     # probability per acquisition of added haze (chips.haze): top-of-atmosphere or hazy scenes
     haze: float = 0.0
+    # imagery standardised by the training set's statistics ("global") or by each acquisition's own
+    # median and spread ("scene", reader.SCENE: haze augmentation then has nothing to add)
+    normalise: str = "global"
     size: int = TRAIN_WINDOW
     stride: int = TRAIN_STRIDE
     block: int | None = None
@@ -44,6 +47,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     positive_boost: float = 3.0
+    # random crops: each training window moves by up to a stride inside its split (chips.shift_windows)
+    crop_shift: bool = True
     # radiometric augmentation, sd of per-band gain and offset (normalised units): regions differ in
     # sun, season and atmosphere; 0.15 instead of 0.05 raised the demo's unseen-region MCC 0.79 -> 0.82
     jitter: float = 0.15

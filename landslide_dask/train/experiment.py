@@ -68,6 +68,7 @@ def score_row(region: str, strategy: str, trained_on: list[str], conf, ckpt: str
     scores = conf.scores()
     return {"region": region, "strategy": strategy, "trained_on": "+".join(trained_on),
             **{k: (round(float(scores[k]), 4) if scores[k] is not None else None) for k in SCORES},
+            "threshold": conf.threshold, "threshold_rule": conf.threshold_rule,
             "tp": scores["tp"], "fp": scores["fp"], "fn": scores["fn"], "tn": scores["tn"], "checkpoint": ckpt}
 
 

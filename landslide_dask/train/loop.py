@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .chips import (BandStats, augment, build_index, check_splits, compute_stats, drop_pre, epoch_windows, haze,
+from .chips import (BandStats, augment, build_index, check_splits, compute_stats, drop_pre, epoch_windows, haze, shift_windows,
                     split_summary)
 from ..cube.build import open_cube
 from ..cube.inventory import LABEL_UNKNOWN
@@ -104,13 +104,17 @@ def window_batches(reader: WindowReader, windows: pd.DataFrame, size: int, batch
                     s = reader.sample(int(cube), int(row), int(col), size)
                     s["label"][:sr] = LABEL_UNKNOWN
                     s["label"][:, :sc] = LABEL_UNKNOWN
+                    if sr or sc:
+                        s["valid"] = s["valid"].copy()
+                        s["valid"][:sr] = False
+                        s["valid"][:, :sc] = False
                     if rng is not None:
                         s = augment(s, rng, jitter)
-                        if haze_p > 0 and reader.std is not None:
+                        if haze_p > 0 and reader.std is not None and not reader.scene:
                             s = haze(s, rng, haze_p, reader.bands, reader.std)
                         s = drop_pre(s, rng, pre_dropout)
                     samples.append(s)
-                batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in (*streams, "label")}
+                batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in (*streams, "label", "valid")}
                 q.put(batch)
         except BaseException as exc:  # surface reader errors in the training thread
             q.put(exc)
@@ -164,8 +168,10 @@ def best_threshold(counts: torch.Tensor) -> tuple[float, Confusion]:
 def save_checkpoint(path: Path, model: torch.nn.Module, model_config: dict, bands: list[str], stats: BandStats,
                     cfg: TrainConfig, epoch: int, threshold: float, history: list[dict],
                     optimizer: torch.optim.Optimizer | None = None, scheduler=None, best_mcc: float = -1.0,
-                    stale: int = 0) -> None:
-    """A checkpoint of plain containers and tensors only: loadable with ``weights_only=True``."""
+                    stale: int = 0, regions: list[dict] | None = None) -> None:
+    """A checkpoint of plain containers and tensors only: loadable with ``weights_only=True``.
+    ``regions``: the training regions (``predict.thresholds.region_record``), so a map of another
+    region takes the label-free threshold rule."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     ckpt = {
         "format": CHECKPOINT_FORMAT, "state_dict": state, "model_config": model_config, "bands": bands,
@@ -173,12 +179,23 @@ def save_checkpoint(path: Path, model: torch.nn.Module, model_config: dict, band
         "history": history, "train_config": cfg.to_dict(), "best_mcc": best_mcc, "stale": stale,
         "provenance": {"inventories": [Path(c).stem for c in cfg.cubes], "strategy": cfg.strategy,
                        "epochs": epoch + 1, "window": cfg.size},
+        "regions": regions if regions is not None else training_regions(cfg),
     }
     if optimizer is not None:
         ckpt["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
         ckpt["scheduler"] = scheduler.state_dict()
     atomic_write(path, lambda tmp: torch.save(ckpt, tmp))  # a killed save never leaves a half checkpoint
+
+
+def training_regions(cfg: TrainConfig) -> list[dict]:
+    """The regions a model has seen: its training cubes' and, when fine-tuned, its parent's."""
+    from ..predict.thresholds import region_record
+
+    seen = [region_record(c) for c in cfg.cubes]
+    if cfg.init_from:
+        seen += [r for r in load_checkpoint(cfg.init_from).get("regions") or [] if r not in seen]
+    return seen
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
@@ -238,6 +255,7 @@ def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     val = index[index["split"] == "val"].iloc[ctx.rank::ctx.world_size]  # every window, once
+    regions = training_regions(cfg)
 
     for epoch in range(start, cfg.epochs):
         if stale >= cfg.patience:
@@ -247,6 +265,8 @@ def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_
         windows = epoch_windows(index, "train", epoch, ctx.rank, ctx.world_size, cfg.seed,
                                 n=steps * cfg.batch_size * ctx.world_size, positive_boost=cfg.positive_boost)
         rng = np.random.default_rng([cfg.seed, epoch, ctx.rank, 7])
+        if cfg.crop_shift:
+            windows = shift_windows(windows, index, rng)
         loss_sum, n_batches = 0.0, 0
         batches = window_batches(reader, windows, cfg.size, cfg.batch_size, rng, cfg.streams, jitter=cfg.jitter,
                            pre_dropout=cfg.pre_dropout, haze_p=cfg.haze)
@@ -295,8 +315,8 @@ def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_
             out.mkdir(parents=True, exist_ok=True)
             args = (model, model_config, bands, stats, cfg)
             if improved:
-                save_checkpoint(out / "best.pt", *args, epoch, th, history, best_mcc=best_mcc)
-            save_checkpoint(last, *args, epoch, threshold, history, opt, sched, best_mcc, stale)
+                save_checkpoint(out / "best.pt", *args, epoch, th, history, best_mcc=best_mcc, regions=regions)
+            save_checkpoint(last, *args, epoch, threshold, history, opt, sched, best_mcc, stale, regions=regions)
             write_history(history, out)
             print(f"[train] epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} val MCC {conf.mcc():.3f} "
                   f"(P {conf.precision():.2f} R {conf.recall():.2f} @ {th:.2f}) {history[-1]['seconds']:.0f}s",
@@ -340,6 +360,8 @@ def write_history(history: list[dict], out: Path) -> None:
 
 def prepare(cfg: TrainConfig) -> tuple[pd.DataFrame, BandStats, dict, list[str]]:
     """Index and statistics on the client side (dask), plus the model config from the cubes' bands."""
+    if cfg.normalise not in ("global", "scene"):
+        raise InputDataError(f"normalise must be 'global' or 'scene', not {cfg.normalise!r}")
     channels, bands = stream_channels(cfg.cubes[0], cfg.streams, cfg.bands)
     for c in cfg.cubes[1:]:
         stream_channels(c, cfg.streams, tuple(bands))  # every cube must hold the model's bands
@@ -356,7 +378,7 @@ def prepare(cfg: TrainConfig) -> tuple[pd.DataFrame, BandStats, dict, list[str]]
         stats = BandStats.from_dict(ck["stats"])  # keep the parent's normalisation when continuing
         model_config = ck["model_config"]
     else:
-        stats = compute_stats(index, cfg.streams, bands=tuple(bands), units=REFLECTANCE)
+        stats = compute_stats(index, cfg.streams, bands=tuple(bands), units=REFLECTANCE, normalise=cfg.normalise)
         from .model import ModelConfig
 
         model_config = ModelConfig(streams=channels, **cfg.model).to_dict()
@@ -430,20 +452,29 @@ def finished(out: str | Path) -> dict | None:
 
 
 def predict_windows(ckpt: dict, cube: str, windows: pd.DataFrame, size: int, batch_size: int = 8,
-                    device: str = "cpu") -> torch.Tensor:
-    """Confusion counts per threshold of a checkpoint over the given windows of one cube."""
+                    device: str = "cpu", levels: bool = False):
+    """Confusion counts per threshold of a checkpoint over the given windows of one cube; with
+    ``levels``, also ``(3, 256)`` histograms of probability x 255 (rounded, as maps store it) of
+    the landslide, the other labelled and all valid pixels: any threshold's confusion and the
+    label-free scene threshold come from them."""
     model = build_model(ckpt["model_config"]).to(device, memory_format=torch.channels_last).eval()
     model.load_state_dict(ckpt["state_dict"])
     streams = tuple(ckpt["streams"])
     reader = checkpoint_reader(ckpt, [cube])
     counts = torch.zeros(len(THRESHOLDS), 4, dtype=torch.float64)
+    hists = torch.zeros(3, 256, dtype=torch.int64)
     w = windows.assign(cube=0)
     with torch.inference_mode():
         for batch in window_batches(reader, w, size, batch_size, None, streams, drop_last=False):
             inputs, target, known = to_device(batch, torch.device(device), streams)
             prob = torch.sigmoid(model(inputs)["logits"].float())
             counts += confusion_by_threshold(prob.cpu(), target.cpu(), known.cpu())
-    return counts
+            if levels:
+                level = torch.round(prob.cpu() * 255).long().clamp(0, 255)
+                t, k, v = target.cpu().bool(), known.cpu(), batch["valid"].unsqueeze(1)
+                for i, m in enumerate((k & t, k & ~t, v)):
+                    hists[i] += torch.bincount(level[m], minlength=256)
+    return (counts, hists.numpy()) if levels else counts
 
 
 def tiles(cube: str, size: int = 512, multiple: int = INPUT_MULTIPLE) -> pd.DataFrame:
@@ -469,9 +500,15 @@ def tiles(cube: str, size: int = 512, multiple: int = INPUT_MULTIPLE) -> pd.Data
 
 
 def evaluate(ckpt_path: str | Path, cube: str | Path, split: str | None = None,
-             index: pd.DataFrame | None = None, tile: int = 512) -> Confusion:
-    """Pixel confusion of a checkpoint on a cube at the checkpoint's validation threshold: every
-    pixel of the cube once (an unseen region), or one split of a training index."""
+             index: pd.DataFrame | None = None, tile: int = 512, threshold_rule: str = "auto") -> Confusion:
+    """Pixel confusion of a checkpoint on a cube: every pixel of the cube once (an unseen region),
+    or one split of a training index. ``threshold_rule`` (``predict.thresholds``): ``auto`` scores
+    a region the model never trained on at the label-free scene threshold, others at the
+    checkpoint's validation threshold; the Confusion's ``threshold`` says which was used."""
+    from ..predict.thresholds import RULES, is_seen, otsu_level
+
+    if threshold_rule not in RULES:
+        raise InputDataError(f"unknown threshold rule {threshold_rule!r}: use one of {', '.join(RULES)}")
     ckpt = load_checkpoint(ckpt_path)
     cube = str(cube)
     if split is None:
@@ -484,6 +521,17 @@ def evaluate(ckpt_path: str | Path, cube: str | Path, split: str | None = None,
         windows = index[(index["path"] == cube) & (index["split"] == split)]
         if not len(windows):
             raise InputDataError(f"no {split} windows for {cube}")
-    counts = predict_windows(ckpt, cube, windows, size)
-    i = int(np.argmin(np.abs(THRESHOLDS - ckpt["threshold"])))
-    return Confusion(*(int(v) for v in counts[i].tolist()))
+    _, hists = predict_windows(ckpt, cube, windows, size, levels=True)
+    rule = threshold_rule
+    if rule == "auto":
+        regions = ckpt.get("regions")
+        rule = "validation" if regions is None or is_seen(cube, regions) else "scene"
+    if rule == "scene":
+        if hists[2].sum() == 0:
+            raise InputDataError(f"{cube} has no valid pixel in these windows: no scene threshold")
+        level = otsu_level(hists[2])
+    else:
+        level = int(round(float(ckpt["threshold"]) * 255))
+    pos, neg = hists[0], hists[1]
+    tp, fp = int(pos[level:].sum()), int(neg[level:].sum())
+    return Confusion(tp, fp, int(pos.sum()) - tp, int(neg.sum()) - fp, threshold=level / 255.0, threshold_rule=rule)

@@ -12,7 +12,7 @@ are predicted, precision and MCC are 0 (and recall 0).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,10 @@ class Confusion:
     fp: int = 0
     fn: int = 0
     tn: int = 0
+    # where a Confusion came from a map: the threshold it was counted at and the rule that chose it
+    # (``predict.thresholds``); not part of equality, dropped by addition
+    threshold: float | None = field(default=None, compare=False)
+    threshold_rule: str | None = field(default=None, compare=False)
 
     def __add__(self, other: "Confusion") -> "Confusion":
         return Confusion(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
@@ -94,7 +98,8 @@ class Confusion:
         """The scores and counts; an undefined score is None (JSON null), never a number."""
         s = {"mcc": self.mcc(), "precision": self.precision(), "recall": self.recall(), "f1": self.f1(),
              "iou": self.iou()}
-        return {**{k: (v if defined(v) else None) for k, v in s.items()}, **asdict(self)}
+        counts = {k: v for k, v in asdict(self).items() if v is not None}
+        return {**{k: (v if defined(v) else None) for k, v in s.items()}, **counts}
 
 
 def average_precision(positives: np.ndarray, negatives: np.ndarray) -> float:

@@ -1,7 +1,9 @@
 """The one path from cube windows to model inputs: training, inference, evaluation and benchmarks.
 
 A window of a cube becomes model inputs in exactly one way, here: the model's bands picked by name
-from each cube (any cube that has them, in any order), ``(x - mean) / std`` per channel, 0 where a
+from each cube (any cube that has them, in any order), ``(x - mean) / std`` per channel — the
+training set's statistics, or with scene normalisation (``normalise: "scene"`` in the statistics)
+each acquisition's own median and spread for imagery —, 0 where a
 pixel is not valid or not finite, and the pre-event stream also 0 where the cube has no pre-event
 image (``pre_valid``). Windows may reach past the cube (inference pads the edges): outside is 0
 and not valid.
@@ -23,8 +25,8 @@ import numpy as np
 from ..errors import InputDataError
 from ..cube.inventory import LABEL_UNKNOWN
 
-__all__ = ["TERRAIN", "REFLECTANCE", "DN", "CACHE_MB", "ChunkCache", "PROCESS_CACHE", "clear_caches",
-           "cube_token", "cube_bands", "select_bands", "radiometry", "WindowReader"]
+__all__ = ["TERRAIN", "REFLECTANCE", "DN", "SCENE", "CACHE_MB", "ChunkCache", "PROCESS_CACHE", "clear_caches",
+           "cube_token", "cube_bands", "select_bands", "radiometry", "scene_statistics", "WindowReader"]
 
 TERRAIN = ("hillshade", "slope")  # the terrain stream's channel order
 # Imagery units the model sees: reflectance x 10,000, from each cube's recorded DN scale and offset,
@@ -32,6 +34,13 @@ TERRAIN = ("hillshade", "slope")  # the terrain stream's channel order
 # other scalings look alike. Statistics (BandStats.units) say which units a model was trained in.
 REFLECTANCE = "reflectance_x10000"
 DN = "dn"
+# Scene normalisation: each imagery stream of each cube (one acquisition or composite) standardised by
+# its own median and robust spread ((p84 - p16) / 2) over its valid pixels, so top-of-atmosphere and
+# surface reflectance, haze, season and sensor look alike (the paper stretched each image by itself);
+# terrain keeps the training set's statistics. At most SCENE_SAMPLE_PX pixels (a regular subsample)
+# are read for them.
+SCENE = "scene"
+SCENE_SAMPLE_PX = 2_000_000
 CACHE_MB = 128  # decoded chunks kept per process for inference (a training rank keeps its own 512 MB)
 
 
@@ -76,6 +85,8 @@ def clear_caches() -> None:
     """Forget open arrays and decoded chunks in this process (tests, or after rebuilding a cube)."""
     with _ARRAYS_LOCK:
         _ARRAYS.clear()
+    with _SCENE_LOCK:
+        _SCENE_STATS.clear()
     PROCESS_CACHE.clear()
 
 
@@ -125,6 +136,42 @@ def radiometry(path: str | Path) -> tuple[float, float]:
     return float(so[0]) * 1e4, float(so[1]) * 1e4
 
 
+_SCENE_STATS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_SCENE_LOCK = threading.Lock()
+
+
+def scene_statistics(path: str | Path, var: str, band_index: Sequence[int], gain_bias: tuple[float, float] = (1.0, 0.0)
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(median, robust spread) per band of one imagery stream of a cube over its valid pixels (the
+    pre-event stream: those with a pre-event image), in the units ``gain_bias`` gives; cached per
+    process and cube version."""
+    import zarr
+
+    key = (str(path), cube_token(path), var, tuple(band_index), tuple(gain_bias))
+    with _SCENE_LOCK:
+        hit = _SCENE_STATS.get(key)
+    if hit is not None:
+        return hit
+    g = zarr.open_group(str(path), mode="r")
+    ny, nx = g["valid"].shape
+    step = max(1, int(np.ceil(np.sqrt(ny * nx / SCENE_SAMPLE_PX))))
+    ok = np.asarray(g["valid"][::step, ::step]).astype(bool)
+    if var == "pre" and "pre_valid" in g.array_keys():
+        ok &= np.asarray(g["pre_valid"][::step, ::step]).astype(bool)
+    x = np.asarray(g[var][:, ::step, ::step])[list(band_index)][:, ok].astype(np.float64)
+    if x.shape[1] < 100:
+        raise InputDataError(f"{path}: only {x.shape[1]} valid pixels of {var!r} in a 1:{step} sample, too few "
+                             "to normalise the scene by its own statistics; map a larger area or use a model "
+                             "trained with global normalisation.")
+    gain, bias = gain_bias
+    x = x * gain + bias
+    p16, p50, p84 = np.percentile(x, [16, 50, 84], axis=1)
+    out = (p50.astype(np.float32), np.maximum((p84 - p16) / 2.0, 1.0).astype(np.float32))
+    with _SCENE_LOCK:
+        _SCENE_STATS[key] = out
+    return out
+
+
 class WindowReader:
     """Model inputs, labels and masks of cube windows.
 
@@ -153,6 +200,7 @@ class WindowReader:
         if stats is not None and not isinstance(stats, dict):
             stats = stats.to_dict()
         self.units = stats.get("units", DN) if stats is not None else DN
+        self.scene = stats is not None and stats.get("normalise") == SCENE
         self.gain_bias = tuple(radiometry(p) if self.units == REFLECTANCE else (1.0, 0.0) for p in self.paths)
         self.mean = ({s: np.asarray(stats["mean"][s], np.float32)[:, None, None] for s in self.streams}
                      if stats is not None else None)
@@ -275,7 +323,11 @@ class WindowReader:
                 if gain != 1.0 or bias != 0.0:
                     x *= np.float32(gain)
                     x += np.float32(bias)
-            if self.mean is not None:
+                if self.scene:
+                    centre, spread = scene_statistics(self.paths[cube], name, idx, self.gain_bias[cube])
+                    x -= centre[:, None, None]
+                    x /= spread[:, None, None]
+            if self.mean is not None and not (self.scene and name != "terrain"):
                 x -= self.mean[name]
                 x /= self.std[name]
             if not exact:  # float inputs (slope) may hold NaN or inf; integers cannot

@@ -9,7 +9,7 @@ import xarray as xr
 
 from landslide_dask.errors import InputDataError
 from landslide_dask.train.chips import (MIN_SPLIT_POSITIVES, augment, build_index, check_splits, compute_stats,
-                                        epoch_windows, sampling_weights)
+                                        epoch_windows, sampling_weights, shift_windows)
 from landslide_dask.train.reader import ChunkCache, WindowReader
 from landslide_dask.cube.build import write_cube
 
@@ -203,3 +203,21 @@ def test_windows_may_span_blocks_of_one_split_and_the_default_block_fits_small_r
     # multiple of the window with at least MIN_BLOCKS blocks
     assert build_index([cube], size=128, stride=64).attrs["block"] == 128
     assert build_index([cube], size=64, stride=32).attrs["block"] == 192
+
+
+def test_random_crops_stay_inside_their_split_and_vary(index):
+    """Shifted training windows never read a pixel of another split's windows (no leak into val or
+    test), and they do move: off the index's grid in both directions."""
+    size = int(index.attrs["size"])
+    rng = np.random.default_rng(0)
+    train = epoch_windows(index, "train", 0, n=2000, positive_boost=3.0)
+    moved = shift_windows(train, index, rng)
+    assert (moved["row"] % 64 != 0).mean() > 0.3 and (moved["col"] % 64 != 0).mean() > 0.3
+    assert (moved["row"] < train["row"]).any() and (moved["row"] > train["row"]).any()
+    for ci, mine in moved.groupby("cube"):
+        shape = (700, 900)
+        own = np.zeros(shape, bool)
+        for r, c in index[(index["cube"] == ci) & (index["split"] == "train")][["row", "col"]].to_numpy():
+            own[r:r + size, c:c + size] = True
+        for r, c in mine[["row", "col"]].to_numpy():
+            assert r >= 0 and c >= 0 and own[r:r + size, c:c + size].all()

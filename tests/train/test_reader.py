@@ -227,3 +227,33 @@ def test_haze_adds_more_to_blue_than_to_red_per_acquisition_on_valid_pixels_only
         seen_pre_only |= bool(out["pre"][0, 4, 4] > 0 and out["post"][0, 4, 4] == 0)
     assert seen_pre_only  # acquisitions get their own atmosphere
     assert haze(sample, rng, 0.0, ("blue", "green", "red"), std) is sample
+
+
+def test_scene_normalisation_makes_a_hazy_brighter_scene_look_like_the_clear_one(tmp_path):
+    """Each acquisition standardised by its own median and spread: a scene with a per-band gain and
+    haze offset (top-of-atmosphere against surface reflectance) gives the same model inputs as the
+    clear one, where the training set's statistics leave them apart; terrain keeps those."""
+    from landslide_dask.train.chips import build_index, compute_stats
+    from landslide_dask.train.reader import REFLECTANCE, SCENE, scene_statistics
+
+    a = make_arrays((128, 128), seed=5)
+    clear = write_test_cube(tmp_path / "clear.zarr", a)
+    gain = np.array([1.3, 1.15, 1.05, 1.0])[:, None, None]
+    offset = np.array([900, 500, 250, 100])[:, None, None]  # haze: most in blue (the first band)
+    hazy = {**a, **{s: np.clip(np.round(a[s] * gain + offset), 1, 65535).astype(a[s].dtype) for s in ("pre", "post")}}
+    hazy_cube = write_test_cube(tmp_path / "hazy.zarr", hazy)
+    index = build_index([clear], size=64, stride=32, block=64, min_usable=0.5).assign(split="train")
+    stats = compute_stats(index, STREAMS, units=REFLECTANCE, normalise=SCENE)
+    assert stats.normalise == SCENE and BandStats.from_dict(stats.to_dict()).normalise == SCENE
+    scene = WindowReader([clear, hazy_cube], STREAMS, stats)
+    glob = WindowReader([clear, hazy_cube], STREAMS, {**stats.to_dict(), "normalise": "global"})
+    x0, x1 = scene.inputs(0, 0, 0, 128, 128)[0], scene.inputs(1, 0, 0, 128, 128)[0]
+    g0, g1 = glob.inputs(0, 0, 0, 128, 128)[0], glob.inputs(1, 0, 0, 128, 128)[0]
+    for s in ("pre", "post"):
+        assert np.abs(x1[s] - x0[s]).mean() < 0.02        # alike, up to rounding to whole DN
+        assert np.abs(g1[s] - g0[s]).mean() > 0.3         # apart with the training set's statistics
+        assert abs(float(np.median(x0[s]))) < 0.05        # centred on the scene's median
+    np.testing.assert_array_equal(x0["terrain"], g0["terrain"])
+    med, spread = scene_statistics(clear, "post", (0, 1, 2, 3))
+    np.testing.assert_allclose(med, np.median(a["post"].reshape(4, -1), axis=1), rtol=1e-6)
+    assert (spread > 1).all()
