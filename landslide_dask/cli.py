@@ -190,6 +190,18 @@ def cmd_model_info(args: argparse.Namespace) -> None:
     print(describe(ModelConfig(streams={s: channels[s] for s in args.streams}, **model), args.size))
 
 
+def cmd_import_tiles(args: argparse.Namespace) -> None:
+    from .cube.build import open_cube
+    from .cube.tiles import import_tiles
+
+    out = import_tiles(Path(args.source), Path(args.out), bands=tuple(args.bands), region=args.region)
+    a = open_cube(out).attrs
+    b = a["blobs"]
+    print(f"{a['source_tiles']} tiles -> {out} ({a['crs']}, {a['resolution']:g} m): {b['landslide']} landslide and "
+          f"{b['non_landslide']} non-landslide sample blobs (source: {a['blobs_source']['landslide']} and "
+          f"{a['blobs_source']['non_landslide']}); unlabelled pixels are unknown; streams: post only")
+
+
 def cmd_import_patches(args: argparse.Namespace) -> None:
     from .cube.build import open_cube
     from .cube.patches import import_patches
@@ -391,6 +403,15 @@ def _cube_commands(sub) -> None:
     s.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNG")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_import_patches)
+
+    s = sub.add_parser("import-tiles", help="georeferenced image/label tiles (e.g. ArcGIS Classified Tiles, the "
+                                            "Chattogram set) -> one labelled cube")
+    s.add_argument("source", help="export folder holding images/ and labels/ (or its parent)")
+    s.add_argument("--out", required=True, help="output cube, e.g. chattogram.zarr")
+    s.add_argument("--bands", type=_csv, default=("red", "green", "blue", "nir"),
+                   help="names of the image channels in order (default red,green,blue,nir: Chattogram's)")
+    s.add_argument("--region", help="region name (default: the folder's name)")
+    s.set_defaults(func=cmd_import_tiles)
 
 
 def _train_commands(sub) -> None:
