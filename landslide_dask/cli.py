@@ -27,6 +27,18 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date: use YYYY-MM-DD") from None
 
 
+def _dropouts(v: str) -> dict[str, float]:
+    """``terrain=0.2,post=0.1`` -> {"terrain": 0.2, "post": 0.1}."""
+    out = {}
+    for part in filter(None, v.split(",")):
+        name, _, p = part.partition("=")
+        try:
+            out[name.strip()] = float(p)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: write STREAM=PROBABILITY, e.g. terrain=0.2") from None
+    return out
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
@@ -438,6 +450,10 @@ def _train_commands(sub) -> None:
         opt("--pre-dropout", "pre_dropout", "probability per window of hiding its pre-event image (whole, and "
             "again beyond a random edge), so the model maps gaps in the pre-event mosaic from post-event "
             "imagery and terrain (0: such pixels are left unmapped)", type=float)
+        s.add_argument("--stream-dropout", type=_dropouts, default=None, metavar="STREAM=P,...",
+                       help="probability per window of hiding other whole streams, e.g. terrain=0.2, so the "
+                            "model maps cubes without them (post-only tiles) and trains on inventories with and "
+                            "without them (default none)")
         opt("--haze", "haze", "probability per acquisition of added haze (path radiance falling with "
             "wavelength), for scenes delivered top-of-atmosphere or hazy", type=float)
         opt("--normalise", "normalise", "imagery standardised by the training set's statistics (global) or by "

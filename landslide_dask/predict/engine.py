@@ -222,10 +222,15 @@ def _check_inputs(cube: Path, ckpt: dict, ckpt_path: Path):
     """Validate the cube against the checkpoint (every problem at once); returns the dataset."""
     from ..cube.build import open_cube
 
+    from ..train.loop import droppable_streams
+
     ds = open_cube(cube)
     streams = [str(s) for s in ckpt["streams"]]
+    droppable = droppable_streams(ckpt)
     problems = []
     for s in streams:
+        if s in droppable:
+            continue  # trained with this stream's dropout: a cube without it is mapped from the others
         if s == "terrain":
             missing = [v for v in TERRAIN if v not in ds]
             if missing:
@@ -243,8 +248,9 @@ def _check_inputs(cube: Path, ckpt: dict, ckpt_path: Path):
     if problems:
         raise InputDataError(
             f"The checkpoint {ckpt_path} does not fit the cube {cube}: " + "; ".join(problems) +
-            ". Use a model trained on bands and streams the cube has, or rebuild the cube with "
-            "them (`landslide-dask cube --bands ...`).")
+            ". Use a model trained on bands and streams the cube has, or with the missing streams' dropout "
+            "(`train --pre-dropout`, `--stream-dropout terrain=0.2`), or rebuild the cube with them "
+            "(`landslide-dask cube --bands ...`).")
     dims = tuple(ds["valid"].dims)
     if dims != ("y", "x"):
         raise InputDataError(f"{cube}: 'valid' has dims {dims}, expected ('y', 'x'); rebuild the cube.")

@@ -28,7 +28,7 @@ from ..cube.inventory import LABEL_UNKNOWN
 
 __all__ = ["SPLITS", "MIN_SPLIT_POSITIVES", "MIN_BLOCKS", "auto_block", "build_index", "split_summary",
            "check_splits", "sampling_weights", "BandStats", "compute_stats", "augment",
-           "WAVELENGTH_NM", "HAZE_MAX", "haze", "drop_pre", "epoch_windows", "shift_windows"]
+           "WAVELENGTH_NM", "HAZE_MAX", "haze", "drop_pre", "drop_streams", "epoch_windows", "shift_windows"]
 
 SPLITS = ("train", "val", "test")
 
@@ -284,7 +284,8 @@ def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post"
         valid = ds["valid"].data
         m = _window_mask(windows, valid.shape, size, stride, valid.chunks) & valid
         gb = radiometry(path) if units == REFLECTANCE else (1.0, 0.0)
-        for s, arr in _stream_arrays(ds, streams, bands, f"the cube {path}", gb).items():
+        present = tuple(s for s in streams if (all(t in ds for t in TERRAIN) if s == "terrain" else s in ds))
+        for s, arr in _stream_arrays(ds, present, bands, f"the cube {path}", gb).items():
             ms = m & ds["pre_valid"].data if s == "pre" and "pre_valid" in ds else m
             x = da.where(ms, arr, 0.0).astype(np.float64)
             parts[s].append((x.sum(axis=(1, 2)), (x * x).sum(axis=(1, 2)), ms.sum()))
@@ -293,7 +294,8 @@ def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post"
     for s, p in parts.items():
         n = sum(int(q[2]) for q in p)
         if n == 0:
-            raise InputDataError(f"no valid pixels in the {split} windows to compute statistics from")
+            raise InputDataError(f"no valid pixels of the {s!r} stream in the {split} windows to compute statistics "
+                                 "from (does any training cube hold it?)")
         mu = sum(q[0] for q in p) / n
         var = sum(q[1] for q in p) / n - mu * mu
         mean[s] = [float(v) for v in mu]
@@ -371,6 +373,18 @@ def drop_pre(sample: dict[str, np.ndarray], rng: np.random.Generator, p: float) 
     out = dict(sample)
     out["pre"] = np.where(gone[None], 0.0, sample["pre"]).astype(np.float32)
     out["pre_valid"] = sample.get("pre_valid", sample["valid"]) & ~gone
+    return out
+
+
+def drop_streams(sample: dict[str, np.ndarray], rng: np.random.Generator, p: dict[str, float]
+                 ) -> dict[str, np.ndarray]:
+    """Stream dropout beyond the pre-event image: each stream named in ``p`` is hidden whole (0, as
+    the reader gives for a cube without it) with its probability, independently per window."""
+    out = sample
+    for name, prob in p.items():
+        if name in sample and prob > 0 and rng.random() < prob:
+            out = dict(out) if out is sample else out
+            out[name] = np.zeros_like(sample[name])
     return out
 
 

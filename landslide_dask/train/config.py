@@ -32,6 +32,10 @@ class TrainConfig:
     # beyond a random edge): a model trained with it maps pixels whose pre-event image is missing
     # from post-event imagery and terrain; one trained without leaves them unmapped, and says so
     pre_dropout: float = 0.0
+    # dropout of other whole streams, e.g. {"terrain": 0.2}: probability per window of hiding the
+    # stream (zeros, as a cube without it reads), so one model maps cubes that lack it (post-only
+    # tiles such as Chattogram's) and trains on inventories with and without it
+    stream_dropout: dict = field(default_factory=dict)
     # probability per acquisition of added haze (chips.haze): top-of-atmosphere or hazy scenes
     haze: float = 0.0
     # imagery standardised by the training set's statistics ("global") or by each acquisition's own

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .chips import (BandStats, augment, build_index, check_splits, compute_stats, drop_pre, epoch_windows, haze, shift_windows,
+from .chips import (BandStats, augment, build_index, check_splits, compute_stats, drop_pre, drop_streams, epoch_windows, haze, shift_windows,
                     split_summary)
 from ..cube.build import open_cube
 from ..cube.inventory import LABEL_UNKNOWN
@@ -43,10 +43,16 @@ THRESHOLDS = np.round(np.r_[np.arange(0.01, 0.05, 0.01), np.arange(0.05, 0.96, 0
 CHECKPOINT_FORMAT = 1
 
 
-def stream_channels(cube: str | Path, streams: tuple[str, ...], bands: tuple[str, ...] | None = None
-                    ) -> tuple[dict[str, int], list[str]]:
+def has_stream(ds, stream: str) -> bool:
+    """Whether a cube (its dataset) holds a model stream."""
+    return all(t in ds for t in TERRAIN) if stream == "terrain" else stream in ds
+
+
+def stream_channels(cube: str | Path, streams: tuple[str, ...], bands: tuple[str, ...] | None = None,
+                    droppable: tuple[str, ...] = ()) -> tuple[dict[str, int], list[str]]:
     """Input channels per stream and the model's bands (``bands``, or every band of the cube),
-    checked against what the cube holds."""
+    checked against what the cube holds; a ``droppable`` stream (trained with its dropout) may be
+    missing from the cube."""
     ds = open_cube(cube)
     have = [str(b) for b in ds["band"].values] if "band" in ds.coords else []
     chosen = list(bands) if bands is not None else have
@@ -54,21 +60,41 @@ def stream_channels(cube: str | Path, streams: tuple[str, ...], bands: tuple[str
     for s in streams:
         if s == "terrain":
             missing = [v for v in TERRAIN if v not in ds]
-            if missing:
+            if missing and s not in droppable:
                 raise InputDataError(f"{cube} has no {' or '.join(missing)}: train without the terrain stream "
-                                     "(--streams pre,post) or rebuild the cube with a DEM.")
+                                     "(--streams pre,post), with its dropout (--stream-dropout terrain=0.2) so the "
+                                     "model learns to map without it, or rebuild the cube with a DEM.")
             channels[s] = len(TERRAIN)
-        elif s in ds:
-            select_bands(chosen, have, f"the cube {cube}")
+        elif s in ds or s in droppable:
+            if s in ds:
+                select_bands(chosen, have, f"the cube {cube}")
             channels[s] = len(chosen)
         else:
-            raise InputDataError(f"{cube} has no {s!r} composite: choose --streams from what the cube has.")
+            raise InputDataError(f"{cube} has no {s!r} composite: choose --streams from what the cube has, or "
+                                 f"train with its dropout ({'--pre-dropout 0.1' if s == 'pre' else f'--stream-dropout {s}=0.2'}).")
     return channels, chosen
+
+
+def stream_dropout_of(train_config: dict | None, stream: str) -> float:
+    """The dropout a model's stream was trained with (pre: ``pre_dropout``; others: ``stream_dropout``)."""
+    tc = train_config or {}
+    if stream == "pre":
+        return float(tc.get("pre_dropout") or 0)
+    return float((tc.get("stream_dropout") or {}).get(stream) or 0)
+
+
+def droppable_streams(cfg_or_ckpt) -> tuple[str, ...]:
+    """Streams a run (TrainConfig) or checkpoint (dict) learnt to do without."""
+    if isinstance(cfg_or_ckpt, dict):
+        streams, tc = cfg_or_ckpt["streams"], cfg_or_ckpt.get("train_config")
+    else:
+        streams, tc = cfg_or_ckpt.streams, cfg_or_ckpt.to_dict()
+    return tuple(s for s in streams if stream_dropout_of(tc, s) > 0)
 
 
 def maps_without_pre(ckpt: dict) -> bool:
     """Whether a checkpoint's model was trained to map pixels that lack a pre-event image."""
-    return "pre" not in ckpt["streams"] or float((ckpt.get("train_config") or {}).get("pre_dropout") or 0) > 0
+    return "pre" not in ckpt["streams"] or stream_dropout_of(ckpt.get("train_config"), "pre") > 0
 
 
 def training_reader(cfg: TrainConfig, stats: BandStats | dict, bands: list[str]) -> WindowReader:
@@ -85,7 +111,7 @@ def checkpoint_reader(ckpt: dict, cubes: list[str | Path]) -> WindowReader:
 
 def window_batches(reader: WindowReader, windows: pd.DataFrame, size: int, batch_size: int, rng: np.random.Generator | None,
              streams: tuple[str, ...], drop_last: bool = True, jitter: float = 0.05, pre_dropout: float = 0.0,
-             haze_p: float = 0.0):
+             haze_p: float = 0.0, stream_dropout: dict[str, float] | None = None):
     """Batches of tensors, read one batch ahead on a background thread (I/O overlaps compute).
     Training drops a short last batch (equal steps on every rank); evaluation keeps it."""
     q: queue.Queue = queue.Queue(maxsize=2)
@@ -113,6 +139,8 @@ def window_batches(reader: WindowReader, windows: pd.DataFrame, size: int, batch
                         if haze_p > 0 and reader.std is not None and not reader.scene:
                             s = haze(s, rng, haze_p, reader.bands, reader.std)
                         s = drop_pre(s, rng, pre_dropout)
+                        if stream_dropout:
+                            s = drop_streams(s, rng, stream_dropout)
                     samples.append(s)
                 batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in (*streams, "label", "valid")}
                 q.put(batch)
@@ -269,7 +297,7 @@ def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_
             windows = shift_windows(windows, index, rng)
         loss_sum, n_batches = 0.0, 0
         batches = window_batches(reader, windows, cfg.size, cfg.batch_size, rng, cfg.streams, jitter=cfg.jitter,
-                           pre_dropout=cfg.pre_dropout, haze_p=cfg.haze)
+                           pre_dropout=cfg.pre_dropout, haze_p=cfg.haze, stream_dropout=cfg.stream_dropout)
         if ctx.is_main and cfg.progress:
             from ..common.logs import progress_bar
 
@@ -362,9 +390,17 @@ def prepare(cfg: TrainConfig) -> tuple[pd.DataFrame, BandStats, dict, list[str]]
     """Index and statistics on the client side (dask), plus the model config from the cubes' bands."""
     if cfg.normalise not in ("global", "scene"):
         raise InputDataError(f"normalise must be 'global' or 'scene', not {cfg.normalise!r}")
-    channels, bands = stream_channels(cfg.cubes[0], cfg.streams, cfg.bands)
+    if "pre" in (cfg.stream_dropout or {}):
+        raise InputDataError("the pre-event stream's dropout is --pre-dropout (it also hides parts of windows), "
+                             "not --stream-dropout pre=...")
+    unknown = set(cfg.stream_dropout or {}) - set(cfg.streams)
+    if unknown:
+        raise InputDataError(f"--stream-dropout names {sorted(unknown)}, which are not among the streams "
+                             f"{list(cfg.streams)}")
+    droppable = droppable_streams(cfg)
+    channels, bands = stream_channels(cfg.cubes[0], cfg.streams, cfg.bands, droppable)
     for c in cfg.cubes[1:]:
-        stream_channels(c, cfg.streams, tuple(bands))  # every cube must hold the model's bands
+        stream_channels(c, cfg.streams, tuple(bands), droppable)  # every cube must hold the model's bands
     if cfg.init_from:
         parent = [str(b) for b in load_checkpoint(cfg.init_from)["bands"]]
         if parent != list(bands):

@@ -1,11 +1,12 @@
 """The one path from cube windows to model inputs: training, inference, evaluation and benchmarks.
 
 A window of a cube becomes model inputs in exactly one way, here: the model's bands picked by name
-from each cube (any cube that has them, in any order), ``(x - mean) / std`` per channel — the
-training set's statistics, or with scene normalisation (``normalise: "scene"`` in the statistics)
-each acquisition's own median and spread for imagery —, 0 where a
-pixel is not valid or not finite, and the pre-event stream also 0 where the cube has no pre-event
-image (``pre_valid``). Windows may reach past the cube (inference pads the edges): outside is 0
+from each cube (any cube that has them, in any order), ``(x - mean) / std`` per channel (the
+training set's statistics, or with scene normalisation, ``normalise: "scene"`` in the statistics,
+each acquisition's own median and spread for imagery), 0 where a pixel is not valid or not finite,
+and the pre-event stream also 0 where the cube has no pre-event image (``pre_valid``). A stream the
+cube lacks altogether (post-only tiles) is 0 everywhere, which only a model trained with that
+stream's dropout can map. Windows may reach past the cube (inference pads the edges): outside is 0
 and not valid.
 
 Decoded zarr chunks live in one thread-safe LRU cache per process: a window touches one to four
@@ -241,6 +242,9 @@ class WindowReader:
     def has(self, cube: int, var: str) -> bool:
         return var in self.variables[cube]
 
+    def has_stream(self, cube: int, stream: str) -> bool:
+        return all(self.has(cube, t) for t in TERRAIN) if stream == "terrain" else self.has(cube, stream)
+
     def _chunk(self, cube: int, var: str, iy: int, ix: int) -> np.ndarray:
         arr = self.array(cube, var)
         cy, cx = arr.chunks[-2:]
@@ -291,7 +295,9 @@ class WindowReader:
         valid = self.raw(cube, "valid", row, col, h, w).astype(bool, copy=False)
         if "pre" not in self.streams:
             return valid, valid, None
-        if self.has(cube, "pre_valid"):
+        if not self.has(cube, "pre"):  # a post-only cube: no pre-event image anywhere
+            pre_valid = np.zeros_like(valid)
+        elif self.has(cube, "pre_valid"):
             pre_valid = self.raw(cube, "pre_valid", row, col, h, w).astype(bool, copy=False) & valid
         else:
             pre_valid = valid
@@ -308,6 +314,9 @@ class WindowReader:
             return {}, valid, pre_valid
         out = {}
         for name in self.streams:
+            if not self.has_stream(cube, name):  # a model trained with this stream's dropout: zeros
+                out[name] = np.zeros((len(TERRAIN) if name == "terrain" else len(self.bands), h, w), np.float32)
+                continue
             if name == "terrain":
                 parts = [self.raw(cube, t, row, col, h, w) for t in TERRAIN]
                 x = np.empty((len(parts), h, w), np.float32)

@@ -221,3 +221,16 @@ def test_random_crops_stay_inside_their_split_and_vary(index):
             own[r:r + size, c:c + size] = True
         for r, c in mine[["row", "col"]].to_numpy():
             assert r >= 0 and c >= 0 and own[r:r + size, c:c + size].all()
+
+
+def test_stream_dropout_hides_whole_streams_at_their_rate():
+    from landslide_dask.train.chips import drop_streams
+
+    rng = np.random.default_rng(0)
+    sample = {"post": np.ones((3, 8, 8), np.float32), "terrain": np.ones((2, 8, 8), np.float32)}
+    hidden = 0
+    for _ in range(2000):
+        out = drop_streams(sample, rng, {"terrain": 0.25})
+        assert out["post"].all() and (out["terrain"].all() or not out["terrain"].any())
+        hidden += not out["terrain"].any()
+    assert 400 < hidden < 600 and sample["terrain"].all()   # the input itself is never changed

@@ -236,3 +236,32 @@ def test_an_rgb_model_trained_on_four_band_cubes_maps_and_scores_a_three_band_cu
         evaluate(res["best"], no_blue)
     with pytest.raises(InputDataError, match=r"missing \['blue'\]"):
         train(client, _cfg([cubes[0], str(no_blue)], tmp_path / "bad", bands=("blue", "green", "red")))
+
+
+def test_stream_dropout_trains_on_cubes_with_and_without_a_stream_and_maps_a_post_only_cube(client, cubes, tmp_path):
+    """One model for Iburi-like cubes (pre, post, terrain) and Chattogram-like tiles (post only): trained
+    with pre-event and terrain dropout on both kinds, it maps a post-only cube; without the dropout,
+    such a cube is refused for training and for mapping, saying which option makes it work."""
+    import landslide_dask.predict as P
+    from landslide_dask.cube.build import write_cube
+
+    ds = open_cube(cubes[1])
+    post_only = write_cube(ds.drop_vars(["pre", "pre_valid", "slope", "hillshade"], errors="ignore"),
+                           tmp_path / "post_only.zarr", progress=False)
+    with pytest.raises(InputDataError, match="--stream-dropout terrain"):
+        train(client, _cfg([cubes[0], str(post_only)], tmp_path / "no-dropout", epochs=1, steps_per_epoch=2,
+                           pre_dropout=0.2))
+    res = train(client, _cfg([cubes[0], str(post_only)], tmp_path / "both", epochs=1, steps_per_epoch=4,
+                             pre_dropout=0.2, stream_dropout={"terrain": 0.3}))
+    ck = load_checkpoint(res["best"])
+    assert ck["train_config"]["stream_dropout"] == {"terrain": 0.3} and len(ck["stats"]["mean"]["terrain"]) == 2
+    out = P.predict(post_only, res["best"], tmp_path / "p.zarr", progress=False)
+    pred = P.open_prediction(out)
+    valid = open_cube(post_only)["valid"].values
+    np.testing.assert_array_equal(pred["valid"].values, valid)           # every valid pixel mapped
+    assert pred["no_pre"].values[valid].all()                            # from post-event imagery alone
+    assert evaluate(res["best"], post_only).positives > 0
+    # a model trained without terrain dropout does not map it, and says why
+    plain = train(client, _cfg([cubes[0]], tmp_path / "plain", epochs=1, steps_per_epoch=2, pre_dropout=0.2))
+    with pytest.raises(InputDataError, match="stream-dropout terrain"):
+        P.predict(post_only, plain["best"], tmp_path / "q.zarr", progress=False)
