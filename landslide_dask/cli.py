@@ -272,7 +272,15 @@ def cmd_evaluate_map(args: argparse.Namespace) -> None:
                        threshold=args.threshold, min_area_m2=args.min_area, attribution=args.attribution,
                        beside=args.beside)
     px, ob = rep["pixel"], rep["object"]
-    print("pixels:  " + " ".join(f"{k} {px[k]:.3f}" for k in ("mcc", "precision", "recall", "f1", "iou")))
+    from .train.metrics import fmt
+
+    print("pixels:  " + " ".join(f"{k} {fmt(px[k])}" for k in ("mcc", "precision", "recall", "f1", "iou"))
+          + f" average precision {fmt(px.get('average_precision'))}")
+    print(f"threshold {rep['threshold']:.3f}: {rep['threshold_source']}")
+    if rep.get("blobs"):
+        b = rep["blobs"]
+        print(f"labelled blobs: {b['found']} of {b['landslide_blobs']} landslide samples found, {b['rejected']} of "
+              f"{b['non_landslide_blobs']} non-landslide samples rejected (blob MCC {fmt(b['mcc'])})")
     print(f"objects: precision {ob['precision']:.3f} recall {ob['recall']:.3f} "
           f"({ob['detected_reference']}/{ob['n_reference']} landslides detected, "
           f"{ob['fp_predicted']} of {ob['n_predicted']} predicted objects false)")

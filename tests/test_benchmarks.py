@@ -100,6 +100,16 @@ def test_real_event_benchmark_small_mode_and_the_demo_on_the_real_event(tmp_path
     assert base["scored on"] == "Iburi test blocks" and base["mcc"] > 0.2 and 0 < base["AP"] <= 1
     assert (tmp_path / "bench" / "maps" / "pixel-baseline" / "map.png").stat().st_size > 10_000
     assert "| AP |" in table
+    # the second real region, where present: a model trained with it maps Iburi unseen, and models
+    # that never saw it are scored on it per pixel and per labelled blob
+    chatto_rows = rows[rows["scored on"].str.startswith("Chattogram")]
+    if (IBURI.parent / "chattogram_s2_tiles").exists():
+        assert "| real-transfer | synthetic + Chattogram | Iburi test blocks |" in table
+        assert set(chatto_rows["model"]) == {"transfer", "combined"}
+        assert chatto_rows["blobs found"].str.endswith("/120").all()
+        assert chatto_rows["blobs rejected"].str.endswith("/214").all()
+    else:
+        assert chatto_rows.empty
     assert "Pre-event gap" in out
     # the same test blocks in every run: no model that saw Iburi trained on them
     local = pd.read_csv(tmp_path / "bench" / "models" / "local" / "windows.csv")

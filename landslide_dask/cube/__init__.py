@@ -4,7 +4,8 @@ rasterised inventory on one grid, written as zarr (layout: ``docs/contracts.md``
 ``grid`` (the output pixel grid) -> ``load`` (STAC assets onto the grid, one task per block) ->
 ``build`` (search, per-day mosaics, ``composite`` medians, ``terrain``, ``inventory`` labels, the
 zarr write) -> ``quicklook`` (a PNG to look at);
-``patches`` turns folders of pre-cut patches (Landslide4Sense-style) into the same cube layout.
+``patches`` turns folders of pre-cut patches (Landslide4Sense-style) into the same cube layout;
+``tiles`` merges georeferenced image/label tile exports (the Chattogram set) back into one cube.
 """
 
 from ..common.lazy import lazy_exports
@@ -20,6 +21,7 @@ _EXPORTS = {
     "LABEL_UNKNOWN": ".inventory",
     "read_polygons": ".inventory",
     "import_patches": ".patches",
+    "import_tiles": ".tiles",
     "cube_quicklook": ".quicklook",
 }
 

@@ -3,8 +3,9 @@
 ``windows`` (the global window grid and its blending weights) -> ``engine`` (the checkpoint on a
 device, the plan each task carries, a batch of windows through the model) -> ``run`` (windows
 blended into output chunks, streamed strip by strip) -> ``store`` (the resumable prediction group)
--> ``export`` (COG), ``polygons`` (landslide objects), ``report`` (scores and maps against an
-inventory).
+-> ``thresholds`` (the map's threshold: the checkpoint's, or the label-free scene rule for a region
+it never trained on) -> ``export`` (COG), ``polygons`` (landslide objects), ``report`` (scores and
+maps against an inventory).
 """
 
 from ..common.lazy import lazy_exports
@@ -33,6 +34,8 @@ _EXPORTS = {
     "resolve_window": ".windows",
     "polygonize": ".polygons",
     "evaluate_map": ".report",
+    "scene_threshold": ".thresholds",
+    "choose_threshold": ".thresholds",
 }
 
 __all__ = list(_EXPORTS)

@@ -211,6 +211,30 @@ def object_metrics(pred: np.ndarray, ref: np.ndarray, min_iou: float = 0.1, min_
 # the map
 
 
+def blob_metrics(hit: np.ndarray, label: np.ndarray, evaluated: np.ndarray) -> dict:
+    """Scores per labelled blob, for labels that are samples rather than outlines: a landslide blob
+    (8-connected pixels of label 1) is *found* when at least half of its evaluated pixels are
+    mapped, a non-landslide blob (label 0) *rejected* when fewer than half are; blob MCC from those
+    four counts."""
+    from scipy import ndimage
+
+    out = {}
+    for name, value in (("landslide", 1), ("non_landslide", 0)):
+        lab, n = ndimage.label((label == value) & evaluated, structure=np.ones((3, 3)))
+        if n:
+            share = ndimage.mean(hit.astype(np.float64), lab, index=np.arange(1, n + 1))
+            out[name] = (int(n), int((np.asarray(share) >= 0.5).sum()))
+        else:
+            out[name] = (0, 0)
+    (n_pos, found), (n_neg, mapped_neg) = out["landslide"], out["non_landslide"]
+    conf = Confusion(found, mapped_neg, n_pos - found, n_neg - mapped_neg)
+    return {"landslide_blobs": n_pos, "found": found, "non_landslide_blobs": n_neg, "rejected": n_neg - mapped_neg,
+            "recall": conf.recall(), "specificity": (n_neg - mapped_neg) / n_neg if n_neg else float("nan"),
+            "precision": conf.precision(), "mcc": conf.mcc(),
+            "rule": "a landslide blob is found when >= 50 % of its pixels are mapped; a non-landslide blob is "
+                    "rejected when < 50 % are"}
+
+
 def _coarse(arr: da.Array, step: int) -> da.Array:
     """Block sums over step x step (padded at the far edges), lazily."""
     if step == 1:
@@ -334,6 +358,13 @@ def markdown_report(rep: dict) -> str:
         lines.append(f"| {c['class']} | " + " | ".join(_fmt(c[k]) for k in (
             "n_predicted", "tp_predicted", "fp_predicted", "n_reference", "detected", "missed",
             "precision", "recall")) + " | – |")
+    if rep.get("blobs"):
+        b = rep["blobs"]
+        lines += ["", "## Labelled samples (blobs)", "", f"The labels are samples, not outlines: {b['rule']}.", "",
+                  "| landslide blobs | found | non-landslide blobs | rejected | recall | specificity | precision | MCC |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|",
+                  "| " + " | ".join(_fmt(b[k]) for k in ("landslide_blobs", "found", "non_landslide_blobs", "rejected",
+                                                        "recall", "specificity", "precision", "mcc")) + " |"]
     lines += ["", f"Predictions matching several references (merges): {ob['merged_predictions']}; "
               f"references matched by several predictions (splits): {ob['split_references']}.", "",
               "## Map", "", f"![map]({Path(rep['files']['map']).name})", "",
@@ -446,6 +477,12 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
                "min_iou": min_iou, "min_cover": min_cover, "connectivity": CONNECTIVITY,
                "reference_source": reference_source, "predicted_source": predicted_source})
 
+    # labelled samples (sparse blobs, not outlines): found / rejected per blob
+    blobs = None
+    if str(cb.attrs.get("labels", "")).startswith("sparse"):
+        hit_np, lab_np, ev_np = _compute(hit, cb["label"].data.rechunk(chunks), evaluated, client=client)
+        blobs = blob_metrics(np.asarray(hit_np) & np.asarray(ev_np), np.asarray(lab_np), np.asarray(ev_np))
+
     # outputs
     png = out_dir / "map.png"
     rep = {"region": name, "prediction": str(prediction) if not isinstance(prediction, xr.Dataset) else "dataset",
@@ -454,6 +491,7 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
            "min_area_m2": float(min_area_m2), "evaluated_km2": conf.total * pixel_area / 1e6,
            "attribution": attribution,
            "pixel": {**conf.scores(), "average_precision": ap if defined(ap) else None}, "object": om, "map_step": step,
+           **({"blobs": blobs} if blobs is not None else {}),
            "files": {"report_md": str(out_dir / "report.md"), "report_json": str(out_dir / "report.json"),
                      "map": str(png)}}
     rgb = _stretch(rgb_raw, vmask)

@@ -26,16 +26,28 @@ from .config import MIN_USABLE, TRAIN_STRIDE, TRAIN_WINDOW
 from .reader import DN, REFLECTANCE, TERRAIN, radiometry, select_bands
 from ..cube.inventory import LABEL_UNKNOWN
 
-__all__ = ["SPLITS", "MIN_SPLIT_POSITIVES", "MIN_BLOCKS", "auto_block", "build_index", "split_summary",
+__all__ = ["SPLITS", "MIN_SPLIT_POSITIVES", "MIN_BLOCKS", "SPARSE_MIN_KNOWN", "sparse_labels", "auto_block", "build_index", "split_summary",
            "check_splits", "sampling_weights", "BandStats", "compute_stats", "augment",
            "WAVELENGTH_NM", "HAZE_MAX", "haze", "drop_pre", "drop_streams", "epoch_windows", "shift_windows"]
 
 SPLITS = ("train", "val", "test")
 
 
+#: Labels that are sparse samples (blobs of a few pixels, not outlines: the cube attribute
+#: ``labels`` starts with "sparse"): a window qualifies by its share of valid pixels and needs at least
+#: this many labelled ones.
+SPARSE_MIN_KNOWN = 9
+
+
+def sparse_labels(ds) -> bool:
+    """Whether a cube's labels are sparse samples (``cube.tiles``) rather than a mapped area."""
+    return str(ds.attrs.get("labels", "")).startswith("sparse")
+
+
 def _cell_counts(ds, stride: int) -> dict[str, da.Array]:
-    """Per-cell (stride x stride) counts of usable and landslide pixels, lazily."""
-    usable = ds["valid"].data
+    """Per-cell (stride x stride) counts of valid, usable (valid and labelled) and landslide pixels, lazily."""
+    valid = ds["valid"].data
+    usable = valid
     if "label" in ds:
         usable = usable & (ds["label"].data != LABEL_UNKNOWN)
         slide = usable & (ds["label"].data == 1)
@@ -43,7 +55,7 @@ def _cell_counts(ds, stride: int) -> dict[str, da.Array]:
         slide = da.zeros_like(usable)
     h, w = (s // stride * stride for s in usable.shape)
     out = {}
-    for name, arr in (("usable", usable), ("slide", slide)):
+    for name, arr in (("valid", valid), ("usable", usable), ("slide", slide)):
         arr = arr[:h, :w].astype(np.int32)
         out[name] = da.coarsen(np.sum, arr, {0: stride, 1: stride}, trim_excess=True)
     return out
@@ -120,7 +132,8 @@ def build_index(cubes: list[str | Path], size: int = TRAIN_WINDOW, stride: int =
                 min_usable: float = MIN_USABLE, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
                 seed: int = 0) -> pd.DataFrame:
     """Windows of ``size`` px every ``stride`` px where at least ``min_usable`` of the pixels are valid
-    and inside the inventory, each with its split and landslide fraction.
+    and inside the inventory (for a cube of sparse labelled samples: valid, with at least
+    ``SPARSE_MIN_KNOWN`` labelled pixels), each with its split and landslide fraction.
 
     ``block`` is the side of the split blocks in pixels, a multiple of ``stride`` and at least
     ``size`` (default: :func:`auto_block`). Blocks are dealt to splits per region, stratified by
@@ -135,15 +148,21 @@ def build_index(cubes: list[str | Path], size: int = TRAIN_WINDOW, stride: int =
     if not cubes:
         raise UsageError("no cubes given")
     k = size // stride
-    computed = dask.compute(*[_cell_counts(open_cube(c), stride) for c in cubes])
+    opened = [open_cube(c) for c in cubes]
+    computed = dask.compute(*[_cell_counts(ds, stride) for ds in opened])
     block = block or auto_block(list(computed), size, stride)
     cells = block // stride
     rows = []
     totals = {s: {"windows": 0, "blocks": 0, "known_px": 0, "landslide_px": 0} for s in SPLITS}
     for ci, (cube, counts) in enumerate(zip(cubes, computed)):
-        usable = _window_sums(counts["usable"], k) / (size * size)
+        if sparse_labels(opened[ci]):  # labelled samples, not an inventoried area
+            usable = _window_sums(counts["valid"], k) / (size * size)
+            ok = (usable >= min_usable) & (_window_sums(counts["usable"], k) >= SPARSE_MIN_KNOWN)
+        else:
+            usable = _window_sums(counts["usable"], k) / (size * size)
+            ok = usable >= min_usable
         slide = _window_sums(counts["slide"], k) / (size * size)
-        wy, wx = np.nonzero(usable >= min_usable)
+        wy, wx = np.nonzero(ok)
         # seeded by the region's name, not its place in the list: a region keeps its test blocks
         # whichever regions it is trained with (a combined model never trains on a local model's test)
         block_usable, block_slide = _region_blocks(counts, cells)

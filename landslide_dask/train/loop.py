@@ -393,10 +393,12 @@ def prepare(cfg: TrainConfig) -> tuple[pd.DataFrame, BandStats, dict, list[str]]
     if "pre" in (cfg.stream_dropout or {}):
         raise InputDataError("the pre-event stream's dropout is --pre-dropout (it also hides parts of windows), "
                              "not --stream-dropout pre=...")
-    unknown = set(cfg.stream_dropout or {}) - set(cfg.streams)
+    # a stream the model does not have needs no dropout (e.g. the demo's terrain dropout in a run
+    # without terrain); a name that is no stream at all is a typo
+    unknown = set(cfg.stream_dropout or {}) - set(cfg.streams) - {"post", "terrain"}
     if unknown:
-        raise InputDataError(f"--stream-dropout names {sorted(unknown)}, which are not among the streams "
-                             f"{list(cfg.streams)}")
+        raise InputDataError(f"--stream-dropout names {sorted(unknown)}, which are not streams: use "
+                             f"{', '.join(s for s in cfg.streams if s != 'pre')}")
     droppable = droppable_streams(cfg)
     channels, bands = stream_channels(cfg.cubes[0], cfg.streams, cfg.bands, droppable)
     for c in cfg.cubes[1:]:

@@ -179,3 +179,27 @@ def test_class_image_colours_each_cell_by_its_majority():
     assert tuple(img[0, 0]) == COLOURS["tp"] and tuple(img[0, 1]) == COLOURS["fp"]
     assert tuple(img[1, 1]) == COLOURS["tp"]  # a tie goes to the first class
     assert img[1, 0].max() > 0 and tuple(img[1, 0]) not in COLOURS.values()  # greyed, no class
+
+
+def test_sparse_samples_are_scored_per_blob():
+    """Labels that are samples: a landslide blob is found when half its pixels are mapped, a
+    non-landslide blob rejected when fewer than half are."""
+    from landslide_dask.predict.report import blob_metrics
+
+    label = np.full((40, 40), 255, np.uint8)
+    label[2:6, 2:6] = 1        # found (all mapped)
+    label[10:14, 10:14] = 1    # missed (4 of 16 mapped)
+    label[20:23, 20:23] = 0    # wrongly mapped (6 of 9)
+    label[30:33, 30:33] = 0    # rejected
+    label[30:33, 2:5] = 0      # rejected
+    hit = np.zeros((40, 40), bool)
+    hit[0:8, 0:8] = True
+    hit[10, 10:14] = True
+    hit[20:22, 20:23] = True
+    b = blob_metrics(hit, label, np.ones((40, 40), bool))
+    assert (b["landslide_blobs"], b["found"], b["non_landslide_blobs"], b["rejected"]) == (2, 1, 3, 2)
+    assert b["recall"] == 0.5 and b["specificity"] == pytest.approx(2 / 3) and b["precision"] == 0.5
+    # outside the evaluated area a blob does not count
+    ev = np.ones((40, 40), bool)
+    ev[:, 25:] = False
+    assert blob_metrics(hit, label, ev)["non_landslide_blobs"] == 2

@@ -251,6 +251,10 @@ def test_stream_dropout_trains_on_cubes_with_and_without_a_stream_and_maps_a_pos
     with pytest.raises(InputDataError, match="--stream-dropout terrain"):
         train(client, _cfg([cubes[0], str(post_only)], tmp_path / "no-dropout", epochs=1, steps_per_epoch=2,
                            pre_dropout=0.2))
+    from landslide_dask.train.loop import prepare
+
+    with pytest.raises(InputDataError, match=r"\['terain'\], which are not streams"):
+        prepare(_cfg([cubes[0]], tmp_path / "typo", stream_dropout={"terain": 0.2}))
     res = train(client, _cfg([cubes[0], str(post_only)], tmp_path / "both", epochs=1, steps_per_epoch=4,
                              pre_dropout=0.2, stream_dropout={"terrain": 0.3}))
     ck = load_checkpoint(res["best"])
