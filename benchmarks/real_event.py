@@ -12,6 +12,8 @@ What it runs, all through the package's public API and in one run:
    - **real-transfer**: those synthetic regions and a second real region, the Chattogram Sentinel-2
      tiles (post-event RGB only, no terrain, sparse labelled samples; ``cube.tiles``), still no
      Iburi data: the paper's question on real data, Iburi as the unseen region;
+   - **self-trained**: real-transfer (else transfer) continued for half its epochs on its sources
+     plus Iburi pseudo-labelled by its own map (``train.selftrain``): still no Iburi label;
    - **combined**: those synthetic regions and Iburi together;
    - **progressive**: the transfer model continued on synthetic regions + Iburi.
    A region's blocks are dealt by its name, so Iburi's test blocks are the same in every run and
@@ -143,9 +145,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cubes", help="folder of the cubes (default OUT/cubes; built there if absent)")
     p.add_argument("--models", type=lambda v: v.split(","),
-                   default=["local", "transfer", "real-transfer", "combined", "progressive"],
-                   help="which of local,transfer,real-transfer,combined,progressive to train and score "
-                        "(progressive needs transfer; real-transfer needs the Chattogram tiles)")
+                   default=["local", "transfer", "real-transfer", "self-trained", "combined", "progressive"],
+                   help="which of local,transfer,real-transfer,self-trained,combined,progressive to train and "
+                        "score (progressive needs transfer; real-transfer needs the Chattogram tiles; "
+                        "self-trained continues real-transfer, else transfer, on Iburi's own map)")
     p.add_argument("--chattogram", default=str(DEFAULT_CHATTOGRAM),
                    help="the Chattogram Sentinel-2 tiles (default ../shared/data/chattogram_s2_tiles): a second real "
                         "region, post-only with sparse labels; skipped when absent")
@@ -214,6 +217,18 @@ def main(argv: list[str] | None = None) -> None:
         for name in runs:
             if name in args.models:
                 results[name] = train_once(client, runs[name]())
+        parent = "real-transfer" if "real-transfer" in results else "transfer"
+        if "self-trained" in args.models and parent in results:
+            # one round on Iburi's own map by the best unseen-region model: pseudo-labels, no Iburi label
+            from landslide_dask.train.selftrain import self_train
+
+            t_st = time.perf_counter()
+            sources = [*seen, chatto] if parent == "real-transfer" else seen
+            st_cfg = cfg("self-trained", sources, epochs=max(1, epochs // 2))
+            results["self-trained"] = self_train(client, results[parent]["best"], st_cfg, iburi)
+            results["self-trained"].setdefault("train_seconds", time.perf_counter() - t_st)
+            print(f"[real-event] self-trained {parent} on Iburi's own map: {time.perf_counter() - t_st:.0f} s",
+                  flush=True)
         t_train = time.perf_counter() - t0 - t_cubes
 
         # Iburi's split as every run deals it (by the region's name): its test windows
@@ -221,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         index = build_index([iburi], c.size, c.stride, c.block, c.min_usable, seed=c.seed)
         test_ds, test_share = split_labels(iburi, index)
         names = {"local": "Iburi", "transfer": "synthetic only", "real-transfer": "synthetic + Chattogram",
+                 "self-trained": f"{'synthetic + Chattogram' if parent == 'real-transfer' else 'synthetic'}, "
+                                 "then Iburi's own map (no Iburi label)",
                  "combined": "synthetic + Iburi",
                  "progressive": "synthetic, then + Iburi"}
         reports = {}

@@ -105,6 +105,8 @@ def test_real_event_benchmark_small_mode_and_the_demo_on_the_real_event(tmp_path
     chatto_rows = rows[rows["scored on"].str.startswith("Chattogram")]
     if (IBURI.parent / "chattogram_s2_tiles").exists():
         assert "| real-transfer | synthetic + Chattogram | Iburi test blocks |" in table
+        st = rows[(rows["model"] == "self-trained") & (rows["scored on"] == "Iburi test blocks")]
+        assert len(st) == 1 and st["trained on"].iloc[0].endswith("(no Iburi label)")
         assert set(chatto_rows["model"]) == {"transfer", "combined"}
         assert chatto_rows["blobs found"].str.endswith("/120").all()
         assert chatto_rows["blobs rejected"].str.endswith("/214").all()

@@ -13,7 +13,8 @@ landslides. It uses no label of the scene.
 
 The default (``rule="auto"``) is the scene rule for a cube whose footprint lies outside every
 region the checkpoint trained on, and the validation threshold inside them. Checkpoints record
-their training regions (``regions``: name, event date and lon/lat bounds).
+their training regions (``regions``: name, event date and lon/lat bounds; a region the model only
+saw through its own pseudo-labels, ``train.selftrain``, is marked ``pseudo`` and still unseen).
 """
 
 from __future__ import annotations
@@ -81,8 +82,11 @@ def region_record(cube: str | Path) -> dict:
     x1, y1 = x0 + float(t[0]) * nx, y0 + float(t[4]) * ny
     tr = Transformer.from_crs(str(a["crs"]), "EPSG:4326", always_xy=True)
     w, s, e, n = tr.transform_bounds(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-    return {"name": Path(str(cube)).name.removesuffix(".zarr"), "event_date": str(a.get("event_date", "")),
-            "bounds": [w, s, e, n]}
+    rec = {"name": Path(str(cube)).name.removesuffix(".zarr"), "event_date": str(a.get("event_date", "")),
+           "bounds": [w, s, e, n]}
+    if a.get("pseudo_labels_from"):
+        rec["pseudo"] = True  # labelled by a model's own map (train.selftrain): not a seen region
+    return rec
 
 
 def is_seen(cube: str | Path, regions: list[dict]) -> bool:
@@ -91,6 +95,8 @@ def is_seen(cube: str | Path, regions: list[dict]) -> bool:
     me = region_record(cube)
     w, s, e, n = me["bounds"]
     for r in regions:
+        if r.get("pseudo"):
+            continue
         rw, rs, re, rn = r["bounds"]
         same_event = not me["event_date"] or not r.get("event_date") or me["event_date"] == r["event_date"]
         if same_event and w < re and rw < e and s < rn and rs < n:

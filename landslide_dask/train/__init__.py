@@ -4,7 +4,8 @@
 (the one path from cube windows to model inputs, shared with inference) -> ``model`` (the
 multi-stream U-Net) with ``losses`` -> ``loop`` (the training loop, checkpoints, evaluation) on
 ``ddp`` (torch DDP ranks on Dask workers) -> ``experiment`` (local, combined and progressive
-strategies, leave-one-region-out) scored by ``metrics``.
+strategies, leave-one-region-out) scored by ``metrics``; ``selftrain`` continues a model on a new
+scene's own pseudo-labelled map (no label of that scene).
 """
 
 from ..common.lazy import lazy_exports
@@ -28,6 +29,8 @@ _EXPORTS = {
     "ModelConfig": ".model",
     "LandslideNet": ".model",
     "WindowReader": ".reader",
+    "self_train": ".selftrain",
+    "pseudo_label_cube": ".selftrain",
 }
 
 __all__ = list(_EXPORTS)

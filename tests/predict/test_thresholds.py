@@ -83,3 +83,25 @@ def test_evaluate_scores_an_unseen_region_at_its_scene_threshold(tmp_path, cube)
     (tmp_path / "old").mkdir()
     old = _ckpt(tmp_path / "old", None)
     assert evaluate(old, cube, tile=128).threshold_rule == "validation"
+
+
+def test_pseudo_labels_come_from_the_map_alone_and_leave_the_region_unseen(tmp_path, cube):
+    """Self-training's pseudo-labels: landslide at or above the map's threshold, other below a share
+    of it, unknown between; the cube's own labels are never read, and a model that trained on the
+    pseudo-labelled copy still treats the region as unseen (scene rule)."""
+    from landslide_dask.cube.build import open_cube
+    from landslide_dask.predict.thresholds import is_seen
+    from landslide_dask.train.selftrain import pseudo_label_cube
+
+    (tmp_path / "a").mkdir()
+    out = P.predict(cube, _ckpt(tmp_path / "a", [FAR_AWAY]), tmp_path / "p.zarr", window=WIN, overlap=OV,
+                    progress=False)
+    pred = P.open_prediction(out)
+    t, prob, valid = pred.attrs["threshold"], pred["probability"].values, pred["valid"].values
+    pseudo = pseudo_label_cube(out, cube, tmp_path / "pseudo.zarr", low=0.5)
+    lab = open_cube(pseudo)["label"].values
+    np.testing.assert_array_equal(lab == 1, valid & (prob >= round(t * 255)))
+    np.testing.assert_array_equal(lab == 0, valid & (prob < round(t * 0.5 * 255)))
+    assert (lab == 255).any() and (lab == 1).any() and (lab == 0).any()
+    rec = region_record(pseudo)
+    assert rec["pseudo"] and not is_seen(cube, [rec]) and is_seen(cube, [region_record(cube)])
