@@ -183,6 +183,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     how = ("the scene rule: Otsu on this cube's map, no labels; the model never trained on this region"
            if conf.threshold_rule == "scene" else "the checkpoint's validation threshold")
     print(f"tp {s['tp']} fp {s['fp']} fn {s['fn']} tn {s['tn']} (pixels; threshold {conf.threshold:.3f}, {how})")
+    from .predict.thresholds import is_seen
+    from .train.loop import load_checkpoint
+
+    regions = load_checkpoint(args.model).get("regions")
+    if regions and is_seen(args.cube, regions):
+        print("note: the model trained on this region, so these pixels include its training blocks and the score "
+              "flatters it; a fair figure is on its test blocks only (`landslide-dask experiment`, or "
+              "benchmarks/real_event.py for a real event)")
 
 
 def cmd_model_info(args: argparse.Namespace) -> None:

@@ -105,3 +105,16 @@ def test_pseudo_labels_come_from_the_map_alone_and_leave_the_region_unseen(tmp_p
     assert (lab == 255).any() and (lab == 1).any() and (lab == 0).any()
     rec = region_record(pseudo)
     assert rec["pseudo"] and not is_seen(cube, [rec]) and is_seen(cube, [region_record(cube)])
+
+
+def test_evaluate_command_says_which_threshold_and_warns_on_a_training_region(tmp_path, cube, capsys):
+    from landslide_dask.cli import main
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    main(["evaluate", "--model", str(_ckpt(tmp_path / "a", [FAR_AWAY])), "--cube", str(cube)])
+    out = capsys.readouterr().out
+    assert "the scene rule" in out and "include its training blocks" not in out
+    main(["evaluate", "--model", str(_ckpt(tmp_path / "b", [region_record(cube)])), "--cube", str(cube)])
+    out = capsys.readouterr().out
+    assert "validation threshold" in out and "include its training blocks" in out
