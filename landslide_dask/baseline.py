@@ -26,7 +26,7 @@ import pandas as pd
 from .cube.inventory import LABEL_UNKNOWN
 from .errors import InputDataError
 
-__all__ = ["FEATURE_WINDOWS", "pixel_features", "split_mask", "PixelBaseline", "train_pixel_baseline",
+__all__ = ["FEATURE_WINDOWS", "pixel_features", "PixelBaseline", "train_pixel_baseline",
            "baseline_prediction"]
 
 FEATURE_WINDOWS = (5, 15)  # px: local brightness statistics over these square neighbourhoods
@@ -96,16 +96,6 @@ def pixel_features(cube: str | Path, bands: list[str] | None = None) -> tuple[np
     return np.stack(feats), names, valid
 
 
-def split_mask(index: pd.DataFrame, cube: str | Path, split: str, shape: tuple[int, int]) -> np.ndarray:
-    """Pixels covered by the ``split`` windows of a training index in one cube."""
-    size = int(index.attrs["size"])
-    mine = index[(index["path"] == str(cube)) & (index["split"] == split)]
-    out = np.zeros(shape, bool)
-    for r, c in zip(mine["row"].to_numpy(), mine["col"].to_numpy()):
-        out[r:r + size, c:c + size] = True
-    return out
-
-
 @dataclass
 class PixelBaseline:
     """A trained baseline: the booster, its feature names, bands and validation threshold."""
@@ -135,6 +125,7 @@ def train_pixel_baseline(index: pd.DataFrame, cube: str | Path, bands: list[str]
     import torch
 
     from .cube.build import open_cube
+    from .train.chips import split_mask
     from .train.loop import best_threshold, confusion_by_threshold
 
     x, names, valid = pixel_features(cube, bands)

@@ -477,7 +477,8 @@ def _train_commands(sub) -> None:
             "scenes look alike)", choices=["global", "scene"])
         opt("--window", "size", "training window in pixels", type=int)
         opt("--stride", "stride", "window spacing in the index", type=int)
-        s.add_argument("--block", type=int, help="side of the split blocks in pixels (default 4 x window)")
+        s.add_argument("--block", type=int, help="side of the split blocks in pixels (default: the largest of 4, 3, "
+                                                 "2, 1 windows giving every inventory 12 blocks)")
         opt("--min-usable", "min_usable", "share of valid, inventoried pixels a window needs", type=float)
         opt("--batch-size", "batch_size", "windows per rank and step", type=int)
         opt("--epochs", "epochs", "training epochs", type=int)
@@ -530,7 +531,9 @@ def _train_commands(sub) -> None:
 
 
 def _threshold_rule_option(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--threshold-rule", choices=["auto", "validation", "scene"], default="auto",
+    from .predict.thresholds import RULES
+
+    s.add_argument("--threshold-rule", choices=RULES, default="auto",
                    help="how the map's threshold is chosen: validation (the checkpoint's, chosen on its "
                         "validation blocks), scene (Otsu on this map's log-odds, no labels), or auto (scene "
                         "for a region the model never trained on, else validation; the default)")

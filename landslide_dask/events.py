@@ -125,19 +125,16 @@ def event_cube(folder: str | Path, out_dir: str | Path, chunk: int = 512, progre
 def split_labels(cube: str | Path, index, split: str = "test"):
     """The cube (lazy) with labels kept only inside the ``split`` windows of a training index, so
     a map is scored on a local model's held-out blocks and nothing else."""
-    import numpy as np
     import xarray as xr
 
     from .cube.build import open_cube
+    from .train.chips import split_mask
 
     ds = open_cube(cube)
-    size = int(index.attrs.get("size") or 0) or None
     mine = index[(index["path"] == str(cube)) & (index["split"] == split)]
-    if size is None or not len(mine):
+    if not index.attrs.get("size") or not len(mine):
         raise InputDataError(f"no {split} windows of {cube} in the index: nothing to score on")
-    keep = np.zeros((ds.sizes["y"], ds.sizes["x"]), bool)
-    for r, c in zip(mine["row"].to_numpy(), mine["col"].to_numpy()):
-        keep[r:r + size, c:c + size] = True
+    keep = split_mask(index, cube, split, (ds.sizes["y"], ds.sizes["x"]))
     mask = xr.DataArray(keep, dims=("y", "x")).chunk(dict(zip(("y", "x"), ds["label"].data.chunksize)))
     return ds.assign(label=ds["label"].where(mask, 255).astype("uint8")), float(keep.mean())
 

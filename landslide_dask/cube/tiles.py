@@ -26,13 +26,21 @@ import numpy as np
 from ..errors import InputDataError
 from .inventory import LABEL_UNKNOWN
 
-__all__ = ["CHATTOGRAM_BANDS", "CHATTOGRAM_LABELS", "find_tiles", "blob_counts", "import_tiles"]
+__all__ = ["CHATTOGRAM_BANDS", "CHATTOGRAM_LABELS", "SPARSE", "sparse_labels", "find_tiles", "blob_counts",
+           "import_tiles"]
 
 #: Band order of the Chattogram export (per its README: R, G, B, NIR; the blue/red ratio of the
 #: imagery, 0.81, agrees with it).
 CHATTOGRAM_BANDS = ("red", "green", "blue", "nir")
 #: Chattogram label values -> cube labels.
 CHATTOGRAM_LABELS = {0: LABEL_UNKNOWN, 1: 0, 2: 1}
+#: The cube attribute ``labels`` of such cubes (the index and the reports read it).
+SPARSE = "sparse samples (blobs), not outlines; unlabelled pixels are unknown (255)"
+
+
+def sparse_labels(ds) -> bool:
+    """Whether a cube's (dataset's) labels are sparse samples rather than a mapped area."""
+    return str(ds.attrs.get("labels", "")).startswith("sparse")
 
 
 def find_tiles(folder: str | Path, images: str = "images", labels: str = "labels") -> list[tuple[Path, Path]]:
@@ -141,7 +149,7 @@ def import_tiles(folder: str | Path, out: str | Path, *, bands: tuple[str, ...] 
         "resolution": float(resolution), "bands": list(bands), "dn_scale_offset": [1e-4, 0.0],
         "region": region or folder.name, "source": str(folder), "source_tiles": len(pairs),
         "source_crs": str(src_crs), "label_map": {str(k): int(v) for k, v in label_map.items()},
-        "labels": "sparse samples (blobs), not outlines; unlabelled pixels are unknown (255)",
+        "labels": SPARSE,
         "blobs_source": blobs_src, "blobs": blobs, "streams": ["post"],
         "landslide_dask_version": __version__,
         **({"attribution": attribution} if attribution else {}),

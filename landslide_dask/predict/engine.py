@@ -221,7 +221,6 @@ def run_batch(plan: Plan, windows: tuple[Window, ...]) -> list[np.ndarray | None
 def _check_inputs(cube: Path, ckpt: dict, ckpt_path: Path):
     """Validate the cube against the checkpoint (every problem at once); returns the dataset."""
     from ..cube.build import open_cube
-
     from ..train.loop import droppable_streams
 
     ds = open_cube(cube)

@@ -58,6 +58,7 @@ import shapely
 import xarray as xr
 from affine import Affine
 
+from ..cube.tiles import sparse_labels
 from ..errors import InputDataError
 from ..train.metrics import IGNORE, Confusion, average_precision, defined, fmt
 from .config import MIN_AREA_M2
@@ -479,7 +480,7 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
 
     # labelled samples (sparse blobs, not outlines): found / rejected per blob
     blobs = None
-    if str(cb.attrs.get("labels", "")).startswith("sparse"):
+    if sparse_labels(cb):
         hit_np, lab_np, ev_np = _compute(hit, cb["label"].data.rechunk(chunks), evaluated, client=client)
         blobs = blob_metrics(np.asarray(hit_np) & np.asarray(ev_np), np.asarray(lab_np), np.asarray(ev_np))
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import UsageError
 
-__all__ = ["RULES", "otsu_level", "scene_threshold", "region_record", "is_seen", "choose_threshold"]
+__all__ = ["RULES", "otsu_level", "scene_threshold", "region_record", "is_seen", "resolve_rule", "choose_threshold"]
 
 RULES = ("auto", "validation", "scene")
 LEVELS = 256  # the prediction stores probability x 255 as uint8
@@ -104,19 +104,23 @@ def is_seen(cube: str | Path, regions: list[dict]) -> bool:
     return False
 
 
-def choose_threshold(prediction, cube: str | Path, ckpt: dict, rule: str = "auto") -> tuple[float, str]:
-    """The threshold a map uses and the rule that gave it (a sentence for reports)."""
+def resolve_rule(cube: str | Path, ckpt: dict, rule: str = "auto") -> str:
+    """``validation`` or ``scene``: ``auto`` is the scene rule for a cube outside every region the
+    checkpoint trained on, else (or when it records no regions) the validation threshold."""
     if rule not in RULES:
         raise UsageError(f"unknown threshold rule {rule!r}: use one of {', '.join(RULES)}")
-    validation = float(ckpt.get("threshold", 0.5))
+    if rule != "auto":
+        return rule
     regions = ckpt.get("regions")
-    if rule == "auto":
-        if regions is None:
-            return validation, ("validation (the checkpoint's, chosen on its validation blocks; it records no "
-                                "training regions)")
-        rule = "validation" if is_seen(cube, regions) else "scene"
-    if rule == "validation":
-        return validation, "validation (the checkpoint's, chosen on its validation blocks)"
+    return "validation" if regions is None or is_seen(cube, regions) else "scene"
+
+
+def choose_threshold(prediction, cube: str | Path, ckpt: dict, rule: str = "auto") -> tuple[float, str]:
+    """The threshold a map uses and the rule that gave it (a sentence for reports)."""
+    validation = float(ckpt.get("threshold", 0.5))
+    if resolve_rule(cube, ckpt, rule) == "validation":
+        note = "" if ckpt.get("regions") is not None else "; it records no training regions"
+        return validation, f"validation (the checkpoint's, chosen on its validation blocks{note})"
     t = scene_threshold(prediction)
     return t, (f"scene (Otsu on this map's log-odds, no labels; the checkpoint's validation threshold "
                f"{validation:.2f} was chosen in other regions)")

@@ -23,25 +23,20 @@ import pandas as pd
 from ..cube.build import open_cube
 from ..errors import InputDataError, UsageError
 from .config import MIN_USABLE, TRAIN_STRIDE, TRAIN_WINDOW
-from .reader import DN, REFLECTANCE, TERRAIN, radiometry, select_bands
+from .reader import DN, REFLECTANCE, TERRAIN, has_stream, radiometry, select_bands
 from ..cube.inventory import LABEL_UNKNOWN
+from ..cube.tiles import sparse_labels
 
-__all__ = ["SPLITS", "MIN_SPLIT_POSITIVES", "MIN_BLOCKS", "SPARSE_MIN_KNOWN", "sparse_labels", "auto_block", "build_index", "split_summary",
+__all__ = ["SPLITS", "MIN_SPLIT_POSITIVES", "MIN_BLOCKS", "SPARSE_MIN_KNOWN", "auto_block", "build_index", "split_mask", "split_summary",
            "check_splits", "sampling_weights", "BandStats", "compute_stats", "augment",
            "WAVELENGTH_NM", "HAZE_MAX", "haze", "drop_pre", "drop_streams", "epoch_windows", "shift_windows"]
 
 SPLITS = ("train", "val", "test")
 
 
-#: Labels that are sparse samples (blobs of a few pixels, not outlines: the cube attribute
-#: ``labels`` starts with "sparse"): a window qualifies by its share of valid pixels and needs at least
-#: this many labelled ones.
+#: Labels that are sparse samples (blobs of a few pixels, not outlines: ``cube.tiles.sparse_labels``):
+#: a window qualifies by its share of valid pixels and needs at least this many labelled ones.
 SPARSE_MIN_KNOWN = 9
-
-
-def sparse_labels(ds) -> bool:
-    """Whether a cube's labels are sparse samples (``cube.tiles``) rather than a mapped area."""
-    return str(ds.attrs.get("labels", "")).startswith("sparse")
 
 
 def _cell_counts(ds, stride: int) -> dict[str, da.Array]:
@@ -203,6 +198,16 @@ def _count_splits(totals: dict, windows: pd.DataFrame, counts: dict[str, np.ndar
         t["landslide_px"] += int(counts["slide"][cover].sum())
 
 
+def split_mask(index: pd.DataFrame, cube: str | Path, split: str, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels covered by the ``split`` windows of a training index in one cube."""
+    size = int(index.attrs["size"])
+    mine = index[(index["path"] == str(cube)) & (index["split"] == split)]
+    out = np.zeros(shape, bool)
+    for r, c in zip(mine["row"].to_numpy(), mine["col"].to_numpy()):
+        out[r:r + size, c:c + size] = True
+    return out
+
+
 def split_summary(index: pd.DataFrame) -> str:
     """One line per split: windows, blocks, known and landslide pixels (the training log's)."""
     lines = []
@@ -303,7 +308,7 @@ def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post"
         valid = ds["valid"].data
         m = _window_mask(windows, valid.shape, size, stride, valid.chunks) & valid
         gb = radiometry(path) if units == REFLECTANCE else (1.0, 0.0)
-        present = tuple(s for s in streams if (all(t in ds for t in TERRAIN) if s == "terrain" else s in ds))
+        present = tuple(s for s in streams if has_stream(ds, s))
         for s, arr in _stream_arrays(ds, present, bands, f"the cube {path}", gb).items():
             ms = m & ds["pre_valid"].data if s == "pre" and "pre_valid" in ds else m
             x = da.where(ms, arr, 0.0).astype(np.float64)

@@ -43,11 +43,6 @@ THRESHOLDS = np.round(np.r_[np.arange(0.01, 0.05, 0.01), np.arange(0.05, 0.96, 0
 CHECKPOINT_FORMAT = 1
 
 
-def has_stream(ds, stream: str) -> bool:
-    """Whether a cube (its dataset) holds a model stream."""
-    return all(t in ds for t in TERRAIN) if stream == "terrain" else stream in ds
-
-
 def stream_channels(cube: str | Path, streams: tuple[str, ...], bands: tuple[str, ...] | None = None,
                     droppable: tuple[str, ...] = ()) -> tuple[dict[str, int], list[str]]:
     """Input channels per stream and the model's bands (``bands``, or every band of the cube),
@@ -543,11 +538,10 @@ def evaluate(ckpt_path: str | Path, cube: str | Path, split: str | None = None,
     or one split of a training index. ``threshold_rule`` (``predict.thresholds``): ``auto`` scores
     a region the model never trained on at the label-free scene threshold, others at the
     checkpoint's validation threshold; the Confusion's ``threshold`` says which was used."""
-    from ..predict.thresholds import RULES, is_seen, otsu_level
+    from ..predict.thresholds import otsu_level, resolve_rule
 
-    if threshold_rule not in RULES:
-        raise InputDataError(f"unknown threshold rule {threshold_rule!r}: use one of {', '.join(RULES)}")
     ckpt = load_checkpoint(ckpt_path)
+    rule = resolve_rule(cube, ckpt, threshold_rule)
     cube = str(cube)
     if split is None:
         from .model import ModelConfig
@@ -560,10 +554,6 @@ def evaluate(ckpt_path: str | Path, cube: str | Path, split: str | None = None,
         if not len(windows):
             raise InputDataError(f"no {split} windows for {cube}")
     _, hists = predict_windows(ckpt, cube, windows, size, levels=True)
-    rule = threshold_rule
-    if rule == "auto":
-        regions = ckpt.get("regions")
-        rule = "validation" if regions is None or is_seen(cube, regions) else "scene"
     if rule == "scene":
         if hists[2].sum() == 0:
             raise InputDataError(f"{cube} has no valid pixel in these windows: no scene threshold")

@@ -27,7 +27,7 @@ from ..errors import InputDataError
 from ..cube.inventory import LABEL_UNKNOWN
 
 __all__ = ["TERRAIN", "REFLECTANCE", "DN", "SCENE", "CACHE_MB", "ChunkCache", "PROCESS_CACHE", "clear_caches",
-           "cube_token", "cube_bands", "select_bands", "radiometry", "scene_statistics", "WindowReader"]
+           "cube_token", "cube_bands", "select_bands", "radiometry", "has_stream", "scene_statistics", "WindowReader"]
 
 TERRAIN = ("hillshade", "slope")  # the terrain stream's channel order
 # Imagery units the model sees: reflectance x 10,000, from each cube's recorded DN scale and offset,
@@ -141,14 +141,19 @@ _SCENE_STATS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 _SCENE_LOCK = threading.Lock()
 
 
-def scene_statistics(path: str | Path, var: str, band_index: Sequence[int], gain_bias: tuple[float, float] = (1.0, 0.0)
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def has_stream(variables, stream: str) -> bool:
+    """Whether a cube holding ``variables`` (names, or its dataset) has a model stream."""
+    return all(t in variables for t in TERRAIN) if stream == "terrain" else stream in variables
+
+
+def scene_statistics(path: str | Path, var: str, band_index: Sequence[int], gain_bias: tuple[float, float] = (1.0, 0.0),
+                     token: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(median, robust spread) per band of one imagery stream of a cube over its valid pixels (the
     pre-event stream: those with a pre-event image), in the units ``gain_bias`` gives; cached per
-    process and cube version."""
+    process and cube version (``token``: the cube's :func:`cube_token`, if known)."""
     import zarr
 
-    key = (str(path), cube_token(path), var, tuple(band_index), tuple(gain_bias))
+    key = (str(path), token or cube_token(path), var, tuple(band_index), tuple(gain_bias))
     with _SCENE_LOCK:
         hit = _SCENE_STATS.get(key)
     if hit is not None:
@@ -243,7 +248,7 @@ class WindowReader:
         return var in self.variables[cube]
 
     def has_stream(self, cube: int, stream: str) -> bool:
-        return all(self.has(cube, t) for t in TERRAIN) if stream == "terrain" else self.has(cube, stream)
+        return has_stream(self.variables[cube], stream)
 
     def _chunk(self, cube: int, var: str, iy: int, ix: int) -> np.ndarray:
         arr = self.array(cube, var)
@@ -333,7 +338,8 @@ class WindowReader:
                     x *= np.float32(gain)
                     x += np.float32(bias)
                 if self.scene:
-                    centre, spread = scene_statistics(self.paths[cube], name, idx, self.gain_bias[cube])
+                    centre, spread = scene_statistics(self.paths[cube], name, idx, self.gain_bias[cube],
+                                                      self.tokens[cube])
                     x -= centre[:, None, None]
                     x /= spread[:, None, None]
             if self.mean is not None and not (self.scene and name != "terrain"):
