@@ -1,7 +1,9 @@
 """Stage 1b, the cube: lazy, chunked, cloud-masked pre/post composites, slope, hillshade and the
 rasterised inventory on one grid, written as zarr (layout: ``docs/contracts.md``, "Cube").
 
-``grid`` (the output pixel grid) -> ``load`` (STAC assets onto the grid, one task per block) ->
+``grid`` (the output pixel grid) -> ``bands`` (which asset of each item is a band, by key, code or
+common name) and ``radiometry`` (each item's scale and offset into the cube's one convention) ->
+``load`` (STAC assets onto the grid, one task per block, converted as they are read) ->
 ``build`` (search, per-day mosaics, ``composite`` medians, ``terrain``, ``inventory`` labels, the
 zarr write) -> ``quicklook`` (a PNG to look at);
 ``patches`` turns folders of pre-cut patches (Landslide4Sense-style) into the same cube layout;
@@ -18,6 +20,8 @@ _EXPORTS = {
     "write_cube": ".build",
     "open_cube": ".build",
     "Grid": ".grid",
+    "resolve_bands": ".bands",
+    "asset_radiometry": ".radiometry",
     "LABEL_UNKNOWN": ".inventory",
     "read_polygons": ".inventory",
     "import_patches": ".patches",

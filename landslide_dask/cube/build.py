@@ -24,7 +24,9 @@ from rasterio.enums import Resampling
 
 from .. import __version__
 from .composite import SCL_NOT_CLEAR, composite_block
-from .load import Stack, close_files, lazy_blocks, release_memory
+from .bands import ResolvedBands, resolve_bands
+from .load import Stack, close_files, error_text, explain_read_failure, lazy_blocks, release_memory
+from .radiometry import TARGET_SCALE, asset_radiometry, summarise
 from ..errors import EmptySearchError, InputDataError, UsageError
 from .grid import Grid
 from .spec import CubeSpec, event_windows
@@ -35,25 +37,58 @@ from .terrain import slope_and_shade
 log = logging.getLogger(__name__)
 
 __all__ = ["event_windows", "read_aoi", "CubeSpec", "solar_day", "check_assets", "daily_stack", "daily_mosaics",
-           "cube_codec",
+           "harmonisation", "cube_codec",
            "composites", "terrain", "assemble", "write_cube", "build_cube", "open_cube"]
 
 
-_NUM = r"\s*([-+]?\d+(?:\.\d*)?)\s*"
-_BBOX = re.compile(",".join([_NUM] * 4))
+_NUMBERS = re.compile(r"\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:\s*,\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+))*\s*,?\s*")
+_AOI_EXAMPLE = "e.g. --aoi 141.89,42.68,142.03,42.77 (longitude first)"
+
+
+def _bbox_problem(w: float, s_: float, e: float, n: float) -> str | None:
+    """What is wrong with W,S,E,N in degrees, or None."""
+    if not (-180 <= w <= 180 and -180 <= e <= 180):
+        return "west and east are longitudes, -180 to 180"
+    if not (-90 <= s_ <= 90 and -90 <= n <= 90):
+        return "south and north are latitudes, -90 to 90"
+    if not w < e:
+        return "W < E is needed (west of east)"
+    if not s_ < n:
+        return "S < N is needed (south of north)"
+    return None
 
 
 def read_aoi(aoi: str | Path):
-    """The area of interest: a vector file (any CRS), or ``W,S,E,N`` in degrees (EPSG:4326)."""
-    m = _BBOX.fullmatch(str(aoi))
-    if m is None:
-        return read_polygons(aoi, "area of interest")
+    """The area of interest: a vector file (any CRS), or ``W,S,E,N`` in degrees (EPSG:4326).
+
+    A bad bbox or a missing file is an argument error (exit 2) that says what to pass instead; a
+    bbox given latitude first is recognised when only the swapped order makes sense."""
+    text = str(aoi).strip()
+    if _NUMBERS.fullmatch(text) and not Path(text).exists():
+        values = [float(v) for v in text.split(",") if v.strip()]
+        if len(values) != 4:
+            raise UsageError(f"--aoi {text!r}: W,S,E,N needs four numbers (west, south, east, north in degrees), "
+                             f"got {len(values)}; {_AOI_EXAMPLE}, or pass a vector file of the area.")
+        return _bbox_aoi(text, *values)
+    path = Path(aoi)
+    if not path.exists():
+        raise UsageError(f"--aoi {text}: the file {path} does not exist. Pass a vector file of the area (GeoJSON, "
+                         f"GeoPackage, Shapefile) or its bounds as W,S,E,N in degrees, {_AOI_EXAMPLE}.")
+    return read_polygons(path, "area of interest")
+
+
+def _bbox_aoi(text: str, w: float, s_: float, e: float, n: float):
     import geopandas as gpd
     import shapely
 
-    w, s_, e, n = (float(v) for v in m.groups())
-    if not (-180 <= w < e <= 180 and -90 <= s_ < n <= 90):
-        raise UsageError(f"--aoi {aoi!r}: a bbox is W,S,E,N in degrees with W < E and S < N")
+    problem = _bbox_problem(w, s_, e, n)
+    if problem is not None:
+        if _bbox_problem(s_, w, n, e) is None:  # the same numbers read as S,W,N,E make a valid box
+            t = [v.strip() for v in text.split(",") if v.strip()]
+            raise UsageError(
+                f"--aoi {text!r} looks like S,W,N,E (latitude first): read as W,S,E,N, {problem}. Pass W,S,E,N "
+                f"(longitude first): --aoi {t[1]},{t[0]},{t[3]},{t[2]}")
+        raise UsageError(f"--aoi {text!r}: a bbox is W,S,E,N in degrees and {problem}; {_AOI_EXAMPLE}.")
     gdf = gpd.GeoDataFrame(geometry=[shapely.box(w, s_, e, n)], crs=4326)
     return gdf, VectorReport(path=f"bbox {w},{s_},{e},{n}", features=1, repaired=0, dropped_empty=0,
                              source_crs="EPSG:4326")
@@ -94,19 +129,33 @@ def _by_acquisition(items: list[dict]) -> list[dict]:
     return sorted(items, key=lambda it: it["properties"].get("datetime") or "")
 
 
-def daily_stack(items: list[dict], assets: list[str], grid: Grid) -> tuple[Stack, list[date]]:
+def daily_stack(items: list[dict], assets: list[str], grid: Grid,
+                radiometry: dict[tuple[str, str], tuple[float, float]] | None = None) -> tuple[Stack, list[date]]:
     """The (day, asset) stack of the items on ``grid``: granules of one solar day (one orbit pass)
-    are one layer, mosaicked in acquisition order with the last on top (stackstac's order)."""
+    are one layer, mosaicked in acquisition order with the last on top (stackstac's order).
+    ``radiometry``: (item id, asset) -> (gain, bias) applied per asset before the mosaic."""
     by_day: dict[date, list[dict]] = defaultdict(list)
     for it in _by_acquisition(items):
         by_day[solar_day(it)].append(it)
     days = sorted(by_day)
-    return Stack.of_days(days, by_day, assets, grid, "uint16", 0), days
+    return Stack.of_days(days, by_day, assets, grid, "uint16", 0, radiometry=radiometry), days
 
 
-def daily_mosaics(items: list[dict], assets: list[str], grid: Grid, chunk: int) -> tuple[xr.DataArray, list[date]]:
-    """(time, band, y, x) uint16, one mosaic per solar day, lazily: one read task per block."""
-    stack, days = daily_stack(items, assets, grid)
+def harmonisation(items: list[dict], bands: list[str]) -> tuple[dict[tuple[str, str], tuple[float, float]], dict]:
+    """Per item and imagery band, the (gain, bias) into the cube's radiometric convention
+    (``cube.radiometry``), and the summary the cube records as its ``radiometry`` attribute."""
+    per_item = {it["id"]: {b: asset_radiometry(it, b) for b in bands} for it in items}
+    conv = {(item_id, b): r.gain_bias for item_id, by_band in per_item.items() for b, r in by_band.items()
+            if not r.identity}
+    return conv, summarise(per_item)
+
+
+def daily_mosaics(items: list[dict], assets: list[str], grid: Grid, chunk: int,
+                  harmonise: bool = False) -> tuple[xr.DataArray, list[date]]:
+    """(time, band, y, x) uint16, one mosaic per solar day, lazily: one read task per block. DN as
+    delivered unless ``harmonise`` (every asset but ``scl`` converted to the cube's convention)."""
+    conv = harmonisation(items, [a for a in assets if a.lower() != "scl"])[0] if harmonise else None
+    stack, days = daily_stack(items, assets, grid, conv)
     arr = lazy_blocks(stack.read, grid.shape, chunk, stack.shape[:2], np.uint16, "daily-mosaics")
     return xr.DataArray(arr, dims=("time", "band", "y", "x"),
                         coords={"time": [np.datetime64(d, "D") for d in days], "band": list(assets)}), days
@@ -125,17 +174,29 @@ def _composite_task(stack: Stack, n_bands: int, has_scl: bool, is_pre: tuple[boo
     return out
 
 
-def composites(items: list[dict], spec: CubeSpec, grid: Grid) -> tuple[xr.DataArray | None, xr.DataArray, list[date], list[date]]:
-    """Pre- and post-event median composites (band, y, x) over clear pixels; pre is None if post-only."""
+def composites(items: list[dict], spec: CubeSpec, grid: Grid, resolved: ResolvedBands | None = None,
+               radiometry: dict[tuple[str, str], tuple[float, float]] | None = None
+               ) -> tuple[xr.DataArray | None, xr.DataArray, list[date], list[date]]:
+    """Pre- and post-event median composites (band, y, x) over clear pixels; pre is None if post-only.
+
+    Bands are found in each item by key, Sentinel-2 code or common name (``cube.bands``) and
+    labelled canonically; every imagery asset is converted to the cube's radiometric convention
+    as it is read, before the mosaic and the median (``cube.radiometry``)."""
     bands = list(spec.bands)
-    assets = bands + ([spec.scl_asset] if spec.scl_asset else [])
+    extra = [spec.scl_asset] if spec.scl_asset else []
+    if resolved is None:
+        resolved = resolve_bands(items, bands, extra)
+    if radiometry is None:
+        radiometry = harmonisation(resolved.items, bands)[0]
+    items = resolved.items
+    assets = bands + [e for e in extra if e not in bands]
     check_assets(items, assets)
-    stack, days = daily_stack(items, assets, grid)
+    stack, days = daily_stack(items, assets, grid, radiometry)
     is_pre = tuple(d < spec.event_date for d in days)
     wanted = (False,) if spec.post_only else (True, False)
     both = lazy_blocks(_composite_task, grid.shape, spec.chunk, (len(wanted), len(bands)), np.uint16, "composite",
                        stack, len(bands), bool(spec.scl_asset), is_pre, wanted)
-    coords = {"band": np.array(bands, dtype=object)}
+    coords = {"band": np.array(resolved.labels, dtype=object)}
     pre = None if spec.post_only else xr.DataArray(both[0], dims=("band", "y", "x"), coords=coords)
     post = xr.DataArray(both[-1], dims=("band", "y", "x"), coords=coords)
     pre_days = [d for d in days if d < spec.event_date]
@@ -160,6 +221,7 @@ def terrain(dem_items: list[dict], spec: CubeSpec, grid: Grid) -> tuple[xr.DataA
     The DEM is warped (bilinear) onto the cube grid grown by one pixel, so border pixels get true
     neighbours; each block reads its own window with that halo, once for all three.
     """
+    dem_items = resolve_bands(dem_items, [spec.dem_asset]).items
     check_assets(dem_items, [spec.dem_asset])
     wide = grid.padded(1)
     dem = Stack.of_days([date.min], {date.min: _by_acquisition(dem_items)}, [spec.dem_asset], wide, "float32", np.nan,
@@ -198,7 +260,9 @@ def assemble(spec: CubeSpec) -> xr.Dataset:
             f"No pre-event imagery in {spec.collection} between {spec.pre_window[0]} and {spec.pre_window[1]} "
             f"over {tuple(round(v, 4) for v in bbox)}. Widen the window with --pre-days, or build a "
             "post-event-only cube with --post-only.")
-    pre, post, pre_dates, post_dates = composites(items, spec, grid)
+    resolved = resolve_bands(items, list(spec.bands), [spec.scl_asset] if spec.scl_asset else [])
+    conv, radiometry = harmonisation(resolved.items, list(spec.bands))
+    pre, post, pre_dates, post_dates = composites(items, spec, grid, resolved, conv)
 
     chunks = spec.chunk
     inside = rasterize_lazy(aoi, 1, grid, chunks) == 1
@@ -236,7 +300,7 @@ def assemble(spec: CubeSpec) -> xr.Dataset:
             "inventory_dropped_geometries": inv_report.dropped_empty, "inventory_crs": inv_report.source_crs,
         }
 
-    coords = {"y": grid.ys(), "x": grid.xs(), "band": np.array(spec.bands, dtype=object),
+    coords = {"y": grid.ys(), "x": grid.xs(), "band": np.array(resolved.labels, dtype=object),
               "spatial_ref": xr.DataArray(0, attrs=_grid_mapping(grid))}
     ds = xr.Dataset(data_vars, coords=coords)
     for name in ds.data_vars:
@@ -244,7 +308,8 @@ def assemble(spec: CubeSpec) -> xr.Dataset:
     ds["slope"].attrs.update(units="degree") if "slope" in ds else None
     for name in ("pre", "post"):
         if name in ds:
-            ds[name].attrs.update(units="DN", nodata=0, long_name=f"{name}-event cloud-masked median composite")
+            ds[name].attrs.update(units="reflectance x 10000", nodata=0,
+                                  long_name=f"{name}-event cloud-masked median composite")
     ds.attrs.update({
         "crs": f"EPSG:{grid.epsg}", "epsg": grid.epsg, "transform": list(grid.transform)[:6],
         "resolution": grid.res, "event_date": spec.event_date.isoformat(),
@@ -253,17 +318,13 @@ def assemble(spec: CubeSpec) -> xr.Dataset:
         "pre_dates": [d.isoformat() for d in pre_dates], "post_dates": [d.isoformat() for d in post_dates],
         "stac_url": spec.stac_url, "collection": spec.collection,
         "stac_items": sorted(it["id"] for it in items), "dem_collection": spec.dem_collection or "",
-        "dem_items": sorted(dem_ids), "bands": list(spec.bands),
+        "dem_items": sorted(dem_ids), "bands": list(resolved.labels), "band_assets": resolved.sources,
         "cloud_mask": f"{spec.scl_asset} classes {list(SCL_NOT_CLEAR)} masked" if spec.scl_asset else "none",
-        "dn_scale_offset": _scale_offset(items, spec.bands[0]), "aoi_source": str(spec.aoi),
+        # every imagery asset was converted to one convention as it was read: reflectance x 10,000
+        "dn_scale_offset": [TARGET_SCALE, 0.0], "radiometry": radiometry, "aoi_source": str(spec.aoi),
         "landslide_dask_version": __version__, **inventory_attrs,
     })
     return ds
-
-
-def _scale_offset(items: list[dict], band: str) -> list[float]:
-    rb = (items[0]["assets"].get(band, {}).get("raster:bands") or [{}])[0]
-    return [float(rb.get("scale", 1.0)), float(rb.get("offset", 0.0))]
 
 
 def _grid_mapping(grid: Grid) -> dict:
@@ -331,13 +392,14 @@ def _compute(delayed, progress: bool) -> None:
 
 
 def _explain_read_error(exc: Exception) -> Exception:
+    """A read error that escaped the loader's own wrapping, as an InputDataError that says whether
+    it is an expired signature, a network error or a damaged file."""
     if isinstance(exc, InputDataError):
         return exc
-    text = str(exc)
-    if "Error opening" in text or "Error reading" in text or "RasterioIOError" in type(exc).__name__ or "TIFF" in text:
-        return InputDataError(
-            f"Reading an imagery or DEM file failed: {text}\nThe file named above is probably truncated or "
-            "corrupt: download it again, or leave its STAC item out with --exclude-item ITEM_ID.")
+    text = error_text(exc)
+    if ("Error opening" in text or "Error reading" in text or "RasterioIOError" in type(exc).__name__
+            or "TIFF" in text or "CURL error" in text or "HTTP response code" in text):
+        return InputDataError(f"Reading an imagery or DEM file failed: {text}\n{explain_read_failure(text)}")
     return exc
 
 

@@ -14,9 +14,11 @@ and reads, per asset, the cheapest way that gives the same pixels:
   then nearest or bilinear sampling: GDAL's exact warp to float rounding, and, unlike GDAL's
   default approximate transformer, the same whatever block a pixel is read in (``_BlockPoints``).
 
-Granules of one day are mosaicked per band with the last item on top, as ``stackstac.mosaic``
-does. Files stay open between blocks (``_OpenFiles``), so a granule that several blocks share is
-opened once and its decoded tiles reused.
+Each asset's pixels are converted to the cube's radiometric convention as they are read, before
+any mosaic (``Asset.gain``/``bias``, from ``cube.radiometry``), so granules of different processing
+baselines never meet in different units. Granules of one day are mosaicked per band with the last
+item on top, as ``stackstac.mosaic`` does. Files stay open between blocks (``_OpenFiles``), so a
+granule that several blocks share is opened once and its decoded tiles reused.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ import ctypes
 import hashlib
 import math
 import os
+import re
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from urllib.parse import parse_qs, urlparse
 
 import dask.array as da
 import numpy as np
@@ -44,9 +49,10 @@ from rasterio.windows import Window
 
 from ..errors import InputDataError
 from .grid import Grid
+from .radiometry import harmonise
 
 __all__ = ["Asset", "Stack", "asset_footprint", "block_slices", "lazy_blocks", "close_files", "release_memory",
-           "GDAL_READ_ENV"]
+           "GDAL_READ_ENV", "explain_read_failure", "error_text"]
 
 # What stackstac sets too: no directory listing on open (no probing for sidecar files, which also
 # makes a local open 0.7 -> 0.4 ms), cached headers for remote COGs. And a bounded cache of decoded
@@ -64,6 +70,8 @@ class Asset:
     item_id: str
     key: str
     bounds: tuple[float, float, float, float] | None  # footprint in the grid's CRS; None: unknown
+    gain: float = 1.0  # DN x gain + bias: the cube's convention (cube.radiometry); 1, 0 for SCL and DEM
+    bias: float = 0.0
 
 
 def _item_epsg(props: dict) -> int | None:
@@ -117,9 +125,14 @@ class Stack:
 
     @classmethod
     def of_days(cls, days: list[date], items_by_day: dict[date, list[dict]], keys: list[str], grid: Grid,
-                dtype: str, fill: float, resampling: Resampling = Resampling.nearest) -> "Stack":
+                dtype: str, fill: float, resampling: Resampling = Resampling.nearest,
+                radiometry: Mapping[tuple[str, str], tuple[float, float]] | None = None) -> "Stack":
+        """``radiometry``: (item id, asset key) -> (gain, bias) applied to that asset's pixels as
+        they are read; assets it does not name are read as they are."""
+        conv = radiometry or {}
         layers = tuple(
-            tuple(tuple(Asset(it["assets"][k]["href"], it["id"], k, asset_footprint(it, k, grid))
+            tuple(tuple(Asset(it["assets"][k]["href"], it["id"], k, asset_footprint(it, k, grid),
+                              *conv.get((it["id"], k), (1.0, 0.0)))
                         for it in items_by_day[day]) for k in keys)
             for day in days)
         return cls(grid, layers, dtype, fill, resampling)
@@ -168,18 +181,78 @@ class Stack:
                     data, (r0, c0) = _warped_read(src, points, self.dtype, self.resampling), (0, 0)
                 target = plane[r0:r0 + data.shape[0], c0:c0 + data.shape[1]] if data is not None else None
         except rasterio.errors.RasterioError as exc:
+            text = error_text(exc)
             raise InputDataError(
-                f"Reading {asset.key!r} of STAC item {asset.item_id} from {asset.href} failed: {exc}. The file is "
-                f"probably truncated or corrupt: download it again, or leave the item out with "
-                f"--exclude-item {asset.item_id}.") from exc
+                f"Reading {asset.key!r} of STAC item {asset.item_id} from {_without_query(asset.href)} failed: "
+                f"{text}. {explain_read_failure(text, asset.href, asset.item_id)}") from exc
         if data is None:
             return
+        if asset.gain != 1.0 or asset.bias != 0.0:
+            data = harmonise(data, asset.gain, asset.bias)
         if self.fill == 0 and data.dtype.kind in "ui":  # last on top, in two SIMD passes (np.copyto's
             target *= data == 0                         # where= is ~50x slower on these planes)
             target += data
         else:
             missing = np.isnan(data) if np.isnan(self.fill) else data == self.fill
             np.copyto(target, data, where=~missing)
+
+
+_HTTP_CODE = re.compile(r"HTTP (?:response )?(?:code|status)[: ]*(\d{3})", re.IGNORECASE)
+_SIGNATURE_WORDS = re.compile(r"signature|AuthenticationFailed|AuthorizationFailure|expired|SignatureDoesNotMatch|"
+                              r"AccessDenied", re.IGNORECASE)
+_NETWORK_WORDS = re.compile(r"curl error|could not resolve|couldn't resolve|resolve host|could not connect|"
+                            r"couldn't connect|failed to connect|connection (?:refused|reset|timed out|was reset)|"
+                            r"timed out|timeout was reached|operation too slow|network is unreachable|"
+                            r"ssl connect error|ssl certificate|recv failure|send failure|empty reply from server",
+                            re.IGNORECASE)
+
+
+def _without_query(href: str) -> str:
+    """A URL without its query: a signature does not belong in a message or a log."""
+    return href.split("?", 1)[0] if "://" in href else href
+
+
+def _signed(href: str | None) -> bool:
+    """Whether a URL carries a signature in its query (an Azure SAS token, an S3 presigned URL)."""
+    query = parse_qs(urlparse(href or "").query)
+    return bool({"sig", "se", "X-Amz-Signature", "X-Amz-Expires", "Signature"} & set(query))
+
+
+def explain_read_failure(text: str, href: str | None = None, item_id: str | None = None) -> str:
+    """What a failed pixel read most likely means and what to do, from GDAL's message: an expired
+    or refused signature, a network or server error (retry), a missing file, else a damaged file."""
+    leave_out = (f"leave the item out with --exclude-item {item_id}" if item_id
+                 else "leave its STAC item out with --exclude-item ITEM_ID")
+    m = _HTTP_CODE.search(text)
+    code = int(m.group(1)) if m else None
+    if code is None and _NETWORK_WORDS.search(text):  # no answer at all (an expired TLS certificate included)
+        return ("This is a network error, not a bad file: check the connection (or proxy) to the asset's host and "
+                "run the command again.")
+    if code in (401, 403) or (code is None and _SIGNATURE_WORDS.search(text)):
+        if _signed(href) or _SIGNATURE_WORDS.search(text):
+            return (f"The asset's signed URL was refused{f' (HTTP {code})' if code else ''}: its signature has "
+                    "expired (signatures are made when the items are searched, with --sign planetary-computer, and "
+                    "last about an hour). Run the command again: it searches and signs the URLs anew.")
+        return (f"Access to the asset was refused{f' (HTTP {code})' if code else ''}: it needs credentials or a "
+                "signed URL (for Planetary Computer assets pass --sign planetary-computer).")
+    if code == 404:
+        return (f"The asset is not there (HTTP 404): the STAC item points to a file that was moved or removed; "
+                f"{leave_out}.")
+    if code is not None and (code >= 500 or code == 429):
+        return (f"The server holding the asset failed or is busy (HTTP {code}): this is not a bad file; run the "
+                "command again later.")
+    return f"The file is probably truncated or corrupt: download it again, or {leave_out}."
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception's message with the GDAL messages chained to it ("Read failed. See previous ...")."""
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if str(exc) and str(exc) not in parts:
+            parts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return ": ".join(parts)
 
 
 class _OpenFiles:

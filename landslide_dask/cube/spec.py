@@ -24,7 +24,7 @@ def event_windows(event: date, pre_days: int, post_days: int) -> tuple[tuple[dat
 class CubeSpec:
     """Everything that defines one cube; the CLI's ``cube`` options map onto it one to one."""
 
-    stac_url: str
+    stac_url: str  # a STAC API URL, or a local catalogue folder / ItemCollection file (stac.local)
     event_date: date
     aoi: Path
     out: Path
@@ -32,6 +32,7 @@ class CubeSpec:
     inventory_area: Path | None = None
     pre_days: int = 90
     post_days: int = 60
+    # bands and the SCL asset by name: an item's asset key, Sentinel-2 code or common name (cube.bands)
     bands: tuple[str, ...] = ("blue", "green", "red", "nir")
     collection: str = "sentinel-2-l2a"
     scl_asset: str | None = "scl"

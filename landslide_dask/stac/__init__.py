@@ -1,6 +1,7 @@
 """Stage 1a, finding the data: a loopback STAC API over local folders (``server``), STAC
 collections made from GeoTIFF folders as shipped (``catalog``), and searches of any STAC API with
-retries and signing (``search``)."""
+retries and signing (``search``), or of local catalogues and ItemCollection files without a
+server (``local``)."""
 
 from ..common.lazy import lazy_exports
 
@@ -8,6 +9,7 @@ _EXPORTS = {
     "catalog_geotiffs": ".catalog",
     "describe_geotiff": ".catalog",
     "search_items": ".search",
+    "read_local_items": ".local",
     "EARTH_SEARCH": ".search",
     "PLANETARY_COMPUTER": ".search",
     "StacServer": ".server",

@@ -27,6 +27,7 @@ from typing import Any
 from urllib3.util.retry import Retry
 
 from ..errors import EmptySearchError, LandslideDaskError, StacUnreachableError, UsageError
+from .local import collection_ids, filter_items, is_local_source, read_local_items
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,11 @@ def _check_bbox(bbox: Sequence[float]) -> Bbox:
         raise UsageError(f"bbox must be four finite numbers (west, south, east, north), got {bbox!r}.")
     w, s, e, n = vals
     if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
+        if -90 <= w <= 90 and -90 <= e <= 90 and -180 <= s <= 180 and -180 <= n <= 180:
+            raise UsageError(
+                f"bbox {vals} looks like (south, west, north, east), latitude first: STAC bboxes are "
+                f"(west, south, east, north), longitude first: {(s, w, n, e)}."
+            )
         raise UsageError(
             f"bbox {vals} is not in lon/lat degrees (EPSG:4326): STAC search bboxes are "
             "(west, south, east, north) in degrees, not projected metres."
@@ -262,7 +268,9 @@ def search_items(
     retries: int = 4,
     backoff_factor: float = 0.5,
 ) -> list[dict[str, Any]]:
-    """Search a STAC API; return the matching items as plain dicts (never an empty list).
+    """Search a STAC API, or a local source (``url`` a path: a ``catalog`` folder, a static
+    catalog, an ItemCollection file; :mod:`landslide_dask.stac.local`), filtered the same way;
+    return the matching items as plain dicts (never an empty list).
 
     ``bbox`` is (west, south, east, north) in degrees; ``datetime`` a (start, end) pair of ISO
     strings, dates or datetimes (either may be None/".." for open), whole days inclusive;
@@ -271,10 +279,6 @@ def search_items(
     or a callable applied to each item dict in place. Raises EmptySearchError,
     StacUnreachableError, or LandslideDaskError for other refusals.
     """
-    from pystac_client import Client
-    from pystac_client.exceptions import APIError
-    from pystac_client.stac_api_io import StacApiIO
-
     if isinstance(collections, str):
         collections = [collections]
     collections = list(collections)
@@ -287,6 +291,12 @@ def search_items(
     if max_items is not None and max_items < 1:
         raise UsageError(f"max_items must be at least 1, got {max_items}.")
     modifier = resolve_signer(sign)
+    if is_local_source(url):
+        return _search_local(url, collections, box, dt, max_cloud, modifier, max_items)
+
+    from pystac_client import Client
+    from pystac_client.exceptions import APIError
+    from pystac_client.stac_api_io import StacApiIO
     retries = max(0, int(retries))
     url = url.rstrip("/")
 
@@ -311,7 +321,7 @@ def search_items(
     if not client.conforms_to(ConformanceClasses.ITEM_SEARCH):
         raise LandslideDaskError(
             f"{url} does not offer STAC item search (no item-search conformance): give the URL of a "
-            "STAC API, or serve a local STAC folder with `landslide-dask serve-stac`."
+            "STAC API, or the catalogue itself (a folder or an ItemCollection file) as --stac."
         )
 
     kwargs: dict[str, Any] = {"collections": collections, "bbox": list(box), "limit": _PAGE_SIZE}
@@ -367,4 +377,21 @@ def search_items(
         dropped = (n_over, n_unknown, lowest) if client_side_cloud else None
         raise EmptySearchError(_empty_message(url, collections, box, dt, max_cloud, available, dropped))
     log.info("%d STAC item(s) from %s (%s)", len(items), url, ", ".join(collections))
+    return items
+
+
+def _search_local(source: str, collections: list[str], box: Bbox, dt: Any, max_cloud: float | None,
+                  modifier: Callable[[Any], None] | None, max_items: int | None) -> list[dict[str, Any]]:
+    """``search_items`` over files: the items a server would return, the same empty-search message."""
+    everything = read_local_items(source)
+    items, dropped = filter_items(everything, collections, box, dt, max_cloud)
+    if not items:
+        raise EmptySearchError(_empty_message(str(source), collections, box, dt, max_cloud,
+                                              collection_ids(everything), dropped if max_cloud is not None else None))
+    if max_items is not None:
+        items = items[:max_items]
+    if modifier is not None:
+        for item in items:
+            modifier(item)
+    log.info("%d STAC item(s) from %s (%s)", len(items), source, ", ".join(collections))
     return items

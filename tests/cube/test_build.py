@@ -107,7 +107,10 @@ def test_composite_equals_numpy_median_of_clear_pixels(cube_a, demo_data):
                             with rasterio.open(it["assets"]["scl"]["href"]) as s2:
                                 sr, sc = s2.index(x, y)
                                 scl = s2.read(1, window=((sr, sr + 1), (sc, sc + 1)))[0, 0]
-                            covering.append((int(v), int(scl)))
+                            # the cube holds reflectance x 10,000: the DN less the item's offset (the
+                            # demo's +1000 of processing baseline >= 04.00), a valid pixel stays >= 1
+                            offset = it["assets"]["red"]["raster:bands"][0]["offset"]
+                            covering.append((max(int(v) + round(offset * 1e4), 1), int(scl)))
             if len({v for v in covering}) > 1:
                 ambiguous = True  # overlapping granules disagree: the mosaic order decides
             if covering and covering[-1][1] not in SCL_NOT_CLEAR:
@@ -215,8 +218,9 @@ def test_cli_reports_bad_input_clearly(demo_data, demo_regions, demo_stac, tmp_p
     region = demo_regions[0]
     code = cli_main(["cube", "--stac", demo_stac, "--event-date", region["event_date"],
                      "--aoi", str(tmp_path / "missing.geojson"), "--out", str(tmp_path / "c.zarr")])
-    assert code == 1  # bad input data (a missing file): exit 1, the file named
-    assert "missing.geojson does not exist" in capsys.readouterr().err
+    assert code == 2  # an --aoi naming no file is a bad argument: exit 2, the file named, what to pass
+    err = capsys.readouterr().err
+    assert "missing.geojson does not exist" in err and "W,S,E,N" in err
 
 
 def test_open_cube_refuses_an_unfinished_write(tmp_path):
