@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[real-event] pixel baseline: Iburi test blocks MCC {fmt(rep['pixel']['mcc'])} "
               f"(AP {fmt(rep['pixel'].get(AP))}; {t_base:.0f} s)", flush=True)
         for name, res in results.items():
-            rep = map_event(folder, res["best"], out / "maps", client=client, name=name, cube=iburi,
+            rep = map_event(folder, res["best"], out / "maps", client=client, name=name, cube=iburi, products=False,
                             scored_on=test_ds, progress=False)
             reports[name] = rep
             rows.append(row(name, names[name], "Iburi test blocks", rep))

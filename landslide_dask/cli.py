@@ -92,7 +92,7 @@ def cmd_catalog(args: argparse.Namespace) -> None:
 
     n = len(json.loads((out / "stac" / "items" / f"{args.collection}.json").read_text())["features"])
     print(f"STAC collection {args.collection!r} ({n} items) written under {out}/stac "
-          f"(serve it with: landslide-dask serve-stac {out})")
+          f"(cube it with: landslide-dask cube --stac {out} --collection {args.collection} ...)")
 
 
 def cmd_cube(args: argparse.Namespace) -> None:
@@ -241,7 +241,7 @@ def cmd_import_patches(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from contextlib import nullcontext
 
-    from .predict import coverage, export_cog, open_prediction, predict
+    from .predict import coverage, open_prediction, predict
 
     with (_client(args) if args.scheduler or args.workers or args.cluster else nullcontext()) as client:
         out = predict(args.cube, args.model, args.out, client=client, window=args.window, overlap=args.overlap,
@@ -259,8 +259,33 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if cov.get("no_pre_unmapped"):
         print(f"warning: {cov['no_pre_unmapped']} px with post-event imagery were NOT mapped: they have no "
               "pre-event image and the model was trained without --pre-dropout (layer 'no_pre')")
-    if args.cog:
-        print(f"COG written to {export_cog(out, args.cog)}")
+    if not args.no_products:
+        _write_products(out, Path(args.products) if args.products else products_dir(out), args)
+
+
+def products_dir(prediction: Path) -> Path:
+    """Where a prediction's products go by default: beside it, its name without ``.zarr``."""
+    return prediction.with_name(prediction.name.removesuffix(".zarr") + "-products")
+
+
+def _write_products(prediction: Path, out: Path, args: argparse.Namespace) -> None:
+    from .products import write_products
+
+    polygons = None
+    if getattr(args, "threshold", None) is not None:
+        from .predict.polygons import polygonize
+
+        polygons = polygonize(prediction, None, threshold=args.threshold)
+    files = write_products(prediction, out, polygons=polygons, inventory=getattr(args, "inventory", None),
+                           attribution=getattr(args, "attribution", None) or "", title=getattr(args, "title", None))
+    print(f"products in {out}: probability.tif and not-mapped.tif (COGs with QGIS styles), landslides.gpkg / "
+          f".parquet, item.json (STAC)")
+    print(f"offline web map: {files['web_map']} (open it in a browser; no network needed)")
+
+
+def cmd_products(args: argparse.Namespace) -> None:
+    out = Path(args.prediction)
+    _write_products(out, Path(args.out) if args.out else products_dir(out), args)
 
 
 def cmd_polygons(args: argparse.Namespace) -> None:
@@ -380,7 +405,10 @@ def _stac_commands(sub) -> None:
 def _cube_commands(sub) -> None:
     """Sub-commands of stage 1b: cubes from STAC, and from benchmark patch datasets."""
     s = sub.add_parser("cube", help="build an analysis-ready cube (zarr) for an event and an area")
-    s.add_argument("--stac", required=True, help="STAC API URL (e.g. a local serve-stac, Earth Search)")
+    s.add_argument("--stac", required=True,
+                   help="where the items are: a STAC API URL (Earth Search, Planetary Computer, a local serve-stac), "
+                        "or, with no server, a folder written by `landslide-dask catalog`, a static STAC catalog "
+                        "folder (catalog.json) or an ItemCollection file (.json/.geojson)")
     s.add_argument("--event-date", required=True, type=_date, help="YYYY-MM-DD")
     s.add_argument("--aoi", required=True, help="area of interest: GeoJSON / GeoPackage / Shapefile, or W,S,E,N "
                                               "in degrees")
@@ -396,7 +424,8 @@ def _cube_commands(sub) -> None:
 
     cube_opt("--pre-days", "pre_days", "pre-event window in days", type=int)
     cube_opt("--post-days", "post_days", "post-event window in days", type=int)
-    cube_opt("--bands", "bands", "imagery asset keys", type=_csv)
+    cube_opt("--bands", "bands", "imagery bands by asset key, Sentinel-2 code or common name (B02 and blue find "
+             "the same band on Planetary Computer and Earth Search)", type=_csv)
     cube_opt("--collection", "collection", "imagery collection")
     cube_opt("--scl-asset", "scl_asset", "scene-classification asset used for cloud masking")
     s.add_argument("--no-cloud-mask", action="store_true", help="imagery has no SCL band (e.g. own GeoTIFFs)")
@@ -539,6 +568,12 @@ def _threshold_rule_option(s: argparse.ArgumentParser) -> None:
                         "for a region the model never trained on, else validation; the default)")
 
 
+def _products_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--inventory", help="reference landslide polygons to draw on the web map (any vector file)")
+    s.add_argument("--attribution", help="the data's credit line (imagery, inventory), shown on the web map")
+    s.add_argument("--title", help="title of the web map and the STAC item (default: from the event date)")
+
+
 def _predict_commands(sub) -> None:
     """Sub-commands of stage 3: maps, polygons and their scores."""
     from .predict.config import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_WINDOW, MIN_AREA_M2, MULTIPLE
@@ -555,7 +590,10 @@ def _predict_commands(sub) -> None:
                    help="windows per forward pass (default: "
                         + ", ".join(f"{n} on {d.upper()}" for d, n in DEFAULT_BATCH_SIZE.items()) + ")")
     s.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    s.add_argument("--cog", help="also write a Cloud-Optimized GeoTIFF here")
+    s.add_argument("--products", help="folder for the products: COGs, QGIS styles, polygons, offline web map, "
+                                      "STAC item (default: beside --out, named OUT-products)")
+    s.add_argument("--no-products", action="store_true", help="write only the prediction zarr")
+    _products_options(s)
     _threshold_rule_option(s)
     s.add_argument("--overwrite", action="store_true", help="replace an output made with other arguments")
     s.add_argument("--workers", type=int, help="run on a LocalCluster of this many processes")
@@ -563,6 +601,15 @@ def _predict_commands(sub) -> None:
     s.add_argument("--cluster", help="cluster definition YAML (cluster/local.yaml, slurm.yaml, ...)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("products", help="a finished prediction's products for GIS and the browser: COGs with "
+                                        "QGIS styles, polygons, an offline web map, a STAC item")
+    s.add_argument("--prediction", required=True, help="prediction zarr written by `landslide-dask predict`")
+    s.add_argument("--out", help="output folder (default: beside the prediction, named PREDICTION-products)")
+    s.add_argument("--threshold", type=float,
+                   help="probability threshold 0..1 of the polygons (default: the prediction's threshold)")
+    _products_options(s)
+    s.set_defaults(func=cmd_products)
 
     s = sub.add_parser("polygons", help="landslide polygons (GeoParquet + GeoPackage) from a finished prediction")
     s.add_argument("--prediction", required=True, help="prediction zarr written by `landslide-dask predict`")
@@ -629,6 +676,30 @@ def _demo_commands(sub) -> None:
     s.set_defaults(func=cmd_demo)
 
 
+#: Sub-commands whose ``--model``/``--init-from`` name a checkpoint file (a URL is fetched later).
+_CHECKPOINT_COMMANDS = {"evaluate", "model-info", "predict", "train", "experiment"}
+
+
+def _check_checkpoint_paths(args: argparse.Namespace) -> None:
+    """A checkpoint option naming no file is an argument error that says what to pass (exit 2),
+    before anything is read or started."""
+    if getattr(args, "command", None) not in _CHECKPOINT_COMMANDS:
+        return
+    for attr, flag in (("model", "--model"), ("init_from", "--init-from")):
+        value = getattr(args, attr, None)
+        if not isinstance(value, str) or not value or "://" in value:
+            continue
+        path = Path(value).expanduser()
+        if path.is_dir():
+            inside = next((path / n for n in ("best.pt", "last.pt") if (path / n).is_file()), None)
+            raise UsageError(f"{flag} {value} is a folder: pass the checkpoint file in it"
+                             + (f", e.g. {flag} {inside}" if inside else
+                                " (best.pt, as `landslide-dask train --out DIR` writes it)"))
+        if not path.exists():
+            raise UsageError(f"{flag} {value}: no such checkpoint. Pass the best.pt that `landslide-dask train "
+                             "--out DIR` wrote (DIR/best.pt; DIR/last.pt is the latest epoch), or train one first.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``landslide-dask`` parser: the sub-commands in pipeline order."""
     p = argparse.ArgumentParser(prog="landslide-dask", description=__doc__,
@@ -659,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         # read by dask.config when distributed is first imported (lazily, below)
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     try:
+        _check_checkpoint_paths(args)
         rc = args.func(args)
     except UsageError as exc:  # like argparse's own errors: the usage line, then the message
         print(args.usage(), end="", file=sys.stderr)

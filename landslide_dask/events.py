@@ -1,6 +1,6 @@
 """Real events as their data are shipped: a folder of per-band GeoTIFFs, a DEM and an inventory
 becomes a searchable STAC collection and a labelled cube, by the same public steps a user runs
-(``catalog``, ``serve-stac``, ``cube``; the README's walk-through).
+(``catalog``, then ``cube --stac`` on the catalogue folder; the README's walk-through).
 
 An event is described once here: where its files are inside the folder, the dates to give
 mosaics that do not record theirs, and the attribution its inventory's licence asks for on every
@@ -99,10 +99,9 @@ def catalog_event(folder: str | Path, stac: str | Path) -> Path:
 
 def event_cube(folder: str | Path, out_dir: str | Path, chunk: int = 512, progress: bool = True,
                aoi: str | None = None) -> Path:
-    """The event's labelled cube (``out_dir/<name>.zarr``), built through a STAC API on loopback;
-    a finished cube is reused. ``aoi``: W,S,E,N (default: the whole scene)."""
+    """The event's labelled cube (``out_dir/<name>.zarr``), built from its catalogue folder (no
+    server); a finished cube is reused. ``aoi``: W,S,E,N (default: the whole scene)."""
     from .cube.build import CubeSpec, build_cube
-    from .stac.server import serve_stac
 
     folder, out_dir = Path(folder), Path(out_dir)
     event = event_of(folder)
@@ -110,12 +109,11 @@ def event_cube(folder: str | Path, out_dir: str | Path, chunk: int = 512, progre
     if (cube / "zarr.json").exists():
         return cube
     stac = catalog_event(folder, out_dir / f"{event.name}-stac")
-    with serve_stac(stac) as url:
-        spec = CubeSpec(stac_url=url, event_date=event.event_date, aoi=aoi or event.aoi, out=cube,
-                        inventory=folder / event.inventory, inventory_area=folder / event.inventory_area,
-                        collection=f"{event.name}-s2", bands=event.bands, scl_asset=None,
-                        dem_collection=f"{event.name}-dem", chunk=chunk)
-        build_cube(spec, progress=progress, quicklook=False)
+    spec = CubeSpec(stac_url=str(stac), event_date=event.event_date, aoi=aoi or event.aoi, out=cube,
+                    inventory=folder / event.inventory, inventory_area=folder / event.inventory_area,
+                    collection=f"{event.name}-s2", bands=event.bands, scl_asset=None,
+                    dem_collection=f"{event.name}-dem", chunk=chunk)
+    build_cube(spec, progress=progress, quicklook=False)
     (out_dir / f"{event.name}-event.json").write_text(json.dumps(
         {"event": event.name, "title": event.title, "attribution": event.attribution,
          "note": event.labelled_note}, ensure_ascii=False, indent=1) + "\n")
@@ -140,11 +138,14 @@ def split_labels(cube: str | Path, index, split: str = "test"):
 
 
 def map_event(folder: str | Path, model: str | Path, out_dir: str | Path, *, client=None, name: str = "map",
-              cube: str | Path | None = None, scored_on=None, progress: bool = True) -> dict:
+              cube: str | Path | None = None, scored_on=None, progress: bool = True, products: bool = True) -> dict:
     """Map an event with a trained model and score the map against its inventory: probability,
     polygons, report and a PNG of the map beside the post-event image, with the data's attribution.
     ``scored_on``: a labelled dataset to score against instead of the whole inventory (e.g.
-    :func:`split_labels`); ``cube``: the event's cube if built already (default: built in ``out_dir``)."""
+    :func:`split_labels`); ``cube``: the event's cube if built already (default: built in ``out_dir``).
+    ``products``: also write the responder's products (COGs, styles, offline web map, STAC item;
+    :func:`landslide_dask.products.write_products`) into ``out_dir/<name>-products``; the report's
+    ``files`` name them."""
     from .predict.polygons import polygonize
     from .predict import coverage, open_prediction, predict
     from .predict.report import evaluate_map
@@ -160,4 +161,10 @@ def map_event(folder: str | Path, model: str | Path, out_dir: str | Path, *, cli
                        attribution=event.attribution, attribution_latin=event.attribution_latin, beside=True)
     rep["coverage"] = coverage(open_prediction(pred))
     rep["event"] = event.name
+    if products:
+        from .products import write_products
+
+        made = write_products(pred, out_dir / f"{name}-products", polygons=polys, inventory=folder / event.inventory,
+                              attribution=f"{event.title}. {event.attribution}", title=f"{event.title}: {name}")
+        rep.setdefault("files", {}).update({f"products_{k}": str(v) for k, v in made.items()})
     return rep

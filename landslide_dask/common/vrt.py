@@ -49,9 +49,10 @@ def gdal_number(v: float) -> str:
 
 def vrt_xml(width: int, height: int, crs_wkt: str, geotransform: tuple[float, ...], data_type: str,
             sources: list[VrtSource], *, description: str | None = None, nodata: float | None = None,
-            axis_mapping: str = "1,2") -> str:
+            axis_mapping: str = "1,2", scale: float | None = None) -> str:
     """The XML of a one-band VRT of ``width`` x ``height`` pixels. ``geotransform``: GDAL order
-    (x0, dx, 0, y0, 0, dy). ``axis_mapping``: ``dataAxisToSRSAxisMapping`` (1,2: x/easting first)."""
+    (x0, dx, 0, y0, 0, dy). ``axis_mapping``: ``dataAxisToSRSAxisMapping`` (1,2: x/easting first).
+    ``scale``: the band's value scale (GDAL ``GetScale``)."""
     root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
     srs = ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping=axis_mapping)
     srs.text = crs_wkt
@@ -59,6 +60,8 @@ def vrt_xml(width: int, height: int, crs_wkt: str, geotransform: tuple[float, ..
     band = ET.SubElement(root, "VRTRasterBand", dataType=data_type, band="1")
     if description:
         ET.SubElement(band, "Description").text = description
+    if scale is not None:
+        ET.SubElement(band, "Scale").text = gdal_number(scale)
     if nodata is not None:
         ET.SubElement(band, "NoDataValue").text = gdal_number(nodata)
     for s in sources:

@@ -60,6 +60,8 @@ DEMO_HAZE = 0.5
 # terrain dropout: the model also maps post-only tiles (Chattogram's) and leans less on the synthetic
 # terrain; on Iburi, unseen, it raised the synthetic-only model's MCC 0.327 -> 0.373 (AP 0.393 -> 0.439)
 DEMO_STREAM_DROPOUT = {"terrain": 0.2}
+#: The demo data's credit line: all of it is made by the package (imagery, DEM and inventory).
+DEMO_ATTRIBUTION = "Synthetic demo imagery, DEM and inventory made by landslide-dask (no real place)"
 
 
 def demo_train_config(cubes: list[str], out: Path, epochs: int = DEMO_EPOCHS) -> "TrainConfig":
@@ -97,7 +99,8 @@ def run_demo(data: Path, out: Path, workers: int = 2, size_km: float = 10.0, epo
     from .synth import make_demo_data
     from ..train.metrics import Confusion
     from ..predict.polygons import polygonize
-    from ..predict import export_cog, predict
+    from ..predict import predict
+    from ..products import write_products
     from ..predict.report import evaluate_map
     from ..train.loop import train
 
@@ -142,9 +145,10 @@ def run_demo(data: Path, out: Path, workers: int = 2, size_km: float = 10.0, epo
         maps = out / "map"
         maps.mkdir(exist_ok=True)
         pred = predict(unseen, res["best"], maps / f"{name}-probability.zarr", client=client)
-    export_cog(pred, maps / f"{name}-probability.tif")
     polys = polygonize(pred, maps / f"{name}-landslides")
     rep = evaluate_map(pred, unseen, maps, inventory=data / regions[-1]["inventory"], polygons=polys)
+    products = write_products(pred, maps / f"{name}-products", polygons=polys, inventory=data / regions[-1]["inventory"],
+                              attribution=DEMO_ATTRIBUTION, title=f"Demo: landslides of {name} (synthetic)")
     t_map = time.perf_counter() - t0 - t_cubes - t_train
     px, ob = rep["pixel"], rep["object"]
     table = pd.DataFrame([score_row(name, "combined (unseen)", [region_name(c) for c in seen],
@@ -158,7 +162,9 @@ def run_demo(data: Path, out: Path, workers: int = 2, size_km: float = 10.0, epo
           f"{ob['precision']:.2f}, recall {ob['recall']:.2f} ({ob['detected_reference']} of {ob['n_reference']} "
           f"landslides detected)")
     print(f"[demo] cubes and quicklooks in {out / 'cubes'}; model, metrics and curves in {out / 'model'}")
-    print(f"[demo] probability (zarr + COG), polygons (GeoParquet + GeoPackage), report and map.png in {maps}")
+    print(f"[demo] probability (zarr), polygons (GeoParquet + GeoPackage), report and map.png in {maps}")
+    print(f"[demo] products (COGs with QGIS styles, polygons, STAC item) in {products['item'].parent}; "
+          f"open the offline web map: {products['web_map']}")
     print(f"[demo] done in {time.perf_counter() - t0:.0f} s (cubes {t_cubes:.0f} s, training {t_train:.0f} s, "
           f"mapping and evaluation {t_map:.0f} s)")
     return cubes
@@ -289,6 +295,9 @@ def run_demo_country(data: Path, out: Path, workers: int = 2, size_km: float = 1
     print(f"[demo] per-zone probability mosaics: {res.outputs.get('mosaic_index')}; "
           f"per-cell summary: {res.outputs.get('summary_csv')}")
     print(f"[demo] overview map: {res.outputs.get('overview_png')}")
+    print(f"[demo] the country as one mosaic (COGs, EPSG:3857): {res.outputs.get('country_probability')}, "
+          f"{res.outputs.get('country_not_mapped')}; STAC item {res.outputs.get('item')}")
+    print(f"[demo] open the offline web map: {res.outputs.get('web_map')}")
     print(f"[demo] done in {time.perf_counter() - t0:.0f} s (model and data {t_data:.0f} s, country job {t_job:.0f} s)")
     return {"outputs": res.outputs, "summary": res.summary, "seconds": res.seconds, "scores": scores,
             "failed": res.failed}

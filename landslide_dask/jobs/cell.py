@@ -1,4 +1,4 @@
-"""One cell of a country job, end to end: its AOI -> search + cube -> predict -> COG -> polygons.
+"""One cell of a country job, end to end: its AOI -> search + cube -> predict -> COGs -> polygons.
 
 The cell AOI is written in its UTM CRS, so the cube grid is exactly the cell's pixel grid, aligned
 with its neighbours; the cube is written chunk by chunk (memory follows the chunks and the cells in
@@ -39,6 +39,33 @@ def cell_dir(out: Path, cell_id: str) -> Path:
     return out / "cells" / cell_id
 
 
+def web_zoom(spec) -> int:
+    """The Web Mercator zoom of a job's web map: one for all cells (their tiles must share a grid),
+    resolving the map's pixels at the centre of the job's area."""
+    from ..products.tiles import zoom_for
+    from .cells import RESOLUTION
+
+    return zoom_for(RESOLUTION, spec.area.geometry().centroid.y)
+
+
+def cell_rasters(pred: Path, cell, d: Path, zoom: int) -> Path:
+    """A cell's rasters: probability and not-mapped COGs on its UTM grid, and both on the job's
+    Web Mercator grid (``web_*.tif``, mosaicked for the country web map); returns the probability COG."""
+    import zarr
+
+    from ..predict.store import open_prediction, transform_of
+    from ..products.cog import export_cog, export_status
+    from ..products.region import aoi_reader, web_rasters
+
+    cog = export_cog(pred, d / "probability.tif")
+    ds = open_prediction(pred, georeferenced=True)
+    crs, transform = ds.attrs["crs"], transform_of(ds)
+    inside = aoi_reader([cell.aoi_utm], transform, crs)
+    export_status(pred, d / "not-mapped.tif", inside)
+    web_rasters(zarr.open_group(str(pred), mode="r"), crs, transform, inside, zoom, d)
+    return cog
+
+
 def run_cell(spec, cell, out: Path, client, *, chunk: int = 1024) -> dict[str, Any]:
     """Map one cell into ``out/cells/<id>/``; returns {status, reason, outputs, timings, ...}.
     Inference takes its window, overlap, batch size and device from ``spec.predict``.
@@ -48,7 +75,7 @@ def run_cell(spec, cell, out: Path, client, *, chunk: int = 1024) -> dict[str, A
     """
     from ..cube.build import CubeSpec, assemble, write_cube
     from ..predict.polygons import polygonize
-    from ..predict import export_cog, predict
+    from ..predict import predict
 
     timings: dict[str, float] = {}
     d = cell_dir(out, cell.id)
@@ -85,12 +112,12 @@ def run_cell(spec, cell, out: Path, client, *, chunk: int = 1024) -> dict[str, A
         pred = predict(cube, spec.model, d / "probability.zarr", client=client, progress=False,
                        threshold_rule="validation", **spec.predict.kwargs())
         t = tick("predict", t)
-        cog = export_cog(pred, d / "probability.tif")
+        cog = cell_rasters(pred, cell, d, web_zoom(spec))
         t = tick("cog", t)
         gdf = polygonize(pred, d / "landslides", threshold=spec.threshold, min_area_m2=spec.min_area_m2,
                          client=client)
         tick("polygons", t)
-    outputs = {"cube": str(cube), "probability": str(pred), "cog": str(cog),
+    outputs = {"cube": str(cube), "probability": str(pred), "cog": str(cog), "not_mapped": str(d / "not-mapped.tif"),
                "polygons": str(d / "landslides.parquet")}
     return {"status": "done", "reason": None, "outputs": outputs, "timings": timings,
             "n_polygons": len(gdf), "area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0}

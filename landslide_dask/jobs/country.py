@@ -287,6 +287,8 @@ def run_job(spec, client, *, progress: bool = True, force: bool = False, concurr
         echo(f"[job] {summary}")
         echo(f"[job] {n_poly} landslide polygons -> {outputs.get('polygons_parquet')}; summary {outputs.get('summary_csv')}; "
              f"map {outputs.get('overview_png')}")
+        if outputs.get("web_map"):
+            echo(f"[job] one mosaic: {outputs.get('country_probability')}; offline web map {outputs.get('web_map')}")
     return JobResult(summary=summary, outputs=outputs, seconds=seconds, computed=computed, n_polygons=n_poly)
 
 

@@ -1,6 +1,8 @@
 """The country outputs of a job, rebuilt from its finished cells at the end of every run: polygons
-merged across cell borders (EPSG:4326), one VRT mosaic per UTM zone over the per-cell COGs, the
-summary table and the overview map; published to the job's object-store output when it has one.
+merged across cell borders (EPSG:4326), one VRT mosaic per UTM zone over the per-cell COGs, one
+country mosaic (probability and not-mapped COGs on the web map's Web Mercator grid, which all
+zones share), the offline web map and STAC item, the summary table and the overview map;
+published to the job's object-store output when it has one.
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ def merge_cell_polygons(parts, res: float = 10.0):
     return gdf
 
 
-def write_vrt(cogs: list[Path], out: Path, *, sources: list[str] | None = None, opener=None) -> Path:
+def write_vrt(cogs: list[Path], out: Path, *, sources: list[str] | None = None, opener=None,
+              description: str = "landslide probability x 255", scale: float | None = 1.0 / 255.0) -> Path:
     """A GDAL VRT mosaic of single-band uint8 COGs on one pixel grid (same CRS and resolution,
     origins on whole pixels): each source placed at its offset, masks honoured (GDAL >= 3.5).
 
@@ -175,7 +178,7 @@ def write_vrt(cogs: list[Path], out: Path, *, sources: list[str] | None = None, 
                               relative=not name.startswith("/"), use_mask=True,
                               dst_offset=(round((t.c - minx) / res_x), round((maxy - t.f) / -res_y))))
     xml = vrt_xml(width, height, crs.to_wkt(), (minx, res_x, 0.0, maxy, 0.0, res_y), "Byte", srcs,
-                  description="landslide probability x 255")
+                  description=description, scale=scale)
     return write_vrt_xml(out, xml)
 
 
@@ -259,6 +262,10 @@ def write_country_outputs(manifest, cells, out: Path, remote=None) -> tuple[dict
     png = atomic_write(out / "overview.png", lambda p: overview_map(cells, manifest, merged, p))
     outputs = {"polygons_parquet": parquet, "polygons_gpkg": gpkg, "summary_csv": csv,
                "overview_png": png, "mosaic_index": index_path, **{f"vrt_EPSG{z}": v for z, v in vrts.items()}}
+    done = [c for c in cells if manifest.status(c.id) == "done"]
+    if done:
+        outputs.update(country_products(done, manifest, out, merged, table, fetch=None if remote is None else
+                                        (lambda cid, name: remote.read_bytes(cell_file(cid, name)))))
     if remote is None:
         return {k: str(v) for k, v in outputs.items()}, len(merged)
     # publish: VRTs and index first, then the rest; VRTs of zones no longer mapped are removed
@@ -269,8 +276,131 @@ def write_country_outputs(manifest, cells, out: Path, remote=None) -> tuple[dict
     urls = {}
     for key in sorted(outputs, key=lambda k: (not k.startswith("vrt_"), k != "mosaic_index", k)):
         rel = Path(outputs[key]).relative_to(out).as_posix()
-        urls[key] = remote.upload_file(outputs[key], rel)
+        if key == "web_map":   # the page's whole folder: tiles, vectors, scripts
+            remote.remove(Path(rel).parent.as_posix())
+            remote.upload_dir(Path(outputs[key]).parent, Path(rel).parent.as_posix())
+            urls[key] = remote.url_of(rel)
+        else:
+            urls[key] = remote.upload_file(outputs[key], rel)
     return urls, len(merged)
+
+
+def country_products(cells, manifest, out: Path, polygons, table: list[dict], fetch=None) -> dict[str, Path]:
+    """The country mosaic (``mosaic/probability_EPSG3857.tif``, ``mosaic/not-mapped_EPSG3857.tif``:
+    COGs with QGIS styles), the offline web map (``web/index.html``) and the STAC item
+    (``item.json``) from the finished ``cells``' Web Mercator rasters (``web_*.tif``), whose
+    common grid makes the mosaic a plain VRT. ``fetch(cell_id, name) -> bytes``: read a cell's
+    file from the job's object store (they are copied under ``out`` first)."""
+    import shapely
+
+    from ..products.item import products_item, write_item
+    from ..products.page import RasterLayer, write_page
+    from ..products.region import source_credit, zoom_range
+    from ..products.styles import probability_qml, status_qml, write_qml
+    from ..products.tiles import probability_rgba, status_rgba
+    from .cells import RESOLUTION
+
+    mosaic = out / "mosaic"
+    vrts = {}
+    for name, title in (("probability", "landslide probability"), ("status", "map status")):
+        srcs = []
+        for c in cells:
+            local = cell_dir(out, c.id) / f"web_{name}.tif"
+            if fetch is not None:
+                data = fetch(c.id, f"web_{name}.tif")
+                if data is None:
+                    raise CountryJobError(f"cell {c.id} is done but its web_{name}.tif is missing: rerun with --force")
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(data)
+            srcs.append(local)
+        vrts[name] = write_vrt(srcs, mosaic / f"web_{name}.vrt", description=title,
+                               scale=1.0 / 255.0 if name == "probability" else None)
+    files = mosaic_cogs(vrts["probability"], vrts["status"], mosaic)
+    layers = [RasterLayer("probability", "landslide probability", files["country_probability"], probability_rgba),
+              RasterLayer("status", "not mapped", files["country_not_mapped"], status_rgba)]
+    threshold = float(manifest.meta.get("threshold") or _first_threshold(cells, out) or 0.5)
+    write_qml(files["country_probability"], probability_qml(threshold))
+    write_qml(files["country_not_mapped"], status_qml())
+    aoi = shapely.union_all([c.aoi_4326 for c in cells])
+    import geopandas as gpd
+
+    aoi_gdf = gpd.GeoDataFrame(geometry=[aoi], crs=4326)
+    bounds = tuple(float(v) for v in aoi.bounds)
+    lat = (bounds[1] + bounds[3]) / 2
+    span_m = max(bounds[2] - bounds[0], bounds[3] - bounds[1]) * 111_320.0
+    zmin, zmax = zoom_range((int(span_m / RESOLUTION), 1), RESOLUTION, lat)
+    meta = manifest.meta
+    stac = meta.get("stac") or {}
+    cube_attrs = {"stac_url": stac.get("url", ""), "collection": stac.get("collection", "")}
+    event = (meta.get("event") or {}).get("date", "")
+    title = f"Landslides {meta.get('name', '')}, event of {event}".replace("  ", " ")
+    mapped_km2 = sum(r["area_km2"] for r in table if r["status"] == "done")
+    facts = [f"event {event}", f"{len(cells)} cells mapped, {mapped_km2:.0f} km²",
+             f"{len(polygons)} landslides, {float(polygons['area_m2'].sum()) / 1e6 if len(polygons) else 0:.3f} km²",
+             f"threshold {threshold:.2f} (one for the whole job)"]
+    links = [("probability (COG)", "../mosaic/probability_EPSG3857.tif"),
+             ("not mapped (COG)", "../mosaic/not-mapped_EPSG3857.tif"), ("polygons (GPKG)", "../landslides.gpkg"),
+             ("polygons (GeoParquet)", "../landslides.parquet"), ("summary", "../summary.csv"),
+             ("STAC item", "../item.json")]
+    files["web_map"] = write_page(out / "web", title=title, bounds=bounds, zmin=zmin, zmax=zmax, rasters=layers,
+                                  polygons=polygons, outlines={"aoi": aoi_gdf}, threshold=threshold,
+                                  threshold_rule="validation", facts=facts, files=links,
+                                  attribution=source_credit({**cube_attrs, "dem_collection": stac.get("dem_collection")}),
+                                  res_m=RESOLUTION)
+    item_assets = {**files, "landslides_gpkg": out / "landslides.gpkg", "landslides_parquet": out / "landslides.parquet",
+                   "summary": out / "summary.csv"}
+    pred_attrs = {"event_date": event, "model": meta.get("model", ""), "threshold": threshold,
+                  "threshold_rule": "validation", "crs": "EPSG:3857", "resolution": RESOLUTION}
+    item = products_item(f"landslides-{meta.get('name', 'job')}", geometry=shapely.geometry.mapping(aoi),
+                         bbox=[round(b, 6) for b in bounds], assets=item_assets, base=out, pred_attrs=pred_attrs,
+                         cube_attrs=cube_attrs, title=title,
+                         stats={"cells": len(cells), "mapped_km2": round(mapped_km2, 3), "landslides": len(polygons)})
+    files["item"] = write_item(out / "item.json", item)
+    return files
+
+
+def mosaic_cogs(prob_vrt: Path, status_vrt: Path, folder: Path) -> dict[str, Path]:
+    """The country's probability and not-mapped COGs from the VRT mosaics of the cells' Web
+    Mercator rasters: the probability masked where the status says not mapped (a VRT composes its
+    sources by their masks but exposes none of its own), block by block."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from ..products.cog import STATUS, STATUS_COLOURS, stream_cog
+
+    with rasterio.open(prob_vrt) as prob, rasterio.open(status_vrt) as status:
+        shape, crs, transform = (prob.height, prob.width), prob.crs, prob.transform
+
+        def read_prob(y0: int, y1: int, x0: int, x1: int):
+            win = Window(x0, y0, x1 - x0, y1 - y0)
+            mapped = np.isin(status.read(1, window=win), (1, 2))
+            return prob.read(1, window=win), np.where(mapped, 255, 0).astype(np.uint8)
+
+        def read_status(y0: int, y1: int, x0: int, x1: int):
+            return status.read(1, window=Window(x0, y0, x1 - x0, y1 - y0)), None
+
+        p = stream_cog(folder / "probability_EPSG3857.tif", read_prob, shape, (1024, 1024), crs=crs,
+                       transform=transform, scale=1.0 / 255.0, description="landslide probability x 255",
+                       tags={"product": "landslide probability x 255"})
+        s = stream_cog(folder / "not-mapped_EPSG3857.tif", read_status, shape, (1024, 1024), crs=crs,
+                       transform=transform, nodata=0, colormap=STATUS_COLOURS, description="map status",
+                       tags={"product": "landslide map status", **{f"code_{k}": v for k, v in STATUS.items()}},
+                       overview_resampling="nearest")
+    return {"country_probability": p, "country_not_mapped": s}
+
+
+def _first_threshold(cells, out: Path) -> float | None:
+    """The threshold the cells' polygons used (the job's one), read from a cell's probability COG tags."""
+    import rasterio
+
+    for c in cells:
+        p = cell_dir(out, c.id) / "probability.tif"
+        if p.exists():
+            with rasterio.open(p) as src:
+                v = src.tags().get("threshold")
+            if v not in (None, "None"):
+                return float(v)
+    return None
 
 
 STATUS_COLOURS = {"done": "#7fbf7f", "empty": "#d9d9d9", "failed": "#e34a33", "pending": "#ffffff",

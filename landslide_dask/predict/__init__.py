@@ -4,7 +4,7 @@
 device, the plan each task carries, a batch of windows through the model) -> ``run`` (windows
 blended into output chunks, streamed strip by strip) -> ``store`` (the resumable prediction group)
 -> ``thresholds`` (the map's threshold: the checkpoint's, or the label-free scene rule for a region
-it never trained on) -> ``export`` (COG), ``polygons`` (landslide objects), ``report`` (scores and
+it never trained on) -> ``polygons`` (landslide objects), ``report`` (scores and
 maps against an inventory).
 """
 
@@ -15,7 +15,7 @@ _EXPORTS = {
     "lazy_probability": ".run",
     "open_prediction": ".store",
     "coverage": ".store",
-    "export_cog": ".export",
+    
     "prepare": ".engine",
     "Plan": ".engine",
     "Prepared": ".engine",

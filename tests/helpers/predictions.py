@@ -12,11 +12,14 @@ ATTRS = {"crs": "EPSG:32618", "epsg": 32618, "transform": [RES, 0.0, X0, 0.0, -R
          "model": "test.pt", "complete": True, "run": {"test": True}}
 
 
-def write_prediction(path, prob: np.ndarray, chunk: int = 64, valid: np.ndarray | None = None, **attrs) -> str:
-    """A prediction group as predict.py writes it: uint8 probability, optional valid mask, attrs."""
+def write_prediction(path, prob: np.ndarray, chunk: int = 64, valid: np.ndarray | None = None,
+                     no_pre: np.ndarray | None = None, **attrs) -> str:
+    """A prediction group as predict.py writes it: uint8 probability, optional valid and no_pre masks, attrs."""
     data = {"probability": (("y", "x"), prob.astype(np.uint8))}
     if valid is not None:
         data["valid"] = (("y", "x"), valid.astype(bool))
+    if no_pre is not None:
+        data["no_pre"] = (("y", "x"), no_pre.astype(bool))
     h, w = prob.shape
     ds = xr.Dataset(data, coords={"y": Y0 - (np.arange(h) + 0.5) * RES, "x": X0 + (np.arange(w) + 0.5) * RES})
     ds.attrs.update({**ATTRS, **attrs})

@@ -203,6 +203,45 @@ def test_job_maps_done_and_empty_cells_and_writes_country_outputs(reference):
                if r["status"] == "done")
 
 
+def test_country_products_one_mosaic_a_web_map_and_a_stac_item(reference):
+    """One probability and one not-mapped COG for the whole job (both UTM zones, on the web map's
+    Web Mercator grid), an offline web map drawing every merged polygon, a validated STAC item."""
+    import pystac
+    from rio_cogeo.cogeo import cog_validate
+
+    from tests.helpers.browser import chromium, open_page, save_screenshot
+
+    spec, res = reference
+    out = spec.output_path
+    merged = gpd.read_parquet(out / "landslides.parquet")
+    prob_cog, status_cog = out / "mosaic" / "probability_EPSG3857.tif", out / "mosaic" / "not-mapped_EPSG3857.tif"
+    for cog in (prob_cog, status_cog):
+        assert cog_validate(str(cog), quiet=True)[0]
+        assert cog.with_suffix(".qml").exists()
+    with rasterio.open(prob_cog) as src, rasterio.open(status_cog) as st:
+        assert src.crs.to_epsg() == 3857 and src.transform == st.transform
+        assert src.scales[0] == pytest.approx(1 / 255)
+        status = st.read(1)
+        prob = src.read(1)
+        mask = src.read_masks(1) > 0
+        assert set(np.unique(status)) <= {0, 1, 2, 3, 4} and (status == 1).sum() > 1000
+        assert (mask == np.isin(status, (1, 2))).mean() > 0.999   # mapped pixels, and only those, carry data
+        # every merged landslide lies on high probability in the mosaic
+        pts = merged.to_crs(3857).geometry.representative_point()
+        rows, cols = rasterio.transform.rowcol(src.transform, pts.x.to_numpy(), pts.y.to_numpy())
+        assert (prob[rows, cols] >= 0.5 * 255 - 1).mean() > 0.9
+    assert {"web_map", "item", "country_probability", "country_not_mapped"} <= set(res.outputs)
+    item = pystac.Item.from_dict(json.loads((out / "item.json").read_text()))
+    item.validate()
+    assert item.properties["landslide:landslides"] == len(merged)
+    if chromium() is not None:
+        page = open_page((out / "web" / "index.html").as_uri(),
+                         ready=f"document.body.dataset.polygons === '{len(merged)}'")
+        save_screenshot(page, Path(__file__).resolve().parents[2] / "test-artefacts" / "country-web-map.png")
+        assert page.errors == []
+        assert [u for u in page.requested if not u.startswith(("file:", "data:"))] == []
+
+
 def test_rerun_of_a_finished_job_recomputes_nothing(reference, client):
     spec, _ = reference
     out = spec.output_path
@@ -528,6 +567,12 @@ def test_job_to_s3_resumes_and_gives_the_same_outputs_as_a_local_run(reference, 
     pd.testing.assert_frame_equal(ta[keep], tb[keep])
     assert gpd.read_file(local / "landslides.gpkg").shape[0] == ref.n_polygons
     assert (local / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the country mosaic and the web map (its whole folder) are published too, the same as the local job's
+    assert res.outputs["web_map"] == f"s3://{root}/web/index.html"
+    assert (local / "web" / "data.js").exists() and list((local / "web" / "tiles" / "probability").rglob("*.png"))
+    with rasterio.open(local / "mosaic" / "probability_EPSG3857.tif") as a, \
+            rasterio.open(ref_spec.output_path / "mosaic" / "probability_EPSG3857.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
 
     # the VRTs on S3 open in GDAL through /vsis3/ and mosaic exactly what the local VRTs do
     index = json.loads((local / "mosaic" / "index.json").read_text())

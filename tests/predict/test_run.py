@@ -24,6 +24,7 @@ from landslide_dask.predict import engine, store
 from landslide_dask.predict import run as R
 from landslide_dask.predict import windows as W
 from landslide_dask.errors import InputDataError
+from landslide_dask.products.cog import export_cog
 from landslide_dask.train.model import LandslideNet, ModelConfig
 
 from ..helpers.cubes import BANDS, make_arrays, write_test_cube
@@ -300,7 +301,7 @@ def test_interrupted_run_resumes_skipping_finished_chunks(tmp_path, cube64, ckpt
     with pytest.raises(InputDataError, match="rerun"):
         P.open_prediction(out)  # partial output is never taken for a finished one
     with pytest.raises(InputDataError, match="rerun"):
-        P.export_cog(out, tmp_path / "x.tif")
+        export_cog(out, tmp_path / "x.tif")
     # other arguments: refused, nothing touched
     with pytest.raises(InputDataError, match="overlap"):
         P.predict(cube64, ckpt, out, window=WIN, overlap=64, batch_size=3, progress=False)
@@ -351,7 +352,7 @@ def test_cog_export_validates_and_matches(tmp_path, cube64, ckpt, reference, arr
     from rio_cogeo.cogeo import cog_validate
 
     out = P.predict(cube64, ckpt, tmp_path / "p.zarr", window=WIN, overlap=OV, batch_size=3, progress=False)
-    tif = P.export_cog(out, tmp_path / "p.tif", blocksize=64)
+    tif = export_cog(out, tmp_path / "p.tif", blocksize=64)
     ok, errors, _ = cog_validate(str(tif))
     assert ok, errors
     with rasterio.open(tif) as src:

@@ -1,0 +1,266 @@
+"""All products of one region's map, in one folder a responder opens or hands on.
+
+``probability.tif`` (+ ``.qml``), ``not-mapped.tif`` (+ ``.qml``), ``landslides.gpkg`` (style
+inside) / ``.parquet`` / ``.qml``, ``web/index.html`` (offline map), ``item.json`` (STAC).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputDataError
+from ..predict.store import open_prediction, transform_of
+from .cog import export_cog, export_status, status_block
+from .item import products_item, write_item
+from .page import RasterLayer, write_page
+from .styles import embed_gpkg_style, polygons_qml, probability_qml, status_qml, write_qml
+from .tiles import TILE, imagery_rgba, probability_rgba, status_rgba, warp_to_web, zoom_for
+
+log = logging.getLogger(__name__)
+
+__all__ = ["write_products", "aoi_reader", "imagery_reader", "web_rasters", "zoom_range", "km2", "source_credit"]
+
+
+def _cube_of(attrs: dict):
+    """The cube a prediction was made from, opened with zarr, or None when it is gone."""
+    import zarr
+
+    path = attrs.get("cube")
+    if not path or not Path(path).exists():
+        return None
+    try:
+        return zarr.open_group(str(path), mode="r")
+    except Exception:  # a moved or deleted cube only loses the imagery layers
+        return None
+
+
+def aoi_reader(aoi_geoms, transform, crs):
+    """``inside(y0, y1, x0, x1)``: the area of interest rasterised on one block of the grid."""
+    from rasterio.features import rasterize
+
+    if aoi_geoms is None:
+        return None
+    geoms = list(aoi_geoms.to_crs(crs).geometry.values) if hasattr(aoi_geoms, "to_crs") else list(aoi_geoms)
+
+    def inside(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        t = transform * transform.translation(x0, y0)
+        return rasterize(geoms, out_shape=(y1 - y0, x1 - x0), transform=t, fill=0, default_value=1,
+                         dtype="uint8").astype(bool)
+
+    return inside
+
+
+def _read_aoi(cube_attrs: dict):
+    from ..cube.build import read_aoi
+
+    src = cube_attrs.get("aoi_source")
+    if not src:
+        return None
+    try:
+        return read_aoi(src)[0]
+    except InputDataError as exc:
+        log.warning("the cube's area of interest %s could not be read (%s): the not-mapped layer covers the "
+                    "whole grid", src, exc)
+        return None
+
+
+def imagery_reader(group, var: str):
+    """``read(rows, cols) -> (4, h, w)`` uint8: red, green, blue stretched 2-98 % over a sample of
+    the valid pixels (one stretch for the whole scene, so tiles match), alpha where imaged."""
+    arr = group[var]
+    bands = [str(b) for b in group.attrs.get("bands", [])]
+    try:
+        idx = [bands.index(b) for b in ("red", "green", "blue")]
+    except ValueError:
+        idx = [2, 1, 0] if arr.shape[0] >= 3 else [0, 0, 0]
+    h, w = arr.shape[1:]
+    step = max(1, int(math.ceil(max(h, w) / 1500)))
+    sample = np.stack([arr[i, ::step, ::step] for i in idx]).astype(np.float32)
+    ok = (sample > 0).all(0)
+    lo = np.array([np.percentile(s[ok], 2) if ok.any() else 0 for s in sample], np.float32)
+    hi = np.array([np.percentile(s[ok], 98) if ok.any() else 1 for s in sample], np.float32)
+
+    def read(rows: slice, cols: slice) -> np.ndarray:
+        raw = np.stack([arr[i, rows, cols] for i in idx]).astype(np.float32)
+        img = np.clip((raw - lo[:, None, None]) / np.maximum(hi - lo, 1)[:, None, None] * 254 + 1, 1, 255)
+        alpha = np.where((raw > 0).all(0), 255, 0)
+        return np.concatenate([img.astype(np.uint8), alpha[None].astype(np.uint8)])
+
+    return read
+
+
+def zoom_range(shape: tuple[int, int], res: float, lat: float) -> tuple[int, int]:
+    """(zmin, zmax): zmax resolves the map's pixels; zmin shows the whole map in about 2 x 2 tiles."""
+    zmax = zoom_for(res, lat)
+    web_px = max(shape) * res / (2 * 20037508.342789244 * math.cos(math.radians(lat)) / (TILE * 2 ** zmax))
+    return max(0, zmax - max(2, math.ceil(math.log2(max(web_px / TILE, 1))))), zmax
+
+
+def source_credit(cube_attrs: dict) -> str:
+    """The credit line the sources' licences ask for, from what the cube records (Copernicus
+    Sentinel-2 imagery and Copernicus DEM); empty when the cube names neither."""
+    parts = []
+    items = " ".join(cube_attrs.get("stac_items", []))
+    if "sentinel-2" in str(cube_attrs.get("collection", "")).lower() or "S2A" in items or "S2B" in items or "S2C" in items:
+        years = sorted({d[:4] for d in list(cube_attrs.get("pre_dates", [])) + list(cube_attrs.get("post_dates", []))})
+        parts.append(f"Contains modified Copernicus Sentinel data {', '.join(years)}".strip())
+    if "cop-dem" in str(cube_attrs.get("dem_collection", "")).lower():
+        parts.append("Copernicus DEM GLO-30 © DLR e.V. 2010-2014 and © Airbus Defence and Space GmbH 2014-2018, "
+                     "provided under COPERNICUS by the European Union and ESA")
+    return "; ".join(parts)
+
+
+def km2(n_pixels: int, res: float) -> float:
+    return round(n_pixels * res * res / 1e6, 3)
+
+
+def _lonlat_bounds(transform, shape, crs) -> tuple[float, float, float, float]:
+    from rasterio.warp import transform_bounds
+
+    h, w = shape
+    x0, y0 = transform * (0, 0)
+    x1, y1 = transform * (w, h)
+    return transform_bounds(crs, "EPSG:4326", min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1), densify_pts=21)
+
+
+def write_products(prediction: str | Path, out: str | Path, *, polygons=None, inventory: str | Path | None = None,
+                   attribution: str = "", title: str | None = None, client=None, imagery: bool = True) -> dict[str, Path]:
+    """Every product of a finished prediction into the folder ``out``; returns {name: path}.
+
+    ``polygons``: landslide polygons already made (a GeoDataFrame, e.g. with another threshold);
+    None makes them at the prediction's threshold. ``inventory``: reference polygons drawn on the
+    web map. ``attribution``: the data's credit line (imagery, inventory), shown on the page.
+    ``imagery``: tile the cube's post- and pre-event images as the page's backgrounds.
+    """
+    import geopandas as gpd
+    import zarr
+
+    from ..predict.polygons import polygonize, write_polygons
+
+    prediction, out = Path(prediction), Path(out)
+    ds = open_prediction(prediction, georeferenced=True)
+    attrs = dict(ds.attrs)
+    g = zarr.open_group(str(prediction), mode="r")
+    crs, transform, shape = attrs["crs"], transform_of(ds), tuple(g["probability"].shape)
+    res = abs(transform.a)
+    cube = _cube_of(attrs)
+    cube_attrs = dict(cube.attrs) if cube is not None else {}
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+
+    threshold = float(attrs.get("threshold", 0.5))
+    files["probability"] = export_cog(prediction, out / "probability.tif")
+    files["probability_style"] = write_qml(files["probability"], probability_qml(threshold))
+    aoi = _read_aoi(cube_attrs)
+    inside = aoi_reader(aoi, transform, crs)
+    files["not_mapped"] = export_status(prediction, out / "not-mapped.tif", inside)
+    files["not_mapped_style"] = write_qml(files["not_mapped"], status_qml())
+
+    if polygons is None:
+        polygons = polygonize(prediction, out / "landslides", client=client)
+    else:
+        write_polygons(polygons, out / "landslides")
+    files["landslides_parquet"], files["landslides_gpkg"] = out / "landslides.parquet", out / "landslides.gpkg"
+    embed_gpkg_style(files["landslides_gpkg"], "landslides", polygons_qml())
+    files["landslides_style"] = write_qml(files["landslides_gpkg"], polygons_qml())
+
+    stats = _statistics(g, inside, res, polygons)
+    bounds = _lonlat_bounds(transform, shape, crs)
+    zmin, zmax = zoom_range(shape, res, (bounds[1] + bounds[3]) / 2)
+    work = out / ".web-rasters"
+    shutil.rmtree(work, ignore_errors=True)
+    prob_web, status_web = web_rasters(g, crs, transform, inside, zmax, work)
+    layers = [RasterLayer("probability", "landslide probability", prob_web, probability_rgba, "max"),
+              RasterLayer("status", "not mapped", status_web, status_rgba, "max")]
+    if imagery and cube is not None:
+        for var, title_ in (("post", "post-event image"), ("pre", "pre-event image")):
+            if var in cube:
+                path = warp_to_web(imagery_reader(cube, var), 4, shape, crs, transform, zmax, work / f"{var}.tif",
+                                   resampling="bilinear", nodata=None)
+                layers.insert(0, RasterLayer(var, title_, path, imagery_rgba, "mean", base=True, on=var == "post"))
+    inv = None
+    inv_path = inventory or cube_attrs.get("inventory_source")
+    if inv_path and Path(inv_path).exists():
+        inv = gpd.read_file(inv_path)
+    event = attrs.get("event_date") or cube_attrs.get("event_date", "")
+    title = title or f"Landslides, event of {event}"
+    credit = source_credit(cube_attrs)
+    if credit and "Copernicus Sentinel" not in attribution:
+        attribution = f"{attribution}. {credit}" if attribution else credit
+    facts = _facts(attrs, cube_attrs, stats)
+    links = [("probability (COG)", "../probability.tif"), ("not mapped (COG)", "../not-mapped.tif"),
+             ("polygons (GPKG)", "../landslides.gpkg"), ("polygons (GeoParquet)", "../landslides.parquet"),
+             ("STAC item", "../item.json")]
+    files["web_map"] = write_page(out / "web", title=title, bounds=bounds, zmin=zmin, zmax=zmax, rasters=layers,
+                                  polygons=polygons, outlines={"aoi": aoi, "inventory": inv}, threshold=threshold,
+                                  threshold_rule=str(attrs.get("threshold_rule", "validation")), facts=facts,
+                                  files=links, attribution=attribution, res_m=res)
+    shutil.rmtree(work, ignore_errors=True)
+
+    import shapely
+
+    footprint = (aoi.to_crs(4326).union_all() if aoi is not None else shapely.box(*bounds))
+    item = products_item(f"landslides-{event}-{prediction.stem}", geometry=shapely.geometry.mapping(footprint),
+                         bbox=[round(float(b), 6) for b in bounds], assets=files, base=out, pred_attrs=attrs,
+                         cube_attrs=cube_attrs, stats=stats, title=title)
+    files["item"] = write_item(out / "item.json", item)
+    return files
+
+
+def web_rasters(g, crs, transform, inside, zoom: int, out: Path) -> tuple[Path, Path]:
+    """The probability (with its mapped pixels as mask) and the status of a prediction group on
+    the Web Mercator grid of ``zoom``: ``out/web_probability.tif``, ``out/web_status.tif``."""
+    prob, valid = g["probability"], g["valid"]
+    no_pre = g["no_pre"] if "no_pre" in g else None
+    shape = tuple(prob.shape)
+
+    def status(r: slice, c: slice) -> np.ndarray:
+        return status_block(valid[r, c], None if no_pre is None else no_pre[r, c],
+                            None if inside is None else inside(r.start, r.stop, c.start, c.stop))
+
+    def prob_and_mask(r: slice, c: slice) -> np.ndarray:
+        return np.stack([prob[r, c], np.where(valid[r, c], 255, 0).astype(np.uint8)])
+
+    return (warp_to_web(prob_and_mask, 1, shape, crs, transform, zoom, out / "web_probability.tif", nodata=None,
+                        mask=True),
+            warp_to_web(lambda r, c: status(r, c)[None], 1, shape, crs, transform, zoom, out / "web_status.tif"))
+
+
+def _statistics(g, inside, res: float, polygons) -> dict:
+    """Mapped and not-mapped area (km²) and the landslides found, chunk by chunk."""
+    valid = g["valid"]
+    no_pre = g["no_pre"] if "no_pre" in g else None
+    counts = np.zeros(5, np.int64)
+    h, w = valid.shape
+    cy, cx = valid.chunks
+    for y0 in range(0, h, cy):
+        for x0 in range(0, w, cx):
+            y1, x1 = min(y0 + cy, h), min(x0 + cx, w)
+            s = status_block(valid[y0:y1, x0:x1], None if no_pre is None else no_pre[y0:y1, x0:x1],
+                             None if inside is None else inside(y0, y1, x0, x1))
+            counts += np.bincount(s.ravel(), minlength=5)[:5]
+    return {"mapped_km2": km2(int(counts[1] + counts[2]), res),
+            "mapped_without_pre_event_km2": km2(int(counts[2]), res),
+            "not_mapped_km2": km2(int(counts[3] + counts[4]), res),
+            "not_mapped_no_pre_event_km2": km2(int(counts[4]), res),
+            "landslides": int(len(polygons)) if polygons is not None else 0,
+            "landslide_area_km2": round(float(polygons["area_m2"].sum()) / 1e6, 4) if polygons is not None and len(polygons) else 0.0}
+
+
+def _facts(attrs: dict, cube_attrs: dict, stats: dict) -> list[str]:
+    pre, post = cube_attrs.get("pre_dates", []), cube_attrs.get("post_dates", [])
+    lines = [f"event {attrs.get('event_date', cube_attrs.get('event_date', '?'))}"]
+    if pre or post:
+        lines.append(f"images: {len(pre)} pre-event ({pre[0] if pre else '–'} … {pre[-1] if pre else '–'}), "
+                     f"{len(post)} post-event ({post[0] if post else '–'} … {post[-1] if post else '–'})"
+                     + (f" from {cube_attrs.get('collection')}" if cube_attrs.get("collection") else ""))
+    lines.append(f"model {Path(str(attrs.get('model', '?'))).name}; threshold {float(attrs.get('threshold', 0.5)):.2f} "
+                 f"({attrs.get('threshold_rule', 'validation')})")
+    lines.append(f"{stats['landslides']} landslides, {stats['landslide_area_km2']:.3f} km²; mapped "
+                 f"{stats['mapped_km2']:.1f} km², not mapped {stats['not_mapped_km2']:.1f} km²")
+    return lines
