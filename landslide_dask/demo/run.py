@@ -148,7 +148,8 @@ def run_demo(data: Path, out: Path, workers: int = 2, size_km: float = 10.0, epo
     polys = polygonize(pred, maps / f"{name}-landslides")
     rep = evaluate_map(pred, unseen, maps, inventory=data / regions[-1]["inventory"], polygons=polys)
     products = write_products(pred, maps / f"{name}-products", polygons=polys, inventory=data / regions[-1]["inventory"],
-                              attribution=DEMO_ATTRIBUTION, title=f"Demo: landslides of {name} (synthetic)")
+                              attribution=DEMO_ATTRIBUTION, credit_sources=False,
+                              title=f"Demo: landslides of {name} (synthetic)")
     t_map = time.perf_counter() - t0 - t_cubes - t_train
     px, ob = rep["pixel"], rep["object"]
     table = pd.DataFrame([score_row(name, "combined (unseen)", [region_name(c) for c in seen],
@@ -202,6 +203,8 @@ def run_demo_real(folder: Path, data: Path, out: Path, workers: int = 2, size_km
         print(f"[demo] {cov['no_pre'] / max(cov['mapped'] + cov.get('no_pre_unmapped', 0), 1):.0%} of the scene "
               f"has no pre-event image: {how} (layer 'no_pre')")
     print(f"[demo] map beside the post-event image: {rep['files']['map']}; report {rep['files']['report_md']}")
+    print(f"[demo] products (COGs with QGIS styles, polygons, STAC item) in {Path(rep['files']['products_item']).parent}; "
+          f"open the offline web map: {rep['files']['products_web_map']}")
     print(f"[demo] data: {event.attribution}")
     print(f"[demo] done in {time.perf_counter() - t0:.0f} s")
     return rep

@@ -182,6 +182,45 @@ def write_vrt(cogs: list[Path], out: Path, *, sources: list[str] | None = None, 
     return write_vrt_xml(out, xml)
 
 
+def zone_vrts(manifest, cells, out: Path, remote, cell_file) -> tuple[dict[int, Path], dict]:
+    """One VRT per UTM zone over its finished cells' probability COGs (``mosaic/probability_EPSG*.vrt``)
+    and the mosaic index naming them; ``cell_file(cell_id, name)``: a cell's file, local or remote."""
+    mosaic = out / "mosaic"
+    mosaic.mkdir(parents=True, exist_ok=True)
+    for old in mosaic.glob("probability_EPSG*.vrt"):
+        old.unlink()
+    by_zone: dict[int, list] = {}
+    for c in cells:
+        if manifest.status(c.id) == "done":
+            by_zone.setdefault(c.epsg, []).append(c.id)
+    vrts = {}
+    gdal = remote.gdal_path("") if remote is not None else None
+    for z, ids in sorted(by_zone.items()):
+        vrt = mosaic / f"probability_EPSG{z}.vrt"
+        if remote is None:
+            write_vrt([cell_file(i, "probability.tif") for i in ids], vrt)
+        else:   # read the COG headers on the remote; name them by GDAL's /vsis3/... paths
+            write_vrt([remote.path_of(cell_file(i, "probability.tif")) for i in ids], vrt, opener=remote.fs,
+                      # GDAL cannot read this protocol: relative names, valid once downloaded
+                      sources=([remote.gdal_path(cell_file(i, "probability.tif")) for i in ids] if gdal else
+                               [f"../{cell_file(i, 'probability.tif')}" for i in ids]))
+        vrts[z] = vrt
+    cog_rel = {c.id: (os.path.relpath(cell_dir(out, c.id) / "probability.tif", mosaic)
+                      if manifest.status(c.id) == "done" else None) for c in cells}
+    index = {"description": "per-zone VRT mosaics of the per-cell probability COGs (uint8, p x 255; "
+                            "cells of one UTM zone share a pixel grid)",
+             "vrts": {f"EPSG:{z}": os.path.relpath(v, mosaic) for z, v in vrts.items()},
+             "cells": {c.id: {"epsg": c.epsg, "status": manifest.status(c.id), "cog": cog_rel[c.id]}
+                       for c in cells}}
+    if remote is not None:
+        index["root"] = remote.url
+        if gdal:
+            index["gdal_root"] = gdal
+            index["note"] = ("the VRTs name their COGs by absolute GDAL paths under gdal_root; set GDAL's "
+                             "credentials/endpoint options (e.g. AWS_S3_ENDPOINT) to open them")
+    return vrts, index
+
+
 def write_country_outputs(manifest, cells, out: Path, remote=None) -> tuple[dict[str, str], int]:
     """Merged polygons, per-zone VRTs, summary CSV and overview PNG from the finished cells.
 
@@ -226,38 +265,7 @@ def write_country_outputs(manifest, cells, out: Path, remote=None) -> tuple[dict
     csv = atomic_write(out / "summary.csv", lambda p: pd.DataFrame(table).to_csv(p, index=False))
 
     mosaic = out / "mosaic"
-    mosaic.mkdir(exist_ok=True)
-    for old in mosaic.glob("probability_EPSG*.vrt"):
-        old.unlink()
-    by_zone: dict[int, list] = {}
-    for c in cells:
-        if manifest.status(c.id) == "done":
-            by_zone.setdefault(c.epsg, []).append(c.id)
-    vrts = {}
-    gdal = remote.gdal_path("") if remote is not None else None
-    for z, ids in sorted(by_zone.items()):
-        vrt = mosaic / f"probability_EPSG{z}.vrt"
-        if remote is None:
-            write_vrt([cell_file(i, "probability.tif") for i in ids], vrt)
-        else:   # read the COG headers on the remote; name them by GDAL's /vsis3/... paths
-            write_vrt([remote.path_of(cell_file(i, "probability.tif")) for i in ids], vrt, opener=remote.fs,
-                      # GDAL cannot read this protocol: relative names, valid once downloaded
-                      sources=([remote.gdal_path(cell_file(i, "probability.tif")) for i in ids] if gdal else
-                               [f"../{cell_file(i, 'probability.tif')}" for i in ids]))
-        vrts[z] = vrt
-    cog_rel = {c.id: (os.path.relpath(cell_dir(out, c.id) / "probability.tif", mosaic)
-                      if manifest.status(c.id) == "done" else None) for c in cells}
-    index = {"description": "per-zone VRT mosaics of the per-cell probability COGs (uint8, p x 255; "
-                            "cells of one UTM zone share a pixel grid)",
-             "vrts": {f"EPSG:{z}": os.path.relpath(v, mosaic) for z, v in vrts.items()},
-             "cells": {c.id: {"epsg": c.epsg, "status": manifest.status(c.id), "cog": cog_rel[c.id]}
-                       for c in cells}}
-    if remote is not None:
-        index["root"] = remote.url
-        if gdal:
-            index["gdal_root"] = gdal
-            index["note"] = ("the VRTs name their COGs by absolute GDAL paths under gdal_root; set GDAL's "
-                             "credentials/endpoint options (e.g. AWS_S3_ENDPOINT) to open them")
+    vrts, index = zone_vrts(manifest, cells, out, remote, cell_file)
     index_path = atomic_write(mosaic / "index.json", lambda p: p.write_text(json.dumps(index, indent=1)))
     png = atomic_write(out / "overview.png", lambda p: overview_map(cells, manifest, merged, p))
     outputs = {"polygons_parquet": parquet, "polygons_gpkg": gpkg, "summary_csv": csv,

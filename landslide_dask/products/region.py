@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from .tiles import TILE, imagery_rgba, probability_rgba, status_rgba, warp_to_we
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_products", "aoi_reader", "imagery_reader", "web_rasters", "zoom_range", "km2", "source_credit"]
+__all__ = ["write_products", "MapSource", "gis_files", "web_map", "stac_item", "aoi_reader", "imagery_reader", "web_rasters", "zoom_range", "km2", "source_credit"]
 
 
 def _cube_of(attrs: dict):
@@ -128,88 +129,137 @@ def _lonlat_bounds(transform, shape, crs) -> tuple[float, float, float, float]:
     return transform_bounds(crs, "EPSG:4326", min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1), densify_pts=21)
 
 
+@dataclass
+class MapSource:
+    """A finished prediction and what the products need of it and of its cube, opened once."""
+
+    path: Path
+    group: object            # the prediction's zarr group
+    attrs: dict
+    crs: str
+    transform: object
+    shape: tuple[int, int]
+    cube: object             # the cube's zarr group, or None when it is gone
+    cube_attrs: dict
+    aoi: object              # GeoDataFrame of the area of interest, or None
+    inside: object           # aoi_reader(...) or None
+
+    @classmethod
+    def open(cls, prediction: str | Path) -> "MapSource":
+        import zarr
+
+        path = Path(prediction)
+        ds = open_prediction(path, georeferenced=True)
+        attrs = dict(ds.attrs)
+        g = zarr.open_group(str(path), mode="r")
+        transform = transform_of(ds)
+        cube = _cube_of(attrs)
+        cube_attrs = dict(cube.attrs) if cube is not None else {}
+        aoi = _read_aoi(cube_attrs)
+        return cls(path, g, attrs, attrs["crs"], transform, tuple(g["probability"].shape), cube, cube_attrs, aoi,
+                   aoi_reader(aoi, transform, attrs["crs"]))
+
+    @property
+    def res(self) -> float:
+        return abs(self.transform.a)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.attrs.get("threshold", 0.5))
+
+    @property
+    def event(self) -> str:
+        return self.attrs.get("event_date") or self.cube_attrs.get("event_date", "")
+
+
 def write_products(prediction: str | Path, out: str | Path, *, polygons=None, inventory: str | Path | None = None,
-                   attribution: str = "", title: str | None = None, client=None, imagery: bool = True) -> dict[str, Path]:
+                   attribution: str = "", title: str | None = None, client=None, imagery: bool = True,
+                   credit_sources: bool = True) -> dict[str, Path]:
     """Every product of a finished prediction into the folder ``out``; returns {name: path}.
 
     ``polygons``: landslide polygons already made (a GeoDataFrame, e.g. with another threshold);
     None makes them at the prediction's threshold. ``inventory``: reference polygons drawn on the
-    web map. ``attribution``: the data's credit line (imagery, inventory), shown on the page.
-    ``imagery``: tile the cube's post- and pre-event images as the page's backgrounds.
+    web map. ``attribution``: the data's credit line (imagery, inventory), shown on the page;
+    ``credit_sources``: add the credit the cube's sources ask for (Copernicus Sentinel-2 and DEM,
+    :func:`source_credit`) unless ``attribution`` names Copernicus already (off for data that only
+    mimics them, as the demo's). ``imagery``: tile the cube's post- and pre-event images as the
+    page's backgrounds.
     """
-    import geopandas as gpd
-    import zarr
+    src = MapSource.open(prediction)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    title = title or f"Landslides, event of {src.event}"
+    files, polygons = gis_files(src, out, polygons, client)
+    stats = _statistics(src.group, src.inside, src.res, polygons)
+    credit = source_credit(src.cube_attrs) if credit_sources else ""
+    if credit and "Copernicus" not in attribution:
+        attribution = f"{attribution}. {credit}" if attribution else credit
+    files["web_map"] = web_map(src, out / "web", polygons, stats, title=title, inventory=inventory,
+                               attribution=attribution, imagery=imagery)
+    files["item"] = stac_item(src, out, files, stats, title)
+    return files
 
+
+def gis_files(src: MapSource, out: Path, polygons, client=None) -> tuple[dict[str, Path], object]:
+    """The COGs, the polygons and their QGIS styles; returns (files, polygons)."""
     from ..predict.polygons import polygonize, write_polygons
 
-    prediction, out = Path(prediction), Path(out)
-    ds = open_prediction(prediction, georeferenced=True)
-    attrs = dict(ds.attrs)
-    g = zarr.open_group(str(prediction), mode="r")
-    crs, transform, shape = attrs["crs"], transform_of(ds), tuple(g["probability"].shape)
-    res = abs(transform.a)
-    cube = _cube_of(attrs)
-    cube_attrs = dict(cube.attrs) if cube is not None else {}
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {}
-
-    threshold = float(attrs.get("threshold", 0.5))
-    files["probability"] = export_cog(prediction, out / "probability.tif")
-    files["probability_style"] = write_qml(files["probability"], probability_qml(threshold))
-    aoi = _read_aoi(cube_attrs)
-    inside = aoi_reader(aoi, transform, crs)
-    files["not_mapped"] = export_status(prediction, out / "not-mapped.tif", inside)
+    files = {"probability": export_cog(src.path, out / "probability.tif")}
+    files["probability_style"] = write_qml(files["probability"], probability_qml(src.threshold))
+    files["not_mapped"] = export_status(src.path, out / "not-mapped.tif", src.inside)
     files["not_mapped_style"] = write_qml(files["not_mapped"], status_qml())
-
     if polygons is None:
-        polygons = polygonize(prediction, out / "landslides", client=client)
+        polygons = polygonize(src.path, out / "landslides", client=client)
     else:
         write_polygons(polygons, out / "landslides")
     files["landslides_parquet"], files["landslides_gpkg"] = out / "landslides.parquet", out / "landslides.gpkg"
     embed_gpkg_style(files["landslides_gpkg"], "landslides", polygons_qml())
     files["landslides_style"] = write_qml(files["landslides_gpkg"], polygons_qml())
+    return files, polygons
 
-    stats = _statistics(g, inside, res, polygons)
-    bounds = _lonlat_bounds(transform, shape, crs)
-    zmin, zmax = zoom_range(shape, res, (bounds[1] + bounds[3]) / 2)
-    work = out / ".web-rasters"
+
+def web_map(src: MapSource, out: Path, polygons, stats: dict, *, title: str, inventory=None, attribution: str = "",
+            imagery: bool = True) -> Path:
+    """The offline web map of one region in ``out`` (the products' ``web/``); returns its index.html."""
+    import geopandas as gpd
+
+    bounds = _lonlat_bounds(src.transform, src.shape, src.crs)
+    zmin, zmax = zoom_range(src.shape, src.res, (bounds[1] + bounds[3]) / 2)
+    work = out.parent / ".web-rasters"
     shutil.rmtree(work, ignore_errors=True)
-    prob_web, status_web = web_rasters(g, crs, transform, inside, zmax, work)
+    prob_web, status_web = web_rasters(src.group, src.crs, src.transform, src.inside, zmax, work)
     layers = [RasterLayer("probability", "landslide probability", prob_web, probability_rgba, "max"),
               RasterLayer("status", "not mapped", status_web, status_rgba, "max")]
-    if imagery and cube is not None:
-        for var, title_ in (("post", "post-event image"), ("pre", "pre-event image")):
-            if var in cube:
-                path = warp_to_web(imagery_reader(cube, var), 4, shape, crs, transform, zmax, work / f"{var}.tif",
-                                   resampling="bilinear", nodata=None)
-                layers.insert(0, RasterLayer(var, title_, path, imagery_rgba, "mean", base=True, on=var == "post"))
-    inv = None
-    inv_path = inventory or cube_attrs.get("inventory_source")
-    if inv_path and Path(inv_path).exists():
-        inv = gpd.read_file(inv_path)
-    event = attrs.get("event_date") or cube_attrs.get("event_date", "")
-    title = title or f"Landslides, event of {event}"
-    credit = source_credit(cube_attrs)
-    if credit and "Copernicus Sentinel" not in attribution:
-        attribution = f"{attribution}. {credit}" if attribution else credit
-    facts = _facts(attrs, cube_attrs, stats)
+    for var, name in (("post", "post-event image"), ("pre", "pre-event image")):
+        if imagery and src.cube is not None and var in src.cube:
+            path = warp_to_web(imagery_reader(src.cube, var), 4, src.shape, src.crs, src.transform, zmax,
+                               work / f"{var}.tif", resampling="bilinear", nodata=None)
+            layers.insert(0, RasterLayer(var, name, path, imagery_rgba, "mean", base=True, on=var == "post"))
+    inv_path = inventory or src.cube_attrs.get("inventory_source")
+    inv = gpd.read_file(inv_path) if inv_path and Path(inv_path).exists() else None
     links = [("probability (COG)", "../probability.tif"), ("not mapped (COG)", "../not-mapped.tif"),
              ("polygons (GPKG)", "../landslides.gpkg"), ("polygons (GeoParquet)", "../landslides.parquet"),
              ("STAC item", "../item.json")]
-    files["web_map"] = write_page(out / "web", title=title, bounds=bounds, zmin=zmin, zmax=zmax, rasters=layers,
-                                  polygons=polygons, outlines={"aoi": aoi, "inventory": inv}, threshold=threshold,
-                                  threshold_rule=str(attrs.get("threshold_rule", "validation")), facts=facts,
-                                  files=links, attribution=attribution, res_m=res)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        return write_page(out, title=title, bounds=bounds, zmin=zmin, zmax=zmax, rasters=layers, polygons=polygons,
+                          outlines={"aoi": src.aoi, "inventory": inv}, threshold=src.threshold,
+                          threshold_rule=str(src.attrs.get("threshold_rule", "validation")),
+                          facts=_facts(src.attrs, src.cube_attrs, stats), files=links, attribution=attribution,
+                          res_m=src.res)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def stac_item(src: MapSource, out: Path, files: dict[str, Path], stats: dict, title: str) -> Path:
+    """The products' STAC item (``out/item.json``): footprint = the area of interest, else the grid."""
     import shapely
 
-    footprint = (aoi.to_crs(4326).union_all() if aoi is not None else shapely.box(*bounds))
-    item = products_item(f"landslides-{event}-{prediction.stem}", geometry=shapely.geometry.mapping(footprint),
-                         bbox=[round(float(b), 6) for b in bounds], assets=files, base=out, pred_attrs=attrs,
-                         cube_attrs=cube_attrs, stats=stats, title=title)
-    files["item"] = write_item(out / "item.json", item)
-    return files
+    bounds = _lonlat_bounds(src.transform, src.shape, src.crs)
+    footprint = src.aoi.to_crs(4326).union_all() if src.aoi is not None else shapely.box(*bounds)
+    item = products_item(f"landslides-{src.event}-{src.path.stem}", geometry=shapely.geometry.mapping(footprint),
+                         bbox=[round(float(b), 6) for b in bounds], assets=files, base=out, pred_attrs=src.attrs,
+                         cube_attrs=src.cube_attrs, stats=stats, title=title)
+    return write_item(out / "item.json", item)
 
 
 def web_rasters(g, crs, transform, inside, zoom: int, out: Path) -> tuple[Path, Path]:

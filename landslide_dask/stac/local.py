@@ -75,7 +75,9 @@ def _absolutise(item: dict[str, Any], base: Path) -> dict[str, Any]:
     return item
 
 
-def _features(data: Any, where: Path) -> list[dict[str, Any]]:
+def features_of(data: Any, where: Path, expected: str | None = None) -> list[dict[str, Any]]:
+    """The STAC items of a JSON document (ItemCollection, one item, or a list of items); anything
+    else is an error naming ``where`` and what was ``expected`` (default: what --stac takes)."""
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
         feats = data.get("features")
     elif isinstance(data, dict) and data.get("type") == "Feature":
@@ -85,8 +87,8 @@ def _features(data: Any, where: Path) -> list[dict[str, Any]]:
     else:
         feats = None
     if not isinstance(feats, list):
-        raise InputDataError(f"{where} is neither a STAC ItemCollection (FeatureCollection of items), an item, nor "
-                             "a catalog or collection: --stac takes " + STAC_SOURCES + ".")
+        raise InputDataError(expected or (f"{where} is neither a STAC ItemCollection (FeatureCollection of items), an "
+                                          "item, nor a catalog or collection: --stac takes " + STAC_SOURCES + "."))
     for n, f in enumerate(feats):
         if not isinstance(f, dict) or f.get("type") != "Feature" or not f.get("id"):
             raise InputDataError(f"{where}: feature #{n} is not a STAC item (needs type 'Feature' and an id).")
@@ -138,7 +140,7 @@ def read_local_items(source: str | os.PathLike[str]) -> list[dict[str, Any]]:
     data = _read_json(path)
     if isinstance(data, dict) and data.get("type") in ("Catalog", "Collection"):
         return _static_catalog_items(path)
-    return [_absolutise(f, path.parent) for f in _features(data, path)]
+    return [_absolutise(f, path.parent) for f in features_of(data, path)]
 
 
 def collection_ids(items: Sequence[dict[str, Any]]) -> list[str]:

@@ -47,6 +47,7 @@ from typing import Any
 import requests
 
 from ..errors import InputDataError, LandslideDaskError, StacUnreachableError
+from .local import features_of
 
 log = logging.getLogger(__name__)
 
@@ -152,20 +153,8 @@ def load_stac_dir(stac_root: str | os.PathLike[str]) -> tuple[list[dict], list[d
     items_dir = folder / "items"
     item_files = sorted(items_dir.glob("*.json")) if items_dir.is_dir() else []
     for path in item_files:
-        data = _read_json(path)
-        if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-            features = data.get("features")
-        elif isinstance(data, dict) and data.get("type") == "Feature":
-            features = [data]
-        elif isinstance(data, list):
-            features = data
-        else:
-            features = None
-        if not isinstance(features, list):
-            raise InputDataError(f"{path} is not a FeatureCollection of STAC Items.")
-        for n, item in enumerate(features):
-            if not isinstance(item, dict) or item.get("type") != "Feature" or not item.get("id"):
-                raise InputDataError(f"{path}: feature #{n} is not a STAC Item (needs type 'Feature' and an id).")
+        features = features_of(_read_json(path), path, f"{path} is not a FeatureCollection of STAC Items.")
+        for item in features:
             cid = item.get("collection") or path.stem
             if cid not in col_ids:
                 raise InputDataError(
