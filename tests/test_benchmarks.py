@@ -140,3 +140,12 @@ def test_real_event_benchmark_small_mode_and_the_demo_on_the_real_event(tmp_path
     assert "no pre-event image: mapped from post-event imagery and terrain" in p.stdout
     rep = json.loads((demo / "real" / "iburi_2018" / "demo-model" / "report.json").read_text())
     assert rep["attribution"].startswith("Inventory:") and rep["evaluated_km2"] > 20
+
+
+def test_products_benchmark_small_mode(tmp_path):
+    out = _run("products.py", "--small", "--json", str(tmp_path / "r.json"))
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [r["pixels"] for r in rows] == [300 * 300, 600 * 600]
+    assert all(r["polygons"] > 0 and r["tiles"] > 0 and r["total_s"] > 0 for r in rows)
+    assert all(r.get("page_errors", 0) == 0 for r in rows)
+    assert "| km2 |" in out and "the pixels took" in out

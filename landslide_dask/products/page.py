@@ -4,8 +4,9 @@ The page is static (``web/index.html``, ``app.js``, ``app.css`` and Leaflet, ven
 registry with its licence); what differs per map is written beside it: ``tiles/<layer>/{z}/{x}/{y}.png``
 (:mod:`.tiles`) and ``data.js`` (bounds, zooms, which tiles exist, legend, facts, attribution and
 the vectors). Polygons go in ``data.js`` when there are few; a country's many go in tiles of one
-zoom keyed by centroid (``vectors/{z}/{x}/{y}.js``, loaded as the view moves) with their
-centroids in ``data.js`` for the zooms below, so the page opens fast however large the map.
+zoom keyed by centroid (``vectors/{z}/{x}/{y}.js``, loaded as the view moves; below that zoom the
+probability tiles, whose parents keep the max of their children, show where they are), so the page
+opens fast however large the map.
 """
 
 from __future__ import annotations
@@ -87,18 +88,14 @@ def _landslide_vectors(out: Path, polygons, zoom: int, max_single: int, res_m: f
         return {"mode": "single", "count": len(gj["features"])}, {"landslides": gj}
     cents = polygons.to_crs(4326).geometry.representative_point()
     by_tile: dict[str, list] = {}
-    points = []
     for f, c in zip(gj["features"], cents):
         by_tile.setdefault(_tile_key(c.x, c.y, zoom), []).append(f)
-        points.append({"type": "Feature", "properties": f["properties"],
-                       "geometry": {"type": "Point", "coordinates": [round(c.x, 6), round(c.y, 6)]}})
     shutil.rmtree(out / "vectors", ignore_errors=True)
     for key, feats in by_tile.items():
         text = json.dumps({"type": "FeatureCollection", "features": feats}, separators=(",", ":"))
         (out / "vectors" / key).parent.mkdir(parents=True, exist_ok=True)
         write_text(out / "vectors" / f"{key}.js", f"window.LANDSLIDE_MAP.addVectorTile({json.dumps(key)}, {text});\n")
-    return ({"mode": "tiled", "zoom": zoom, "count": len(points), "tiles": sorted(by_tile)},
-            {"landslide_points": {"type": "FeatureCollection", "features": points}})
+    return {"mode": "tiled", "zoom": zoom, "count": len(gj["features"]), "tiles": sorted(by_tile)}, {}
 
 
 def write_page(out: str | Path, *, title: str, bounds: tuple[float, float, float, float], zmin: int, zmax: int,

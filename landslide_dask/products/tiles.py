@@ -153,6 +153,7 @@ def probability_rgba(tile: np.ndarray) -> np.ndarray:
     rgba = np.zeros(p.shape + (4,), np.uint8)
     rgba[..., :3] = _lerp_ramp(p).round().astype(np.uint8)
     rgba[..., 3] = (np.clip((p - ALPHA_FROM) / (ALPHA_FULL - ALPHA_FROM), 0, 1) * 230).round().astype(np.uint8)
+    rgba[rgba[..., 3] == 0] = 0   # invisible pixels all alike: PNG then stores them in almost nothing
     return rgba
 
 
@@ -162,7 +163,7 @@ def status_rgba(tile: np.ndarray) -> np.ndarray:
 
     lut = np.zeros((256, 4), np.uint8)
     for code, rgba in STATUS_COLOURS.items():
-        lut[code] = rgba
+        lut[code] = rgba if rgba[3] else (0, 0, 0, 0)
     return lut[tile[0]]
 
 

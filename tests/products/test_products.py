@@ -136,7 +136,7 @@ def test_many_polygons_are_tiled_and_load_as_the_view_needs_them(tmp_path, monke
     files = write_products(p, tmp_path / "out")
     web = files["web_map"].parent
     assert list((web / "vectors").rglob("*.js"))
-    assert "landslide_points" in (web / "data.js").read_text()
+    assert '"mode":"tiled"' in (web / "data.js").read_text()
     res = open_page(files["web_map"].as_uri(), ready=f"document.body.dataset.polygons === '{len(DISCS)}'")
     assert res.errors == []
 

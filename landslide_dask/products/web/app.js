@@ -59,23 +59,15 @@
   if (v && v.mode === "single") {
     polygons.addData(M.data.landslides);
   } else if (v && v.mode === "tiled") {
-    // polygons in tiles at zoom v.zoom keyed by centroid, loaded as the view moves; centroids below
+    // polygons in tiles at zoom v.zoom keyed by centroid, loaded as the view moves; below that
+    // zoom the probability tiles (max of their children) show where the landslides are
     var loaded = new Set(), present = new Set(v.tiles);
-    var points = L.geoJSON(M.data.landslide_points, {
-      pointToLayer: function (f, ll) { return L.circleMarker(ll, {radius: 3, color: "#b10026", weight: 1, fillOpacity: 0.8}); },
-      onEachFeature: function (f, layer) { layer.bindPopup(popup(f)); }
-    });
     M.addVectorTile = function (key, data) {
       polygons.addData(data);
       document.body.setAttribute("data-polygons", String(drawn));
     };
     var refresh = function () {
-      if (!map.hasLayer(group)) { return; }
-      if (map.getZoom() < v.zoom - 1) {
-        if (!group.hasLayer(points)) { group.addLayer(points); }
-        return;
-      }
-      group.removeLayer(points);
+      if (!map.hasLayer(group) || map.getZoom() < v.zoom - 1) { return; }
       var b = map.getBounds(), z = v.zoom, n = Math.pow(2, z);
       function tx(lon) { return Math.floor((lon + 180) / 360 * n); }
       function ty(lat) { var r = lat * Math.PI / 180; return Math.floor((1 - Math.log(Math.tan(r) + 1 / Math.cos(r)) / Math.PI) / 2 * n); }
@@ -94,7 +86,7 @@
     map.on("moveend", refresh);
   }
   var group = L.layerGroup([polygons]);
-  overlays["landslide polygons"] = group;
+  overlays[v && v.mode === "tiled" ? "landslide polygons (from zoom " + (v.zoom - 1) + ")" : "landslide polygons"] = group;
   group.addTo(map);
   map.on("overlayadd", function () { if (typeof refresh === "function") { refresh(); } });
   if (typeof refresh === "function") { refresh(); }
