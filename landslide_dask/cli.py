@@ -271,12 +271,8 @@ def products_dir(prediction: Path) -> Path:
 def _write_products(prediction: Path, out: Path, args: argparse.Namespace) -> None:
     from .products import write_products
 
-    polygons = None
-    if getattr(args, "threshold", None) is not None:
-        from .predict.polygons import polygonize
-
-        polygons = polygonize(prediction, None, threshold=args.threshold)
-    files = write_products(prediction, out, polygons=polygons, inventory=getattr(args, "inventory", None),
+    files = write_products(prediction, out, threshold=getattr(args, "threshold", None),
+                           inventory=getattr(args, "inventory", None),
                            attribution=getattr(args, "attribution", None) or "", title=getattr(args, "title", None))
     print(f"products in {out}: probability.tif and not-mapped.tif (COGs with QGIS styles), landslides.gpkg / "
           f".parquet, item.json (STAC)")

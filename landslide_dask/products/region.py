@@ -174,11 +174,11 @@ class MapSource:
 
 def write_products(prediction: str | Path, out: str | Path, *, polygons=None, inventory: str | Path | None = None,
                    attribution: str = "", title: str | None = None, client=None, imagery: bool = True,
-                   credit_sources: bool = True) -> dict[str, Path]:
+                   credit_sources: bool = True, threshold: float | None = None) -> dict[str, Path]:
     """Every product of a finished prediction into the folder ``out``; returns {name: path}.
 
-    ``polygons``: landslide polygons already made (a GeoDataFrame, e.g. with another threshold);
-    None makes them at the prediction's threshold. ``inventory``: reference polygons drawn on the
+    ``polygons``: landslide polygons already made (a GeoDataFrame); None makes them at
+    ``threshold`` (0..1; default the prediction's, which the legend, styles and item then name). ``inventory``: reference polygons drawn on the
     web map. ``attribution``: the data's credit line (imagery, inventory), shown on the page;
     ``credit_sources``: add the credit the cube's sources ask for (Copernicus Sentinel-2 and DEM,
     :func:`source_credit`) unless ``attribution`` names Copernicus already (off for data that only
@@ -186,6 +186,8 @@ def write_products(prediction: str | Path, out: str | Path, *, polygons=None, in
     page's backgrounds.
     """
     src = MapSource.open(prediction)
+    if threshold is not None:
+        src.attrs = {**src.attrs, "threshold": float(threshold), "threshold_rule": "given by the user"}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     title = title or f"Landslides, event of {src.event}"
@@ -209,7 +211,7 @@ def gis_files(src: MapSource, out: Path, polygons, client=None) -> tuple[dict[st
     files["not_mapped"] = export_status(src.path, out / "not-mapped.tif", src.inside)
     files["not_mapped_style"] = write_qml(files["not_mapped"], status_qml())
     if polygons is None:
-        polygons = polygonize(src.path, out / "landslides", client=client)
+        polygons = polygonize(src.path, out / "landslides", threshold=src.threshold, client=client)
     else:
         write_polygons(polygons, out / "landslides")
     files["landslides_parquet"], files["landslides_gpkg"] = out / "landslides.parquet", out / "landslides.gpkg"

@@ -148,6 +148,8 @@ def test_cli_predict_products_on_an_existing_prediction(products, tmp_path, caps
     assert (out / "web" / "index.html").exists() and (out / "item.json").exists()
     item = json.loads((out / "item.json").read_text())
     assert item["properties"]["landslide:landslides"] == 0     # no pixel reaches 0.9
+    assert item["properties"]["landslide:threshold"] == 0.9     # and the item, legend and styles say so
+    assert '"threshold":0.9' in (out / "web" / "data.js").read_text()
     assert "offline web map" in capsys.readouterr().out
 
 
