@@ -66,7 +66,7 @@ def _tiny_checkpoint(path: Path) -> Path:
 def run_once(spec_path: Path, workers: int) -> dict:
     from distributed import Client
 
-    from landslide_dask.jobs.clusters import local_cluster
+    from landslide_dask.clusters.start import local_cluster
 
     from landslide_dask.jobs.cells import make_cells
     from landslide_dask.jobs.country import run_job

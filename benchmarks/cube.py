@@ -45,7 +45,8 @@ def build(data: str, region: dict, url: str, out: str, chunk: int, threads: int)
     import pyogrio  # noqa: F401  imported lazily by the build (vector files, STAC search): before
     import pystac_client  # noqa: F401  the clock, as the raw read imports rasterio before its own
 
-    from landslide_dask.cube.build import CubeSpec, build_cube, open_cube
+    from landslide_dask.cube.build import CubeSpec, build_cube
+    from landslide_dask.cube.read import open_cube
 
     dask.config.set(scheduler="threads", num_workers=threads)
     spec = CubeSpec(stac_url=url, event_date=date.fromisoformat(region["event_date"]),
@@ -69,7 +70,7 @@ def raw_read(data: str, cube: dict, threads: int) -> dict:
     from rasterio.windows import from_bounds
 
     from landslide_dask.cube.load import GDAL_READ_ENV
-    from landslide_dask.stac.server import load_stac_dir
+    from landslide_dask.stac.local import load_stac_dir
 
     _, all_items = load_stac_dir(data)
     by_id = {it["id"]: it for it in all_items}
@@ -99,7 +100,7 @@ LOADERS = ("landslide_dask", "stackstac", "odc-stac")
 
 
 def _imagery(data: str, cube: dict) -> tuple[list[dict], list[str]]:
-    from landslide_dask.stac.server import load_stac_dir
+    from landslide_dask.stac.local import load_stac_dir
 
     _, all_items = load_stac_dir(data)
     by_id = {it["id"]: it for it in all_items}

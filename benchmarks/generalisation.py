@@ -31,12 +31,12 @@ ABLATION = {"pre+post+terrain": ("pre", "post", "terrain"), "pre+post (no terrai
 def main() -> None:
     from distributed import Client
 
-    from landslide_dask.jobs.clusters import local_cluster
+    from landslide_dask.clusters.start import local_cluster
 
     from landslide_dask.demo.run import DEMO_MODEL, demo_train_config
     from landslide_dask.train.experiment import (leave_one_out, markdown_table, region_name, score_row, train_strategy,
                                            write_table)
-    from landslide_dask.train.loop import evaluate
+    from landslide_dask.train.scoring import evaluate
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cubes", required=True, help="folder of region cubes (*.zarr), the last one is held out")
@@ -57,7 +57,7 @@ def main() -> None:
     base_model = DEMO_MODEL
     if args.small:
         base_model = SMALL_MODEL
-        cfg = replace(cfg, size=64, stride=32, block=128, epochs=1, steps_per_epoch=2, batch_size=2, patience=1,
+        cfg = replace(cfg, window=64, stride=32, block=128, epochs=1, steps_per_epoch=2, batch_size=2, patience=1,
                       model=SMALL_MODEL, threads=1, progress=False)
     t0 = time.perf_counter()
     with local_cluster(args.workers, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:

@@ -606,7 +606,7 @@ def main() -> None:
     import zarr
 
     from landslide_dask.train.model import count_parameters
-    from landslide_dask.train.loop import build_model, load_checkpoint
+    from landslide_dask.train.checkpoint import build_model, load_checkpoint
 
     args.cube, args.model = str(Path(args.cube).resolve()), str(Path(args.model).resolve())
     args.window, args.overlap = P.resolve_window(args.window, args.overlap)

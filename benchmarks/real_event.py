@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     from landslide_dask.events import event_cube, event_of, map_event, split_labels
     from landslide_dask.predict import predict
     from landslide_dask.predict.report import evaluate_map
-    from landslide_dask.train.loop import evaluate
+    from landslide_dask.train.scoring import evaluate
     from landslide_dask.train.metrics import fmt
 
     t0 = time.perf_counter()
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
 
         # Iburi's split as every run deals it (by the region's name): its test windows
         c = cfg("local", [iburi])
-        index = build_index([iburi], c.size, c.stride, c.block, c.min_usable, seed=c.seed)
+        index = build_index([iburi], c.window, c.stride, c.block, c.min_usable, seed=c.seed)
         test_ds, test_share = split_labels(iburi, index)
         names = {"local": "Iburi", "transfer": "synthetic only", "real-transfer": "synthetic + Chattogram",
                  "self-trained": f"{'synthetic + Chattogram' if parent == 'real-transfer' else 'synthetic'}, "

@@ -82,7 +82,7 @@ def describe(bands: dict[str, np.ndarray], valid: np.ndarray, seed: int = 0) -> 
 def cube_scenes(cube: Path) -> dict[str, tuple[dict, np.ndarray]]:
     """Pre and post composites of a cube, in reflectance x 10,000 (its recorded DN scale and offset
     applied: the units a model sees), with their valid masks."""
-    from landslide_dask.cube.build import open_cube
+    from landslide_dask.cube.read import open_cube
     from landslide_dask.train.reader import radiometry
 
     ds = open_cube(cube)

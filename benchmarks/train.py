@@ -10,7 +10,7 @@ normalisation statistics computed as ``landslide_dask.train.loop.prepare`` does 
 stride half of it):
 
 1. DDP training throughput with 1 and then 2 workers, each a fresh
-   ``landslide_dask.jobs.clusters.local_cluster(k)`` on loopback (the demo's cluster). A rank function started with
+   ``landslide_dask.clusters.start.local_cluster(k)`` on loopback (the demo's cluster). A rank function started with
    ``run_ddp`` repeats train_rank's step: ``build_model`` in channels_last, DistributedDataParallel,
    AdamW + OneCycleLR, ``deep_supervision_loss``, batches from the same ``window_batches`` loader (its
    background read-ahead thread, augmentation on) over ``epoch_windows`` of the train split. The
@@ -70,7 +70,7 @@ def _sync(device) -> None:
 def timed_step(model, opt, sched, batch, device, streams) -> tuple[float, float, float]:
     """One training step as train_rank runs it (fp32); returns (forward, backward, optimizer) seconds."""
     from landslide_dask.train.losses import deep_supervision_loss
-    from landslide_dask.train.loop import to_device
+    from landslide_dask.train.batches import to_device
 
     t0 = time.perf_counter()
     inputs, target, known = to_device(batch, device, streams)
@@ -91,7 +91,7 @@ def timed_step(model, opt, sched, batch, device, streams) -> tuple[float, float,
 def _optimizer(model, total_steps: int):
     import torch
 
-    from landslide_dask.train.loop import TrainConfig
+    from landslide_dask.train.config import TrainConfig
 
     d = TrainConfig(cubes=[], out="")
     opt = torch.optim.AdamW(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
@@ -121,7 +121,8 @@ def rank_bench(ctx, cubes, index, stats_d, model_config, streams, batch_size, st
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from landslide_dask.train.chips import BandStats, epoch_windows
-    from landslide_dask.train.loop import window_batches, build_model
+    from landslide_dask.train.batches import window_batches
+    from landslide_dask.train.checkpoint import build_model
 
     device = ctx.device
     threads = threads or max(1, (os.cpu_count() or 1) // ctx.world_size)
@@ -168,7 +169,7 @@ def rank_bench(ctx, cubes, index, stats_d, model_config, streams, batch_size, st
 def ddp_run(k: int, cubes, index, stats, model_config, streams, args) -> dict:
     from distributed import Client
 
-    from landslide_dask.jobs.clusters import local_cluster
+    from landslide_dask.clusters.start import local_cluster
     from landslide_dask.train.ddp import run_ddp
 
     t0 = time.perf_counter()
@@ -209,7 +210,8 @@ def local_bench(cubes, index, stats, model_config, streams, args) -> dict:
     import torch
 
     from landslide_dask.train.chips import epoch_windows
-    from landslide_dask.train.loop import window_batches, build_model
+    from landslide_dask.train.batches import window_batches
+    from landslide_dask.train.checkpoint import build_model
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     n_batches = args.warmup + args.steps
@@ -381,7 +383,7 @@ def main() -> None:
     import torch
 
     from landslide_dask.train.model import count_parameters
-    from landslide_dask.train.loop import build_model
+    from landslide_dask.train.checkpoint import build_model
 
     load = os.getloadavg()[0]
     if args.cubes:

@@ -4,7 +4,7 @@
 
 Each run is a fresh process that starts a one-worker ``LocalCluster`` (single-threaded, one torch
 thread) either with distributed's defaults (its nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` in every
-worker) or with ``landslide_dask.jobs.clusters.WORKER_CONFIG`` (the variable unset, as the demo, the CLI's
+worker) or with ``landslide_dask.clusters.start.WORKER_CONFIG`` (the variable unset, as the demo, the CLI's
 local clusters, the benchmarks and the tests start workers), and times --steps training steps of the
 demo model (``demo.DEMO_MODEL``, channels_last, AdamW, ``deep_supervision_loss``) on random batches
 in that worker: median step time after two warm-up steps and the worker's minor page faults over
@@ -60,7 +60,7 @@ def one_run(setting: str, n: int, window: int, batch: int) -> dict:
     """In a fresh process: a one-worker cluster with the given setting, and the steps in it."""
     from distributed import Client, LocalCluster
 
-    from landslide_dask.jobs.clusters import local_cluster
+    from landslide_dask.clusters.start import local_cluster
 
     if setting == "ours":
         cluster = local_cluster(1)

@@ -4,8 +4,9 @@ The pipeline, one subpackage per stage, in order: ``stac`` (find imagery and DEM
 (composites, terrain, labels as zarr) -> ``train`` (the generalized model, data-parallel) ->
 ``predict`` (seamless maps, COGs, polygons, scores) -> ``jobs`` (whole countries on clusters,
 resumably). ``events`` describes real event folders, ``demo`` makes synthetic ones and runs the
-pipeline on them, ``cli`` is the ``landslide-dask`` command, ``common`` what every stage shares and
-``errors`` every error it raises. The data contracts are in ``docs/contracts.md``.
+pipeline on them, ``cli`` is the ``landslide-dask`` command, ``clusters`` starts the Dask clusters
+every stage runs on, ``common`` is what every stage shares and ``errors`` every error it raises.
+The data contracts are in ``docs/contracts.md``.
 """
 
 __version__ = "0.1.0"

@@ -51,8 +51,8 @@ def _local_stats(x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 def pixel_features(cube: str | Path, bands: list[str] | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Features ``(n, H, W)`` float32, their names and the cube's ``valid`` mask. Pre-event features
     are NaN where the cube has no pre-event image."""
-    from .cube.build import open_cube
-    from .train.reader import radiometry, select_bands
+    from .cube.read import open_cube, select_bands
+    from .train.reader import radiometry
 
     ds = open_cube(cube)
     if "post" not in ds:
@@ -124,9 +124,9 @@ def train_pixel_baseline(index: pd.DataFrame, cube: str | Path, bands: list[str]
     import lightgbm as lgb
     import torch
 
-    from .cube.build import open_cube
+    from .cube.read import open_cube
     from .train.chips import split_mask
-    from .train.loop import best_threshold, confusion_by_threshold
+    from .train.scoring import best_threshold, confusion_by_threshold
 
     x, names, valid = pixel_features(cube, bands)
     label = open_cube(cube)["label"].values
@@ -159,7 +159,7 @@ def baseline_prediction(baseline: PixelBaseline, cube: str | Path):
     ``polygonize`` take like ``predict``'s output."""
     import xarray as xr
 
-    from .cube.build import open_cube
+    from .cube.read import open_cube
 
     prob, valid = baseline.probability(cube)
     ds = open_cube(cube)

@@ -135,18 +135,43 @@ def _train_config(args: argparse.Namespace, cubes: list[str], out: str) -> "Trai
     return TrainConfig(cubes=cubes, out=out, **given)
 
 
+def _scheduler_security(args: argparse.Namespace):
+    """The credentials for --scheduler (--tls-ca-file, --tls-cert, --tls-key; None: distributed's
+    configuration), refusing security options that would do nothing."""
+    files = (args.tls_ca_file, args.tls_cert, args.tls_key)
+    if not args.scheduler:
+        if any(files):
+            raise UsageError("--tls-ca-file, --tls-cert and --tls-key are the credentials of a running cluster "
+                             "(--scheduler tls://...); a cluster started here makes its own")
+        return None
+    if args.insecure:
+        raise UsageError("--insecure starts a cluster on plain TCP; with --scheduler the address says how to "
+                         "connect (tls:// or tcp://)")
+    if not any(files):
+        return None
+    if not (args.tls_ca_file and args.tls_cert):
+        raise UsageError("give --tls-ca-file and --tls-cert (and --tls-key unless the key is in the certificate "
+                         "file): the CA of the cluster and this client's certificate")
+    from .clusters.security import credentials_from_files
+
+    return credentials_from_files(args.tls_ca_file, args.tls_cert, args.tls_key)
+
+
 def _client(args: argparse.Namespace):
     """A context manager yielding a client: --scheduler, a --cluster definition, or a LocalCluster of
-    --workers processes on loopback; a cluster started here is torn down on exit."""
-    from .jobs.clusters import ClusterDef, start_cluster
+    --workers processes on loopback; a cluster started here speaks TLS unless --insecure, and is
+    torn down on exit."""
+    from .clusters.definitions import ClusterDef
+    from .clusters.start import start_cluster
 
     if getattr(args, "cluster", None) and args.scheduler:
         raise UsageError("--cluster and --scheduler exclude each other: give one")
+    security = _scheduler_security(args)
     if args.scheduler:
-        return start_cluster(scheduler=args.scheduler)
+        return start_cluster(scheduler=args.scheduler, security=security)
     if getattr(args, "cluster", None):
-        return start_cluster(args.cluster)
-    return start_cluster(ClusterDef.from_dict({"kind": "local", "workers": args.workers or 2,
+        return start_cluster(args.cluster, overrides={"tls": False} if args.insecure else None)
+    return start_cluster(ClusterDef.from_dict({"kind": "local", "workers": args.workers or 2, "tls": not args.insecure,
                                               "options": {"dashboard_address": "127.0.0.1:0"}}, "--workers"))
 
 
@@ -172,7 +197,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .train.loop import evaluate
+    from .train.scoring import evaluate
     from .train.metrics import fmt
 
     conf = evaluate(args.model, args.cube, threshold_rule=args.threshold_rule)
@@ -184,7 +209,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
            if conf.threshold_rule == "scene" else "the checkpoint's validation threshold")
     print(f"tp {s['tp']} fp {s['fp']} fn {s['fn']} tn {s['tn']} (pixels; threshold {conf.threshold:.3f}, {how})")
     from .predict.thresholds import is_seen
-    from .train.loop import load_checkpoint
+    from .train.checkpoint import load_checkpoint
 
     regions = load_checkpoint(args.model).get("regions")
     if regions and is_seen(args.cube, regions):
@@ -195,7 +220,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_model_info(args: argparse.Namespace) -> None:
     from .train.model import ModelConfig, describe
-    from .train.loop import load_checkpoint
+    from .train.checkpoint import load_checkpoint
 
     if args.model:
         ck = load_checkpoint(args.model)
@@ -211,7 +236,7 @@ def cmd_model_info(args: argparse.Namespace) -> None:
 
 
 def cmd_import_tiles(args: argparse.Namespace) -> None:
-    from .cube.build import open_cube
+    from .cube.read import open_cube
     from .cube.tiles import import_tiles
 
     out = import_tiles(Path(args.source), Path(args.out), bands=tuple(args.bands), region=args.region)
@@ -223,7 +248,7 @@ def cmd_import_tiles(args: argparse.Namespace) -> None:
 
 
 def cmd_import_patches(args: argparse.Namespace) -> None:
-    from .cube.build import open_cube
+    from .cube.read import open_cube
     from .cube.patches import import_patches
 
     out = import_patches(Path(args.source), Path(args.out), fmt=args.format, bands=args.bands,
@@ -317,7 +342,7 @@ def cmd_evaluate_map(args: argparse.Namespace) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .jobs.clusters import start_cluster
+    from .clusters.start import start_cluster
     from .jobs.country import check_output, run_job
     from .jobs.spec import load_jobspec
 
@@ -326,13 +351,30 @@ def cmd_submit(args: argparse.Namespace) -> int:
     check_output(spec, args.scratch)
     cluster = args.cluster or spec.cluster
     if args.scheduler is None and cluster is None:
-        raise LandslideDaskError(f"{args.job} names no cluster: pass --cluster cluster/NAME.yaml (see cluster/), "
-                                 "--scheduler tcp://HOST:PORT for a running one, or set `cluster:` in the job spec")
-    overrides = {"workers": args.workers} if args.workers else None
-    with start_cluster(None if args.scheduler else cluster, scheduler=args.scheduler, overrides=overrides) as client:
+        raise LandslideDaskError(f"{args.job} names no cluster: pass --cluster NAME.yaml or a shipped example "
+                                 "(local, slurm, ...; see `landslide-dask cluster-example`), --scheduler "
+                                 "tls://HOST:PORT for a running one, or set `cluster:` in the job spec")
+    security = _scheduler_security(args)
+    overrides = ({"workers": args.workers} if args.workers else {}) | ({"tls": False} if args.insecure else {})
+    with start_cluster(None if args.scheduler else cluster, scheduler=args.scheduler, security=security,
+                       overrides=overrides or None) as client:
         result = run_job(spec, client, progress=not args.quiet, force=args.force, concurrency=args.concurrency,
                          scratch=args.scratch)
     return 1 if result.failed else 0  # failed cells: non-zero exit (a rerun retries them)
+
+
+def cmd_cluster_example(args: argparse.Namespace) -> None:
+    """Print a shipped example cluster definition (to copy and edit), or list them."""
+    from .clusters.shipped import EXAMPLES, example_names
+
+    if args.name is None:
+        for name in example_names():
+            first = (EXAMPLES / f"{name}.yaml").read_text().splitlines()[0].removeprefix("# Cluster definition: ")
+            print(f"{name:<11} {first}")
+        print("\nrun one as shipped with --cluster NAME; copy one to edit: "
+              "landslide-dask cluster-example NAME > my.yaml")
+        return
+    sys.stdout.write((EXAMPLES / f"{args.name}.yaml").read_text())
 
 
 def cmd_demo(args: argparse.Namespace) -> int | None:
@@ -500,7 +542,7 @@ def _train_commands(sub) -> None:
         opt("--normalise", "normalise", "imagery standardised by the training set's statistics (global) or by "
             "each acquisition's own median and spread (scene: hazy, top-of-atmosphere and surface-reflectance "
             "scenes look alike)", choices=["global", "scene"])
-        opt("--window", "size", "training window in pixels", type=int)
+        opt("--window", "window", "training window in pixels", type=int)
         opt("--stride", "stride", "window spacing in the index", type=int)
         s.add_argument("--block", type=int, help="side of the split blocks in pixels (default: the largest of 4, 3, "
                                                  "2, 1 windows giving every inventory 12 blocks)")
@@ -522,8 +564,9 @@ def _train_commands(sub) -> None:
             type=int)
         s.add_argument("--workers", type=int, default=2, help="local Dask worker processes, one rank each")
         s.add_argument("--scheduler", help="address of a running Dask scheduler (one rank per worker)")
-        s.add_argument("--cluster", help="cluster definition: cluster/local.yaml, gpu-node.yaml, slurm.yaml, "
-                                         "kubernetes.yaml (one rank per worker)")
+        s.add_argument("--cluster", help="cluster definition: a YAML file, or a shipped example by name: local, "
+                                         "gpu-node, slurm, kubernetes (one rank per worker)")
+        _security_options(s)
         s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("train", help="train the landslide model with data parallelism on Dask workers")
@@ -572,14 +615,15 @@ def _products_options(s: argparse.ArgumentParser) -> None:
 
 def _predict_commands(sub) -> None:
     """Sub-commands of stage 3: maps, polygons and their scores."""
-    from .predict.config import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_WINDOW, MIN_AREA_M2, MULTIPLE
+    from .predict.config import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_WINDOW, MIN_AREA_M2
+    from .train.config import INPUT_MULTIPLE
 
     s = sub.add_parser("predict", help="map landslide probability over a whole cube (seamless blended windows)")
     s.add_argument("--model", required=True, help="checkpoint (best.pt)")
     s.add_argument("--cube", required=True, help="cube to map")
     s.add_argument("--out", required=True, help="output zarr, e.g. region-pred.zarr (a rerun resumes it)")
     s.add_argument("--window", type=int,
-                   help=f"window in pixels, a multiple of the model's input ({MULTIPLE}) (default {DEFAULT_WINDOW})")
+                   help=f"window in pixels, a multiple of the model's input ({INPUT_MULTIPLE}) (default {DEFAULT_WINDOW})")
     s.add_argument("--overlap", type=int,
                    help=f"overlap of neighbouring windows in pixels (default {DEFAULT_OVERLAP})")
     s.add_argument("--batch-size", type=int,
@@ -594,7 +638,8 @@ def _predict_commands(sub) -> None:
     s.add_argument("--overwrite", action="store_true", help="replace an output made with other arguments")
     s.add_argument("--workers", type=int, help="run on a LocalCluster of this many processes")
     s.add_argument("--scheduler", help="address of a running Dask scheduler")
-    s.add_argument("--cluster", help="cluster definition YAML (cluster/local.yaml, slurm.yaml, ...)")
+    s.add_argument("--cluster", help="cluster definition: a YAML file, or a shipped example by name (local, slurm, ...)")
+    _security_options(s)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_predict)
 
@@ -637,8 +682,10 @@ def _jobs_commands(sub) -> None:
     """Sub-commands of stage 4: country jobs on clusters."""
     s = sub.add_parser("submit", help="map a whole area from a job spec on a cluster, resumably (cells, manifest, merge)")
     s.add_argument("job", help="job spec (YAML; see cluster/jobs/*.yaml)")
-    s.add_argument("--cluster", help="cluster definition (cluster/NAME.yaml); default: the spec's `cluster`")
-    s.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://HOST:PORT) instead of --cluster")
+    s.add_argument("--cluster", help="cluster definition: a YAML file, or a shipped example by name (local, slurm, "
+                                     "...); default: the spec's `cluster`")
+    s.add_argument("--scheduler", help="address of a running Dask scheduler (tls://HOST:PORT) instead of --cluster")
+    _security_options(s)
     s.add_argument("--workers", type=int, help="override the cluster definition's number of workers")
     s.add_argument("--concurrency", type=int, help="cells in flight at once (default: the number of workers, >= 2)")
     s.add_argument("--force", action="store_true",
@@ -648,6 +695,25 @@ def _jobs_commands(sub) -> None:
                                       "else a temp folder)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar over cells")
     s.set_defaults(func=cmd_submit)
+
+    from .clusters.shipped import example_names
+
+    s = sub.add_parser("cluster-example", help="print a shipped cluster definition to copy and edit (no NAME: list "
+                                               "them); --cluster NAME runs one as shipped")
+    s.add_argument("name", nargs="?", choices=example_names(), metavar="NAME",
+                   help=f"one of {', '.join(example_names())}")
+    s.set_defaults(func=cmd_cluster_example)
+
+
+def _security_options(s: argparse.ArgumentParser) -> None:
+    """Who may use the cluster: TLS with the run's own certificate unless --insecure; the
+    credentials of a running tls:// cluster for --scheduler."""
+    s.add_argument("--insecure", action="store_true",
+                   help="start the cluster on plain TCP without TLS: anyone who can reach its scheduler can run code "
+                        "as you (default: TLS with a certificate made for this run)")
+    s.add_argument("--tls-ca-file", help="with --scheduler tls://...: the CA certificate of that cluster (PEM)")
+    s.add_argument("--tls-cert", help="with --scheduler tls://...: this client's certificate (PEM)")
+    s.add_argument("--tls-key", help="with --scheduler tls://...: this client's key (PEM; default: in --tls-cert)")
 
 
 def _demo_commands(sub) -> None:

@@ -125,7 +125,7 @@ def split_labels(cube: str | Path, index, split: str = "test"):
     a map is scored on a local model's held-out blocks and nothing else."""
     import xarray as xr
 
-    from .cube.build import open_cube
+    from .cube.read import open_cube
     from .train.chips import split_mask
 
     ds = open_cube(cube)

@@ -20,7 +20,8 @@ from rasterio.transform import from_origin
 
 from landslide_dask.cli import build_parser, main as cli_main
 from landslide_dask.cube.grid import Grid
-from landslide_dask.cube.load import Asset, Stack, close_files, explain_read_failure
+from landslide_dask.cube.load import Asset, Stack, close_files
+from landslide_dask.cube.read_errors import explain_read_failure
 from landslide_dask.errors import InputDataError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "landslide_dask"

@@ -12,7 +12,8 @@ import shapely
 from pyproj import Transformer
 
 from landslide_dask.stac.catalog import catalog_geotiffs
-from landslide_dask.cube.build import CubeSpec, build_cube, open_cube
+from landslide_dask.cube.build import CubeSpec, build_cube
+from landslide_dask.cube.read import open_cube
 from landslide_dask.stac.server import serve_stac
 
 from .helpers import SHARED_DATA

@@ -5,7 +5,8 @@ rasterised inventory on one grid, written as zarr (layout: ``docs/contracts.md``
 common name) and ``radiometry`` (each item's scale and offset into the cube's one convention) ->
 ``load`` (STAC assets onto the grid, one task per block, converted as they are read) ->
 ``build`` (search, per-day mosaics, ``composite`` medians, ``terrain``, ``inventory`` labels, the
-zarr write) -> ``quicklook`` (a PNG to look at);
+zarr write) -> ``quicklook`` (a PNG to look at); ``read`` opens a finished cube and checks it
+against a model's streams and bands (what training and inference read through);
 ``patches`` turns folders of pre-cut patches (Landslide4Sense-style) into the same cube layout;
 ``tiles`` merges georeferenced image/label tile exports (the Chattogram set) back into one cube.
 """
@@ -18,7 +19,9 @@ _EXPORTS = {
     "build_cube": ".build",
     "assemble": ".build",
     "write_cube": ".build",
-    "open_cube": ".build",
+    "CHUNK": ".spec",
+    "open_cube": ".read",
+    "check_cube_for_model": ".read",
     "Grid": ".grid",
     "resolve_bands": ".bands",
     "asset_radiometry": ".radiometry",

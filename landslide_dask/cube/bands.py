@@ -16,13 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputDataError, UsageError
+from ..stac.geotiff import S2_BAND_NAMES  # Sentinel-2 band codes -> Earth Search asset names (the cube labels)
 
 __all__ = ["S2_BAND_NAMES", "ResolvedBands", "resolve_asset", "resolve_bands", "band_label", "describe_assets"]
 
-#: Sentinel-2 band codes -> the names Earth Search gives their assets (and the cube's labels).
-S2_BAND_NAMES = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
-                 "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
-                 "B10": "cirrus", "B11": "swir16", "B12": "swir22", "SCL": "scl"}
 _CODE_OF_NAME = {v: k for k, v in S2_BAND_NAMES.items()}
 _CODE = re.compile(r"^(B0[1-9]|B1[0-2]|B8A|SCL)$", re.IGNORECASE)
 _LOOSE_CODE = re.compile(r"^(B0?[1-9]|B1[0-2]|B8A|SCL)$", re.IGNORECASE)

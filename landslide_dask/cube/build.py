@@ -1,7 +1,8 @@
 """Analysis-ready cubes: STAC items -> per-block reads (``load``) -> composites, terrain, labels -> zarr.
 
 Everything stays lazy until the zarr write, chunk by chunk, so memory follows the chunk size,
-not the region. The cube contract (docs/contracts.md) is what training and inference read.
+not the region. The cube contract (docs/contracts.md) is what training and inference read, through
+:mod:`.read` (this module only builds).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from rasterio.enums import Resampling
 from .. import __version__
 from .composite import SCL_NOT_CLEAR, composite_block
 from .bands import ResolvedBands, resolve_bands
-from .load import Stack, close_files, error_text, explain_read_failure, lazy_blocks, release_memory
+from .load import Stack, close_files, lazy_blocks, release_memory
+from .read_errors import error_text, explain_read_failure
 from .radiometry import TARGET_SCALE, asset_radiometry, summarise
 from ..errors import EmptySearchError, InputDataError, UsageError
 from .grid import Grid
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["event_windows", "read_aoi", "CubeSpec", "solar_day", "check_assets", "daily_stack", "daily_mosaics",
            "harmonisation", "cube_codec",
-           "composites", "terrain", "assemble", "write_cube", "build_cube", "open_cube"]
+           "composites", "terrain", "assemble", "write_cube", "build_cube"]
 
 
 _NUMBERS = re.compile(r"\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:\s*,\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+))*\s*,?\s*")
@@ -240,6 +242,25 @@ def _split_event_day(items: list[dict], spec: CubeSpec) -> list[dict]:
     return kept
 
 
+def _inventory_labels(spec: CubeSpec, aoi, grid: Grid) -> tuple[xr.DataArray, dict]:
+    """The ``label`` layer of the inventory (unknown outside its mapped area: ``inventory_area``,
+    else the AOI) and the cube attributes that describe the inventory."""
+    inv, inv_report = read_polygons(spec.inventory, "inventory")
+    n_inside = check_overlap(inv, grid, "inventory", str(spec.inventory))
+    if spec.inventory_area is not None:
+        covered, _ = read_polygons(spec.inventory_area, "inventory area")
+    else:
+        covered = aoi
+    label = xr.DataArray(label_raster(inv, covered, grid, spec.chunk), dims=("y", "x"))
+    return label, {
+        "inventory": Path(spec.inventory).stem, "inventory_source": str(spec.inventory),
+        "inventory_area_source": str(spec.inventory_area or spec.aoi),
+        "inventory_polygons": inv_report.features, "inventory_polygons_in_cube": n_inside,
+        "inventory_repaired_geometries": inv_report.repaired,
+        "inventory_dropped_geometries": inv_report.dropped_empty, "inventory_crs": inv_report.source_crs,
+    }
+
+
 def assemble(spec: CubeSpec) -> xr.Dataset:
     """The lazy cube: search, stack, composite, terrain, labels. Nothing is read until written."""
     aoi, aoi_report = read_aoi(spec.aoi)
@@ -264,8 +285,7 @@ def assemble(spec: CubeSpec) -> xr.Dataset:
     conv, radiometry = harmonisation(resolved.items, list(spec.bands))
     pre, post, pre_dates, post_dates = composites(items, spec, grid, resolved, conv)
 
-    chunks = spec.chunk
-    inside = rasterize_lazy(aoi, 1, grid, chunks) == 1
+    inside = rasterize_lazy(aoi, 1, grid, spec.chunk) == 1
     # valid: the pixels a map can cover (post-event image, terrain, inside the AOI); pre_valid says
     # which of them also have a pre-event image (a mosaic gap or lasting cloud leaves some without)
     valid = inside & (post > 0).all("band").data
@@ -285,20 +305,7 @@ def assemble(spec: CubeSpec) -> xr.Dataset:
 
     inventory_attrs: dict = {}
     if spec.inventory is not None:
-        inv, inv_report = read_polygons(spec.inventory, "inventory")
-        n_inside = check_overlap(inv, grid, "inventory", str(spec.inventory))
-        if spec.inventory_area is not None:
-            covered, _ = read_polygons(spec.inventory_area, "inventory area")
-        else:
-            covered = aoi
-        data_vars["label"] = xr.DataArray(label_raster(inv, covered, grid, chunks), dims=("y", "x"))
-        inventory_attrs = {
-            "inventory": Path(spec.inventory).stem, "inventory_source": str(spec.inventory),
-            "inventory_area_source": str(spec.inventory_area or spec.aoi),
-            "inventory_polygons": inv_report.features, "inventory_polygons_in_cube": n_inside,
-            "inventory_repaired_geometries": inv_report.repaired,
-            "inventory_dropped_geometries": inv_report.dropped_empty, "inventory_crs": inv_report.source_crs,
-        }
+        data_vars["label"], inventory_attrs = _inventory_labels(spec, aoi, grid)
 
     coords = {"y": grid.ys(), "x": grid.xs(), "band": np.array(resolved.labels, dtype=object),
               "spatial_ref": xr.DataArray(0, attrs=_grid_mapping(grid))}
@@ -412,16 +419,3 @@ def build_cube(spec: CubeSpec, progress: bool = True, quicklook: bool = True) ->
 
         cube_quicklook(out, out.with_suffix(".png"))
     return out
-
-
-def open_cube(path: str | Path) -> xr.Dataset:
-    """Open a cube lazily; a path that is not a finished cube is an error that says so."""
-    path = Path(path)
-    if not path.exists():
-        partial = path.with_name(path.name + ".partial")
-        hint = " A '.partial' write exists: that build did not finish; run it again." if partial.exists() else ""
-        raise InputDataError(f"No cube at {path}.{hint}")
-    try:
-        return xr.open_zarr(path, consolidated=False)
-    except Exception as exc:
-        raise InputDataError(f"{path} is not a readable zarr cube: {exc}") from exc

@@ -12,7 +12,7 @@ and reads, per asset, the cheapest way that gives the same pixels:
 - two 1-D index look-ups where it is north-up in the cube's CRS at another pixel size (20 m SCL);
 - otherwise (another UTM zone, the DEM in degrees) each cube pixel's centre located in the source,
   then nearest or bilinear sampling: GDAL's exact warp to float rounding, and, unlike GDAL's
-  default approximate transformer, the same whatever block a pixel is read in (``_BlockPoints``).
+  default approximate transformer, the same whatever block a pixel is read in (``BlockPoints``).
 
 Each asset's pixels are converted to the cube's radiometric convention as they are read, before
 any mosaic (``Asset.gain``/``bias``, from ``cube.radiometry``), so granules of different processing
@@ -27,22 +27,19 @@ import ctypes
 import hashlib
 import math
 import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from urllib.parse import parse_qs, urlparse
 
 import dask.array as da
 import numpy as np
 import rasterio
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
-from pyproj import Transformer
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import Resampling
 from rasterio.io import DatasetReader
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -50,9 +47,11 @@ from rasterio.windows import Window
 from ..errors import InputDataError
 from .grid import Grid
 from .radiometry import harmonise
+from .read_errors import error_text, explain_read_failure, without_query
+from .warp import BlockPoints, masked_read, warped_read
 
 __all__ = ["Asset", "Stack", "asset_footprint", "block_slices", "lazy_blocks", "close_files", "release_memory",
-           "GDAL_READ_ENV", "explain_read_failure", "error_text"]
+           "GDAL_READ_ENV"]
 
 # What stackstac sets too: no directory listing on open (no probing for sidecar files, which also
 # makes a local open 0.7 -> 0.4 ms), cached headers for remote COGs. And a bounded cache of decoded
@@ -153,7 +152,7 @@ class Stack:
         out = np.full((*self.shape[:2], h, w), self.fill, dtype=self.dtype)
         g = self.grid
         box = (g.x0 + cols.start * g.res, g.y0 - rows.stop * g.res, g.x0 + cols.stop * g.res, g.y0 - rows.start * g.res)
-        points = _BlockPoints(g, rows, cols)
+        points = BlockPoints(g, rows, cols)
         with rasterio.Env(**GDAL_READ_ENV):
             for i, layer in enumerate(self.layers):
                 for j, assets in enumerate(layer):
@@ -163,7 +162,7 @@ class Stack:
                             self._mosaic_into(out[i, j], asset, rows, cols, points, keep)
         return out
 
-    def _mosaic_into(self, plane: np.ndarray, asset: Asset, rows: slice, cols: slice, points: "_BlockPoints",
+    def _mosaic_into(self, plane: np.ndarray, asset: Asset, rows: slice, cols: slice, points: "BlockPoints",
                      keep: bool) -> None:
         try:
             with _files.checkout(asset.href, keep) as src:
@@ -178,12 +177,12 @@ class Stack:
                 elif self.resampling == Resampling.nearest and _axis_aligned(src, self.grid):
                     data, (r0, c0) = _scaled_read(src, self.grid, rows, cols, self.dtype)
                 else:
-                    data, (r0, c0) = _warped_read(src, points, self.dtype, self.resampling), (0, 0)
+                    data, (r0, c0) = warped_read(src, points, self.dtype, self.resampling), (0, 0)
                 target = plane[r0:r0 + data.shape[0], c0:c0 + data.shape[1]] if data is not None else None
         except rasterio.errors.RasterioError as exc:
             text = error_text(exc)
             raise InputDataError(
-                f"Reading {asset.key!r} of STAC item {asset.item_id} from {_without_query(asset.href)} failed: "
+                f"Reading {asset.key!r} of STAC item {asset.item_id} from {without_query(asset.href)} failed: "
                 f"{text}. {explain_read_failure(text, asset.href, asset.item_id)}") from exc
         if data is None:
             return
@@ -195,64 +194,6 @@ class Stack:
         else:
             missing = np.isnan(data) if np.isnan(self.fill) else data == self.fill
             np.copyto(target, data, where=~missing)
-
-
-_HTTP_CODE = re.compile(r"HTTP (?:response )?(?:code|status)[: ]*(\d{3})", re.IGNORECASE)
-_SIGNATURE_WORDS = re.compile(r"signature|AuthenticationFailed|AuthorizationFailure|expired|SignatureDoesNotMatch|"
-                              r"AccessDenied", re.IGNORECASE)
-_NETWORK_WORDS = re.compile(r"curl error|could not resolve|couldn't resolve|resolve host|could not connect|"
-                            r"couldn't connect|failed to connect|connection (?:refused|reset|timed out|was reset)|"
-                            r"timed out|timeout was reached|operation too slow|network is unreachable|"
-                            r"ssl connect error|ssl certificate|recv failure|send failure|empty reply from server",
-                            re.IGNORECASE)
-
-
-def _without_query(href: str) -> str:
-    """A URL without its query: a signature does not belong in a message or a log."""
-    return href.split("?", 1)[0] if "://" in href else href
-
-
-def _signed(href: str | None) -> bool:
-    """Whether a URL carries a signature in its query (an Azure SAS token, an S3 presigned URL)."""
-    query = parse_qs(urlparse(href or "").query)
-    return bool({"sig", "se", "X-Amz-Signature", "X-Amz-Expires", "Signature"} & set(query))
-
-
-def explain_read_failure(text: str, href: str | None = None, item_id: str | None = None) -> str:
-    """What a failed pixel read most likely means and what to do, from GDAL's message: an expired
-    or refused signature, a network or server error (retry), a missing file, else a damaged file."""
-    leave_out = (f"leave the item out with --exclude-item {item_id}" if item_id
-                 else "leave its STAC item out with --exclude-item ITEM_ID")
-    m = _HTTP_CODE.search(text)
-    code = int(m.group(1)) if m else None
-    if code is None and _NETWORK_WORDS.search(text):  # no answer at all (an expired TLS certificate included)
-        return ("This is a network error, not a bad file: check the connection (or proxy) to the asset's host and "
-                "run the command again.")
-    if code in (401, 403) or (code is None and _SIGNATURE_WORDS.search(text)):
-        if _signed(href) or _SIGNATURE_WORDS.search(text):
-            return (f"The asset's signed URL was refused{f' (HTTP {code})' if code else ''}: its signature has "
-                    "expired (signatures are made when the items are searched, with --sign planetary-computer, and "
-                    "last about an hour). Run the command again: it searches and signs the URLs anew.")
-        return (f"Access to the asset was refused{f' (HTTP {code})' if code else ''}: it needs credentials or a "
-                "signed URL (for Planetary Computer assets pass --sign planetary-computer).")
-    if code == 404:
-        return (f"The asset is not there (HTTP 404): the STAC item points to a file that was moved or removed; "
-                f"{leave_out}.")
-    if code is not None and (code >= 500 or code == 429):
-        return (f"The server holding the asset failed or is busy (HTTP {code}): this is not a bad file; run the "
-                "command again later.")
-    return f"The file is probably truncated or corrupt: download it again, or {leave_out}."
-
-
-def error_text(exc: BaseException) -> str:
-    """An exception's message with the GDAL messages chained to it ("Read failed. See previous ...")."""
-    parts, seen = [], set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if str(exc) and str(exc) not in parts:
-            parts.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
-    return ": ".join(parts)
 
 
 class _OpenFiles:
@@ -383,116 +324,6 @@ def close_files() -> None:
     _files.close()
 
 
-_local = threading.local()
-
-
-class _BlockPoints:
-    """The block's pixel centres in each source CRS, computed once per CRS and block.
-
-    Exactly transformed at a lattice every ``LATTICE`` pixels anchored to the grid's origin, and
-    bilinear in between: over 16 pixels a map projection is linear to far below a millimetre, and
-    as the lattice does not move with the block, a pixel's position (so its value) never depends
-    on the block it was read in -- unlike GDAL's approximate transformer, which interpolates over
-    each request's own window (up to 3.2 m of DEM height between two chunkings of a demo DEM read).
-    """
-
-    LATTICE = 16
-
-    def __init__(self, grid: Grid, rows: slice, cols: slice):
-        self.grid, self.rows, self.cols = grid, rows, cols
-        self._xy: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def xy(self, crs) -> tuple[np.ndarray, np.ndarray]:
-        key = crs.to_wkt()
-        if key not in self._xy:
-            g = self.grid
-            if crs == g.crs:
-                self._xy[key] = tuple(np.meshgrid(g.xs()[self.cols], g.ys()[self.rows]))
-            else:
-                self._xy[key] = self._lattice_xy(_transformer(g.crs.to_wkt(), key))
-        return self._xy[key]
-
-    def _lattice_xy(self, transformer: Transformer) -> tuple[np.ndarray, np.ndarray]:
-        g, k = self.grid, self.LATTICE
-        r_idx, c_idx = np.arange(self.rows.start, self.rows.stop), np.arange(self.cols.start, self.cols.stop)
-        lr = np.arange((self.rows.start // k) * k, r_idx[-1] + k, k)
-        lc = np.arange((self.cols.start // k) * k, c_idx[-1] + k, k)
-        lx, ly = transformer.transform(*np.meshgrid(g.x0 + (lc + 0.5) * g.res, g.y0 - (lr + 0.5) * g.res))
-        return _bilinear_rows_cols(np.asarray(lx), (r_idx - lr[0]) / k, (c_idx - lc[0]) / k), \
-            _bilinear_rows_cols(np.asarray(ly), (r_idx - lr[0]) / k, (c_idx - lc[0]) / k)
-
-
-def _bilinear_rows_cols(lattice: np.ndarray, fr: np.ndarray, fc: np.ndarray) -> np.ndarray:
-    """Values of a (m, n) lattice at fractional rows ``fr`` x columns ``fc``, separably."""
-    def weights(f: np.ndarray, n: int):
-        i0 = np.minimum(np.floor(f).astype(np.intp), max(n - 2, 0))
-        return i0, np.minimum(i0 + 1, n - 1), f - i0
-
-    c0, c1, wc = weights(fc, lattice.shape[1])
-    along = lattice[:, c0] * (1 - wc) + lattice[:, c1] * wc
-    r0, r1, wr = weights(fr, lattice.shape[0])
-    return along[r0] * (1 - wr)[:, None] + along[r1] * wr[:, None]
-
-
-def _transformer(src_wkt: str, dst_wkt: str) -> Transformer:
-    """One pyproj Transformer per thread and CRS pair (a Transformer is not shared across threads)."""
-    cache = _local.__dict__.setdefault("transformers", {})
-    if (src_wkt, dst_wkt) not in cache:
-        cache[(src_wkt, dst_wkt)] = Transformer.from_crs(src_wkt, dst_wkt, always_xy=True)
-    return cache[(src_wkt, dst_wkt)]
-
-
-def _warped_read(src, points: _BlockPoints, dtype: str, resampling: Resampling) -> np.ndarray | None:
-    """The block from a source on another grid (another CRS, or bilinear): each output pixel centre
-    located in the source (``_BlockPoints``), then the source pixel that contains it (nearest) or
-    the bilinear mean of the four around it, over those that hold data (as GDAL's bilinear)."""
-    if src.crs is None:
-        raise InputDataError(f"{src.name} has no CRS: it cannot be placed on the cube grid. Fix the file's "
-                             "georeferencing (gdal_edit.py -a_srs) or leave its item out.")
-    x, y = points.xy(src.crs)
-    inv = ~src.transform                 # fractional source pixel coordinates (corner-based)
-    col = inv.a * x + inv.b * y + inv.c
-    row = inv.d * x + inv.e * y + inv.f
-    inside = (col >= 0) & (col < src.width) & (row >= 0) & (row < src.height)
-    if not inside.any():
-        return None
-    bilinear = resampling == Resampling.bilinear
-    if not bilinear and resampling != Resampling.nearest:
-        raise ValueError(f"resampling {resampling!r} is not supported: nearest or bilinear")
-    fill = np.nan if np.issubdtype(np.dtype(dtype), np.floating) else 0
-    out = np.full(x.shape, fill, dtype=dtype)
-    c_in, r_in = col[inside], row[inside]
-    if not bilinear:
-        ri, ci = np.floor(r_in).astype(np.intp), np.floor(c_in).astype(np.intp)
-        r0, c0 = int(ri.min()), int(ci.min())
-        data = _masked(src, Window(c0, r0, int(ci.max()) - c0 + 1, int(ri.max()) - r0 + 1), dtype)
-        out[inside] = data[ri - r0, ci - c0]
-        return out
-    # Bilinear between the four source pixel centres around each point (clamped at the raster's
-    # edge), with weights from absolute source coordinates, so they do not depend on the window read.
-    v = np.clip(r_in - 0.5, 0, src.height - 1)
-    u = np.clip(c_in - 0.5, 0, src.width - 1)
-    i0 = np.minimum(np.floor(v).astype(np.intp), max(src.height - 2, 0))
-    j0 = np.minimum(np.floor(u).astype(np.intp), max(src.width - 2, 0))
-    fv, fu = v - i0, u - j0
-    i1, j1 = np.minimum(i0 + 1, src.height - 1), np.minimum(j0 + 1, src.width - 1)
-    r0, c0 = int(i0.min()), int(j0.min())
-    data = _masked(src, Window(c0, r0, int(j1.max()) - c0 + 1, int(i1.max()) - r0 + 1), "float64")
-    corners = [(data[i - r0, j - c0], wt) for i, j, wt in ((i0, j0, (1 - fv) * (1 - fu)), (i0, j1, (1 - fv) * fu),
-                                                           (i1, j0, fv * (1 - fu)), (i1, j1, fv * fu))]
-    if np.isfinite(data).all():
-        out[inside] = sum(val * wt for val, wt in corners)
-        return out
-    num, den = np.zeros(v.shape), np.zeros(v.shape)
-    for val, wt in corners:  # as GDAL's bilinear: the weights of the pixels that hold data, renormalised
-        ok = np.isfinite(val)
-        num += np.where(ok, val, 0.0) * wt
-        den += ok * wt
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[inside] = np.where(den > 0, num / den, np.nan)
-    return out
-
-
 def _needed_later(bounds: tuple[float, float, float, float], box: tuple[float, float, float, float],
                   rows: slice, cols: slice, grid: Grid) -> bool:
     """Whether a block after this one in row-major order needs the asset too (it reaches past the
@@ -536,7 +367,7 @@ def _scaled_read(src, grid: Grid, rows: slice, cols: slice, dtype: str):
         return None, (0, 0)
     ci, ri = ci[okc[0]:okc[-1] + 1], ri[okr[0]:okr[-1] + 1]
     c0, r0 = int(ci.min()), int(ri.min())
-    data = _masked(src, Window(c0, r0, int(ci.max()) - c0 + 1, int(ri.max()) - r0 + 1), dtype)
+    data = masked_read(src, Window(c0, r0, int(ci.max()) - c0 + 1, int(ri.max()) - r0 + 1), dtype)
     return data[(ri - r0)[:, None], (ci - c0)[None, :]], (int(okr[0]), int(okc[0]))
 
 
@@ -547,19 +378,7 @@ def _direct_read(src, offset: tuple[int, int], rows: slice, cols: slice, dtype: 
     if r0 >= r1 or c0 >= c1:
         return None, (0, 0)
     win = Window(c0 - offset[1], r0 - offset[0], c1 - c0, r1 - r0)
-    return _masked(src, win, dtype), (r0 - rows.start, c0 - cols.start)
-
-
-def _masked(src, win: Window, dtype: str) -> np.ndarray:
-    """Band 1 of ``win``, with the source's nodata or mask as our fill (0, or NaN for floats).
-
-    A source whose only mask is a nodata value equal to the fill (Sentinel-2's 0), or that has no
-    mask at all, is read plainly: its pixels already say what a mask would."""
-    fill = np.nan if np.issubdtype(np.dtype(dtype), np.floating) else 0
-    flags = src.mask_flags
-    if flags == [MaskFlags.all_valid] or (flags == [MaskFlags.nodata] and src.nodata == fill):
-        return src.read(1, window=win, out_dtype=dtype)
-    return np.ma.filled(src.read(1, window=win, out_dtype=dtype, masked=True), fill)
+    return masked_read(src, win, dtype), (r0 - rows.start, c0 - cols.start)
 
 
 def block_slices(n: int, block: int) -> list[slice]:

@@ -53,7 +53,8 @@ import xarray as xr
 from pyproj import CRS
 
 from .. import __version__
-from .build import open_cube, write_cube
+from .build import write_cube
+from .read import open_cube
 from .inventory import LABEL_UNKNOWN
 from ..errors import InputDataError
 from .patch_files import (FORMATS, IMAGE_DIRS, L4S_CHANNELS, L4S_MEAN, MASK_DIRS, PRESETS, RASTER_EXTS, BandMap,

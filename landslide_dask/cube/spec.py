@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-__all__ = ["event_windows", "CubeSpec"]
+__all__ = ["CHUNK", "event_windows", "CubeSpec"]
+
+#: Side of a cube's zarr chunks in pixels: the default of every cube writer and the unit the
+#: training order groups windows by (each chunk decoded about once per pass).
+CHUNK = 1024
 
 
 def event_windows(event: date, pre_days: int, post_days: int) -> tuple[tuple[date, date], tuple[date, date]]:
@@ -41,7 +45,7 @@ class CubeSpec:
     max_cloud: float | None = None
     resolution: float = 10.0
     epsg: int | None = None
-    chunk: int = 1024
+    chunk: int = CHUNK
     post_only: bool = False
     sign: str | None = None
     exclude_items: tuple[str, ...] = field(default_factory=tuple)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def region_table(regions: list[dict], cubes: dict[str, Path]) -> str:
     """A Markdown table a person can read at a glance: size, valid share, landslide share."""
-    from ..cube.build import open_cube
+    from ..cube.read import open_cube
 
     rows = ["| region | event | CRS | size (px) | valid | landslide px | pre dates | post dates |",
             "|---|---|---|---|---|---|---|---|"]
@@ -67,7 +67,7 @@ DEMO_ATTRIBUTION = "Synthetic demo imagery, DEM and inventory made by landslide-
 def demo_train_config(cubes: list[str], out: Path, epochs: int = DEMO_EPOCHS) -> "TrainConfig":
     from ..train.config import TrainConfig
 
-    return TrainConfig(cubes=cubes, out=str(out), size=128, stride=64, block=384, batch_size=8, epochs=epochs,
+    return TrainConfig(cubes=cubes, out=str(out), window=128, stride=64, block=384, batch_size=8, epochs=epochs,
                        steps_per_epoch=DEMO_STEPS, lr=1e-3, patience=epochs, model=DEMO_MODEL,
                        bands=DEMO_BANDS, pre_dropout=DEMO_PRE_DROPOUT, haze=DEMO_HAZE,
                        stream_dropout=dict(DEMO_STREAM_DROPOUT))
@@ -78,7 +78,7 @@ def local_client(workers: int):
     """A LocalCluster of ``workers`` single-threaded processes on loopback and its Client."""
     from distributed import Client
 
-    from ..jobs.clusters import local_cluster
+    from ..clusters.start import local_cluster
     from ..common.logs import quiet_distributed
 
     with local_cluster(workers, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:

@@ -1,10 +1,10 @@
 """Stage 4, jobs: mapping whole areas on clusters, resumably.
 
-``spec`` (the job spec: ``area``, ``sections``, validated by ``schema``) -> ``cells`` (the area cut
-into UTM cells) -> ``manifest`` (what is done, per cell, for one fingerprint) -> ``cell`` (one cell
-end to end) run by ``country`` (the driver: cells in flight on a shared client, retries, resume)
--> ``merge`` (the country outputs); ``storage`` (object-store outputs), ``clusters`` and
-``cluster_def`` (local, GPU node, SLURM, Kubernetes).
+``spec`` (the job spec: ``area``, ``sections``, validated by ``common.validation``) -> ``cells``
+(the area cut into UTM cells) -> ``manifest`` (what is done, per cell, for one fingerprint) ->
+``cell`` (one cell end to end) run by ``country`` (the driver: cells in flight on a shared client,
+retries, resume) -> ``merge`` (the country outputs); ``storage`` (object-store outputs). The
+clusters jobs run on are started by :mod:`landslide_dask.clusters`.
 """
 
 from ..common.lazy import lazy_exports
@@ -21,9 +21,6 @@ _EXPORTS = {
     "JobResult": ".country",
     "check_output": ".country",
     "merge_cell_polygons": ".merge",
-    "ClusterDef": ".cluster_def",
-    "load_cluster_def": ".cluster_def",
-    "start_cluster": ".clusters",
 }
 
 __all__ = list(_EXPORTS)

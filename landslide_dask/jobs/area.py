@@ -19,7 +19,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..errors import JobSpecError
 from .locations import base_dir, is_local, resolve_path
-from .schema import Strict, fail, fail_all, show
+from ..common.validation import Strict, fail, fail_all, show
 
 __all__ = ["COUNTRY_COLUMNS", "COUNTRY_ONLY_MSG", "Area"]
 

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationInfo
 
-from .schema import suggest
+from ..common.validation import suggest
 
 __all__ = ["WRITABLE_SCHEMES", "base_dir", "expand_env", "is_local", "local_path", "redact", "resolve_location",
            "resolve_path", "scheme"]

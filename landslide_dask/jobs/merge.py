@@ -7,6 +7,7 @@ published to the job's object-store output when it has one.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -42,94 +43,19 @@ def merge_cell_polygons(parts, res: float = 10.0):
     area-weighted mean, ``max_prob`` the maximum.
     """
     import geopandas as gpd
-    import shapely
-    from pyproj import Transformer
 
-    rows = []   # (cell_id, epsg, geom_utm, area, mean, max)
-    cand = []   # bool per row
-    for cell, gdf in parts:
-        if gdf is None or not len(gdf):
-            continue
-        if gdf.crs is not None and gdf.crs.to_epsg() != cell.epsg:
-            gdf = gdf.to_crs(cell.epsg)
-        sq = shapely.box(*cell.square).boundary
-        aoi_b = cell.aoi_utm.boundary
-        geoms = gdf.geometry.values
-        near = (shapely.dwithin(geoms, sq, res * 0.5)) | shapely.dwithin(geoms, aoi_b, res)
-        for g, a, m, x, c in zip(geoms, gdf["area_m2"].to_numpy(float), gdf["mean_prob"].to_numpy(float),
-                                 gdf["max_prob"].to_numpy(float), near):
-            rows.append((cell.id, int(cell.epsg), g, a, m, x))
-            cand.append(bool(c))
+    rows, cand = _border_parts(parts, res)
     cols = ["id", "cells", "epsg", "area_m2", "mean_prob", "max_prob"]
     if not rows:
         return gpd.GeoDataFrame({c: [] for c in cols}, geometry=gpd.GeoSeries([], crs="EPSG:4326"),
                                 crs="EPSG:4326")
-    n = len(rows)
-    joined = DisjointSet(range(n))   # parts of one landslide cut by cell borders
-
-    to4326 = {}
-
-    def tr(epsg_from: int, epsg_to: int):
-        key = (epsg_from, epsg_to)
-        if key not in to4326:
-            t = Transformer.from_crs(epsg_from, epsg_to, always_xy=True)
-            to4326[key] = lambda xy, t=t: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
-        return to4326[key]
-
+    joined = DisjointSet(range(len(rows)))   # parts of one landslide cut by cell borders
     idx = np.flatnonzero(cand)
-    epsgs = np.array([r[1] for r in rows])
-    # same zone: exact shared edges
-    for z in np.unique(epsgs[idx]):
-        zi = idx[epsgs[idx] == z]
-        geoms = np.array([rows[i][2] for i in zi], dtype=object)
-        tree = shapely.STRtree(geoms)
-        a, b = tree.query(geoms, predicate="intersects")
-        for p, q in zip(a, b):
-            if p >= q or rows[zi[p]][0] == rows[zi[q]][0]:
-                continue
-            gi, gj = geoms[p], geoms[q]
-            inter = shapely.intersection(gi, gj)
-            if inter.area > 0 or shapely.intersection(gi.boundary, gj.boundary).length > 0:
-                joined.merge(int(zi[p]), int(zi[q]))
-    # across zones: close within a pixel, compared in degrees first (cheap) then in metres
-    zones = np.unique(epsgs[idx])
-    if len(zones) > 1:
-        g4326 = np.array([shapely.transform(rows[i][2], tr(rows[i][1], 4326)) for i in idx], dtype=object)
-        tol_deg = res * 2.0 / 111_000.0 / max(0.05, math.cos(math.radians(
-            float(np.mean([g.centroid.y for g in g4326])))))
-        tree = shapely.STRtree(g4326)
-        a, b = tree.query(g4326, predicate="dwithin", distance=tol_deg)
-        for p, q in zip(a, b):
-            i, j = int(idx[p]), int(idx[q])
-            if p >= q or rows[i][1] == rows[j][1]:
-                continue
-            gj = shapely.transform(rows[j][2], tr(rows[j][1], rows[i][1]))
-            if shapely.distance(rows[i][2], gj) <= res:
-                joined.merge(i, j)
+    _join_same_zone(rows, idx, joined)
+    _join_across_zones(rows, idx, joined, res)
     groups = {min(s): sorted(s) for s in joined.subsets()}   # keyed and ordered by the first part
-    out_rows = []
-    for root in sorted(groups):
-        members = groups[root]
-        first = rows[members[0]]
-        if len(members) == 1:
-            geom = first[2]
-        else:
-            z = first[1]
-            same = all(rows[m][1] == z for m in members)
-            gs = [rows[m][2] if rows[m][1] == z else shapely.transform(rows[m][2], tr(rows[m][1], z))
-                  for m in members]
-            geom = shapely.union_all(gs)
-            if not same:
-                geom = shapely.buffer(shapely.buffer(geom, res, join_style="mitre"), -res, join_style="mitre")
-            geom = shapely.normalize(shapely.simplify(geom, 0.0, preserve_topology=True))
-        areas = np.array([rows[m][3] for m in members])
-        means = np.array([rows[m][4] for m in members])
-        area = float(areas.sum())
-        mean = float((areas * means).sum() / area) if area > 0 else float(means.mean())
-        cells_txt = ",".join(sorted({rows[m][0] for m in members}))
-        geom4326 = shapely.transform(geom, tr(first[1], 4326))
-        out_rows.append((cells_txt, first[1], area, mean, float(max(rows[m][5] for m in members)), geom4326))
-    gdf = gpd.GeoDataFrame({
+    out_rows = [_union_group(rows, groups[root], res) for root in sorted(groups)]
+    return gpd.GeoDataFrame({
         "id": np.arange(1, len(out_rows) + 1, dtype=np.int64),
         "cells": [r[0] for r in out_rows],
         "epsg": np.array([r[1] for r in out_rows], dtype=np.int32),
@@ -137,7 +63,103 @@ def merge_cell_polygons(parts, res: float = 10.0):
         "mean_prob": np.array([r[3] for r in out_rows], dtype=np.float64),
         "max_prob": np.array([r[4] for r in out_rows], dtype=np.float64),
     }, geometry=gpd.GeoSeries([r[5] for r in out_rows], crs="EPSG:4326"), crs="EPSG:4326")
-    return gdf
+
+
+Part = tuple  # (cell_id, epsg, geometry in the cell's UTM CRS, area_m2, mean_prob, max_prob)
+
+
+@functools.lru_cache(maxsize=None)
+def _transformer(epsg_from: int, epsg_to: int):
+    """xy (n, 2) -> xy (n, 2) from one CRS to another, for ``shapely.transform``."""
+    from pyproj import Transformer
+
+    t = Transformer.from_crs(epsg_from, epsg_to, always_xy=True)
+    return lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
+
+
+def _border_parts(parts, res: float) -> tuple[list[Part], list[bool]]:
+    """Every polygon of every cell as a row, and whether it may continue in another cell (within
+    half a pixel of its cell square's edge, or a pixel of its cell's AOI boundary)."""
+    import shapely
+
+    rows: list[Part] = []
+    cand: list[bool] = []
+    for cell, gdf in parts:
+        if gdf is None or not len(gdf):
+            continue
+        if gdf.crs is not None and gdf.crs.to_epsg() != cell.epsg:
+            gdf = gdf.to_crs(cell.epsg)
+        geoms = gdf.geometry.values
+        near = (shapely.dwithin(geoms, shapely.box(*cell.square).boundary, res * 0.5)
+                | shapely.dwithin(geoms, cell.aoi_utm.boundary, res))
+        for g, a, m, x, c in zip(geoms, gdf["area_m2"].to_numpy(float), gdf["mean_prob"].to_numpy(float),
+                                 gdf["max_prob"].to_numpy(float), near):
+            rows.append((cell.id, int(cell.epsg), g, a, m, x))
+            cand.append(bool(c))
+    return rows, cand
+
+
+def _join_same_zone(rows: list[Part], idx: np.ndarray, joined: DisjointSet) -> None:
+    """Candidates of different cells of one zone that overlap or share a border segment (one pixel
+    grid: a cut landslide's parts share an edge exactly; a corner alone does not join)."""
+    import shapely
+
+    epsgs = np.array([r[1] for r in rows])
+    for z in np.unique(epsgs[idx]):
+        zi = idx[epsgs[idx] == z]
+        geoms = np.array([rows[i][2] for i in zi], dtype=object)
+        a, b = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+        for p, q in zip(a, b):
+            if p >= q or rows[zi[p]][0] == rows[zi[q]][0]:
+                continue
+            gi, gj = geoms[p], geoms[q]
+            if shapely.intersection(gi, gj).area > 0 or shapely.intersection(gi.boundary, gj.boundary).length > 0:
+                joined.merge(int(zi[p]), int(zi[q]))
+
+
+def _join_across_zones(rows: list[Part], idx: np.ndarray, joined: DisjointSet, res: float) -> None:
+    """Candidates of cells in different zones closer than a pixel: compared in degrees first
+    (cheap), then in metres in the first one's zone."""
+    import shapely
+
+    epsgs = np.array([r[1] for r in rows])
+    if len(np.unique(epsgs[idx])) < 2:
+        return
+    g4326 = np.array([shapely.transform(rows[i][2], _transformer(rows[i][1], 4326)) for i in idx], dtype=object)
+    tol_deg = res * 2.0 / 111_000.0 / max(0.05, math.cos(math.radians(float(np.mean([g.centroid.y for g in g4326])))))
+    a, b = shapely.STRtree(g4326).query(g4326, predicate="dwithin", distance=tol_deg)
+    for p, q in zip(a, b):
+        i, j = int(idx[p]), int(idx[q])
+        if p >= q or rows[i][1] == rows[j][1]:
+            continue
+        gj = shapely.transform(rows[j][2], _transformer(rows[j][1], rows[i][1]))
+        if shapely.distance(rows[i][2], gj) <= res:
+            joined.merge(i, j)
+
+
+def _union_group(rows: list[Part], members: list[int], res: float) -> tuple:
+    """One landslide from its parts: unioned in the first part's zone (across zones the union is
+    closed by ``res`` to bridge the sub-pixel gap), areas summed, the area-weighted mean, the max."""
+    import shapely
+
+    first = rows[members[0]]
+    if len(members) == 1:
+        geom = first[2]
+    else:
+        z = first[1]
+        gs = [rows[m][2] if rows[m][1] == z else shapely.transform(rows[m][2], _transformer(rows[m][1], z))
+              for m in members]
+        geom = shapely.union_all(gs)
+        if not all(rows[m][1] == z for m in members):
+            geom = shapely.buffer(shapely.buffer(geom, res, join_style="mitre"), -res, join_style="mitre")
+        geom = shapely.normalize(shapely.simplify(geom, 0.0, preserve_topology=True))
+    areas = np.array([rows[m][3] for m in members])
+    means = np.array([rows[m][4] for m in members])
+    area = float(areas.sum())
+    mean = float((areas * means).sum() / area) if area > 0 else float(means.mean())
+    cells_txt = ",".join(sorted({rows[m][0] for m in members}))
+    return (cells_txt, first[1], area, mean, float(max(rows[m][5] for m in members)),
+            shapely.transform(geom, _transformer(first[1], 4326)))
 
 
 def write_vrt(cogs: list[Path], out: Path, *, sources: list[str] | None = None, opener=None,

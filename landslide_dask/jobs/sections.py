@@ -1,4 +1,8 @@
-"""The ``event``, ``stac`` and ``predict`` sections of a job spec (``area`` is in :mod:`.area`)."""
+"""The ``event``, ``stac`` and ``predict`` sections of a job spec (``area`` is in :mod:`.area`).
+
+Their defaults are read from what defines a cube (:class:`~landslide_dask.cube.spec.CubeSpec`) and
+a map (:mod:`landslide_dask.predict.config`), never copied: a job's cube is the CLI's cube.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,12 @@ from urllib.parse import urlparse
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-from ..cube.build import event_windows
+from ..cube.spec import CubeSpec, event_windows
 from ..errors import InputDataError
-from ..predict.config import DEFAULT_OVERLAP, DEFAULT_WINDOW, MULTIPLE
+from ..predict.config import DEFAULT_OVERLAP, DEFAULT_WINDOW
+from ..train.config import INPUT_MULTIPLE
 from ..predict.windows import resolve_window
-from .schema import Strict, fail, show, suggest
+from ..common.validation import Strict, fail, show, suggest
 
 __all__ = ["DEVICES", "SIGNERS", "Event", "Identifier", "PredictSpec", "StacSpec", "WholeNumber"]
 
@@ -38,11 +43,18 @@ WholeNumber = Annotated[int, BeforeValidator(_whole)]
 Identifier = Annotated[str, BeforeValidator(_identifier)]
 
 
+def _cube(name: str) -> Any:
+    """The default of :class:`CubeSpec` field ``name``: a job's sections take the CLI's cube defaults."""
+    return CubeSpec.__dataclass_fields__[name].default
+
+
 class Event(Strict):
     date: Date = Field(description="a date YYYY-MM-DD", examples=["2015-04-25"])
-    pre_days: WholeNumber = Field(90, ge=1, le=3650, description="a whole number of days, 1-3650", examples=[90])
-    post_days: WholeNumber = Field(60, ge=1, le=3650, description="a whole number of days, 1-3650", examples=[60])
-    post_only: bool = Field(False, description="true or false", examples=["false"])
+    pre_days: WholeNumber = Field(_cube("pre_days"), ge=1, le=3650, description="a whole number of days, 1-3650",
+                                  examples=[_cube("pre_days")])
+    post_days: WholeNumber = Field(_cube("post_days"), ge=1, le=3650, description="a whole number of days, 1-3650",
+                                   examples=[_cube("post_days")])
+    post_only: bool = Field(_cube("post_only"), description="true or false", examples=["false"])
 
     @field_validator("date", mode="before")
     @classmethod
@@ -74,16 +86,18 @@ class Event(Strict):
 class StacSpec(Strict):
     url: str = Field(description="the http(s) URL of a STAC API",
                      examples=["https://earth-search.aws.element84.com/v1"])
-    collection: Identifier = Field("sentinel-2-l2a", description="a STAC collection id", examples=["sentinel-2-l2a"])
-    bands: tuple[str, ...] = Field(("blue", "green", "red", "nir"), examples=["[blue, green, red, nir]"],
+    collection: Identifier = Field(_cube("collection"), description="a STAC collection id",
+                                   examples=[_cube("collection")])
+    bands: tuple[str, ...] = Field(_cube("bands"), examples=[f"[{', '.join(_cube('bands'))}]"],
                                    description="a list of asset keys, in the order the model expects")
-    scl_asset: Identifier | None = Field("scl", description="the scene classification asset key, or null",
-                                         examples=["scl"])
-    max_cloud: float | None = Field(None, ge=0, le=100, description="a percentage 0-100, or null", examples=[80])
-    sign: str | None = Field(None, description="null or planetary-computer", examples=["planetary-computer"])
-    dem_collection: Identifier | None = Field("cop-dem-glo-30", description="a STAC collection id, or null",
-                                              examples=["cop-dem-glo-30"])
-    dem_asset: Identifier = Field("data", description="an asset key", examples=["data"])
+    scl_asset: Identifier | None = Field(_cube("scl_asset"), description="the scene classification asset key, or null",
+                                         examples=[_cube("scl_asset")])
+    max_cloud: float | None = Field(_cube("max_cloud"), ge=0, le=100, description="a percentage 0-100, or null",
+                                    examples=[80])
+    sign: str | None = Field(_cube("sign"), description="null or planetary-computer", examples=["planetary-computer"])
+    dem_collection: Identifier | None = Field(_cube("dem_collection"), description="a STAC collection id, or null",
+                                              examples=[_cube("dem_collection")])
+    dem_asset: Identifier = Field(_cube("dem_asset"), description="an asset key", examples=[_cube("dem_asset")])
 
     @field_validator("url")
     @classmethod
@@ -135,10 +149,10 @@ class PredictSpec(Strict):
     """How each cell's probability map is inferred (:func:`landslide_dask.predict.predict`)."""
 
     window: WholeNumber = Field(DEFAULT_WINDOW, examples=[DEFAULT_WINDOW],
-                                description=f"a window in pixels, a positive multiple of {MULTIPLE}")
+                                description=f"a window in pixels, a positive multiple of {INPUT_MULTIPLE}")
     overlap: WholeNumber = Field(DEFAULT_OVERLAP, examples=[DEFAULT_OVERLAP],
                                  description=f"the overlap of neighbouring windows in pixels, a multiple of "
-                                             f"{MULTIPLE} smaller than the window")
+                                             f"{INPUT_MULTIPLE} smaller than the window")
     batch_size: WholeNumber | None = Field(None, ge=1, examples=[4],
                                            description="windows per forward pass, or null (the device's default)")
     device: str | None = Field(None, examples=["cuda"],

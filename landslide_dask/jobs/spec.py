@@ -42,7 +42,8 @@ Fields (``cluster/jobs/*.yaml`` are worked examples)::
       overlap: 64                 #   overlap of neighbouring windows, a multiple of 32 < window (default 64)
       batch_size: null            #   windows per forward pass; null: the device's default
       device: null                #   cpu | cuda | cuda:N | mps; null: CUDA on workers that have it
-    cluster: ../local.yaml        # cluster definition; null: decided on the command line
+    cluster: slurm                # cluster definition: a file or a shipped example (local, slurm, ...);
+                                  #   null: decided on the command line
     retries: 2                    # extra attempts of a failing cell before it is recorded failed
 
 Outputs (and checkpoints) on object storage: ``output`` (and ``model``) may be an fsspec URL,
@@ -78,7 +79,7 @@ missing credentials, an unknown bucket, an unreachable endpoint or an uninstalle
 before a job starts; a model URL is checked for reading) and :meth:`JobSpec.fingerprint` (hashes the area
 geometry and the model file).
 
-The models are pydantic (:mod:`landslide_dask.jobs.schema`); the sections live in
+The models are pydantic (:mod:`landslide_dask.common.validation`); the sections live in
 :mod:`landslide_dask.jobs.area` and :mod:`landslide_dask.jobs.sections`.
 """
 
@@ -94,14 +95,15 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
+from ..clusters.shipped import resolve_cluster
 from ..common.files import file_sha256 as local_file_sha256
 from ..common.files import sha256_hex
+from ..common.validation import Strict, problems_of, read_yaml, show
 from ..errors import JobSpecError
+from ..predict.config import MIN_AREA_M2
 from .area import Area
 from .locations import base_dir, expand_env, is_local, local_path, redact, resolve_location, resolve_path, scheme
-from .schema import Strict, problems_of, read_yaml, show
 from .sections import Event, PredictSpec, StacSpec, WholeNumber
-from ..predict.config import MIN_AREA_M2
 
 __all__ = [
     "FINGERPRINT_VERSION",
@@ -145,8 +147,8 @@ class JobSpec(Strict):
     min_area_m2: float = Field(MIN_AREA_M2, ge=0.0, description="a non-negative number of m²", examples=[400])
     predict: PredictSpec = Field(default_factory=PredictSpec, examples=["{window: 768, overlap: 64}"],
                                  description="a mapping of inference settings (window, overlap, batch_size, device)")
-    cluster: Path | None = Field(None, description="the path of a cluster definition, or null",
-                                 examples=["../local.yaml"])
+    cluster: Path | None = Field(None, description="the path of a cluster definition, the name of a shipped "
+                                 "example (local, gpu-node, slurm, kubernetes), or null", examples=["slurm"])
     retries: WholeNumber = Field(2, ge=0, le=20, description="a whole number 0-20", examples=[2])
     # fsspec options of URL locations (credentials, endpoint); they do not change the results
     storage_options: dict = Field(default_factory=dict,
@@ -196,7 +198,8 @@ class JobSpec(Strict):
             return v
         if not is_local(_text(v)):
             raise ValueError(f"{v!r} is a URL; a cluster definition is a local YAML file")
-        return resolve_path(base_dir(info), v)
+        shipped = resolve_cluster(v)
+        return shipped if shipped != Path(v) else resolve_path(base_dir(info), v)
 
     @field_validator("storage_options", mode="before")
     @classmethod
@@ -283,8 +286,8 @@ class JobSpec(Strict):
             if msg:
                 problems.append(("model", msg))
         if self.cluster is not None and not self.cluster.is_file():
-            problems.append(("cluster", f"cluster definition {self.cluster} does not exist "
-                             "(see cluster/*.yaml; relative paths start at the spec's folder)"))
+            problems.append(("cluster", f"cluster definition {self.cluster} does not exist (relative paths "
+                             "start at the spec's folder; or name a shipped example: local, slurm, ...)"))
         msg = _output_problem(self.output, self.fsspec_options(self.output))
         if msg:
             problems.append(("output", msg))

@@ -5,7 +5,7 @@ device, the plan each task carries, a batch of windows through the model) -> ``r
 blended into output chunks, streamed strip by strip) -> ``store`` (the resumable prediction group)
 -> ``thresholds`` (the map's threshold: the checkpoint's, or the label-free scene rule for a region
 it never trained on) -> ``polygons`` (landslide objects), ``report`` (scores and
-maps against an inventory).
+maps against an inventory, the map drawn by ``figure``).
 """
 
 from ..common.lazy import lazy_exports

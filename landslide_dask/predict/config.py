@@ -6,17 +6,12 @@ against them, without importing the inference stack.
 
 from __future__ import annotations
 
-from ..train.config import INPUT_MULTIPLE
-
-__all__ = ["DEFAULT_WINDOW", "DEFAULT_OVERLAP", "MULTIPLE", "DEFAULT_BATCH_SIZE", "MIN_AREA_M2"]
+__all__ = ["DEFAULT_WINDOW", "DEFAULT_OVERLAP", "DEFAULT_BATCH_SIZE", "MIN_AREA_M2"]
 
 #: Inference window and overlap in pixels (README, "Mapping a region": 768 / 64 gives the
 #: asymptotic overhead 1.19 at <= 4/255 from a whole-image pass on CPU; larger windows suit GPUs).
 DEFAULT_WINDOW = 768
 DEFAULT_OVERLAP = 64
-#: The input multiple of the default model: the default of the window functions, which take the
-#: model's own (``ModelConfig.size_multiple``) where they know it.
-MULTIPLE = INPUT_MULTIPLE
 #: Windows per forward pass by device type. CPU: 1 -- batching costs CPU there (demo model, one
 #: torch thread, 768 px windows: 0.72 CPU s per window in batches of 1, 0.96 in batches of 4;
 #: ``benchmarks/predict.py --batch-sizes 1,4``) and forward-pass memory grows with the batch.

@@ -4,7 +4,10 @@ and the forward pass of a batch of windows.
 Each window is predicted once, in batches of up to ``batch_size`` windows of one row and one
 size (one task per batch), its input read straight from the zarr store through the window reader
 (:mod:`landslide_dask.train.reader`, the same path as training: only paths and offsets travel in
-the tasks). The model is loaded once per worker process from the checkpoint path (cached by path,
+the tasks). The checkpoint is read through :mod:`landslide_dask.train.checkpoint` (never the
+training loop) and the cube is checked against it by
+:func:`landslide_dask.cube.read.check_cube_for_model`, the check training uses. The model is
+loaded once per worker process from the checkpoint path (cached by path,
 modification time and device), never shipped in the graph; inference runs under
 ``torch.inference_mode`` with channels-last tensors, autocast (bf16/fp16) on CUDA and, on CPU,
 ``cores // dask threads on the host`` torch threads per task.
@@ -21,8 +24,10 @@ import numpy as np
 
 from ..common.files import file_sha256
 from ..common.workers import cores, worker_table
-from ..errors import InputDataError, UsageError
-from ..train.reader import TERRAIN, WindowReader
+from ..cube.read import check_cube_for_model, open_cube
+from ..errors import UsageError
+from ..train.checkpoint import checkpoint_reader, contract, load_checkpoint, rebuild_model
+from ..train.reader import WindowReader
 from ..train.reader import clear_caches as clear_reader_caches
 from .config import DEFAULT_BATCH_SIZE
 from .windows import Window, batches_of, resolve_window, windows_of
@@ -137,10 +142,6 @@ def load_model(plan: Plan):
 
 
 def _model(ckpt_path: str, mtime_ns: int, device: str | None):
-    import torch
-
-    from ..train.loop import build_model, load_checkpoint
-
     dev = _resolve_device(device)
     key = (ckpt_path, mtime_ns, str(dev))
     with _LOCK:
@@ -154,10 +155,9 @@ def _model(ckpt_path: str, mtime_ns: int, device: str | None):
         if hit is not None:
             return hit
         ckpt = load_checkpoint(ckpt_path)
-        model = build_model(ckpt["model_config"])
-        model.load_state_dict(ckpt["state_dict"])
-        model = model.to(dev, memory_format=torch.channels_last).eval()
-        meta = {"stats": ckpt["stats"], "streams": list(ckpt["streams"]), "device": dev}
+        model = rebuild_model(ckpt, dev)
+        c = contract(ckpt)
+        meta = {"stats": c.stats, "streams": list(c.streams), "device": dev}
         with _LOCK:
             _MODELS[key] = (model, meta)
         return model, meta
@@ -218,44 +218,6 @@ def run_batch(plan: Plan, windows: tuple[Window, ...]) -> list[np.ndarray | None
     return results
 
 
-def _check_inputs(cube: Path, ckpt: dict, ckpt_path: Path):
-    """Validate the cube against the checkpoint (every problem at once); returns the dataset."""
-    from ..cube.build import open_cube
-    from ..train.loop import droppable_streams
-
-    ds = open_cube(cube)
-    streams = [str(s) for s in ckpt["streams"]]
-    droppable = droppable_streams(ckpt)
-    problems = []
-    for s in streams:
-        if s in droppable:
-            continue  # trained with this stream's dropout: a cube without it is mapped from the others
-        if s == "terrain":
-            missing = [v for v in TERRAIN if v not in ds]
-            if missing:
-                problems.append(f"the model's terrain stream needs {' and '.join(missing)}, which the cube lacks")
-        elif s not in ds:
-            problems.append(f"the model's {s!r} stream needs a {s!r} composite, which the cube lacks")
-    if "valid" not in ds:
-        problems.append("the cube has no 'valid' mask")
-    bands_ckpt = [str(b) for b in ckpt["bands"]]
-    bands_cube = [str(b) for b in ds["band"].values] if "band" in ds.coords else []
-    missing_b = [b for b in bands_ckpt if b not in bands_cube]
-    if any(s != "terrain" for s in streams) and missing_b:
-        problems.append(f"the model was trained on bands {bands_ckpt}; the cube has {bands_cube} "
-                        f"(missing {missing_b})")
-    if problems:
-        raise InputDataError(
-            f"The checkpoint {ckpt_path} does not fit the cube {cube}: " + "; ".join(problems) +
-            ". Use a model trained on bands and streams the cube has, or with the missing streams' dropout "
-            "(`train --pre-dropout`, `--stream-dropout terrain=0.2`), or rebuild the cube with them "
-            "(`landslide-dask cube --bands ...`).")
-    dims = tuple(ds["valid"].dims)
-    if dims != ("y", "x"):
-        raise InputDataError(f"{cube}: 'valid' has dims {dims}, expected ('y', 'x'); rebuild the cube.")
-    return ds
-
-
 def prepare(cube: str | Path, model: str | Path, *, window: int | None = None, overlap: int | None = None,
             batch_size: int | None = None, device: str | None = None, threads: int | None = None) -> Prepared:
     """Open and check a cube and a checkpoint for inference (every mismatch at once); the plan,
@@ -263,12 +225,13 @@ def prepare(cube: str | Path, model: str | Path, *, window: int | None = None, o
     scheduler (None: :func:`local_threads`)."""
     import zarr
 
-    from ..train.loop import checkpoint_reader, load_checkpoint
     from ..train.model import ModelConfig
 
     cube, model = Path(cube).resolve(), Path(model).resolve()
     ckpt = load_checkpoint(model)
-    ds = _check_inputs(cube, ckpt, model)
+    c = contract(ckpt)
+    ds = open_cube(cube)
+    check_cube_for_model(ds, c.streams, c.bands, c.droppable, cube=cube, model=model)
     valid = zarr.open_group(str(cube), mode="r")["valid"]
     shape = tuple(int(v) for v in valid.shape)
     chunks = tuple(int(v) for v in valid.chunks)
@@ -280,7 +243,7 @@ def prepare(cube: str | Path, model: str | Path, *, window: int | None = None, o
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     plan = Plan(cube=str(cube), reader=checkpoint_reader(ckpt, [cube]), shape=shape, chunks=chunks,
                 model=str(model), model_mtime_ns=model.stat().st_mtime_ns, device=device, window=window,
-                overlap=overlap, streams=tuple(str(s) for s in ckpt["streams"]),
+                overlap=overlap, streams=c.streams,
                 local_threads=local_threads(device) if threads is None else int(threads),
                 multiple=cfg.size_multiple)
     batches = batches_of(windows_of(shape, window, overlap, cfg.size_multiple), batch_size)

@@ -37,7 +37,7 @@ references; both also per size class (by each object's own area: < 1,000 m², 1,
 
 The map
 -------
-``map.png``: the post-event RGB composite (2-98 % stretch, toned down) with true-positive pixels yellow,
+``map.png`` (drawn by :mod:`.figure`): the post-event RGB composite (2-98 % stretch, toned down) with true-positive pixels yellow,
 false positives magenta, misses (false negatives) cyan, predictions outside the evaluated area
 white, and the unevaluated area greyed. Regions larger than ``max_px`` are drawn at 1:step: the
 image is read strided and the classes are counted per step x step block (Dask ``coarsen``), each
@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask
@@ -61,25 +62,17 @@ from affine import Affine
 from ..cube.tiles import sparse_labels
 from ..errors import InputDataError
 from ..train.metrics import IGNORE, Confusion, average_precision, defined, fmt
+from ..common.files import write_text
 from .config import MIN_AREA_M2
-from .store import open_prediction, transform_of
+from .figure import cell_pixels, class_image, coarse, draw, rgb_lazy, stretch_rgb
 from .polygons import (CONNECTIVITY, components, polygonize, read_polygons_file,
                        resolve_threshold, threshold_level)
-from ..common.files import atomic_write, write_text
+from .store import open_prediction, transform_of
 
 log = logging.getLogger(__name__)
 
 SIZE_CLASSES = ((0.0, 1_000.0, "< 1,000 m²"), (1_000.0, 10_000.0, "1,000-10,000 m²"),
                 (10_000.0, float("inf"), ">= 10,000 m²"))
-# class index -> RGB (0..1)
-COLOURS = {
-    "tp": (1.0, 0.86, 0.0),       # yellow
-    "fp": (1.0, 0.0, 1.0),        # magenta
-    "fn": (0.0, 1.0, 1.0),        # cyan
-    "outside": (1.0, 1.0, 1.0),   # predicted where nothing can be judged
-}
-LEGEND = {"tp": "true positive (detected)", "fp": "false positive", "fn": "missed (false negative)",
-          "outside": "predicted outside the inventory area"}
 
 
 # helpers
@@ -88,7 +81,7 @@ LEGEND = {"tp": "true positive (detected)", "fp": "false positive", "fn": "misse
 def _open_cube(cube) -> tuple[xr.Dataset, str]:
     if isinstance(cube, xr.Dataset):
         return cube, "the cube dataset"
-    from ..cube.build import open_cube
+    from ..cube.read import open_cube
 
     return open_cube(cube), str(cube)
 
@@ -209,7 +202,7 @@ def object_metrics(pred: np.ndarray, ref: np.ndarray, min_iou: float = 0.1, min_
             "size_classes": classes, "_flags": m}
 
 
-# the map
+# labelled samples
 
 
 def blob_metrics(hit: np.ndarray, label: np.ndarray, evaluated: np.ndarray) -> dict:
@@ -234,93 +227,6 @@ def blob_metrics(hit: np.ndarray, label: np.ndarray, evaluated: np.ndarray) -> d
             "precision": conf.precision(), "mcc": conf.mcc(),
             "rule": "a landslide blob is found when >= 50 % of its pixels are mapped; a non-landslide blob is "
                     "rejected when < 50 % are"}
-
-
-def _coarse(arr: da.Array, step: int) -> da.Array:
-    """Block sums over step x step (padded at the far edges), lazily."""
-    if step == 1:
-        return arr.astype(np.int32)
-    x = xr.DataArray(arr.astype(np.int32), dims=("y", "x"))
-    return x.coarsen(y=step, x=step, boundary="pad").sum().data
-
-
-def class_image(counts: dict[str, np.ndarray], unevaluated: np.ndarray, rgb: np.ndarray,
-                valid: np.ndarray) -> np.ndarray:
-    """RGB (0..1) of the map: image, greyed where unevaluated, each cell's majority class on top.
-
-    The image is toned down (half desaturated, dimmed) so the saturated class colours stand out
-    even over bright or bluish ground.
-    """
-    grey_of = rgb @ np.array([0.299, 0.587, 0.114])
-    img = 0.8 * (0.5 * rgb + 0.5 * grey_of[..., None])
-    img[~valid] = (0.25, 0.25, 0.25)
-    grey = unevaluated & valid
-    img[grey] = 0.45 * img[grey] + 0.55 * np.array([0.6, 0.6, 0.6])
-    names = list(COLOURS)
-    stack = np.stack([counts[n] for n in names])  # order is also the tie priority
-    best = np.argmax(stack, axis=0)
-    anyc = stack.max(axis=0) > 0
-    for k, n in enumerate(names):
-        img[anyc & (best == k)] = COLOURS[n]
-    return img
-
-
-def _draw(img: np.ndarray, png: Path, title: str, present: set[str], min_side: int = 800,
-          attribution: str | None = None, attribution_latin: str | None = None) -> None:
-    """Save the map one image cell per screen pixel (small maps enlarged by a whole factor), so no
-    class is lost or blended by matplotlib's own resampling; title above, legend (and the data's
-    attribution) below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    h, w = img.shape[:2]
-    scale = max(1, min_side // max(h, w, 1))
-    if scale > 1:
-        img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
-        h, w = img.shape[:2]
-    dpi, top, bottom, side = 100, 50, 60 + (40 if attribution else 0), 10
-    fig_w, fig_h = max(w + 2 * side, 1000), h + top + bottom
-    fig = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
-    ax = fig.add_axes(((fig_w - w) / 2 / fig_w, bottom / fig_h, w / fig_w, h / fig_h))
-    ax.imshow(img, interpolation="nearest", aspect="auto")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    handles = [Patch(facecolor=COLOURS[n], edgecolor="black", linewidth=0.5, label=LEGEND[n])
-               for n in COLOURS if n in present or n in ("tp", "fp", "fn")]
-    handles.append(Patch(facecolor=(0.6, 0.6, 0.6), edgecolor="black", linewidth=0.5,
-                         label="not evaluated (outside inventory area)"))
-    handles.append(Patch(facecolor=(0.25, 0.25, 0.25), edgecolor="black", linewidth=0.5, label="no valid data"))
-    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 40 / fig_h if attribution else 0.0), ncol=3,
-               frameon=False, fontsize=9)
-    if attribution:
-        import textwrap
-
-        fonts = _cjk_font()
-        # without a font for its script, a notice would print as empty boxes: print its Latin form
-        # (the full notice is in the PNG's metadata and in report.md)
-        text = attribution if fonts[0] != "DejaVu Sans" or attribution.isascii() or not attribution_latin \
-            else attribution_latin
-        fig.text(0.5, 4 / fig_h, "\n".join(textwrap.wrap(text, max(60, fig_w // 7))), ha="center",
-                 va="bottom", fontsize=7, fontfamily=fonts)
-    fig.suptitle(title, fontsize=10, y=1 - 4 / fig_h, va="top")
-    try:
-        atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png",
-                                                  metadata={"Copyright": attribution} if attribution else None))
-    finally:
-        plt.close(fig)
-
-
-def _cjk_font() -> list[str]:
-    """Fonts that draw the Japanese attribution notices, where installed, before the default."""
-    from matplotlib import font_manager
-
-    have = {f.name for f in font_manager.fontManager.ttflist}
-    cjk = [n for n in ("Noto Sans CJK JP", "IPAexGothic", "IPAGothic", "TakaoPGothic", "Droid Sans Fallback")
-           if n in have]
-    return [*cjk, "DejaVu Sans"]
 
 
 # reports
@@ -378,6 +284,128 @@ def markdown_report(rep: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class _Pixels:
+    """One read of a prediction and its cube: the lazy layers the objects need, the pixel
+    confusion and average precision, and the map's cells at 1:``step``."""
+
+    hit: da.Array
+    truth: da.Array
+    valid: da.Array
+    evaluated: da.Array
+    conf: Confusion
+    ap: float
+    step: int
+    counts: dict[str, np.ndarray]
+    unevaluated: np.ndarray
+    rgb: np.ndarray
+    rgb_valid: np.ndarray
+
+
+def _pixels(pred: xr.Dataset, cb: xr.Dataset, level: int, max_px: int, client=None) -> _Pixels:
+    """Pixel counts, per-level histograms and the map's coarse cells, in one pass over both inputs."""
+    prob = pred["probability"].data
+    chunks = prob.chunks
+    label = cb["label"].data.rechunk(chunks)
+    valid = cb["valid"].data.rechunk(chunks).astype(bool) if "valid" in cb else da.ones(prob.shape, bool, chunks=chunks)
+    if "valid" in pred:
+        valid = valid & pred["valid"].data.rechunk(chunks).astype(bool)
+    hit = prob >= np.uint8(level)
+    truth = label == 1
+    evaluated = (label != IGNORE) & valid
+    layers = {"tp": hit & truth & evaluated, "fp": hit & ~truth & evaluated, "fn": ~hit & truth & evaluated,
+              "outside": hit & ~evaluated}
+    tn = ~hit & ~truth & evaluated
+    sums = [layers[k].sum(dtype=np.int64) for k in ("tp", "fp", "fn")] + [tn.sum(dtype=np.int64)]
+    # per-level counts of landslide and other pixels: average precision, whatever the threshold
+    level_of = prob.astype(np.int16)
+    hists = [da.bincount(da.where(evaluated & cls, level_of, 256).ravel(), minlength=257)[:256]
+             for cls in (truth, ~truth)]
+    step = max(1, int(np.ceil(max(prob.shape) / max_px)))
+    cells = {k: coarse(v, step) for k, v in layers.items()}
+    computed = _compute(*sums, *cells.values(), coarse(~evaluated, step), rgb_lazy(cb, step), valid[::step, ::step],
+                        *hists, client=client)
+    return _Pixels(hit=hit, truth=truth, valid=valid, evaluated=evaluated,
+                   conf=Confusion(*(int(v) for v in computed[:4])), ap=average_precision(computed[11], computed[12]),
+                   step=step, counts=dict(zip(cells, computed[4:8])), unevaluated=computed[8], rgb=computed[9],
+                   rgb_valid=np.asarray(computed[10], dtype=bool))
+
+
+def _predicted_objects(pred: xr.Dataset, polygons, t: float, min_area_m2: float, client=None
+                       ) -> tuple[np.ndarray, str]:
+    """The predicted polygons (made at ``t``, or the given ones at least ``min_area_m2``) and their source."""
+    if polygons is None:
+        pg = polygonize(pred, None, threshold=t, min_area_m2=min_area_m2, client=client)
+        source = f"polygonised at this threshold ({CONNECTIVITY}-connected)"
+    else:
+        crs = pred.attrs["crs"]
+        given = isinstance(polygons, gpd.GeoDataFrame)
+        pg = polygons.to_crs(crs) if given else read_polygons_file(polygons, crs)
+        source = "the given GeoDataFrame" if given else f"`{polygons}`"
+        area = pg["area_m2"].to_numpy(float) if "area_m2" in pg else pg.geometry.area.to_numpy()
+        pg = pg[area >= min_area_m2]
+    return np.asarray(pg.geometry.values, dtype=object), source
+
+
+def _reference_objects(pred: xr.Dataset, px: _Pixels, inventory, min_area_m2: float, client=None
+                       ) -> tuple[np.ndarray, str]:
+    """The reference polygons (the inventory file's clipped to the cube, or the label's objects)
+    and their source."""
+    transform = transform_of(pred)
+    if inventory is not None:
+        from ..cube.inventory import read_polygons
+
+        inv, _ = read_polygons(inventory, "inventory")
+        h, w = px.hit.shape
+        box = shapely.box(*_bounds(transform, h, w))
+        rgeoms = shapely.intersection(np.asarray(inv.to_crs(pred.attrs["crs"]).geometry.values, dtype=object), box)
+        rgeoms = rgeoms[~shapely.is_empty(rgeoms) & (shapely.area(rgeoms) > 0)]
+        return rgeoms, f"inventory `{inventory}` ({len(inv)} polygons, clipped to the cube)"
+    rgeoms, *_ = components(px.truth & px.valid, None, transform, min_area_m2, client)
+    return rgeoms, (f"the cube's label layer ({CONNECTIVITY}-connected objects of label 1 on valid pixels, "
+                    f"at least {min_area_m2:.0f} m² like the predictions)")
+
+
+def _object_report(pred: xr.Dataset, px: _Pixels, polygons, inventory, t: float, min_area_m2: float,
+                   min_iou: float, min_cover: float, client=None) -> dict:
+    """Object metrics of the predicted against the reference objects, counting those whose interior
+    point lies in the evaluated area, with the rule and sources in words."""
+    transform = transform_of(pred)
+    pgeoms, predicted_source = _predicted_objects(pred, polygons, t, min_area_m2, client)
+    rgeoms, reference_source = _reference_objects(pred, px, inventory, min_area_m2, client)
+    pred_in = _sample(px.evaluated, transform, shapely.point_on_surface(pgeoms), client)
+    ref_in = (_sample(px.evaluated, transform, shapely.point_on_surface(rgeoms), client) if len(rgeoms)
+              else np.zeros(0, dtype=bool))
+    om = object_metrics(pgeoms, rgeoms, min_iou, min_cover, pred_in, ref_in)
+    om.pop("_flags")
+    om.update({"rule": (f"A predicted and a reference object match when IoU ≥ {min_iou:g} or the overlap covers "
+                        f"≥ {min_cover:.0%} of the smaller one; matching is many-to-many; only objects whose "
+                        "interior point lies in the evaluated area are counted."),
+               "min_iou": min_iou, "min_cover": min_cover, "connectivity": CONNECTIVITY,
+               "reference_source": reference_source, "predicted_source": predicted_source})
+    return om
+
+
+def _draw_map(rep: dict, px: _Pixels, beside: bool, attribution_latin: str | None) -> None:
+    """``map.png``: the classes over the image (the image alone on the left with ``beside``)."""
+    h, w = px.hit.shape
+    step, conf, om = px.step, px.conf, rep["object"]
+    rgb = stretch_rgb(px.rgb, px.rgb_valid)
+    img = class_image(px.counts, np.asarray(px.unevaluated) * 2 > cell_pixels(h, w, step), rgb, px.rgb_valid)
+    if beside:
+        plain = np.where(px.rgb_valid[..., None], rgb, 0.25)
+        img = np.concatenate([plain, np.ones((img.shape[0], max(4, img.shape[1] // 50), 3)), img], axis=1)
+    present = {k for k, v in px.counts.items() if np.any(v)}
+    drawn = f" (drawn at 1:{step})" if step > 1 else ""
+    title = (f"{rep['region']}{drawn} — pixels: MCC {fmt(conf.mcc(), 2)}, F1 {fmt(conf.f1(), 2)}, "
+             f"precision {fmt(conf.precision(), 2)}, recall {fmt(conf.recall(), 2)}\n"
+             f"objects: precision {om['precision']:.2f}, recall {om['recall']:.2f} "
+             f"({om['detected_reference']}/{om['n_reference']} detected, {om['fp_predicted']} false) · "
+             f"threshold {rep['threshold']:.2f}, min area {rep['min_area_m2']:.0f} m²")
+    draw(img, Path(rep["files"]["map"]), title, present, attribution=rep["attribution"],
+         attribution_latin=attribution_latin)
+
+
 def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, threshold: float | None = None,
                  min_area_m2: float = MIN_AREA_M2, *, name: str | None = None, min_iou: float = 0.1,
                  min_cover: float = 0.5, max_px: int = 1600, client=None, attribution: str | None = None,
@@ -403,144 +431,32 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
     t = resolve_threshold(pred, threshold)
     level = threshold_level(t)
     transform = transform_of(pred)
-    crs = pred.attrs["crs"]
     pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if name is None:
         name = cb.attrs.get("region") or (Path(str(cube)).name.removesuffix(".zarr") if not isinstance(cube, xr.Dataset)
                                           else "region")
-
-    # lazy layers (one read of each input for metrics and map together)
-    prob = pred["probability"].data
-    chunks = prob.chunks
-    label = cb["label"].data.rechunk(chunks)
-    valid = cb["valid"].data.rechunk(chunks).astype(bool) if "valid" in cb else da.ones(prob.shape, bool, chunks=chunks)
-    if "valid" in pred:
-        valid = valid & pred["valid"].data.rechunk(chunks).astype(bool)
-    hit = prob >= np.uint8(level)
-    truth = label == 1
-    evaluated = (label != IGNORE) & valid
-    layers = {"tp": hit & truth & evaluated, "fp": hit & ~truth & evaluated, "fn": ~hit & truth & evaluated,
-              "outside": hit & ~evaluated}
-    tn = ~hit & ~truth & evaluated
-    sums = [layers[k].sum(dtype=np.int64) for k in ("tp", "fp", "fn")] + [tn.sum(dtype=np.int64)]
-    # per-level counts of landslide and other pixels: average precision, whatever the threshold
-    level_of = prob.astype(np.int16)
-    hists = [da.bincount(da.where(evaluated & cls, level_of, 256).ravel(), minlength=257)[:256]
-             for cls in (truth, ~truth)]
-
-    h, w = prob.shape
-    step = max(1, int(np.ceil(max(h, w) / max_px)))
-    coarse = {k: _coarse(v, step) for k, v in layers.items()}
-    coarse_uneval = _coarse(~evaluated, step)
-    rgb_lazy = _rgb_lazy(cb, step)
-    valid_strided = valid[::step, ::step]
-    computed = _compute(*sums, *coarse.values(), coarse_uneval, rgb_lazy, valid_strided, *hists, client=client)
-    tp, fp, fn, tn_n = (int(v) for v in computed[:4])
-    conf = Confusion(tp, fp, fn, tn_n)
-    ap = average_precision(computed[11], computed[12])
-    counts = dict(zip(coarse, computed[4:8]))
-    n_uneval = computed[8]
-    rgb_raw, vmask = computed[9], np.asarray(computed[10], dtype=bool)
-
-    # objects
-    if polygons is None:
-        pg = polygonize(pred, None, threshold=t, min_area_m2=min_area_m2, client=client)
-        predicted_source = f"polygonised at this threshold ({CONNECTIVITY}-connected)"
-    else:
-        pg = polygons.to_crs(crs) if isinstance(polygons, gpd.GeoDataFrame) else read_polygons_file(polygons, crs)
-        predicted_source = "the given GeoDataFrame" if isinstance(polygons, gpd.GeoDataFrame) else f"`{polygons}`"
-        area = pg["area_m2"].to_numpy(float) if "area_m2" in pg else pg.geometry.area.to_numpy()
-        pg = pg[area >= min_area_m2]
-    pgeoms = np.asarray(pg.geometry.values, dtype=object)
-    pred_in = _sample(evaluated, transform, shapely.point_on_surface(pgeoms), client)
-
-    if inventory is not None:
-        from ..cube.inventory import read_polygons
-
-        inv, _ = read_polygons(inventory, "inventory")
-        box = shapely.box(*_bounds(transform, h, w))
-        rgeoms = shapely.intersection(np.asarray(inv.to_crs(crs).geometry.values, dtype=object), box)
-        rgeoms = rgeoms[~shapely.is_empty(rgeoms) & (shapely.area(rgeoms) > 0)]
-        reference_source = f"inventory `{inventory}` ({len(inv)} polygons, clipped to the cube)"
-    else:
-        rgeoms, *_ = components(truth & valid, None, transform, min_area_m2, client)
-        reference_source = (f"the cube's label layer ({CONNECTIVITY}-connected objects of label 1 on valid pixels, "
-                            f"at least {min_area_m2:.0f} m² like the predictions)")
-    ref_in = _sample(evaluated, transform, shapely.point_on_surface(rgeoms), client) if len(rgeoms) else \
-        np.zeros(0, dtype=bool)
-    om = object_metrics(pgeoms, rgeoms, min_iou, min_cover, pred_in, ref_in)
-    om.pop("_flags")
-    om.update({"rule": (f"A predicted and a reference object match when IoU ≥ {min_iou:g} or the overlap covers "
-                        f"≥ {min_cover:.0%} of the smaller one; matching is many-to-many; only objects whose "
-                        "interior point lies in the evaluated area are counted."),
-               "min_iou": min_iou, "min_cover": min_cover, "connectivity": CONNECTIVITY,
-               "reference_source": reference_source, "predicted_source": predicted_source})
-
-    # labelled samples (sparse blobs, not outlines): found / rejected per blob
+    px = _pixels(pred, cb, level, max_px, client)
+    om = _object_report(pred, px, polygons, inventory, t, min_area_m2, min_iou, min_cover, client)
     blobs = None
-    if sparse_labels(cb):
-        hit_np, lab_np, ev_np = _compute(hit, cb["label"].data.rechunk(chunks), evaluated, client=client)
+    if sparse_labels(cb):  # labelled samples (sparse blobs, not outlines): found / rejected per blob
+        hit_np, lab_np, ev_np = _compute(px.hit, cb["label"].data.rechunk(px.hit.chunks), px.evaluated, client=client)
         blobs = blob_metrics(np.asarray(hit_np) & np.asarray(ev_np), np.asarray(lab_np), np.asarray(ev_np))
-
-    # outputs
-    png = out_dir / "map.png"
+    conf = px.conf
     rep = {"region": name, "prediction": str(prediction) if not isinstance(prediction, xr.Dataset) else "dataset",
            "cube": str(cube) if not isinstance(cube, xr.Dataset) else "dataset", "model": pred.attrs.get("model"),
-           "crs": crs, "threshold": t, "threshold_level": level, "threshold_source": threshold_source,
+           "crs": pred.attrs["crs"], "threshold": t, "threshold_level": level, "threshold_source": threshold_source,
            "min_area_m2": float(min_area_m2), "evaluated_km2": conf.total * pixel_area / 1e6,
            "attribution": attribution,
-           "pixel": {**conf.scores(), "average_precision": ap if defined(ap) else None}, "object": om, "map_step": step,
-           **({"blobs": blobs} if blobs is not None else {}),
+           "pixel": {**conf.scores(), "average_precision": px.ap if defined(px.ap) else None}, "object": om,
+           "map_step": px.step, **({"blobs": blobs} if blobs is not None else {}),
            "files": {"report_md": str(out_dir / "report.md"), "report_json": str(out_dir / "report.json"),
-                     "map": str(png)}}
-    rgb = _stretch(rgb_raw, vmask)
-    img = class_image(counts, np.asarray(n_uneval) * 2 > _cell_pixels(h, w, step), rgb, vmask)
-    if beside:
-        plain = np.where(vmask[..., None], rgb, 0.25)
-        img = np.concatenate([plain, np.ones((img.shape[0], max(4, img.shape[1] // 50), 3)), img], axis=1)
-    present = {k for k, v in counts.items() if np.any(v)}
-    drawn = f" (drawn at 1:{step})" if step > 1 else ""
-    title = (f"{name}{drawn} — pixels: MCC {fmt(conf.mcc(), 2)}, F1 {fmt(conf.f1(), 2)}, "
-             f"precision {fmt(conf.precision(), 2)}, recall {fmt(conf.recall(), 2)}\nobjects: precision {om['precision']:.2f}, recall {om['recall']:.2f} "
-             f"({om['detected_reference']}/{om['n_reference']} detected, {om['fp_predicted']} false) · "
-             f"threshold {t:.2f}, min area {min_area_m2:.0f} m²")
-    _draw(img, png, title, present, attribution=attribution, attribution_latin=attribution_latin)
+                     "map": str(out_dir / "map.png")}}
+    _draw_map(rep, px, beside, attribution_latin)
     write_text(out_dir / "report.json", json.dumps(rep, indent=2, default=_json_default) + "\n")
     write_text(out_dir / "report.md", markdown_report(rep))
     return rep
-
-
-def _rgb_lazy(cb: xr.Dataset, step: int):
-    var = "post" if "post" in cb else ("pre" if "pre" in cb else None)
-    if var is None:
-        raise InputDataError("The cube has no 'post' (or 'pre') image to draw the map on.")
-    bands = [str(b) for b in cb["band"].values] if "band" in cb.coords else []
-    pick = [bands.index(b) for b in ("red", "green", "blue") if b in bands]
-    if len(pick) < 3:
-        pick = list(range(min(3, cb[var].sizes["band"])))
-    arr = cb[var].isel(band=pick).data[:, ::step, ::step]
-    return da.moveaxis(arr, 0, -1)
-
-
-def _stretch(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    from ..cube.quicklook import stretch
-
-    rgb = np.asarray(rgb)
-    if rgb.shape[-1] < 3:  # grey image: repeat its band
-        rgb = np.repeat(rgb[..., :1], 3, axis=-1)
-    return stretch(rgb, valid)
-
-
-def _cell_pixels(h: int, w: int, step: int) -> np.ndarray:
-    """Pixels of the region inside each coarse cell (edge cells are partial)."""
-    ny, nx = -(-h // step), -(-w // step)
-    rows = np.full(ny, step)
-    rows[-1] = h - step * (ny - 1)
-    cols = np.full(nx, step)
-    cols[-1] = w - step * (nx - 1)
-    return rows[:, None] * cols[None, :]
 
 
 def _bounds(t: Affine, h: int, w: int) -> tuple[float, float, float, float]:
@@ -558,5 +474,4 @@ def _json_default(o):
     return str(o)
 
 
-__all__ = ["evaluate_map", "object_metrics", "match_objects", "markdown_report", "class_image", "SIZE_CLASSES",
-           "COLOURS"]
+__all__ = ["evaluate_map", "object_metrics", "match_objects", "blob_metrics", "markdown_report", "SIZE_CLASSES"]

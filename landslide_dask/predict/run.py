@@ -29,6 +29,7 @@ import numpy as np
 
 from ..common.workers import total_threads
 from ..errors import InputDataError, UsageError
+from ..train.checkpoint import contract
 from . import engine, store
 from .engine import Plan
 from .windows import blend_weights, chunk_bounds, chunk_grid, contributions
@@ -111,7 +112,7 @@ def _set_threshold(out: Path, plan, extra: dict, rule: str) -> None:
 
     t, how = choose_threshold(out, plan.cube, extra["ckpt"], rule)
     zarr.open_group(str(out), mode="r+").attrs.update(
-        {"threshold": t, "threshold_rule": how, "validation_threshold": float(extra["ckpt"].get("threshold", 0.5))})
+        {"threshold": t, "threshold_rule": how, "validation_threshold": contract(extra["ckpt"]).threshold})
     log.info("threshold %.3f: %s", t, how)
 
 
@@ -268,6 +269,94 @@ class _DistributedPool:
             self.client.cancel(list(futures))
 
 
+class _Stream:
+    """One streamed run's bookkeeping (see :func:`_stream`): which batches each output chunk needs,
+    the batches submitted and still needed, the chunks waiting for batches, the tasks running, and
+    how far the chunk rows are submitted and written."""
+
+    def __init__(self, plan: Plan, batches: list, todo: list[tuple[int, int]], out: str, pool, bar) -> None:
+        self.plan, self.batches, self.out, self.pool, self.bar = plan, batches, out, pool, bar
+        self.contrib = contributions(plan.shape, plan.chunks, batches, todo)
+        self.need = {ij: {b for *_, b, _ in c} for ij, c in self.contrib.items()}
+        self.chunks_of: dict[int, list[tuple[int, int]]] = {}
+        for ij, bs in self.need.items():
+            for b in bs:
+                self.chunks_of.setdefault(b, []).append(ij)
+        self.by_row: dict[int, list[tuple[int, int]]] = {}
+        for ij in todo:
+            self.by_row.setdefault(ij[0], []).append(ij)
+        self.rows = sorted(self.by_row)
+        per_row = max(1, len(self.chunks_of) // max(1, len(self.rows)))
+        self.lookahead = max(1, math.ceil(2 * pool.threads / per_row))
+        self.tok = hashlib.sha1(repr((plan, out)).encode()).hexdigest()[:12]
+        self.users = {b: len(ijs) for b, ijs in self.chunks_of.items()}  # chunks whose write is not submitted yet
+        self.batch_futs: dict[int, object] = {}                             # submitted and still needed
+        self.done: set[int] = set()
+        self.waiting: dict[tuple[int, int], set[int]] = {}                  # submitted chunks: batches not done
+        self.running: dict[object, tuple[str, object]] = {}
+        self.left = {r: len(self.by_row[r]) for r in self.rows}             # chunks of a row not written yet
+        self.submitted = 0                                                  # chunk rows submitted
+        self.first = 0                                                      # chunk rows fully written
+
+    def submit_write(self, ij: tuple[int, int]) -> None:
+        """Write chunk ``ij`` from its batches' results; release each batch no other chunk still needs."""
+        i, j = ij
+        args = [(r, c, h, w, self.pool.value(self.batch_futs[b]), k) for r, c, h, w, b, k in self.contrib[ij]]
+        fut = self.pool.submit(f"predict-write-{self.tok}-{i}-{j}", _write_chunk, self.plan, self.out, i, j, args)
+        self.running[fut] = ("write", ij)
+        del self.waiting[ij]
+        for b in self.need[ij]:
+            self.users[b] -= 1
+            if not self.users[b]:
+                del self.batch_futs[b]   # the write holds the result now
+
+    def submit_rows(self) -> None:
+        """Submit the batches of the chunk rows up to ``lookahead`` past the first unfinished one."""
+        while self.submitted < len(self.rows) and self.submitted <= self.first + self.lookahead:
+            for ij in self.by_row[self.rows[self.submitted]]:
+                for b in sorted(self.need[ij] - self.done - self.batch_futs.keys()):
+                    self.batch_futs[b] = self.pool.submit(f"predict-batch-{self.tok}-{b}", engine.run_batch,
+                                                          self.plan, self.batches[b])
+                    self.running[self.batch_futs[b]] = ("batch", b)
+                self.waiting[ij] = self.need[ij] - self.done
+                if not self.waiting[ij]:
+                    self.submit_write(ij)
+            self.submitted += 1
+
+    def batch_done(self, b: int) -> None:
+        """Batch ``b`` finished: write every submitted chunk that waited only for it."""
+        self.done.add(b)
+        for ij in self.chunks_of[b]:
+            if ij in self.waiting:
+                self.waiting[ij].discard(b)
+                if not self.waiting[ij]:
+                    self.submit_write(ij)
+
+    def chunk_written(self, ij: tuple[int, int]) -> None:
+        """Chunk ``ij`` is written: count it, and move past the chunk rows now complete."""
+        self.left[ij[0]] -= 1
+        if self.bar is not None:
+            self.bar.update(1)
+        while self.first < len(self.rows) and not self.left[self.rows[self.first]]:
+            self.first += 1
+
+    def run(self) -> None:
+        try:
+            self.submit_rows()
+            while self.running:
+                for f in self.pool.wait_any(list(self.running)):
+                    kind, what = self.running.pop(f)
+                    self.pool.check(f)   # a task's error (e.g. a corrupt chunk) is raised here
+                    if kind == "batch":
+                        self.batch_done(what)
+                    else:
+                        self.chunk_written(what)
+                self.submit_rows()
+        except BaseException:
+            self.pool.cancel(list(self.running))
+            raise
+
+
 def _stream(plan: Plan, batches: list, todo: list[tuple[int, int]], out: str, pool, bar) -> None:
     """Compute and write the chunks of ``todo`` strip by strip.
 
@@ -278,70 +367,7 @@ def _stream(plan: Plan, batches: list, todo: list[tuple[int, int]], out: str, po
     its height), and the workers are never idle for want of submitted work (``lookahead`` keeps at
     least twice as many batches in flight as there are threads). Errors cancel what is pending and
     propagate (chunks already written stay marked: a rerun resumes)."""
-    contrib = contributions(plan.shape, plan.chunks, batches, todo)
-    need = {ij: {b for *_, b, _ in c} for ij, c in contrib.items()}
-    chunks_of: dict[int, list[tuple[int, int]]] = {}
-    for ij, bs in need.items():
-        for b in bs:
-            chunks_of.setdefault(b, []).append(ij)
-    by_row: dict[int, list[tuple[int, int]]] = {}
-    for ij in todo:
-        by_row.setdefault(ij[0], []).append(ij)
-    rows = sorted(by_row)
-    lookahead = max(1, math.ceil(2 * pool.threads / max(1, len(chunks_of) // max(1, len(rows)))))
-    tok = hashlib.sha1(repr((plan, out)).encode()).hexdigest()[:12]
-    users = {b: len(ijs) for b, ijs in chunks_of.items()}   # chunks whose write is not submitted yet
-    batch_futs: dict[int, object] = {}                      # submitted and still needed
-    done: set[int] = set()
-    waiting: dict[tuple[int, int], set[int]] = {}           # submitted chunk rows: batches not done
-    running: dict[object, tuple[str, object]] = {}
-    left = {r: len(by_row[r]) for r in rows}                # chunks of a row not written yet
-    state = {"submitted": 0, "first": 0}                    # chunk rows submitted / fully written
-
-    def submit_write(ij) -> None:
-        i, j = ij
-        args = [(r, c, h, w, pool.value(batch_futs[b]), k) for r, c, h, w, b, k in contrib[ij]]
-        running[pool.submit(f"predict-write-{tok}-{i}-{j}", _write_chunk, plan, out, i, j, args)] = ("write", ij)
-        del waiting[ij]
-        for b in need[ij]:
-            users[b] -= 1
-            if not users[b]:
-                del batch_futs[b]   # the write holds the result now
-
-    def submit_rows() -> None:
-        while state["submitted"] < len(rows) and state["submitted"] <= state["first"] + lookahead:
-            for ij in by_row[rows[state["submitted"]]]:
-                for b in sorted(need[ij] - done - batch_futs.keys()):
-                    batch_futs[b] = pool.submit(f"predict-batch-{tok}-{b}", engine.run_batch, plan, batches[b])
-                    running[batch_futs[b]] = ("batch", b)
-                waiting[ij] = need[ij] - done
-                if not waiting[ij]:
-                    submit_write(ij)
-            state["submitted"] += 1
-
-    try:
-        submit_rows()
-        while running:
-            for f in pool.wait_any(list(running)):
-                kind, what = running.pop(f)
-                pool.check(f)   # a task's error (e.g. a corrupt chunk) is raised here
-                if kind == "batch":
-                    done.add(what)
-                    for ij in chunks_of[what]:
-                        if ij in waiting:
-                            waiting[ij].discard(what)
-                            if not waiting[ij]:
-                                submit_write(ij)
-                else:
-                    left[what[0]] -= 1
-                    if bar is not None:
-                        bar.update(1)
-            while state["first"] < len(rows) and not left[rows[state["first"]]]:
-                state["first"] += 1
-            submit_rows()
-    except BaseException:
-        pool.cancel(list(running))
-        raise
+    _Stream(plan, batches, todo, out, pool, bar).run()
 
 
 def _check_any_valid(plan: Plan) -> None:

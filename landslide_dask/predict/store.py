@@ -87,15 +87,16 @@ def create_output(out: Path, plan: Plan, run: dict, attrs: dict) -> None:
 
 def prediction_attrs(plan: Plan, extra: dict, run: dict) -> dict:
     """The store's attributes: georeferencing, the model and how the windows were blended."""
+    from ..train.checkpoint import contract
     from ..train.model import receptive_field_margin
 
-    ds, ckpt = extra["ds"], extra["ckpt"]
+    ds, c = extra["ds"], contract(extra["ckpt"])
     keep = ("crs", "epsg", "transform", "resolution", "event_date", "inventory")
     attrs = {k: ds.attrs[k] for k in keep if k in ds.attrs}
     attrs.update({
         "landslide_dask_version": __version__, "product": "landslide probability",
         "cube": plan.cube, "model": plan.model, "model_sha256": run["model_sha256"],
-        "threshold": float(ckpt.get("threshold", 0.5)), "bands": [str(b) for b in ckpt["bands"]],
+        "threshold": c.threshold, "bands": list(c.bands),
         "streams": list(plan.streams), "window": plan.window, "overlap": plan.overlap,
         "stride": plan.window - plan.overlap, "batch_size": run["batch_size"],
         "blending": f"Hann-tapered (Tukey) weights, ramp {plan.overlap} px, floor {WEIGHT_FLOOR}",

@@ -111,15 +111,20 @@ def resolve_rule(cube: str | Path, ckpt: dict, rule: str = "auto") -> str:
         raise UsageError(f"unknown threshold rule {rule!r}: use one of {', '.join(RULES)}")
     if rule != "auto":
         return rule
-    regions = ckpt.get("regions")
+    from ..train.checkpoint import contract
+
+    regions = contract(ckpt).regions
     return "validation" if regions is None or is_seen(cube, regions) else "scene"
 
 
 def choose_threshold(prediction, cube: str | Path, ckpt: dict, rule: str = "auto") -> tuple[float, str]:
     """The threshold a map uses and the rule that gave it (a sentence for reports)."""
-    validation = float(ckpt.get("threshold", 0.5))
+    from ..train.checkpoint import contract
+
+    c = contract(ckpt)
+    validation = c.threshold
     if resolve_rule(cube, ckpt, rule) == "validation":
-        note = "" if ckpt.get("regions") is not None else "; it records no training regions"
+        note = "" if c.regions is not None else "; it records no training regions"
         return validation, f"validation (the checkpoint's, chosen on its validation blocks{note})"
     t = scene_threshold(prediction)
     return t, (f"scene (Otsu on this map's log-odds, no labels; the checkpoint's validation threshold "

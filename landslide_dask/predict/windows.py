@@ -26,9 +26,10 @@ import math
 import numpy as np
 
 from ..errors import UsageError
-from .config import DEFAULT_OVERLAP, DEFAULT_WINDOW, MULTIPLE
+from ..train.config import INPUT_MULTIPLE
+from .config import DEFAULT_OVERLAP, DEFAULT_WINDOW
 
-__all__ = ["DEFAULT_WINDOW", "DEFAULT_OVERLAP", "MULTIPLE", "WEIGHT_FLOOR", "grid_origin", "axis_windows",
+__all__ = ["DEFAULT_WINDOW", "DEFAULT_OVERLAP", "WEIGHT_FLOOR", "grid_origin", "axis_windows",
            "windows_of", "overhead", "asymptotic_overhead", "blend_weights", "resolve_window", "batches_of",
            "chunk_grid", "chunk_bounds", "contributions"]
 
@@ -37,14 +38,14 @@ WEIGHT_FLOOR = 1e-3
 Window = tuple[int, int, int, int]  # row, col, height, width (cube pixels; row/col may be negative)
 
 
-def grid_origin(overlap: int, multiple: int = MULTIPLE) -> int:
+def grid_origin(overlap: int, multiple: int = INPUT_MULTIPLE) -> int:
     """Start of the first window: ``-overlap / 2`` rounded towards 0 to a multiple of ``multiple``, so
     every window sits at the same phase of the model's ``multiple``-px cycle as a whole-image pass
     (measured: a 16 px phase shift alone changes ~0.4 % of the pixels by more than 2/255)."""
     return -((overlap // 2) // multiple) * multiple
 
 
-def axis_windows(n: int, window: int, overlap: int, multiple: int = MULTIPLE) -> list[tuple[int, int]]:
+def axis_windows(n: int, window: int, overlap: int, multiple: int = INPUT_MULTIPLE) -> list[tuple[int, int]]:
     """``(start, size)`` of the windows along an axis of ``n`` px: starts every ``window - overlap``
     px from :func:`grid_origin`; the last window is trimmed to the smallest multiple of
     ``multiple`` that reaches the cube's end (its start stays on the grid, so nothing else moves)."""
@@ -61,7 +62,7 @@ def axis_windows(n: int, window: int, overlap: int, multiple: int = MULTIPLE) ->
     return out
 
 
-def windows_of(shape: tuple[int, ...], window: int, overlap: int, multiple: int = MULTIPLE) -> list[Window]:
+def windows_of(shape: tuple[int, ...], window: int, overlap: int, multiple: int = INPUT_MULTIPLE) -> list[Window]:
     """All windows ``(row, col, height, width)`` of a ``(..., H, W)`` region, row-major."""
     ys = axis_windows(int(shape[-2]), window, overlap, multiple)
     xs = axis_windows(int(shape[-1]), window, overlap, multiple)
@@ -69,7 +70,7 @@ def windows_of(shape: tuple[int, ...], window: int, overlap: int, multiple: int 
 
 
 def overhead(shape: tuple[int, ...], window: int | None = None, overlap: int | None = None,
-             multiple: int = MULTIPLE) -> float:
+             multiple: int = INPUT_MULTIPLE) -> float:
     """Pixels pushed through the model / pixels written for a ``(..., H, W)`` region (None: the
     defaults). Windows without a valid pixel are skipped at run time: this is an upper bound."""
     window, overlap = resolve_window(window, overlap, multiple)
@@ -103,7 +104,7 @@ def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
     return w
 
 
-def resolve_window(window: int | None, overlap: int | None, multiple: int = MULTIPLE) -> tuple[int, int]:
+def resolve_window(window: int | None, overlap: int | None, multiple: int = INPUT_MULTIPLE) -> tuple[int, int]:
     """The effective (window, overlap), checked: both multiples of the model's input multiple."""
     window = DEFAULT_WINDOW if window is None else int(window)
     overlap = DEFAULT_OVERLAP if overlap is None else int(overlap)

@@ -3,7 +3,7 @@
 ``cube --stac`` takes, besides an API URL:
 
 - a folder written by ``landslide-dask catalog`` (``DIR/stac/collections/*.json`` and
-  ``DIR/stac/items/*.json``, read by :func:`landslide_dask.stac.server.load_stac_dir`);
+  ``DIR/stac/items/*.json``, read by :func:`load_stac_dir`);
 - a static STAC catalog: a folder with ``catalog.json`` (or ``collection.json``), or that file,
   walked with pystac (child catalogs, collections, relative links);
 - an ItemCollection (a GeoJSON FeatureCollection of items; a single item or a list of items
@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,7 +31,8 @@ from ..errors import InputDataError, UsageError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STAC_SOURCES", "is_local_source", "local_path", "read_local_items", "filter_items", "collection_ids"]
+__all__ = ["STAC_SOURCES", "is_local_source", "local_path", "read_local_items", "filter_items", "collection_ids",
+           "find_stac_folder", "load_stac_dir", "features_of"]
 
 #: What ``--stac`` accepts, for messages.
 STAC_SOURCES = ("a STAC API URL (http(s)://...), a folder written by `landslide-dask catalog`, a static STAC "
@@ -57,22 +59,130 @@ def local_path(source: str | os.PathLike[str]) -> Path:
     return path
 
 
+def find_stac_folder(stac_root: str | os.PathLike[str]) -> Path:
+    """Return the folder holding ``collections/`` and ``items/``.
+
+    Accepts either ``DIR`` (containing ``stac/``) or ``DIR/stac`` itself, because users type both.
+    """
+    root = Path(stac_root).expanduser()
+    for cand in (root / "stac", root):
+        if (cand / "collections").is_dir():
+            return cand.resolve()
+    if not root.exists():
+        raise InputDataError(f"STAC folder {root} does not exist.")
+    raise InputDataError(
+        f"{root} is not a STAC folder: expected {root}/stac/collections/<id>.json and "
+        f"{root}/stac/items/<id>.json (write one with `landslide-dask catalog` for your own "
+        "GeoTIFFs, or generate the synthetic demo data)."
+    )
+
+
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InputDataError(f"cannot read {path}: {e}") from e
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputDataError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}).") from e
+        raise InputDataError(
+            f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})."
+        ) from e
 
 
-def _absolutise(item: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Relative asset hrefs made absolute against the folder of the file that held the item."""
-    for asset in (item.get("assets") or {}).values():
+def _is_absolute_href(href: str) -> bool:
+    return bool(_URL.match(href)) or os.path.isabs(href)
+
+
+def _absolutise_assets(obj: dict[str, Any], base_dir: Path) -> None:
+    """Make relative asset hrefs absolute paths (resolved against ``base_dir``), in place."""
+    for asset in (obj.get("assets") or {}).values():
         href = asset.get("href") if isinstance(asset, dict) else None
-        if isinstance(href, str) and href and not _URL.match(href) and not os.path.isabs(href):
-            asset["href"] = str((base / href).resolve())
+        if isinstance(href, str) and href and not _is_absolute_href(href):
+            asset["href"] = str((base_dir / href).resolve())
+
+
+def _absolutised(item: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``item`` with relative asset hrefs made absolute against the folder of its file."""
+    _absolutise_assets(item, base)
     return item
+
+
+def _keep_absolute_links(obj: dict[str, Any]) -> None:
+    """Drop relative links: the server writes its own self/root/parent links, and a relative
+    link from the folder would point nowhere once served."""
+    links = obj.get("links")
+    if isinstance(links, list):
+        obj["links"] = [
+            ln
+            for ln in links
+            if isinstance(ln, dict)
+            and isinstance(ln.get("href"), str)
+            and _URL.match(ln["href"])
+            and ln.get("rel") not in ("self", "root", "parent", "collection", "items", "item")
+        ]
+
+
+def load_stac_dir(stac_root: str | os.PathLike[str]) -> tuple[list[dict], list[dict]]:
+    """Read a STAC folder: ``(collections, items)`` with asset hrefs made absolute.
+
+    Errors name the offending file, so a user can fix a hand-edited catalogue.
+    """
+    folder = find_stac_folder(stac_root)
+    col_files = sorted((folder / "collections").glob("*.json"))
+    if not col_files:
+        raise InputDataError(f"no collection files in {folder / 'collections'} (expected <id>.json).")
+
+    collections: list[dict] = []
+    col_ids: dict[str, Path] = {}
+    for path in col_files:
+        col = _read_json(path)
+        if not isinstance(col, dict) or col.get("type") != "Collection" or not col.get("id"):
+            raise InputDataError(f"{path} is not a STAC Collection (needs type 'Collection' and an id).")
+        if col["id"] in col_ids:
+            raise InputDataError(f"collection id {col['id']!r} is defined twice: {col_ids[col['id']]} and {path}.")
+        col_ids[col["id"]] = path
+        _absolutise_assets(col, path.parent)
+        _keep_absolute_links(col)
+        collections.append(col)
+
+    items: list[dict] = []
+    seen: dict[tuple[str, str], Path] = {}
+    items_dir = folder / "items"
+    item_files = sorted(items_dir.glob("*.json")) if items_dir.is_dir() else []
+    for path in item_files:
+        features = features_of(_read_json(path), path, f"{path} is not a FeatureCollection of STAC Items.")
+        for item in features:
+            cid = item.get("collection") or path.stem
+            if cid not in col_ids:
+                raise InputDataError(
+                    f"{path}: item {item['id']!r} belongs to collection {cid!r}, which has no file "
+                    f"{folder / 'collections' / (cid + '.json')} (collections present: "
+                    f"{', '.join(sorted(col_ids))})."
+                )
+            key = (cid, item["id"])
+            if key in seen:
+                raise InputDataError(f"{path}: item id {item['id']!r} appears twice in collection {cid!r}.")
+            seen[key] = path
+            item["collection"] = cid
+            _absolutise_assets(item, path.parent)
+            _keep_absolute_links(item)
+            items.append(item)
+
+    missing = sorted({
+        a["href"]
+        for it in items
+        for a in (it.get("assets") or {}).values()
+        if isinstance(a, dict) and isinstance(a.get("href"), str)
+        and not _URL.match(a["href"]) and not os.path.exists(a["href"])
+    })
+    if missing:
+        warnings.warn(
+            f"{len(missing)} asset file(s) referenced in {items_dir} do not exist, e.g. "
+            f"{', '.join(missing[:3])}",
+            stacklevel=2,
+        )
+    return collections, items
 
 
 def features_of(data: Any, where: Path, expected: str | None = None) -> list[dict[str, Any]]:
@@ -112,7 +222,7 @@ def _static_catalog_items(root_file: Path) -> list[dict[str, Any]]:
         if href and not _URL.match(href) and Path(href).is_file():
             raw = _read_json(Path(href))
             raw.setdefault("collection", it.collection_id)
-            items.append(_absolutise(raw, Path(href).parent))
+            items.append(_absolutised(raw, Path(href).parent))
         else:  # an item without a file of its own: pystac's view, hrefs made absolute by pystac
             it.make_asset_hrefs_absolute()
             items.append(it.to_dict(transform_hrefs=False))
@@ -124,8 +234,6 @@ def read_local_items(source: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = local_path(source)
     if path.is_dir():
         if (path / "stac" / "collections").is_dir() or (path / "collections").is_dir():
-            from .server import load_stac_dir
-
             log.info("reading the catalogue folder %s", path)
             return load_stac_dir(path)[1]
         for name in ("catalog.json", "collection.json"):
@@ -140,7 +248,7 @@ def read_local_items(source: str | os.PathLike[str]) -> list[dict[str, Any]]:
     data = _read_json(path)
     if isinstance(data, dict) and data.get("type") in ("Catalog", "Collection"):
         return _static_catalog_items(path)
-    return [_absolutise(f, path.parent) for f in features_of(data, path)]
+    return [_absolutised(f, path.parent) for f in features_of(data, path)]
 
 
 def collection_ids(items: Sequence[dict[str, Any]]) -> list[str]:

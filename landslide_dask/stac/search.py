@@ -294,13 +294,27 @@ def search_items(
     if is_local_source(url):
         return _search_local(url, collections, box, dt, max_cloud, modifier, max_items)
 
-    from pystac_client import Client
-    from pystac_client.exceptions import APIError
-    from pystac_client.stac_api_io import StacApiIO
     retries = max(0, int(retries))
     url = url.rstrip("/")
+    client = _open_api(url, modifier, timeout, retries, backoff_factor)
+    kwargs, client_side_cloud = _search_kwargs(client, url, collections, box, dt, max_cloud, max_items)
+    items, dropped = _run_search(client, url, kwargs, collections, box, dt, max_cloud, max_items, client_side_cloud,
+                                 timeout, retries)
+    if not items:
+        available = _list_collections(client)
+        raise EmptySearchError(_empty_message(url, collections, box, dt, max_cloud, available, dropped))
+    log.info("%d STAC item(s) from %s (%s)", len(items), url, ", ".join(collections))
+    return items
 
-    # Back-off waits (and any Retry-After) are capped so the total stays ~ timeout * (retries + 1).
+
+def _open_api(url: str, modifier, timeout: float, retries: int, backoff_factor: float):
+    """The pystac-client ``Client`` of a STAC API that offers item search; clear errors otherwise.
+    Back-off waits (and any Retry-After) are capped so the total stays ~ timeout * (retries + 1)."""
+    from pystac_client import Client
+    from pystac_client.conformance import ConformanceClasses
+    from pystac_client.exceptions import APIError
+    from pystac_client.stac_api_io import StacApiIO
+
     retry = make_retry(retries, backoff_factor, backoff_max=max(1.0, min(10.0, timeout)))
     stac_io = StacApiIO(timeout=timeout, max_retries=retry)
     try:
@@ -315,14 +329,19 @@ def search_items(
         if type(e).__module__.startswith("pystac"):
             raise LandslideDaskError(f"{url} did not answer with a STAC API root ({e}).") from e
         raise
-
-    from pystac_client.conformance import ConformanceClasses
-
     if not client.conforms_to(ConformanceClasses.ITEM_SEARCH):
         raise LandslideDaskError(
             f"{url} does not offer STAC item search (no item-search conformance): give the URL of a "
             "STAC API, or the catalogue itself (a folder or an ItemCollection file) as --stac."
         )
+    return client
+
+
+def _search_kwargs(client, url: str, collections: list[str], box: Bbox, dt: Any, max_cloud: float | None,
+                   max_items: int | None) -> tuple[dict[str, Any], bool]:
+    """The search's arguments, and whether the cloud filter must be applied here (the server
+    offers neither the query nor the filter extension)."""
+    from pystac_client.conformance import ConformanceClasses
 
     kwargs: dict[str, Any] = {"collections": collections, "bbox": list(box), "limit": _PAGE_SIZE}
     if dt is not None:
@@ -339,6 +358,14 @@ def search_items(
             log.info("%s has neither query nor filter support: filtering eo:cloud_cover here", url)
     if max_items is not None and not client_side_cloud:
         kwargs["max_items"] = max_items
+    return kwargs, client_side_cloud
+
+
+def _run_search(client, url: str, kwargs: dict[str, Any], collections: list[str], box: Bbox, dt: Any,
+                max_cloud: float | None, max_items: int | None, client_side_cloud: bool, timeout: float,
+                retries: int) -> tuple[list[dict[str, Any]], tuple[int, int, float | None] | None]:
+    """Page through the search: (items, what the client-side cloud filter dropped or None)."""
+    from pystac_client.exceptions import APIError
 
     items: list[dict[str, Any]] = []
     n_over = n_unknown = 0
@@ -346,8 +373,7 @@ def search_items(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "numberMatched not in response" from rustac
-            search = client.search(**kwargs)
-            for item in search.items_as_dicts():
+            for item in client.search(**kwargs).items_as_dicts():
                 if client_side_cloud:
                     cc = (item.get("properties") or {}).get("eo:cloud_cover")
                     if cc is None:
@@ -371,13 +397,7 @@ def search_items(
         raise _wrap_api_error(url, e, timeout, retries, "search") from e
     except NotImplementedError as e:
         raise LandslideDaskError(f"{url} cannot run this search: {e}") from e
-
-    if not items:
-        available = _list_collections(client)
-        dropped = (n_over, n_unknown, lowest) if client_side_cloud else None
-        raise EmptySearchError(_empty_message(url, collections, box, dt, max_cloud, available, dropped))
-    log.info("%d STAC item(s) from %s (%s)", len(items), url, ", ".join(collections))
-    return items
+    return items, ((n_over, n_unknown, lowest) if client_side_cloud else None)
 
 
 def _search_local(source: str, collections: list[str], box: Bbox, dt: Any, max_cloud: float | None,

@@ -29,7 +29,6 @@ import atexit
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -37,154 +36,26 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import requests
 
-from ..errors import InputDataError, LandslideDaskError, StacUnreachableError
-from .local import features_of
+from ..errors import LandslideDaskError, StacUnreachableError
+from .local import load_stac_dir
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "StacServer",
-    "find_stac_folder",
-    "load_stac_dir",
     "run_stac_server",
     "serve_stac",
 ]
 
-_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 STARTUP_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
-
-
-# Reading a STAC folder
-
-
-def find_stac_folder(stac_root: str | os.PathLike[str]) -> Path:
-    """Return the folder holding ``collections/`` and ``items/``.
-
-    Accepts either ``DIR`` (containing ``stac/``) or ``DIR/stac`` itself, because users type both.
-    """
-    root = Path(stac_root).expanduser()
-    for cand in (root / "stac", root):
-        if (cand / "collections").is_dir():
-            return cand.resolve()
-    if not root.exists():
-        raise InputDataError(f"STAC folder {root} does not exist.")
-    raise InputDataError(
-        f"{root} is not a STAC folder: expected {root}/stac/collections/<id>.json and "
-        f"{root}/stac/items/<id>.json (write one with `landslide-dask catalog` for your own "
-        "GeoTIFFs, or generate the synthetic demo data)."
-    )
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputDataError(f"cannot read {path}: {e}") from e
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputDataError(
-            f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})."
-        ) from e
-
-
-def _is_absolute_href(href: str) -> bool:
-    return bool(_URL_RE.match(href)) or os.path.isabs(href)
-
-
-def _absolutise_assets(obj: dict[str, Any], base_dir: Path) -> None:
-    """Make relative asset hrefs absolute paths (resolved against ``base_dir``), in place."""
-    for asset in (obj.get("assets") or {}).values():
-        href = asset.get("href") if isinstance(asset, dict) else None
-        if isinstance(href, str) and href and not _is_absolute_href(href):
-            asset["href"] = str((base_dir / href).resolve())
-
-
-def _keep_absolute_links(obj: dict[str, Any]) -> None:
-    """Drop relative links: the server writes its own self/root/parent links, and a relative
-    link from the folder would point nowhere once served."""
-    links = obj.get("links")
-    if isinstance(links, list):
-        obj["links"] = [
-            ln
-            for ln in links
-            if isinstance(ln, dict)
-            and isinstance(ln.get("href"), str)
-            and _URL_RE.match(ln["href"])
-            and ln.get("rel") not in ("self", "root", "parent", "collection", "items", "item")
-        ]
-
-
-def load_stac_dir(stac_root: str | os.PathLike[str]) -> tuple[list[dict], list[dict]]:
-    """Read a STAC folder: ``(collections, items)`` with asset hrefs made absolute.
-
-    Errors name the offending file, so a user can fix a hand-edited catalogue.
-    """
-    folder = find_stac_folder(stac_root)
-    col_files = sorted((folder / "collections").glob("*.json"))
-    if not col_files:
-        raise InputDataError(f"no collection files in {folder / 'collections'} (expected <id>.json).")
-
-    collections: list[dict] = []
-    col_ids: dict[str, Path] = {}
-    for path in col_files:
-        col = _read_json(path)
-        if not isinstance(col, dict) or col.get("type") != "Collection" or not col.get("id"):
-            raise InputDataError(f"{path} is not a STAC Collection (needs type 'Collection' and an id).")
-        if col["id"] in col_ids:
-            raise InputDataError(f"collection id {col['id']!r} is defined twice: {col_ids[col['id']]} and {path}.")
-        col_ids[col["id"]] = path
-        _absolutise_assets(col, path.parent)
-        _keep_absolute_links(col)
-        collections.append(col)
-
-    items: list[dict] = []
-    seen: dict[tuple[str, str], Path] = {}
-    items_dir = folder / "items"
-    item_files = sorted(items_dir.glob("*.json")) if items_dir.is_dir() else []
-    for path in item_files:
-        features = features_of(_read_json(path), path, f"{path} is not a FeatureCollection of STAC Items.")
-        for item in features:
-            cid = item.get("collection") or path.stem
-            if cid not in col_ids:
-                raise InputDataError(
-                    f"{path}: item {item['id']!r} belongs to collection {cid!r}, which has no file "
-                    f"{folder / 'collections' / (cid + '.json')} (collections present: "
-                    f"{', '.join(sorted(col_ids))})."
-                )
-            key = (cid, item["id"])
-            if key in seen:
-                raise InputDataError(f"{path}: item id {item['id']!r} appears twice in collection {cid!r}.")
-            seen[key] = path
-            item["collection"] = cid
-            _absolutise_assets(item, path.parent)
-            _keep_absolute_links(item)
-            items.append(item)
-
-    missing = sorted({
-        a["href"]
-        for it in items
-        for a in (it.get("assets") or {}).values()
-        if isinstance(a, dict) and isinstance(a.get("href"), str)
-        and not _URL_RE.match(a["href"]) and not os.path.exists(a["href"])
-    })
-    if missing:
-        warnings.warn(
-            f"{len(missing)} asset file(s) referenced in {items_dir} do not exist, e.g. "
-            f"{', '.join(missing[:3])}",
-            stacklevel=2,
-        )
-    return collections, items
 
 
 # Running rustac serve

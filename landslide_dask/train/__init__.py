@@ -1,24 +1,26 @@
 """Stage 2, training: one generalized model from many event inventories, data-parallel on Dask.
 
 ``chips`` (the index of training windows, splits, band statistics, augmentations) -> ``reader``
-(the one path from cube windows to model inputs, shared with inference) -> ``model`` (the
-multi-stream U-Net) with ``losses`` -> ``loop`` (the training loop, checkpoints, evaluation) on
-``ddp`` (torch DDP ranks on Dask workers) -> ``experiment`` (local, combined and progressive
-strategies, leave-one-region-out) scored by ``metrics``; ``selftrain`` continues a model on a new
-scene's own pseudo-labelled map (no label of that scene).
+(the one path from cube windows to model inputs, shared with inference) -> ``batches`` (windows
+as tensors) -> ``model`` (the multi-stream U-Net) with ``losses`` -> ``loop`` (the training loop)
+on ``ddp`` (torch DDP ranks on Dask workers), writing ``checkpoint`` (save, load, rebuild the
+model, read its contract: what inference imports) -> ``scoring`` (the threshold search, a
+checkpoint scored on a cube) -> ``experiment`` (local, combined and progressive strategies,
+leave-one-region-out) scored by ``metrics``; ``selftrain`` continues a model on a new scene's own
+pseudo-labelled map (no label of that scene).
 """
 
 from ..common.lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": ".config",
-    "TRAIN_WINDOW": ".config",
-    "TRAIN_STRIDE": ".config",
+    "PAPER_WINDOW": ".config",
     "INPUT_MULTIPLE": ".config",
     "train": ".loop",
-    "evaluate": ".loop",
-    "load_checkpoint": ".loop",
-    "save_checkpoint": ".loop",
+    "evaluate": ".scoring",
+    "load_checkpoint": ".checkpoint",
+    "save_checkpoint": ".checkpoint",
+    "contract": ".checkpoint",
     "BandStats": ".chips",
     "build_index": ".chips",
     "compute_stats": ".chips",

@@ -20,12 +20,13 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
-from ..cube.build import open_cube
-from ..errors import InputDataError, UsageError
-from .config import MIN_USABLE, TRAIN_STRIDE, TRAIN_WINDOW
-from .reader import DN, REFLECTANCE, TERRAIN, has_stream, radiometry, select_bands
 from ..cube.inventory import LABEL_UNKNOWN
+from ..cube.read import TERRAIN, has_stream, model_bands, open_cube, select_bands
+from ..cube.spec import CHUNK
 from ..cube.tiles import sparse_labels
+from ..errors import InputDataError, UsageError
+from .config import TrainConfig
+from .reader import DN, REFLECTANCE, radiometry
 
 __all__ = ["SPLITS", "MIN_SPLIT_POSITIVES", "MIN_BLOCKS", "SPARSE_MIN_KNOWN", "auto_block", "build_index", "split_mask", "split_summary",
            "check_splits", "sampling_weights", "BandStats", "compute_stats", "augment",
@@ -113,50 +114,51 @@ def _region_blocks(counts: dict[str, np.ndarray], cells: int) -> tuple[np.ndarra
     return per_block(u), per_block(s)
 
 
-def auto_block(counts: list[dict[str, np.ndarray]], size: int, stride: int) -> int:
+def auto_block(counts: list[dict[str, np.ndarray]], window: int, stride: int) -> int:
     """The split block for ``block=None``: see :data:`MIN_BLOCKS`."""
     for m in (4, 3, 2, 1):
-        block = m * size
+        block = m * window
         if all(int((_region_blocks(c, block // stride)[0] > 0).sum()) >= MIN_BLOCKS
                for c in counts if int(c["slide"].sum()) > 0):
             return block
-    return size
+    return window
 
 
-def build_index(cubes: list[str | Path], size: int = TRAIN_WINDOW, stride: int = TRAIN_STRIDE, block: int | None = None,
-                min_usable: float = MIN_USABLE, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                seed: int = 0) -> pd.DataFrame:
-    """Windows of ``size`` px every ``stride`` px where at least ``min_usable`` of the pixels are valid
+def build_index(cubes: list[str | Path], window: int = TrainConfig.window, stride: int = TrainConfig.stride,
+                block: int | None = None, min_usable: float = TrainConfig.min_usable,
+                fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> pd.DataFrame:
+    """Windows of ``window`` px every ``stride`` px where at least ``min_usable`` of the pixels are valid
     and inside the inventory (for a cube of sparse labelled samples: valid, with at least
     ``SPARSE_MIN_KNOWN`` labelled pixels), each with its split and landslide fraction.
 
     ``block`` is the side of the split blocks in pixels, a multiple of ``stride`` and at least
-    ``size`` (default: :func:`auto_block`). Blocks are dealt to splits per region, stratified by
+    ``window`` (default: :func:`auto_block`). Blocks are dealt to splits per region, stratified by
     whether they hold landslides; a window belongs to a split when every block it touches does
     (otherwise it is a ``gap``), so windows of different splits never overlap. ``index.attrs
-    ["splits"]`` holds, per split, its windows, blocks and the known and landslide pixels they cover.
+    ["splits"]`` holds, per split, its windows, blocks and the known and landslide pixels they cover;
+    ``index.attrs["size"]`` the window.
     """
-    if size % stride:
-        raise UsageError(f"window size {size} must be a multiple of the stride {stride}")
-    if block is not None and (block % stride or block < size):
-        raise UsageError(f"split block {block} must be a multiple of the stride {stride} and >= {size}")
+    if window % stride:
+        raise UsageError(f"window size {window} must be a multiple of the stride {stride}")
+    if block is not None and (block % stride or block < window):
+        raise UsageError(f"split block {block} must be a multiple of the stride {stride} and >= {window}")
     if not cubes:
         raise UsageError("no cubes given")
-    k = size // stride
+    k = window // stride
     opened = [open_cube(c) for c in cubes]
     computed = dask.compute(*[_cell_counts(ds, stride) for ds in opened])
-    block = block or auto_block(list(computed), size, stride)
+    block = block or auto_block(list(computed), window, stride)
     cells = block // stride
     rows = []
     totals = {s: {"windows": 0, "blocks": 0, "known_px": 0, "landslide_px": 0} for s in SPLITS}
     for ci, (cube, counts) in enumerate(zip(cubes, computed)):
         if sparse_labels(opened[ci]):  # labelled samples, not an inventoried area
-            usable = _window_sums(counts["valid"], k) / (size * size)
+            usable = _window_sums(counts["valid"], k) / (window * window)
             ok = (usable >= min_usable) & (_window_sums(counts["usable"], k) >= SPARSE_MIN_KNOWN)
         else:
-            usable = _window_sums(counts["usable"], k) / (size * size)
+            usable = _window_sums(counts["usable"], k) / (window * window)
             ok = usable >= min_usable
-        slide = _window_sums(counts["slide"], k) / (size * size)
+        slide = _window_sums(counts["slide"], k) / (window * window)
         wy, wx = np.nonzero(ok)
         # seeded by the region's name, not its place in the list: a region keeps its test blocks
         # whichever regions it is trained with (a combined model never trains on a local model's test)
@@ -167,7 +169,8 @@ def build_index(cubes: list[str | Path], size: int = TRAIN_WINDOW, stride: int =
         # a window's split: that of every block it touches that holds pixels (block >= window: its
         # corners' blocks are all it touches)
         r0, c0 = wy * stride, wx * stride
-        corners = np.stack([dealt[r // block, c // block] for r in (r0, r0 + size - 1) for c in (c0, c0 + size - 1)])
+        corners = np.stack([dealt[r // block, c // block] for r in (r0, r0 + window - 1)
+                            for c in (c0, c0 + window - 1)])
         first = corners.max(axis=0)
         same = np.all((corners == first) | (corners < 0), axis=0) & (first >= 0)
         split = np.where(same, np.asarray(SPLITS, dtype=object)[np.maximum(first, 0)], "gap")
@@ -175,9 +178,9 @@ def build_index(cubes: list[str | Path], size: int = TRAIN_WINDOW, stride: int =
                                   "usable": usable[wy, wx], "slide": slide[wy, wx]}))
         _count_splits(totals, rows[-1], counts, dealt, k, stride)
     index = pd.concat(rows, ignore_index=True)
-    index.attrs.update(size=size, stride=stride, block=block, splits=totals)
+    index.attrs.update(size=window, stride=stride, block=block, splits=totals)
     if not len(index):
-        raise InputDataError(f"No {size}x{size} window in {', '.join(map(str, cubes))} has {min_usable:.0%} "
+        raise InputDataError(f"No {window}x{window} window in {', '.join(map(str, cubes))} has {min_usable:.0%} "
                              "valid, inventoried pixels: check the cubes' valid and label layers.")
     return index
 
@@ -200,11 +203,11 @@ def _count_splits(totals: dict, windows: pd.DataFrame, counts: dict[str, np.ndar
 
 def split_mask(index: pd.DataFrame, cube: str | Path, split: str, shape: tuple[int, int]) -> np.ndarray:
     """Pixels covered by the ``split`` windows of a training index in one cube."""
-    size = int(index.attrs["size"])
+    window = int(index.attrs["size"])
     mine = index[(index["path"] == str(cube)) & (index["split"] == split)]
     out = np.zeros(shape, bool)
     for r, c in zip(mine["row"].to_numpy(), mine["col"].to_numpy()):
-        out[r:r + size, c:c + size] = True
+        out[r:r + window, c:c + window] = True
     return out
 
 
@@ -223,7 +226,7 @@ def check_splits(index: pd.DataFrame, splits: tuple[str, ...] = ("train", "val")
     needs windows, :data:`MIN_SPLIT_POSITIVES` landslide pixels and as many others. Says what to
     change (a smaller block or window, or more inventories)."""
     t = index.attrs["splits"]
-    size, block = index.attrs["size"], index.attrs["block"]
+    window, block = index.attrs["size"], index.attrs["block"]
     for name in splits:
         s = t[name]
         pos, neg = s["landslide_px"], s["known_px"] - s["landslide_px"]
@@ -231,17 +234,17 @@ def check_splits(index: pd.DataFrame, splits: tuple[str, ...] = ("train", "val")
             continue
         what = ("no windows" if not s["windows"] else
                 f"{pos} landslide pixels" if pos < MIN_SPLIT_POSITIVES else f"only {neg} non-landslide pixels")
-        smaller = max(size, block // 2 // index.attrs["stride"] * index.attrs["stride"])
+        smaller = max(window, block // 2 // index.attrs["stride"] * index.attrs["stride"])
         hint = (f"--block {smaller}" if smaller < block else
-                f"a smaller --window (e.g. --window {max(64, size // 2)} --stride {max(32, size // 4)})")
+                f"a smaller --window (e.g. --window {max(64, window // 2)} --stride {max(32, window // 4)})")
         raise InputDataError(
             f"the {name} split holds {what} (it needs at least {MIN_SPLIT_POSITIVES} of each class to "
             f"{'learn' if name == 'train' else 'choose a threshold'}, and would otherwise score an empty class); "
             f"splits: {split_summary(index)}. The inventories are too small for {block} px split blocks of "
-            f"{size} px windows: use {hint}, or add inventories.")
+            f"{window} px windows: use {hint}, or add inventories.")
 
 
-def sampling_weights(index: pd.DataFrame, positive_boost: float = 3.0) -> np.ndarray:
+def sampling_weights(index: pd.DataFrame, positive_boost: float = TrainConfig.positive_boost) -> np.ndarray:
     """Windows holding landslides are drawn ``positive_boost`` times as often as others."""
     w = np.where(index["slide"].to_numpy() > 0, positive_boost, 1.0)
     return w / w.sum()
@@ -266,7 +269,7 @@ class BandStats:
         return cls(mean=d["mean"], std=d["std"], units=d.get("units", DN), normalise=d.get("normalise", "global"))
 
 
-def _stream_arrays(ds, streams: tuple[str, ...], bands: tuple[str, ...] | None, where: str,
+def _stream_arrays(ds, streams: tuple[str, ...], bands: tuple[str, ...], where: str,
                    gain_bias: tuple[float, float] = (1.0, 0.0)) -> dict[str, da.Array]:
     arrays = {}
     gain, bias = gain_bias
@@ -274,22 +277,21 @@ def _stream_arrays(ds, streams: tuple[str, ...], bands: tuple[str, ...] | None, 
         if s == "terrain":
             arrays[s] = da.stack([ds[t].data.astype(np.float32) for t in TERRAIN])
         else:
-            have = [str(b) for b in ds["band"].values]
-            idx = list(select_bands(bands, have, where)) if bands is not None else list(range(len(have)))
+            idx = list(select_bands(bands, [str(b) for b in ds["band"].values], where))
             arrays[s] = ds[s].data[idx].astype(np.float32)
             if gain != 1.0 or bias != 0.0:
                 arrays[s] = arrays[s] * np.float32(gain) + np.float32(bias)
     return arrays
 
 
-def _window_mask(windows: pd.DataFrame, shape: tuple[int, int], size: int, stride: int,
+def _window_mask(windows: pd.DataFrame, shape: tuple[int, int], window: int, stride: int,
                  chunks) -> da.Array:
     """Lazy pixel mask of the union of windows, built on the coarse cell grid then repeated."""
-    k = size // stride
+    k = window // stride
     cells = np.zeros((shape[0] // stride, shape[1] // stride), dtype=bool)
     for r, c in zip(windows["row"].to_numpy() // stride, windows["col"].to_numpy() // stride):
         cells[r:r + k, c:c + k] = True
-    m = da.from_array(cells, chunks=max(1, 1024 // stride)).repeat(stride, axis=0).repeat(stride, axis=1)
+    m = da.from_array(cells, chunks=max(1, CHUNK // stride)).repeat(stride, axis=0).repeat(stride, axis=1)
     pad = ((0, shape[0] - m.shape[0]), (0, shape[1] - m.shape[1]))
     return da.pad(m, pad, constant_values=False).rechunk(chunks)
 
@@ -299,14 +301,17 @@ def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post"
                   normalise: str = "global") -> BandStats:
     """Mean and std per channel over the valid pixels of the union of the split's windows (the
     pre-event stream: over those that have a pre-event image), in one dask pass (sums and sums of
-    squares in float64). ``bands``: the imagery bands, by name (None: all of each cube's);
-    ``units``: DN as stored, or ``REFLECTANCE`` (each cube's DN scale and offset applied)."""
-    size, stride = index.attrs["size"], index.attrs["stride"]
+    squares in float64). ``bands``: the imagery bands, by name (None: every band of the first
+    cube); ``units``: DN as stored, or ``REFLECTANCE`` (each cube's DN scale and offset applied)."""
+    window, stride = index.attrs["size"], index.attrs["stride"]
     parts: dict[str, list] = {s: [] for s in streams}
-    for path, windows in index[index["split"] == split].groupby("path"):
+    chosen = index[index["split"] == split]
+    if any(s != "terrain" for s in streams) and len(chosen):
+        bands = model_bands(bands, list(dict.fromkeys(index["path"])))
+    for path, windows in chosen.groupby("path"):
         ds = open_cube(path)
         valid = ds["valid"].data
-        m = _window_mask(windows, valid.shape, size, stride, valid.chunks) & valid
+        m = _window_mask(windows, valid.shape, window, stride, valid.chunks) & valid
         gb = radiometry(path) if units == REFLECTANCE else (1.0, 0.0)
         present = tuple(s for s in streams if has_stream(ds, s))
         for s, arr in _stream_arrays(ds, present, bands, f"the cube {path}", gb).items():
@@ -327,7 +332,7 @@ def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post"
     return BandStats(mean, std, units, normalise)
 
 
-def augment(sample: dict[str, np.ndarray], rng: np.random.Generator, jitter: float = 0.05,
+def augment(sample: dict[str, np.ndarray], rng: np.random.Generator, jitter: float = TrainConfig.jitter,
             streams: tuple[str, ...] = ("pre", "post")) -> dict[str, np.ndarray]:
     """Flips, 90-degree rotations (the same for every layer) and per-band gain/offset jitter of the
     imagery streams (terrain is a measurement, left alone)."""
@@ -414,7 +419,7 @@ def drop_streams(sample: dict[str, np.ndarray], rng: np.random.Generator, p: dic
 
 def epoch_windows(index: pd.DataFrame, split: str, epoch: int, rank: int = 0, world: int = 1,
                   seed: int = 0, n: int | None = None, positive_boost: float | None = None,
-                  chunk: int = 512, local_shuffle: int = 64) -> pd.DataFrame:
+                  chunk: int = CHUNK, local_shuffle: int = 64) -> pd.DataFrame:
     """This rank's windows for one epoch: the same draw on every rank, grouped by chunk, shuffled
     anew each epoch, cut into equal contiguous shards (so every rank runs the same number of steps)
     and then shuffled within runs of ``local_shuffle`` windows so a batch mixes nearby chunks."""
@@ -446,7 +451,7 @@ def shift_windows(windows: pd.DataFrame, index: pd.DataFrame, rng: np.random.Gen
     """Random crops inside the split: each window moves by up to a stride (less than one) in y and x
     where the windows it moves towards (beside and diagonal) are in the index with its split, so the
     moved window stays inside the union of that split's windows and never reads another split's
-    pixels. The index's grid alone shows the model each place at ``(size / stride)²`` offsets only;
+    pixels. The index's grid alone shows the model each place at ``(window / stride)²`` offsets only;
     a small inventory has a few hundred windows, and the model learns their positions."""
     stride = int(index.attrs["stride"])
     if stride <= 1 or not len(windows):

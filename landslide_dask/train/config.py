@@ -1,22 +1,20 @@
 """What a training run is: its configuration and the defaults of training windows, defined once.
 
 Light on purpose (no torch, no xarray): the CLI builds its options from these fields and their
-defaults, and job specs and benchmarks read them, without importing the training stack.
+defaults, and job specs and benchmarks read them, without importing the training stack. Functions
+whose parameters mean a field of :class:`TrainConfig` take its default from there
+(``TrainConfig.window``), never a copy.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ["DEFAULT_STEM_WIDTHS", "OTHER_STEM_WIDTH", "ModelConfig", "PAPER_WINDOW", "TRAIN_WINDOW", "TRAIN_STRIDE", "MIN_USABLE", "INPUT_MULTIPLE", "TrainConfig"]
+__all__ = ["DEFAULT_STEM_WIDTHS", "OTHER_STEM_WIDTH", "ModelConfig", "PAPER_WINDOW", "INPUT_MULTIPLE", "TrainConfig"]
 
 #: The paper's training window (px): the default of training windows and of FLOP counts.
 PAPER_WINDOW = 224
-#: Training windows: the paper's, every half window in the index; a window needs this share of
-#: valid, inventoried pixels.
-TRAIN_WINDOW = PAPER_WINDOW
-TRAIN_STRIDE = PAPER_WINDOW // 2
-MIN_USABLE = 0.5
+
 
 @dataclass
 class TrainConfig:
@@ -41,10 +39,12 @@ class TrainConfig:
     # imagery standardised by the training set's statistics ("global") or by each acquisition's own
     # median and spread ("scene", reader.SCENE: haze augmentation then has nothing to add)
     normalise: str = "global"
-    size: int = TRAIN_WINDOW
-    stride: int = TRAIN_STRIDE
+    # training windows: the paper's, every half window in the index; a window needs this share of
+    # valid, inventoried pixels
+    window: int = PAPER_WINDOW
+    stride: int = PAPER_WINDOW // 2
     block: int | None = None
-    min_usable: float = MIN_USABLE
+    min_usable: float = 0.5
     batch_size: int = 8
     epochs: int = 20
     steps_per_epoch: int | None = None

@@ -295,6 +295,115 @@ def _raise_failure(failures: list[RankFailure], world: int, backend: str, elapse
     raise DistributedTrainingError("\n".join(lines), failures)
 
 
+class _Watch:
+    """The client's view of a run's ranks: which have settled (finished, or failed and how), which
+    workers the scheduler still lists, and when the first failure was seen."""
+
+    def __init__(self, client: Client, futures: list, addrs: list[str], timeout_s: float) -> None:
+        self.client, self.futures, self.addrs, self.timeout_s = client, futures, addrs, timeout_s
+        self.world = len(addrs)
+        self.settled: dict[int, RankFailure | None] = {}   # rank -> None (finished) or its failure
+        self.alive = set(addrs)
+        self.first_failure_at: float | None = None
+        self._next_worker_check = 0.0
+        self._last_answer = time.monotonic()
+
+    def _read_futures(self) -> None:
+        for r, f in enumerate(self.futures):
+            if r in self.settled:
+                continue
+            if f.status == "finished":
+                self.settled[r] = None
+            elif f.status in ("error", "cancelled", "lost"):
+                self.settled[r] = _failure_of(r, self.addrs[r], f)
+
+    def _ask_scheduler(self, now: float) -> None:
+        """Ranks whose workers the scheduler no longer lists (twice, a second apart) died."""
+        self._next_worker_check = now + _WORKER_POLL_S
+        waiting = [a for r, a in enumerate(self.addrs) if r not in self.settled and self.futures[r].status == "pending"]
+        try:
+            lost = gone(self.client, waiting, _CONFIRM_S) if waiting else set()
+            self._last_answer = now
+        except (OSError, TimeoutError) as e:
+            # a scheduler slow to answer is not a dead worker; one silent for the whole
+            # timeout has lost track of the ranks
+            if now - self._last_answer > self.timeout_s:
+                raise OSError(f"the scheduler did not answer for {now - self._last_answer:.0f}s: {e}") from e
+            lost = set()
+        self.alive -= lost
+        for r, a in enumerate(self.addrs):
+            if r not in self.settled and a in lost and self.futures[r].status == "pending":
+                self.settled[r] = RankFailure(r, a, "died")
+
+    def poll(self) -> bool:
+        """Look once; whether watching is over (every rank settled, or ``timeout_s`` since a failure)."""
+        self._read_futures()
+        now = time.monotonic()
+        if now >= self._next_worker_check and len(self.settled) < self.world:
+            self._ask_scheduler(now)
+        if self.first_failure_at is None and any(x is not None for x in self.settled.values()):
+            self.first_failure_at = now
+        if len(self.settled) == self.world:
+            return True
+        return self.first_failure_at is not None and now - self.first_failure_at > self.timeout_s
+
+    def pending(self) -> list[int]:
+        return [r for r in range(self.world) if r not in self.settled]
+
+
+def _watch(watch: _Watch, run_id: str) -> None:
+    """Poll until every rank settled or the survivors' grace ran out; on Ctrl-C or a lost scheduler
+    connection, stop the ranks still running (best effort) and raise."""
+    try:
+        while not watch.poll():
+            time.sleep(_POLL_S)
+    except BaseException as e:
+        with contextlib.suppress(Exception):
+            _stop_ranks(watch.client, watch.futures, watch.addrs, watch.pending(), watch.alive, run_id)
+        if isinstance(e, Exception):
+            raise DistributedTrainingError(f"lost track of the {watch.world} ranks ({type(e).__name__}: {e}); "
+                                           "the ranks still running were stopped") from e
+        raise
+
+
+def _fail(watch: _Watch, run_id: str, backend: str, started: float) -> None:
+    """Stop the ranks still running (ending stuck worker processes), name each rank's fate and raise."""
+    client, addrs = watch.client, watch.addrs
+    failures = [x for x in watch.settled.values() if x is not None]
+    pending = watch.pending()
+    grace = time.monotonic() - (watch.first_failure_at or time.monotonic())
+    killed = _stop_ranks(client, watch.futures, addrs, pending, watch.alive, run_id)
+    if addrs[0] in watch.alive and addrs[0] not in {addrs[r] for r in killed}:
+        _release_store(client, addrs[0], run_id)  # rank 0 may never have started
+    for r in pending:
+        if r in killed:
+            failures.append(RankFailure(r, addrs[r], "hung", message=f"{grace:.0f}s after the first failure"))
+        elif addrs[r] not in watch.alive:
+            failures.append(RankFailure(r, addrs[r], "died"))
+        else:
+            failures.append(RankFailure(r, addrs[r], "queued"))
+    client.cancel(watch.futures)
+    _raise_failure(failures, watch.world, backend, time.monotonic() - started)
+
+
+def _prepare_run(client: Client, workers: list[str] | None, backend: str | None, timeout_s: float, run_id: str
+                 ) -> tuple[list[str], list[dict], str, str]:
+    """The ranks' workers (checked idle and probed), their probe answers, the backend and the
+    rendezvous address (rank 0's store)."""
+    addrs = _resolve_workers(client, workers)
+    _check_idle(client, addrs)
+    infos = _probe_all(client, addrs, timeout_s, run_id)
+    try:
+        _check_processes(addrs, infos)
+        backend = _choose_backend(backend, addrs, infos)
+    except DistributedTrainingError:
+        _release_store(client, addrs[0], run_id)
+        raise
+    host = address_host(addrs[0])
+    init_method = f"tcp://[{host}]:{infos[0]['port']}" if ":" in host else f"tcp://{host}:{infos[0]['port']}"
+    return addrs, infos, backend, init_method
+
+
 def run_ddp(client: Client, fn: Callable[..., T], *args: Any, workers: list[str] | None = None,
             backend: str | None = None, timeout_s: float = 120.0, **kwargs: Any) -> T:
     """Run ``fn(ctx, *args, **kwargs)`` on every chosen worker as one rank each; return rank 0's result.
@@ -310,88 +419,17 @@ def run_ddp(client: Client, fn: Callable[..., T], *args: Any, workers: list[str]
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
     t0 = time.monotonic()
     run_id = uuid.uuid4().hex[:12]
-    addrs = _resolve_workers(client, workers)
-    _check_idle(client, addrs)
-    infos = _probe_all(client, addrs, timeout_s, run_id)
-    try:
-        _check_processes(addrs, infos)
-        backend = _choose_backend(backend, addrs, infos)
-    except DistributedTrainingError:
-        _release_store(client, addrs[0], run_id)
-        raise
-    host = address_host(addrs[0])
-    init_method = f"tcp://[{host}]:{infos[0]['port']}" if ":" in host else f"tcp://{host}:{infos[0]['port']}"
+    addrs, infos, backend, init_method = _prepare_run(client, workers, backend, timeout_s, run_id)
     world = len(addrs)
-
     futures = [client.submit(rank_main, fn, r, world, init_method, backend, timeout_s, a, infos[r]["pid"], run_id,
                              args, kwargs, **_submit_kw(a, f"ddp-rank-{run_id}-{r}"))
                for r, a in enumerate(addrs)]
-    settled: dict[int, RankFailure | None] = {}   # rank -> None (finished) or its failure
-    alive = set(addrs)
-    first_failure_at: float | None = None
-    next_worker_check = 0.0
-    last_answer = time.monotonic()
-    try:
-        while True:
-            for r, f in enumerate(futures):
-                if r in settled:
-                    continue
-                if f.status == "finished":
-                    settled[r] = None
-                elif f.status in ("error", "cancelled", "lost"):
-                    settled[r] = _failure_of(r, addrs[r], f)
-            now = time.monotonic()
-            if now >= next_worker_check and len(settled) < world:
-                next_worker_check = now + _WORKER_POLL_S
-                waiting = [a for r, a in enumerate(addrs) if r not in settled and futures[r].status == "pending"]
-                try:
-                    lost = gone(client, waiting, _CONFIRM_S) if waiting else set()
-                    last_answer = now
-                except (OSError, TimeoutError) as e:
-                    # a scheduler slow to answer is not a dead worker; one silent for the whole
-                    # timeout has lost track of the ranks
-                    if now - last_answer > timeout_s:
-                        raise OSError(f"the scheduler did not answer for {now - last_answer:.0f}s: {e}") from e
-                    lost = set()
-                alive -= lost
-                for r, a in enumerate(addrs):
-                    if r not in settled and a in lost and futures[r].status == "pending":
-                        settled[r] = RankFailure(r, a, "died")
-            failed = [x for x in settled.values() if x is not None]
-            if failed and first_failure_at is None:
-                first_failure_at = now
-            if len(settled) == world:
-                break
-            if first_failure_at is not None and now - first_failure_at > timeout_s:
-                break
-            time.sleep(_POLL_S)
-    except BaseException as e:
-        # Ctrl-C or a lost scheduler connection: leave no rank behind (best effort)
-        with contextlib.suppress(Exception):
-            _stop_ranks(client, futures, addrs, [r for r in range(world) if r not in settled], alive, run_id)
-        if isinstance(e, Exception):
-            raise DistributedTrainingError(f"lost track of the {world} ranks ({type(e).__name__}: {e}); "
-                                           "the ranks still running were stopped") from e
-        raise
-
-    failures = [x for x in settled.values() if x is not None]
-    if not failures:
+    watch = _Watch(client, futures, addrs, timeout_s)
+    _watch(watch, run_id)
+    if not any(x is not None for x in watch.settled.values()):
         try:
             return futures[0].result()
         finally:
             client.cancel(futures)
-    pending = [r for r in range(world) if r not in settled]
-    grace = time.monotonic() - (first_failure_at or time.monotonic())
-    killed = _stop_ranks(client, futures, addrs, pending, alive, run_id)
-    if addrs[0] in alive and addrs[0] not in {addrs[r] for r in killed}:
-        _release_store(client, addrs[0], run_id)  # rank 0 may never have started
-    for r in pending:
-        if r in killed:
-            failures.append(RankFailure(r, addrs[r], "hung", message=f"{grace:.0f}s after the first failure"))
-        elif addrs[r] not in alive:
-            failures.append(RankFailure(r, addrs[r], "died"))
-        else:
-            failures.append(RankFailure(r, addrs[r], "queued"))
-    client.cancel(futures)
-    _raise_failure(failures, world, backend, time.monotonic() - t0)
+    _fail(watch, run_id, backend, t0)
     raise AssertionError("unreachable")

@@ -20,7 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UsageError
-from .loop import TrainConfig, evaluate, finished, train
+from .config import TrainConfig
+from .loop import finished, train
+from .scoring import evaluate
 from .metrics import fmt
 
 __all__ = ["STRATEGIES", "SCORES", "region_name", "train_strategy", "score_row", "leave_one_out",

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputDataError
 from ..cube.inventory import LABEL_UNKNOWN
+from ..cube.read import TERRAIN, cube_bands, has_stream, model_bands, select_bands
+from ..errors import InputDataError
 
-__all__ = ["TERRAIN", "REFLECTANCE", "DN", "SCENE", "CACHE_MB", "ChunkCache", "PROCESS_CACHE", "clear_caches",
-           "cube_token", "cube_bands", "select_bands", "radiometry", "has_stream", "scene_statistics", "WindowReader"]
+__all__ = ["REFLECTANCE", "DN", "SCENE", "CACHE_MB", "ChunkCache", "PROCESS_CACHE", "clear_caches",
+           "cube_token", "radiometry", "scene_statistics", "WindowReader"]
 
-TERRAIN = ("hillshade", "slope")  # the terrain stream's channel order
 # Imagery units the model sees: reflectance x 10,000, from each cube's recorded DN scale and offset,
 # so scenes with and without Sentinel-2's +1000 DN offset (processing baseline 04.00, 2022 on) or
 # other scalings look alike. Statistics (BandStats.units) say which units a model was trained in.
@@ -97,24 +97,6 @@ def cube_token(path: str | Path) -> str:
     return str(meta.stat().st_mtime_ns) if meta.exists() else "0"
 
 
-def cube_bands(path: str | Path) -> list[str]:
-    """The band names of a cube's imagery composites."""
-    from ..cube.build import open_cube
-
-    ds = open_cube(path)
-    return [str(b) for b in ds["band"].values] if "band" in ds.coords else []
-
-
-def select_bands(wanted: Sequence[str], have: Sequence[str], where: str) -> tuple[int, ...]:
-    """Indices of ``wanted`` bands in ``have``; an error naming the missing ones otherwise."""
-    missing = [b for b in wanted if b not in have]
-    if missing:
-        raise InputDataError(f"{where} has bands {list(have)} but {list(wanted)} are needed (missing "
-                             f"{missing}): rebuild the cube with them (`landslide-dask cube --bands "
-                             f"{','.join(wanted)}`) or use a model trained on bands the cube has.")
-    return tuple(list(have).index(b) for b in wanted)
-
-
 def _variables(path: str) -> frozenset[str]:
     import zarr
 
@@ -139,11 +121,6 @@ def radiometry(path: str | Path) -> tuple[float, float]:
 
 _SCENE_STATS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 _SCENE_LOCK = threading.Lock()
-
-
-def has_stream(variables, stream: str) -> bool:
-    """Whether a cube holding ``variables`` (names, or its dataset) has a model stream."""
-    return all(t in variables for t in TERRAIN) if stream == "terrain" else stream in variables
 
 
 def scene_statistics(path: str | Path, var: str, band_index: Sequence[int], gain_bias: tuple[float, float] = (1.0, 0.0),
@@ -198,7 +175,7 @@ class WindowReader:
         self.require_pre = bool(require_pre)
         imagery = any(s != "terrain" for s in self.streams)
         have = [cube_bands(p) for p in self.paths] if imagery else [[] for _ in self.paths]
-        self.bands = tuple(bands) if bands is not None else tuple(have[0] if have else ())
+        self.bands = model_bands(bands, self.paths) if imagery else tuple(bands or ())
         self.band_index = tuple(select_bands(self.bands, h, f"the cube {p}") if imagery else ()
                                 for p, h in zip(self.paths, have))
         self.tokens = tuple(cube_token(p) for p in self.paths)
@@ -351,12 +328,12 @@ class WindowReader:
             out[name] = x
         return out, valid, pre_valid
 
-    def sample(self, cube: int, row: int, col: int, size: int) -> dict[str, np.ndarray]:
-        """A training or scoring sample: the streams, ``label`` (255 = unknown or not valid),
-        ``valid`` and ``pre_valid``."""
-        x, valid, pre_valid = self.inputs(cube, row, col, size, size)
+    def sample(self, cube: int, row: int, col: int, window: int) -> dict[str, np.ndarray]:
+        """A training or scoring sample of a ``window`` px square: the streams, ``label`` (255 =
+        unknown or not valid), ``valid`` and ``pre_valid``."""
+        x, valid, pre_valid = self.inputs(cube, row, col, window, window)
         if self.has(cube, "label"):
-            label = self.raw(cube, "label", row, col, size, size)
+            label = self.raw(cube, "label", row, col, window, window)
             label = np.where(valid, label, LABEL_UNKNOWN).astype(np.uint8)
         else:
             label = np.full(valid.shape, LABEL_UNKNOWN, np.uint8)

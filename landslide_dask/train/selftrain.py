@@ -35,7 +35,8 @@ def pseudo_label_cube(prediction: str | Path, cube: str | Path, out: str | Path,
     """A copy of ``cube`` labelled by ``prediction``'s own map (no label of the cube is read):
     1 where probability >= the map's threshold, 0 below ``low`` x it, unknown between and where
     the map is not valid."""
-    from ..cube.build import open_cube, write_cube
+    from ..cube.build import write_cube
+    from ..cube.read import open_cube
     from ..predict.store import open_prediction
 
     pred = open_prediction(prediction)

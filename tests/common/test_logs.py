@@ -97,7 +97,7 @@ def test_a_local_cluster_gives_its_workers_time_to_stop_instead_of_killing_them(
     from distributed import Client
     from distributed.diagnostics.plugin import WorkerPlugin
 
-    from landslide_dask.jobs.clusters import local_cluster
+    from landslide_dask.clusters.start import local_cluster
 
     plugin = type("SlowToClose", (_SlowToClose, WorkerPlugin), {})()
     with caplog.at_level(logging.WARNING, logger="distributed.nanny"):

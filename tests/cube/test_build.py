@@ -15,9 +15,11 @@ import shapely
 
 from landslide_dask.cli import main as cli_main
 from landslide_dask.cube.composite import SCL_NOT_CLEAR
-from landslide_dask.cube.build import CubeSpec, build_cube, open_cube, solar_day
+from landslide_dask.cube.build import CubeSpec, build_cube, solar_day
+from landslide_dask.cube.read import open_cube
 from landslide_dask.errors import EmptySearchError, InputDataError, UsageError
-from landslide_dask.stac.server import load_stac_dir, serve_stac
+from landslide_dask.stac.server import serve_stac
+from landslide_dask.stac.local import load_stac_dir
 
 
 def _spec(data: Path, region: dict, url: str, out: Path, **kw) -> CubeSpec:

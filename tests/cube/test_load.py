@@ -23,7 +23,7 @@ from landslide_dask.cube.grid import Grid
 from landslide_dask.cube.inventory import read_polygons
 from landslide_dask.cube.load import Stack, block_slices, close_files
 from landslide_dask.errors import InputDataError
-from landslide_dask.stac.server import load_stac_dir
+from landslide_dask.stac.local import load_stac_dir
 
 ASSETS = ["blue", "green", "red", "nir", "scl"]
 

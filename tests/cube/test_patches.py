@@ -11,7 +11,7 @@ import rasterio
 
 from landslide_dask.train.chips import build_index, compute_stats
 from landslide_dask.train.reader import WindowReader
-from landslide_dask.cube.build import open_cube
+from landslide_dask.cube.read import open_cube
 from landslide_dask.errors import InputDataError, UsageError
 from landslide_dask.cube.patches import (L4S_MEAN, PRESETS, BandMap, import_patches, parse_band_map, patch_windows,
                                     to_dn)
@@ -89,7 +89,7 @@ def test_one_window_per_patch_without_gap(l4s):
     data, cube = l4s
     rec = open_cube(cube).attrs["recommended_index"]
     assert rec == {"size": S, "stride": S, "block": S, "min_usable": 0.5}
-    index = build_index([cube], **rec)
+    index = build_index([cube], rec["size"], rec["stride"], rec["block"], rec["min_usable"])
     assert len(index) == 5 and set(index["split"]) <= {"train", "val", "test"}
     pw = patch_windows(cube)
     assert sorted(zip(index["row"], index["col"])) == sorted(zip(pw["row"], pw["col"]))
@@ -112,12 +112,12 @@ def test_gap_index_and_reader_return_exactly_the_patches(l4s_gap):
     ds = open_cube(cube)
     rec = ds.attrs["recommended_index"]
     assert rec["stride"] == 16 and rec["block"] == S + 16 and 0.5 < rec["min_usable"] < 1
-    index = build_index([cube], **rec)
+    index = build_index([cube], rec["size"], rec["stride"], rec["block"], rec["min_usable"])
     pw = patch_windows(cube)
     assert len(index) == 7
     assert sorted(zip(index["row"], index["col"])) == sorted(zip(pw["row"], pw["col"]))
     # a plain index (stride 16, the default threshold) would also pick windows straddling the gap
-    assert len(build_index([cube], size=S, stride=16, block=S + 16, min_usable=0.5)) > 7
+    assert len(build_index([cube], window=S, stride=16, block=S + 16, min_usable=0.5)) > 7
     reader = WindowReader([str(cube)], streams=("post", "terrain"))
     for _, w in pw.iterrows():
         img, mask = data[w["name"]]

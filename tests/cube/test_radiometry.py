@@ -15,7 +15,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 from landslide_dask.cube.bands import resolve_asset, resolve_bands
-from landslide_dask.cube.build import CubeSpec, build_cube, daily_mosaics, harmonisation, open_cube
+from landslide_dask.cube.build import CubeSpec, build_cube, daily_mosaics, harmonisation
+from landslide_dask.cube.read import open_cube
 from landslide_dask.cube.grid import Grid
 from landslide_dask.cube.radiometry import asset_radiometry, harmonise, is_sentinel2_l2a
 from landslide_dask.errors import InputDataError, UsageError

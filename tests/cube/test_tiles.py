@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from landslide_dask.cube.build import open_cube
+from landslide_dask.cube.read import open_cube
 from landslide_dask.cube.tiles import blob_counts, import_tiles
 from landslide_dask.errors import InputDataError
 

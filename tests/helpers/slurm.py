@@ -302,8 +302,10 @@ def slurm_cluster(root: Path, cpus: int = 2) -> Iterator[SlurmInfo]:
 
 
 def overrides(info, tmp_path, **options) -> dict:
-    """Cluster-definition overrides that put a ``cluster/slurm.yaml`` job on this one-node cluster."""
+    """Cluster-definition overrides that put the shipped ``slurm`` example on this one-node cluster
+    (the run's TLS certificate for the jobs under ``tmp_path/tls``)."""
     return {"workers": 2, "timeout": 60,
             "options": {"queue": info.partition, "cores": 1, "memory": "2GB", "walltime": "00:10:00",
                         "interface": "lo", "log_directory": str(tmp_path / "logs"), "death_timeout": 30,
+                        "shared_temp_directory": str(tmp_path / "tls"),
                         "scheduler_options": {"dashboard_address": "127.0.0.1:0"}, **options}}

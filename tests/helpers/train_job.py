@@ -20,14 +20,14 @@ TINY = {"encoder_blocks": [1, 1, 1, 1], "encoder_widths": [8, 16, 32, 32],
 def config(cubes: list[str], out: str):
     from landslide_dask.train.loop import TrainConfig
 
-    return TrainConfig(cubes=cubes, out=out, size=64, stride=32, block=128, batch_size=4, epochs=2,
+    return TrainConfig(cubes=cubes, out=out, window=64, stride=32, block=128, batch_size=4, epochs=2,
                        steps_per_epoch=6, lr=3e-3, patience=10, model=TINY, progress=False, threads=1, restarts=2)
 
 
 def main(out: str, cubes: list[str]) -> dict:
     from distributed import Client
 
-    from landslide_dask.jobs.clusters import local_cluster
+    from landslide_dask.clusters.start import local_cluster
     from landslide_dask.common.logs import quiet_distributed
     from landslide_dask.train.loop import train
 

@@ -36,15 +36,15 @@ import yaml
 from distributed.diagnostics.plugin import WorkerPlugin
 
 import landslide_dask.cube.build as cube_mod
+from landslide_dask.clusters.security import write_credentials
+from landslide_dask.common.workers import worker_table
+from landslide_dask.errors import StacUnreachableError
 from landslide_dask.jobs.cells import make_cells
 from landslide_dask.jobs.country import merge_cell_polygons, run_job
-from landslide_dask.errors import StacUnreachableError
 from landslide_dask.jobs.spec import load_jobspec
-from landslide_dask.common.workers import worker_table
 
-from ..helpers import CLUSTER
-from ..helpers.slurm import overrides as _overrides
 from ..helpers.models import make_checkpoint
+from ..helpers.slurm import overrides as _overrides
 
 # the gorkha_like region (2 km, seed 5) spans ~83.985-84.005 E; imagery reaches ~84.011 E
 BBOX = [83.984, 28.191, 84.03, 28.209]
@@ -92,6 +92,7 @@ def reference(tmp_path_factory, stac, ckpt, client):
     """A clean, uninterrupted run: the outputs every fault test must reproduce exactly."""
     spec = load_jobspec(write_spec(tmp_path_factory.mktemp("reference"), stac, ckpt))
     t0 = time.perf_counter()
+    assert client.scheduler.address.startswith("tls://")   # the job runs over TLS, as every package cluster
     res = run_job(spec, client, progress=False)
     res.wall_s = time.perf_counter() - t0
     print(f"\n[country] clean run: {res.summary.total} cells in {res.wall_s:.1f}s; stages {res.seconds}",
@@ -336,11 +337,12 @@ def test_merge_of_nothing_is_an_empty_layer():
 _DRIVER = textwrap.dedent("""
     import sys
     from distributed import Client
+    from landslide_dask.clusters.security import credentials_from_files
     from landslide_dask.jobs.country import run_job
     from landslide_dask.jobs.spec import load_jobspec
 
     spec = load_jobspec(sys.argv[1])
-    with Client(sys.argv[2]) as client:
+    with Client(sys.argv[2], security=credentials_from_files(*sys.argv[3:6])) as client:
         run_job(spec, client, progress=False)
 """)
 
@@ -352,7 +354,10 @@ def test_killed_job_process_resumes_without_recomputing_finished_cells(reference
     out = spec.output_path
     driver = tmp_path / "driver.py"
     driver.write_text(_DRIVER)
-    proc = subprocess.Popen([sys.executable, str(driver), str(spec_path), client.scheduler.address],
+    # the driver is another process of the cluster's owner: it joins with the run's certificate
+    creds = write_credentials(client.cluster.security, tmp_path)
+    proc = subprocess.Popen([sys.executable, str(driver), str(spec_path), client.scheduler.address,
+                             str(creds.ca), str(creds.cert), str(creds.key)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -655,15 +660,16 @@ def test_a_missing_fsspec_backend_names_the_pip_package(stac, ckpt, tmp_path):
 # --------------------------------------------------------------------------- a real SLURM cluster
 
 def test_the_job_through_a_real_slurm_cluster_gives_the_same_outputs(reference, slurm, stac, ckpt, tmp_path):  # noqa: F811
-    from landslide_dask.jobs.clusters import start_cluster
+    from landslide_dask.clusters.start import start_cluster
 
     ref_spec, ref = reference
-    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, cluster=str(CLUSTER / "slurm.yaml")))
+    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, cluster="slurm"))   # the shipped example, by name
     t0 = time.perf_counter()
     with start_cluster(spec.cluster, overrides=_overrides(slurm, tmp_path), echo=None) as slurm_client:
         t_up = time.perf_counter() - t0
         jobs = slurm.job_ids()
         assert len(jobs) == 2                               # one SLURM job per Dask worker
+        assert all(a.startswith("tls://") for a in [slurm_client.scheduler.address, *worker_table(slurm_client)])
         res = run_job(spec, slurm_client, progress=False, echo=None)
         where = slurm_client.run(lambda: os.environ.get("SLURM_JOB_ID"))
     assert sorted(where.values()) == sorted(jobs)          # the work ran inside the SLURM jobs

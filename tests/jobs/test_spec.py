@@ -362,6 +362,15 @@ def test_examples_exist():
     assert pc.stac.sign == "planetary-computer"
 
 
+def test_a_cluster_named_by_a_shipped_example_is_that_example(tmp_path):
+    from landslide_dask.clusters.shipped import EXAMPLES
+
+    for job, name in (("demo-country", "local"), ("nepal-2015", "slurm"), ("planetary-computer", "kubernetes")):
+        assert load_jobspec(JOBS / f"{job}.yaml").cluster == EXAMPLES / f"{name}.yaml"
+    mine = load_jobspec(_write(tmp_path, _with(cluster="slurm.yaml")))   # a file name is a file, beside the spec
+    assert mine.cluster == tmp_path / "slurm.yaml"
+
+
 def test_parse_jobspec_in_memory():
     spec = parse_jobspec(VALID, base_dir="/data/jobs")
     assert spec.model == "/data/jobs/model.pt" and spec.source is None

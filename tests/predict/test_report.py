@@ -12,7 +12,8 @@ import shapely
 import xarray as xr
 
 from landslide_dask.errors import InputDataError
-from landslide_dask.predict.report import COLOURS, class_image, evaluate_map, object_metrics
+from landslide_dask.predict.figure import COLOURS, class_image
+from landslide_dask.predict.report import evaluate_map, object_metrics
 
 from ..helpers.predictions import ATTRS, RES, X0, Y0, pixel_box, write_prediction
 

@@ -323,10 +323,12 @@ def test_interrupted_run_resumes_skipping_finished_chunks(tmp_path, cube64, ckpt
 
 
 def test_distributed_client_gives_the_local_result(tmp_path, cube64, ckpt, reference):
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    from landslide_dask.clusters.start import local_cluster
+
+    with local_cluster(2, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        assert client.scheduler.address.startswith("tls://")   # the package's cluster: TLS by default
         out = P.predict(cube64, ckpt, tmp_path / "d.zarr", client=client, window=WIN, overlap=OV,
                         batch_size=3, progress=True)
         loaded = client.run(lambda: len(engine._MODELS))

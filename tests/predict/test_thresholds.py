@@ -12,7 +12,7 @@ import torch
 import landslide_dask.predict as P
 from landslide_dask.errors import UsageError
 from landslide_dask.predict.thresholds import otsu_level, region_record, scene_threshold
-from landslide_dask.train.loop import evaluate
+from landslide_dask.train.scoring import evaluate
 
 from ..helpers.cubes import make_arrays, write_test_cube
 from ..helpers.models import OV, WIN, make_checkpoint
@@ -89,7 +89,7 @@ def test_pseudo_labels_come_from_the_map_alone_and_leave_the_region_unseen(tmp_p
     """Self-training's pseudo-labels: landslide at or above the map's threshold, other below a share
     of it, unknown between; the cube's own labels are never read, and a model that trained on the
     pseudo-labelled copy still treats the region as unseen (scene rule)."""
-    from landslide_dask.cube.build import open_cube
+    from landslide_dask.cube.read import open_cube
     from landslide_dask.predict.thresholds import is_seen
     from landslide_dask.train.selftrain import pseudo_label_cube
 

@@ -16,7 +16,8 @@ from shapely.geometry import box, shape
 from landslide_dask.stac.catalog import CatalogWarning, catalog_geotiffs
 from landslide_dask.errors import InputDataError, UsageError
 from landslide_dask.stac.search import search_items
-from landslide_dask.stac.server import load_stac_dir, serve_stac
+from landslide_dask.stac.server import serve_stac
+from landslide_dask.stac.local import load_stac_dir
 from ..helpers import SHARED_DATA
 
 DATA = SHARED_DATA

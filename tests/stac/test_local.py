@@ -15,10 +15,11 @@ import rasterio
 from rasterio.transform import from_origin
 
 from landslide_dask.cli import main as cli_main
-from landslide_dask.cube.build import open_cube
+from landslide_dask.cube.read import open_cube
 from landslide_dask.errors import EmptySearchError, UsageError
 from landslide_dask.stac.search import search_items
-from landslide_dask.stac.server import load_stac_dir, serve_stac
+from landslide_dask.stac.server import serve_stac
+from landslide_dask.stac.local import load_stac_dir
 from .test_search import COL, DEM, REGION_A, REGION_B, WORLD, _inside, build_stac_folder, ids
 
 

@@ -23,7 +23,8 @@ from rasterio.transform import from_bounds
 
 from landslide_dask.errors import EmptySearchError, InputDataError, LandslideDaskError, StacUnreachableError, UsageError
 from landslide_dask.stac.search import search_items
-from landslide_dask.stac.server import StacServer, load_stac_dir, serve_stac
+from landslide_dask.stac.server import StacServer, serve_stac
+from landslide_dask.stac.local import load_stac_dir
 from ..helpers import REPO
 
 COL = "s2-test"

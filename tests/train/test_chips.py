@@ -43,7 +43,7 @@ def cubes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def index(cubes):
-    return build_index([p for p, _ in cubes], size=128, stride=64, block=256, min_usable=0.5)
+    return build_index([p for p, _ in cubes], window=128, stride=64, block=256, min_usable=0.5)
 
 
 def test_windows_meet_the_usable_threshold(index, cubes):
@@ -140,9 +140,9 @@ def test_augment_moves_every_layer_together():
 def test_a_region_keeps_its_split_blocks_whichever_regions_it_is_indexed_with(cubes):
     paths = [p for p, _ in cubes]
     key = ["path", "row", "col"]
-    both = build_index(paths, size=128, stride=64, block=256).sort_values(key).reset_index(drop=True)
-    swapped = build_index(paths[::-1], size=128, stride=64, block=256).sort_values(key).reset_index(drop=True)
-    alone = build_index(paths[1:], size=128, stride=64, block=256)
+    both = build_index(paths, window=128, stride=64, block=256).sort_values(key).reset_index(drop=True)
+    swapped = build_index(paths[::-1], window=128, stride=64, block=256).sort_values(key).reset_index(drop=True)
+    alone = build_index(paths[1:], window=128, stride=64, block=256)
     pd.testing.assert_series_equal(both["split"], swapped["split"])
     mine = both[both["path"] == str(paths[1])].reset_index(drop=True)
     assert mine["split"].tolist() == alone.sort_values(key)["split"].tolist()
@@ -171,7 +171,7 @@ def test_every_split_holds_landslides_when_three_blocks_do(tmp_path):
     landslide pixels (an unstratified deal of 15 % + 15 % of blocks leaves them empty most seeds)."""
     cube = _few_slides_cube(tmp_path / "few.zarr", [(0, 0), (2, 3), (4, 1), (5, 5)])
     for seed in range(5):
-        index = build_index([cube], size=64, stride=64, block=128, seed=seed)
+        index = build_index([cube], window=64, stride=64, block=128, seed=seed)
         splits = index.attrs["splits"]
         assert all(splits[s]["landslide_px"] >= MIN_SPLIT_POSITIVES for s in ("train", "val", "test")), splits
         check_splits(index)
@@ -183,26 +183,26 @@ def test_every_split_holds_landslides_when_three_blocks_do(tmp_path):
 
 def test_a_validation_part_without_landslides_is_refused_never_scored(tmp_path):
     cube = _few_slides_cube(tmp_path / "one.zarr", [(1, 1)])
-    index = build_index([cube], size=64, stride=64, block=128)
+    index = build_index([cube], window=64, stride=64, block=128)
     assert index.attrs["splits"]["val"]["landslide_px"] == 0
     with pytest.raises(InputDataError, match="val split holds 0 landslide pixels.*--block|val split holds 0"):
         check_splits(index)
     from landslide_dask.train.loop import TrainConfig, prepare
 
     with pytest.raises(InputDataError, match="it needs at least"):
-        prepare(TrainConfig(cubes=[cube], out=str(tmp_path / "run"), streams=("post", "terrain"), size=64,
+        prepare(TrainConfig(cubes=[cube], out=str(tmp_path / "run"), streams=("post", "terrain"), window=64,
                             stride=64, block=128))
 
 
 def test_windows_may_span_blocks_of_one_split_and_the_default_block_fits_small_regions(tmp_path):
     cube = _few_slides_cube(tmp_path / "span.zarr", [(0, 0), (2, 3), (4, 1), (5, 5)])
-    index = build_index([cube], size=128, stride=64, block=128)
+    index = build_index([cube], window=128, stride=64, block=128)
     spanning = index[(index["row"] % 128 != 0) & (index["split"] != "gap")]
     assert len(spanning) > 0  # windows across two blocks of the same split are kept
     # a 768 px region has 36 blocks of 128 px but only 9 of 256: the default takes the largest
     # multiple of the window with at least MIN_BLOCKS blocks
-    assert build_index([cube], size=128, stride=64).attrs["block"] == 128
-    assert build_index([cube], size=64, stride=32).attrs["block"] == 192
+    assert build_index([cube], window=128, stride=64).attrs["block"] == 128
+    assert build_index([cube], window=64, stride=32).attrs["block"] == 192
 
 
 def test_random_crops_stay_inside_their_split_and_vary(index):

@@ -131,6 +131,7 @@ def _assert_clean(client, n: int = 2) -> None:
 
 def test_ddp_equals_single_process_on_union(client):
     steps = 3
+    assert client.scheduler.address.startswith("tls://")   # the package's cluster trains over TLS
     out = run_ddp(client, _train, steps, timeout_s=30)
     assert out["world"] == 2 and out["backend"] == "gloo"
     assert out["worker"] == _workers(client)[0]  # rank 0 is the first worker in sorted order

@@ -15,11 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
-from landslide_dask.cube.build import open_cube
+from landslide_dask.cube.read import open_cube
 from landslide_dask.train.ddp import DistributedTrainingError
 from landslide_dask.errors import InputDataError, UsageError
 from landslide_dask.train.experiment import leave_one_out, train_strategy
-from landslide_dask.train.loop import TrainConfig, evaluate, load_checkpoint, tiles, train
+from landslide_dask.train.checkpoint import load_checkpoint
+from landslide_dask.train.config import TrainConfig
+from landslide_dask.train.loop import train
+from landslide_dask.train.scoring import evaluate, tiles
 
 TINY = {"encoder_blocks": [1, 1, 1, 1], "encoder_widths": [8, 16, 32, 32],
         "stem_widths": {"pre": 8, "post": 8, "terrain": 8}}
@@ -31,7 +34,7 @@ def cubes(train_cubes) -> list[str]:
 
 
 def _cfg(cubes: list[str], out: Path, **kw) -> TrainConfig:
-    base = dict(cubes=cubes, out=str(out), size=64, stride=32, block=128, batch_size=8, epochs=4,
+    base = dict(cubes=cubes, out=str(out), window=64, stride=32, block=128, batch_size=8, epochs=4,
                 steps_per_epoch=12, lr=3e-3, patience=10, model=TINY, progress=False, threads=1, restarts=0)
     base.update(kw)
     return TrainConfig(**base)
@@ -174,7 +177,7 @@ def test_landslide4sense_patches_train_and_evaluate_per_patch(client, tmp_path):
 
     write_l4s(tmp_path / "TrainData", n=20)
     cube = str(import_patches(tmp_path / "TrainData", tmp_path / "l4s.zarr", progress=False))
-    cfg = _cfg([cube], tmp_path / "model", streams=("post", "terrain"), size=S, stride=S, block=S, batch_size=2,
+    cfg = _cfg([cube], tmp_path / "model", streams=("post", "terrain"), window=S, stride=S, block=S, batch_size=2,
                epochs=1, steps_per_epoch=2,
                model={**TINY, "stem_widths": {"post": 8, "terrain": 8}})
     res = train(client, cfg)

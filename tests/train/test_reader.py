@@ -14,7 +14,9 @@ from landslide_dask.predict import engine
 from landslide_dask.train.chips import BandStats, drop_pre
 from landslide_dask.errors import InputDataError
 from landslide_dask.train.reader import WindowReader
-from landslide_dask.train.loop import TrainConfig, window_batches, checkpoint_reader, load_checkpoint, training_reader
+from landslide_dask.train.batches import training_reader, window_batches
+from landslide_dask.train.checkpoint import checkpoint_reader, load_checkpoint
+from landslide_dask.train.config import TrainConfig
 from ..helpers.cubes import make_arrays, write_test_cube
 from ..helpers.models import make_checkpoint
 from ..helpers.models import OV, WIN
@@ -165,7 +167,7 @@ def test_statistics_of_the_pre_stream_skip_its_gap(gappy):
     from landslide_dask.train.chips import build_index, compute_stats
 
     cube, a = gappy
-    index = build_index([cube], size=64, stride=32, block=64, min_usable=0.1).assign(split="train")
+    index = build_index([cube], window=64, stride=32, block=64, min_usable=0.1).assign(split="train")
     stats = compute_stats(index, STREAMS, bands=tuple(MODEL_BANDS))
     assert isinstance(stats, BandStats)
     covered = np.zeros(a["valid"].shape, bool)
@@ -190,7 +192,7 @@ def test_reflectance_units_put_scenes_with_and_without_the_dn_offset_on_one_scal
     zarr.open_group(str(old), mode="r+").attrs["dn_scale_offset"] = [1e-4, 0.0]
     zarr.open_group(str(new), mode="r+").attrs["dn_scale_offset"] = [1e-4, -0.1]
     assert radiometry(old) == (1.0, 0.0) and radiometry(new) == (1.0, -1000.0)
-    index = build_index([old], size=64, stride=32, block=64, min_usable=0.5).assign(split="train")
+    index = build_index([old], window=64, stride=32, block=64, min_usable=0.5).assign(split="train")
     stats = compute_stats(index, STREAMS, units=REFLECTANCE)
     assert stats.units == REFLECTANCE
     reader = WindowReader([old, new], STREAMS, stats)
@@ -203,7 +205,7 @@ def test_reflectance_units_put_scenes_with_and_without_the_dn_offset_on_one_scal
     np.testing.assert_allclose(d, np.broadcast_to(1000 / np.asarray(stats.std["post"], np.float32)[:, None, None],
                                                   d.shape), rtol=1e-4)
     # and statistics computed on the shifted cube in reflectance equal those of the other
-    s_new = compute_stats(build_index([new], size=64, stride=32, block=64, min_usable=0.5).assign(split="train"),
+    s_new = compute_stats(build_index([new], window=64, stride=32, block=64, min_usable=0.5).assign(split="train"),
                           STREAMS, units=REFLECTANCE)
     np.testing.assert_allclose(s_new.mean["post"], stats.mean["post"], rtol=1e-9)
 
@@ -242,7 +244,7 @@ def test_scene_normalisation_makes_a_hazy_brighter_scene_look_like_the_clear_one
     offset = np.array([900, 500, 250, 100])[:, None, None]  # haze: most in blue (the first band)
     hazy = {**a, **{s: np.clip(np.round(a[s] * gain + offset), 1, 65535).astype(a[s].dtype) for s in ("pre", "post")}}
     hazy_cube = write_test_cube(tmp_path / "hazy.zarr", hazy)
-    index = build_index([clear], size=64, stride=32, block=64, min_usable=0.5).assign(split="train")
+    index = build_index([clear], window=64, stride=32, block=64, min_usable=0.5).assign(split="train")
     stats = compute_stats(index, STREAMS, units=REFLECTANCE, normalise=SCENE)
     assert stats.normalise == SCENE and BandStats.from_dict(stats.to_dict()).normalise == SCENE
     scene = WindowReader([clear, hazy_cube], STREAMS, stats)

@@ -213,16 +213,12 @@ class Surface:
         cloud = spec((1.03, 1.0, 0.98, 0.97)) * top
         refl = refl * (1 - alpha) + cloud * alpha
         refl = refl + spec((1.0, 0.97, 0.93, 0.9)) * cirrus
-        # Sensor and sub-pixel noise: keyed on the absolute pixel, so overlapping granules agree.
-        h1 = hash_u32(abs_col, abs_row, acq.noise_seed)
-        h2 = hash_u32(abs_col, abs_row, acq.noise_seed + 1)
-        sixteen = np.uint32(0xFFFF)
-        us = [(h1 & sixteen), (h1 >> np.uint32(16)), (h2 & sixteen), (h2 >> np.uint32(16))]
-        noise = np.stack([(u.astype(np.float32) / np.float32(65535) - np.float32(0.5)) for u in us])
-        refl = refl * (1 + np.float32(0.03) * noise) + np.float32(0.004) * noise
-        refl = np.clip(refl, 0.0005, 1.2).astype(np.float32)
+        refl = _sensor_noise(refl, abs_col, abs_row, acq.noise_seed)
+        return refl, self._scene_classes(refl, illum, shadow, cirrus, alpha, acq.cirrus > 0)
 
-        # Scene classification as Sen2Cor would do it (but missing thin cloud edges).
+    def _scene_classes(self, refl: np.ndarray, illum: np.ndarray, shadow: np.ndarray, cirrus, alpha: np.ndarray,
+                       has_cirrus: bool) -> np.ndarray:
+        """Scene classification as Sen2Cor would do it (but missing thin cloud edges)."""
         blue, red, nir = refl[0], refl[2], refl[3]
         ndvi = (nir - red) / (nir + red + 1e-6)
         scl = np.full(self.shape, SCL_BARE, dtype=np.uint8)
@@ -231,8 +227,19 @@ class Surface:
         scl[(illum < 0.3) & (nir < 0.08)] = SCL_DARK
         scl[self.f_water > 0.5] = SCL_WATER
         scl[shadow >= 0.35] = SCL_SHADOW
-        if acq.cirrus > 0:
+        if has_cirrus:
             scl[cirrus >= 0.045] = SCL_CIRRUS
         scl[alpha >= 0.25] = SCL_CLOUD_MED
         scl[(alpha >= 0.6) & (blue > 0.25)] = SCL_CLOUD_HIGH
-        return refl, scl
+        return scl
+
+
+def _sensor_noise(refl: np.ndarray, abs_col: np.ndarray, abs_row: np.ndarray, seed: int) -> np.ndarray:
+    """Sensor and sub-pixel noise, keyed on the absolute pixel so overlapping granules agree."""
+    h1 = hash_u32(abs_col, abs_row, seed)
+    h2 = hash_u32(abs_col, abs_row, seed + 1)
+    sixteen = np.uint32(0xFFFF)
+    us = [(h1 & sixteen), (h1 >> np.uint32(16)), (h2 & sixteen), (h2 >> np.uint32(16))]
+    noise = np.stack([(u.astype(np.float32) / np.float32(65535) - np.float32(0.5)) for u in us])
+    refl = refl * (1 + np.float32(0.03) * noise) + np.float32(0.004) * noise
+    return np.clip(refl, 0.0005, 1.2).astype(np.float32)

@@ -1,4 +1,5 @@
-"""Validation shared by job specs (:mod:`.spec`) and cluster definitions (:mod:`.cluster_def`).
+"""Validation shared by job specs (:mod:`landslide_dask.jobs.spec`) and cluster definitions
+(:mod:`landslide_dask.clusters.definitions`): one place, below both, so neither imports the other.
 
 Both are pydantic models derived from :class:`Strict` (unknown keys refused, no type coercion,
 immutable). :func:`problems_of` turns a pydantic ``ValidationError`` into the ``(dotted path,

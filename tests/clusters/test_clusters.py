@@ -1,11 +1,12 @@
-"""Cluster definitions (cluster/*.yaml) and start_cluster: validation, missing extras, a real local
-cluster, and a real one-node SLURM cluster (installed and started by tests/slurm.py) that computes
-and runs DDP ranks as SLURM jobs."""
+"""Cluster definitions (the shipped examples) and start_cluster: validation, missing extras, a real
+local cluster over TLS, and a real one-node SLURM cluster (installed and started by
+tests/helpers/slurm.py) whose jobs get the run's certificate, compute and run DDP ranks."""
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 import time
 
@@ -15,18 +16,13 @@ import pytest
 import torch
 import yaml
 
-from landslide_dask.jobs.clusters import (
-    ClusterDef,
-    ClusterStartError,
-    MissingDependencyError,
-    load_cluster_def,
-    start_cluster,
-)
-from landslide_dask.errors import InputDataError
+from landslide_dask.clusters.definitions import ClusterDef, load_cluster_def
+from landslide_dask.clusters.shipped import EXAMPLES as CLUSTER
+from landslide_dask.clusters.start import start_cluster
 from landslide_dask.common.workers import n_workers
+from landslide_dask.errors import ClusterStartError, InputDataError, MissingDependencyError
 
 from ..helpers.slurm import overrides as _overrides
-from ..helpers import CLUSTER
 
 NAMES = ("local", "gpu-node", "slurm", "kubernetes")
 # functions of this module run on the workers (SLURM jobs included): ship them by value
@@ -66,10 +62,63 @@ def _sum(client) -> int:
 def test_shipped_definitions_are_valid(name):
     d = load_cluster_def(CLUSTER / f"{name}.yaml")
     assert d.kind == name and d.source.endswith(f"{name}.yaml")
+    assert d.tls is (name != "kubernetes")   # TLS unless the file asks for plain TCP (and says why)
     if name == "slurm":
         assert d.options["processes"] == 1 and d.workers == 4
     if name == "gpu-node":
         assert d.workers is None   # auto: one worker per GPU
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_bare_name_is_the_shipped_example_and_a_path_is_a_path(tmp_path, monkeypatch, name):
+    assert load_cluster_def(name).source == str(CLUSTER / f"{name}.yaml")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / f"{name}.yaml").write_text("kind: local\nworkers: 3\n")
+    assert load_cluster_def(f"{name}.yaml").workers == 3   # a file name (with its suffix) is a file
+    with pytest.raises(InputDataError, match="not found"):
+        load_cluster_def(f"./{name}")                      # a path to a missing file is not an example
+
+
+def test_the_examples_are_installed_with_the_package():
+    """The wheel carries what package-data names: every shipped example must match it."""
+    import fnmatch
+
+    import tomllib
+
+    from landslide_dask.clusters.shipped import example_names
+
+    root = CLUSTER.parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    patterns = data["landslide_dask.clusters"]
+    files = [p.relative_to(CLUSTER.parent).as_posix() for p in CLUSTER.glob("*.yaml")]
+    assert sorted(example_names()) == sorted(NAMES)
+    assert all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in files), (files, patterns)
+
+
+def test_cluster_example_command_prints_and_lists(capsys):
+    from landslide_dask.cli import main
+
+    assert main(["cluster-example", "slurm"]) == 0
+    assert capsys.readouterr().out == (CLUSTER / "slurm.yaml").read_text()
+    assert main(["cluster-example"]) == 0
+    out = capsys.readouterr().out
+    assert all(re.search(rf"^{n}\s+\S", out, re.M) for n in NAMES) and "--cluster NAME" in out
+    with pytest.raises(SystemExit) as e:
+        main(["cluster-example", "docker"])
+    assert e.value.code == 2 and "invalid choice: 'docker'" in capsys.readouterr().err
+
+
+def test_dashboards_listen_on_loopback_unless_asked():
+    from landslide_dask.clusters.start import _kwargs
+
+    slurm = ClusterDef.from_dict({"kind": "slurm", "workers": 1, "options": {"cores": 1, "memory": "1GB"}})
+    assert _kwargs(slurm, None)["scheduler_options"] == {"dashboard_address": "127.0.0.1:8787"}
+    asked = slurm.with_overrides({"options": {"scheduler_options": {"dashboard_address": ":9999"}}})
+    assert _kwargs(asked, None)["scheduler_options"] == {"dashboard_address": ":9999"}
+    for kind in ("local", "gpu-node"):
+        d = ClusterDef.from_dict({"kind": kind, "workers": 1})
+        assert _kwargs(d, None)["dashboard_address"] == "127.0.0.1:8787"
+        assert "security" not in _kwargs(d, None)   # no credentials: plain TCP (tls: false)
 
 
 @pytest.mark.parametrize("name", ["slurm", "kubernetes"])
@@ -107,10 +156,18 @@ BAD = [
     ("kind: gpu-node\nworkers: 4\noptions: {CUDA_VISIBLE_DEVICES: '0,1'}\n", ["- workers: ", "at most 2"]),
     ("kind: gpu-node\nadapt: {minimum: 1, maximum: 2}\n", ["- adapt: ", "gpu-node"]),
     ("kind: gpu-node\nworkers: auto\noptions: {protocol: udp}\n", ["options.protocol", "tcp, ucx"]),
-    ("kind: kubernetes\nworkers: 2\noptions: {name: x}\n", ["options.image", "missing"]),
-    ("kind: kubernetes\nworkers: 2\noptions: {image: x, resources: {request: {cpu: 1}}}\n",
+    ("kind: kubernetes\nworkers: 2\ntls: false\noptions: {name: x}\n", ["options.image", "missing"]),
+    ("kind: kubernetes\nworkers: 2\ntls: false\noptions: {image: x, resources: {request: {cpu: 1}}}\n",
      ["options.resources.request", "requests and/or limits"]),
     ("- kind: local\n", ["a cluster definition is a YAML mapping", "got a list"]),
+    # plain TCP is asked for, never chosen by accident
+    ("kind: local\nworkers: 2\noptions: {protocol: tcp}\n", ["options.protocol", "no authentication", "tls: false"]),
+    ("kind: local\nworkers: 2\ntls: false\noptions: {protocol: tls}\n", ["options.protocol", "tls: false"]),
+    ("kind: slurm\nworkers: 2\noptions: {cores: 2, memory: 4GB, protocol: tcp://}\n",
+     ["options.protocol", "tls: false"]),
+    ("kind: gpu-node\nworkers: auto\noptions: {protocol: ucx}\n", ["options.protocol", "tls: false"]),
+    ("kind: local\nworkers: 2\ntls: 'no'\n", ["- tls: ", "true or false"]),
+    ("kind: kubernetes\nworkers: 2\noptions: {image: x}\n", ["- tls: ", "KubeCluster", "tls: false"]),
 ]
 
 
@@ -157,7 +214,7 @@ def test_definitions_are_frozen_and_only_given_options_are_passed():
 
 
 def test_unreadable_definitions(tmp_path):
-    with pytest.raises(InputDataError, match="not found.*cluster/"):
+    with pytest.raises(InputDataError, match="not found.*shipped example.*local, slurm.*cluster-example"):
         load_cluster_def(tmp_path / "nope.yaml")
     p = tmp_path / "broken.yaml"
     p.write_text("kind: local\nworkers: [2\n")
@@ -169,7 +226,7 @@ def test_overrides_are_merged_and_validated():
     d = load_cluster_def(CLUSTER / "slurm.yaml")
     o = d.with_overrides({"workers": 2, "options": {"cores": 1, "scheduler_options": {"port": 0}}})
     assert (o.workers, o.options["cores"], o.options["memory"]) == (2, 1, d.options["memory"])
-    assert o.options["scheduler_options"] == {"dashboard_address": ":8787", "port": 0}
+    assert o.options["scheduler_options"] == {"dashboard_address": "127.0.0.1:8787", "port": 0}
     assert d.options["cores"] == 8   # the original is untouched
     with pytest.raises(InputDataError, match=r"slurm.yaml \(with overrides\) has 1 problem:\n  - options.cores: "):
         d.with_overrides({"options": {"cores": "x"}})
@@ -209,16 +266,45 @@ def test_gpu_node_one_worker_per_gpu_runs_nccl():
 LOCAL = {"options": {"dashboard_address": "127.0.0.1:0", "memory_limit": "2GB"}}
 
 
+def _plugins(dask_scheduler) -> list[str]:
+    return sorted(dask_scheduler.worker_plugins)
+
+
 def test_local_starts_computes_and_tears_down(capsys):
+    from landslide_dask.clusters.preload import TaskImports
+
     with start_cluster(CLUSTER / "local.yaml", overrides=LOCAL) as client:
         assert n_workers(client) == 2
         assert _sum(client) == sum(range(10_000))
         pids = [p for p, _, _ in client.run(_pids).values()]
         assert len(set(pids)) == 2 and os.getpid() not in pids   # one process per worker (one DDP rank each)
+        # TLS by default, scheduler and workers; the workers imported the task modules first
+        assert client.scheduler.address.startswith("tls://127.0.0.1:")
+        assert all(a.startswith("tls://127.0.0.1:") for a in client.run(_pids))
+        assert TaskImports.name in client.run_on_scheduler(_plugins)
+        done = client.run(_imported)
+        assert all(d is not None and d["pid"] in pids and not d["failed"] for d in done.values()), done
     out = capsys.readouterr().out
     assert re.search(r"\[dask\] local cluster local: 2 workers after .*dashboard http://127\.0\.0\.1:\d+/status", out)
     assert "shut down" in out
     assert _wait_gone(pids) == []
+
+
+def _imported():
+    from landslide_dask.clusters import preload
+
+    return preload.DONE
+
+
+def test_insecure_asks_for_plain_tcp():
+    """--insecure (the CLI) and tls: false (a definition) start the same cluster on plain TCP."""
+    from landslide_dask.cli import _client, build_parser
+
+    args = build_parser().parse_args(["predict", "--model", "m.pt", "--cube", "c.zarr", "--out", "o.zarr",
+                                      "--workers", "1", "--insecure"])
+    with _client(args) as client:
+        assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+        assert _sum(client) == sum(range(10_000))
 
 
 def test_local_torn_down_on_ctrl_c():
@@ -295,6 +381,13 @@ def test_slurm_cluster_computes_and_trains_with_ddp(slurm, tmp_path, capsys):
             assert _sum(client) == sum(range(10_000))
             where = list(client.run(_pids).values())
             assert sorted(j for _, _, j in where) == sorted(jobs)       # each worker runs in its own job
+            # the jobs joined over TLS with the run's certificate, read from a private folder
+            assert all(a.startswith("tls://") for a in [client.scheduler.address, *client.run(_pids)])
+            (creds,) = (tmp_path / "tls").iterdir()
+            assert stat.S_IMODE(creds.stat().st_mode) == 0o700 and sorted(f.name for f in creds.iterdir()) == [
+                "ca.pem", "cert.pem", "key.pem"]
+            script = client.cluster.job_script()
+            assert f"--tls-key {creds / 'key.pem'}" in script and "BEGIN" not in script   # paths, never the key
             out = run_ddp(client, _ddp_step, timeout_s=60)
             assert out["world"] == 2 and out["sum"] == 3.0 and out["job"] in jobs
             torch.testing.assert_close(out["grad"], _reference_grad(2))   # DDP averaged the two ranks' gradients
@@ -304,6 +397,7 @@ def test_slurm_cluster_computes_and_trains_with_ddp(slurm, tmp_path, capsys):
             raise KeyboardInterrupt
     assert slurm.job_ids() == []                       # cancelled, and gone from the queue
     assert _wait_gone([p for pids in where for p in pids[:2]]) == []   # worker and nanny processes
+    assert list((tmp_path / "tls").iterdir()) == []    # the certificate files went with the cluster
     assert "dashboard http://127.0.0.1:" in capsys.readouterr().out
 
 
@@ -353,8 +447,8 @@ def test_a_restarting_worker_is_never_closed_as_lost():
     import dask
     from distributed import Client
 
+    from landslide_dask.clusters.start import local_cluster
     from landslide_dask.common.workers import wait_for_workers, worker_table
-    from landslide_dask.jobs.clusters import local_cluster
 
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "0.2s"}), \
             local_cluster(2) as cluster, Client(cluster) as client:

@@ -1,7 +1,14 @@
-"""Cluster definitions (``cluster/*.yaml``), validated: the YAML file as pydantic models, one per
-``kind`` (a discriminated union), and the :class:`ClusterDef` that :func:`~.clusters.start_cluster`
-starts. Every problem is reported at once as a :class:`~landslide_dask.errors.ClusterSpecError`
-naming the file, the field (``options.walltime``) and what is expected.
+"""Cluster definitions, validated: the YAML file as pydantic models, one per ``kind`` (a
+discriminated union), and the :class:`ClusterDef` that :func:`~.start.start_cluster` starts. Every
+problem is reported at once as a :class:`~landslide_dask.errors.ClusterSpecError` naming the file,
+the field (``options.walltime``) and what is expected.
+
+The package ships one documented example per kind (:mod:`.shipped`): a bare name (``local``,
+``slurm``, ...) wherever a definition file is expected means that example, and ``landslide-dask
+cluster-example NAME`` prints one to start from.
+
+``tls`` (default true) makes the cluster speak TLS with a key and certificate made for the run
+(:mod:`.security`); ``tls: false`` asks for plain TCP, which kind ``kubernetes`` needs for now.
 
 ``options`` are the keyword arguments of the cluster class, checked by name and type per kind
 (``LocalCluster``, dask-cuda's ``LocalCUDACluster``, dask-jobqueue's ``SLURMCluster``,
@@ -29,10 +36,12 @@ from pydantic import (
     model_validator,
 )
 
+from ..common.validation import Strict, fail, fail_all, problems_of, read_yaml, show, unknown
 from ..errors import ClusterSpecError
-from .schema import Strict, fail, fail_all, problems_of, read_yaml, show, unknown
+from .shipped import EXAMPLES, example_names, resolve_cluster
 
-__all__ = ["DEFAULT_TIMEOUT_S", "KINDS", "ClusterDef", "load_cluster_def"]
+__all__ = ["DEFAULT_TIMEOUT_S", "EXAMPLES", "KINDS", "ClusterDef", "example_names", "load_cluster_def",
+           "resolve_cluster"]
 
 KINDS = ("local", "gpu-node", "slurm", "kubernetes")
 DEFAULT_TIMEOUT_S = {"local": 60.0, "gpu-node": 120.0, "slurm": 600.0, "kubernetes": 600.0}
@@ -149,7 +158,7 @@ class LocalOptions(_MachineOptions):
 class GpuNodeOptions(_MachineOptions):
     KIND: ClassVar[str] = "gpu-node"
     CUDA_VISIBLE_DEVICES: Annotated[Any, AfterValidator(_devices)] | None = None
-    protocol: Literal["tcp", "ucx"] = None
+    protocol: Literal["tls", "tls://", "tcp", "ucx"] = None
     device_memory_limit: DeviceMemory | None = None
     rmm_pool_size: Size | None = None
     rmm_maximum_pool_size: Size | None = None
@@ -254,7 +263,7 @@ class Adapt(Strict):
         return self
 
 
-_TOP_LEVEL = ("kind", "workers", "adapt", "wait_for", "timeout", "options", "description")
+_TOP_LEVEL = ("kind", "workers", "adapt", "wait_for", "timeout", "tls", "options", "description")
 _WORKERS = {"examples": [2], "description": "a whole number >= 1 of worker processes to start and wait for (auto "
             "on gpu-node: one per GPU), or an adapt: range instead"}
 
@@ -268,6 +277,8 @@ class _ClusterFile(Strict):
     wait_for: Count0 | None = Field(None, description="the workers to wait for before work starts, a whole number",
                                     examples=[1])
     timeout: Seconds | None = Field(None, description="seconds to wait for the workers, a number > 0", examples=[600])
+    tls: bool = Field(True, description="true (TLS with the run's own certificate) or false (plain TCP, no "
+                      "authentication)", examples=["true"])
     description: Text | None = None
 
     @classmethod
@@ -297,7 +308,22 @@ class _ClusterFile(Strict):
         problems = self.workers_problems()
         if problems:
             fail_all([(("workers",), p) for p in problems])
+        self._protocol_matches_tls()
         return self
+
+    def _protocol_matches_tls(self) -> None:
+        """``options.protocol`` says the same as ``tls``: plain TCP (or UCX) is never chosen by accident."""
+        proto = getattr(self.options, "protocol", None)
+        if proto is None:
+            return
+        secure = proto.startswith("tls")
+        if self.tls and not secure:
+            fail(f"got {proto}, which carries no authentication: anyone on the network who finds the scheduler "
+                 "could run code as you. Leave protocol out (TLS, the default), or set tls: false to ask for it",
+                 "options", "protocol", expect=False)
+        if not self.tls and secure:
+            fail(f"got {proto} with tls: false; remove one of them (tls: true, the default, is TLS)",
+                 "options", "protocol", expect=False)
 
     def workers_problems(self) -> list[str]:
         """What this kind's options say against ``workers``."""
@@ -308,7 +334,8 @@ class _ClusterFile(Strict):
         workers = None if self.workers == "auto" else self.workers
         adapt = (self.adapt.minimum, self.adapt.maximum) if self.adapt is not None else None
         return ClusterDef(kind=self.kind, workers=workers, options=self.options.kwargs(), adapt=adapt,
-                          wait_for=self.wait_for, timeout_s=float(timeout), source=source, raw=copy.deepcopy(raw))
+                          wait_for=self.wait_for, timeout_s=float(timeout), tls=self.tls, source=source,
+                          raw=copy.deepcopy(raw))
 
 
 class LocalFile(_ClusterFile):
@@ -359,6 +386,15 @@ class KubernetesFile(_ClusterFile):
     kind: Literal["kubernetes"]
     options: KubernetesOptions = Field(default_factory=dict, validate_default=True)
 
+    @model_validator(mode="after")
+    def _plain_tcp_asked(self) -> KubernetesFile:
+        if self.tls:
+            fail("got true (the default), which kind kubernetes cannot do yet: the Dask operator's KubeCluster "
+                 "reaches its scheduler over plain TCP and has no TLS settings. Set tls: false to run on plain TCP "
+                 "inside the cluster network (keep the namespace, and kubectl port-forward, to yourself)",
+                 "tls", expect=False)
+        return self
+
 
 ClusterFile = Annotated[LocalFile | GpuNodeFile | SlurmFile | KubernetesFile, Field(discriminator="kind")]
 _CLUSTER_FILE = TypeAdapter(ClusterFile)
@@ -376,6 +412,7 @@ class ClusterDef(BaseModel):
     adapt: tuple[int, int] | None = None
     wait_for: int | None = None
     timeout_s: float = 60.0
+    tls: bool = True
     source: str = "<dict>"
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
 
@@ -389,7 +426,8 @@ class ClusterDef(BaseModel):
         if not isinstance(data, dict):
             got = "an empty file" if data is None else f"a {type(data).__name__}"
             raise ClusterSpecError(source, [("", f"a cluster definition is a YAML mapping (key: value lines) with "
-                                             f"kind, workers, options; got {got}. See cluster/*.yaml")])
+                                             f"kind, workers, options; got {got}. See `landslide-dask "
+                                             "cluster-example`")])
         try:
             parsed = _CLUSTER_FILE.validate_python(data)
         except ValidationError as exc:
@@ -418,8 +456,10 @@ def _merge(base: dict, over: Mapping) -> dict:
 
 
 def load_cluster_def(path: str | os.PathLike) -> ClusterDef:
-    """Read and validate a cluster definition YAML file (errors name the file, the field, what is expected)."""
-    p = Path(path)
-    data = read_yaml(p, ClusterSpecError, f"{p} not found: pick one of the files in cluster/ (local.yaml, "
-                     "gpu-node.yaml, slurm.yaml, kubernetes.yaml) or write your own")
+    """Read and validate a cluster definition YAML file, or a shipped example by name (errors name the
+    file, the field, what is expected)."""
+    p = resolve_cluster(path)
+    data = read_yaml(p, ClusterSpecError, f"{p} not found: give a definition file, or the name of a shipped "
+                     f"example ({', '.join(example_names())}; `landslide-dask cluster-example NAME` prints one "
+                     "to start from)")
     return ClusterDef.from_dict(data, str(p))

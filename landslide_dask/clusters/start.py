@@ -1,21 +1,29 @@
-"""Dask clusters from small YAML definitions: local, one GPU node, SLURM, Kubernetes.
+"""Start Dask clusters from small YAML definitions (local, one GPU node, SLURM, Kubernetes), or join one.
 
-A definition (see ``cluster/*.yaml``; each file documents itself)::
+A definition (the shipped examples, ``landslide-dask cluster-example NAME``, document themselves)::
 
     kind: local | gpu-node | slurm | kubernetes
     workers: 2                      # worker processes to start and wait for ("auto" on gpu-node)
     adapt: {minimum: 0, maximum: 8} # optional, slurm/kubernetes/local: scale with the load instead
     wait_for: 1                     # optional: workers to wait for before work starts (default: workers)
     timeout: 600                    # optional: seconds to wait for them (default per kind)
+    tls: true                       # optional: false = plain TCP, no authentication (default: TLS)
     options: {...}                  # keyword arguments of the cluster class, checked by name and type
 
-:func:`load_cluster_def` validates a file (:mod:`landslide_dask.jobs.cluster_def`: one
-:class:`~landslide_dask.errors.ClusterSpecError` names the file and lists every problem, each with its field
-and what is expected); :func:`start_cluster` is a context
-manager that starts the cluster, scales it, waits for the workers, prints the dashboard link,
-yields a :class:`distributed.Client` and always tears the cluster down, also on an exception or
-Ctrl-C (and SIGTERM, e.g. ``scancel`` of a driver job, while it runs in the main thread). With
-``scheduler="tcp://..."`` it only connects to a running cluster and never tears it down.
+:func:`~.definitions.load_cluster_def` validates a file (one
+:class:`~landslide_dask.errors.ClusterSpecError` names the file and lists every problem, each with
+its field and what is expected); :func:`start_cluster` is a context manager that starts the
+cluster, scales it, waits for the workers, prints the dashboard link, yields a
+:class:`distributed.Client` and always tears the cluster down, also on an exception or Ctrl-C (and
+SIGTERM, e.g. ``scancel`` of a driver job, while it runs in the main thread). With
+``scheduler="tls://..."`` (or ``tcp://``) it only connects to a running cluster and never tears it
+down. :func:`local_cluster` is the one way the package's own code (demo, benchmarks, tests) starts a
+cluster on this machine.
+
+Every cluster started here speaks TLS with a certificate made for the run (:mod:`.security`) unless
+the definition says ``tls: false``, binds its dashboard to 127.0.0.1 unless the definition names
+another address, and has its workers import the task modules before their first task
+(:mod:`.preload`).
 
 One rank per worker process: :func:`landslide_dask.train.ddp.run_ddp` runs one torch.distributed rank in
 each Dask worker process, and a process holds one process group, so every worker must be its own
@@ -30,42 +38,37 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..common.logs import quiet_distributed
-from ..common.workers import n_workers, worker_names
-from ..errors import ClusterSpecError, ClusterStartError, MissingDependencyError
-from .cluster_def import DEFAULT_TIMEOUT_S, KINDS, ClusterDef, load_cluster_def
+from ..common.workers import n_workers
+from ..errors import ClusterStartError, MissingDependencyError
+from .definitions import ClusterDef, load_cluster_def
+from .preload import PRELOAD, TaskImports
+from .security import TLS, CredentialFiles, needs_credentials, run_security, write_credentials
+from .slurm import missing_commands, slurm_job_cls, slurm_jobs, slurm_problem, wait_slurm_gone
 
 if TYPE_CHECKING:
     from distributed import Client
+    from distributed.security import Security
 
-__all__ = [
-    "DEFAULT_TIMEOUT_S",
-    "KINDS",
-    "ClusterDef",
-    "ClusterSpecError",
-    "ClusterStartError",
-    "MissingDependencyError",
-    "load_cluster_def",
-    "start_cluster",
-    "local_cluster",
-    "WORKER_CONFIG",
-]
+__all__ = ["CLOSE_TIMEOUT_S", "WORKER_CONFIG", "close_workers_patiently", "local_cluster", "start_cluster",
+           "use_worker_config"]
+
+Echo = Callable[[str], None] | None
+#: Where a dashboard listens unless a definition names another address: this machine only.
+DASHBOARD = "127.0.0.1:8787"
 
 _EXTRA = {"gpu-node": ("dask_cuda", "dask-cuda", "gpu"), "slurm": ("dask_jobqueue", "dask-jobqueue", "slurm"),
           "kubernetes": ("dask_kubernetes", "dask-kubernetes", "k8s")}
 
 
-def _import(kind: str, source: str):
+def _import(kind: str, source: str) -> type:
     """The cluster class of ``kind``, or a MissingDependencyError naming the pip extra."""
     if kind == "local":
         from distributed import LocalCluster
@@ -85,25 +88,33 @@ def _import(kind: str, source: str):
         extra_hint = ""
         if kind == "gpu-node" and not missing:
             extra_hint = (" dask-cuda imports only where the CUDA libraries and a GPU driver are present; on a "
-                          "machine without a GPU use cluster/local.yaml.")
+                          "machine without a GPU use --cluster local.")
         raise MissingDependencyError(
             f"{what}; kind {kind} (in {source}) needs it: pip install \"landslide-dask[{extra}]\"."
             f"{extra_hint}") from e
     return cls
 
 
-def _kwargs(defn: ClusterDef) -> dict[str, Any]:
+def _kwargs(defn: ClusterDef, security: Security | None) -> dict[str, Any]:
+    """The cluster class's keyword arguments: the definition's options, the package's defaults
+    (loopback, one thread per worker, the dashboard on 127.0.0.1) and TLS when asked."""
     o = dict(defn.options)
+    tls = {"security": security, "protocol": TLS} if security is not None else {}
     if defn.kind == "local":
         o.setdefault("processes", True)
         o.setdefault("threads_per_worker", 1)
         o.setdefault("host", "127.0.0.1")
-        o.setdefault("dashboard_address", "127.0.0.1:8787")
+        o.setdefault("dashboard_address", DASHBOARD)
         o["n_workers"] = 0 if defn.adapt else defn.workers
+        o.update(tls)
     elif defn.kind == "gpu-node":
+        o.setdefault("dashboard_address", DASHBOARD)
         o["n_workers"] = defn.workers
+        o.update(tls)
     elif defn.kind == "slurm":
         o["n_workers"] = 0          # scaled after construction, so submission errors can be caught
+        o["scheduler_options"] = {"dashboard_address": DASHBOARD, **(o.get("scheduler_options") or {})}
+        o.update(tls)               # security: the credential files (see _make_cluster)
     elif defn.kind == "kubernetes":
         o["n_workers"] = 0 if defn.adapt else defn.workers
         if o.get("custom_cluster_spec"):
@@ -113,33 +124,6 @@ def _kwargs(defn: ClusterDef) -> dict[str, Any]:
 
             o["create_mode"] = getattr(CreateMode, o["create_mode"])
     return o
-
-
-def _slurm_job_cls(record: dict):
-    """SLURMJob that records a failed ``sbatch`` on the job (dask-jobqueue only logs it, and leaves the
-    job in a state its ``close`` asserts on); ``start_cluster`` turns it into one clear error."""
-    from dask_jobqueue.slurm import SLURMJob
-    from distributed.core import Status
-
-    class RecordingSLURMJob(SLURMJob):
-        async def start(self):
-            try:
-                await super().start()
-            except Exception as e:
-                # text only: an exception (its traceback) would keep this job object alive
-                record.setdefault("errors", []).append((str(self.name), f"{e}"))
-                if record.get("starting"):
-                    # reported by start_cluster, which then closes the cluster: no log noise
-                    self.status = Status.running
-                    return
-                self.status = Status.failed
-                raise
-
-        async def close(self):
-            await super().close()
-            self.status = Status.closed   # SpecCluster.close asserts on it; SLURMJob leaves it running
-
-    return RecordingSLURMJob
 
 
 # distributed starts every worker process with MALLOC_TRIM_THRESHOLD_=65536. Setting it turns off
@@ -169,11 +153,12 @@ def use_worker_config() -> None:
 CLOSE_TIMEOUT_S = 30.0
 
 
-def local_cluster(n_workers: int, threads_per_worker: int = 1, **kw: Any):
+def local_cluster(n_workers: int, threads_per_worker: int = 1, *, tls: bool = True, **kw: Any) -> Any:
     """A ``LocalCluster`` of single-purpose worker processes on loopback, with :data:`WORKER_CONFIG`,
-    whose workers are closed with :data:`CLOSE_TIMEOUT_S` and never closed for being lost while
-    their nanny restarts them: the one way this package (demo, benchmarks, tests) starts a cluster
-    on this machine."""
+    TLS with the run's own certificate (``tls=False``: plain TCP), workers that import the task
+    modules before they connect (:mod:`.preload`), closed with :data:`CLOSE_TIMEOUT_S` and never
+    closed for being lost while their nanny restarts them: the one way this package (demo,
+    benchmarks, tests) starts a cluster on this machine. ``Client(cluster)`` takes its credentials."""
     from distributed import LocalCluster
     from distributed.deploy.cluster import Cluster
 
@@ -195,10 +180,14 @@ def local_cluster(n_workers: int, threads_per_worker: int = 1, **kw: Any):
     use_worker_config()
     kw.setdefault("host", "127.0.0.1")
     kw.setdefault("dashboard_address", None)
+    kw["preload"] = [*kw.get("preload", []), PRELOAD]
+    if tls:
+        kw.setdefault("security", run_security())
+        kw.setdefault("protocol", TLS)
     return PatientLocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True, **kw)
 
 
-def close_workers_patiently(cluster) -> None:
+def close_workers_patiently(cluster: Any) -> None:
     """Close a local cluster's worker processes one by one with :data:`CLOSE_TIMEOUT_S` each, before
     the cluster's own close (which allows 4 s); anything else is left to that close."""
     from distributed import LocalCluster
@@ -210,19 +199,27 @@ def close_workers_patiently(cluster) -> None:
             cluster.sync(nanny.close, timeout=CLOSE_TIMEOUT_S, reason="cluster-close")
 
 
-def _make_cluster(defn: ClusterDef, record: dict):
+def _make_cluster(defn: ClusterDef, record: dict) -> Any:
+    """The started cluster of ``defn``; SLURM credential files are left in ``record["tls_files"]``."""
     cls = _import(defn.kind, defn.source)
-    kw = _kwargs(defn)
+    security = run_security() if defn.tls else None
     if defn.kind in ("local", "gpu-node"):
         use_worker_config()
     if defn.kind == "slurm":
-        missing = [c for c in ("sbatch", "squeue", "scancel") if shutil.which(c) is None]
+        missing = missing_commands()
         if missing:
             raise ClusterStartError(
                 f"cannot start the SLURM cluster of {defn.source}: {', '.join(missing)} not found on PATH. "
                 "Run this on a SLURM login node (or load the site's slurm module, e.g. `module load slurm`), "
                 "and check that `sinfo` lists your partition.")
-        kw["job_cls"] = _slurm_job_cls(record)
+        if security is not None:
+            # the worker jobs read the run's certificate from files on a file system the nodes share
+            files = write_credentials(security, defn.options.get("shared_temp_directory") or os.getcwd())
+            record["tls_files"] = files
+            security = files.security()
+    kw = _kwargs(defn, security)
+    if defn.kind == "slurm":
+        kw["job_cls"] = slurm_job_cls(record)
     try:
         return cls(**kw)
     except Exception as e:
@@ -248,105 +245,7 @@ def _hints(defn: ClusterDef) -> str:
     return "\nCheck: free memory and ports on this machine (and that no firewall blocks 127.0.0.1)."
 
 
-_SLURM_ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
-                "PREEMPTED", "TIMEOUT", "SPECIAL_EXIT", "REVOKED"}
-
-
-def _slurm_jobs(cluster) -> dict[str, str]:
-    """worker spec name -> SLURM job id, for the jobs that were submitted."""
-    return {str(name): str(job.job_id) for name, job in list(cluster.workers.items())
-            if getattr(job, "job_id", None)}
-
-
-def _squeue(ids: list[str]) -> dict[str, str]:
-    """job id -> 'STATE (reason)' for the given jobs, as squeue shows them (missing = purged)."""
-    if not ids:
-        return {}
-    try:
-        out = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i %T %r"],
-                             capture_output=True, text=True, check=False, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    states = {}
-    for line in out.stdout.splitlines():
-        parts = line.split(None, 2)
-        if len(parts) >= 2:
-            states[parts[0]] = f"{parts[1]} ({parts[2]})" if len(parts) > 2 and parts[2] != "None" else parts[1]
-    return states
-
-
-def _slurm_log_files(defn: ClusterDef, job_id: str) -> list[Path]:
-    d = defn.options.get("log_directory")
-    name = defn.options.get("job_name") or "dask-worker"
-    if d:
-        return [Path(d) / f"{name}-{job_id}.err", Path(d) / f"{name}-{job_id}.out"]
-    return [Path.cwd() / f"slurm-{job_id}.out"]
-
-
-def _tail(p: Path, n: int = 8) -> str:
-    try:
-        lines = p.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return "\n      ".join(lines[-n:])
-
-
-def _slurm_problem(defn: ClusterDef, cluster, client: Client, record: dict, final: bool) -> str | None:
-    """Why the SLURM workers are not (all) there, or None while waiting is still reasonable."""
-    errors = record.get("errors") or []
-    if errors:
-        name, e = errors[0]
-        text = str(e)
-        if "stderr:" in text:
-            text = text.split("stderr:", 1)[1].strip()
-        return f"sbatch refused the job of worker {name}: {text}"
-    jobs = _slurm_jobs(cluster)
-    if not jobs:
-        return "no SLURM job was submitted" if final else None
-    connected = worker_names(client)
-    waiting = {n: j for n, j in jobs.items() if not any(c == n or c.startswith(f"{n}-") for c in connected)}
-    if not waiting:
-        return None
-    # ask squeue after 1, 2, 4, 8, then every 10 s (busy sites frown on tight squeue loops)
-    now = time.monotonic()
-    if not final and now < record.get("squeue_at", 0.0):
-        return None
-    step = record.get("squeue_step", 1.0)
-    record["squeue_at"], record["squeue_step"] = now + step, min(step * 2, 10.0)
-    states = _squeue(list(waiting.values()))
-    ended = {n: j for n, j in waiting.items() if j not in states or states[j].split()[0] in _SLURM_ENDED}
-    if not ended and not final:
-        return None
-    lines = []
-    if ended:
-        lines.append("SLURM job(s) ended before their Dask worker connected to the scheduler:")
-    else:
-        lines.append(f"SLURM worker job(s) did not connect within {defn.timeout_s:g}s:")
-    for n, j in (ended or waiting).items():
-        lines.append(f"  job {j} (worker {n}): {states.get(j, 'gone from squeue')}")
-        for p in _slurm_log_files(defn, j):
-            t = _tail(p)
-            lines.append(f"    log {p}" + (f":\n      {t}" if t else " (empty or missing)"))
-    return "\n".join(lines)
-
-
-def _wait_slurm_gone(ids: list[str], timeout: float = 30.0) -> None:
-    """After close: wait until the cancelled jobs have left the queue (scancel is asynchronous)."""
-    deadline = time.monotonic() + timeout
-    left = ids
-    while time.monotonic() < deadline:
-        states = _squeue(left)
-        left = [j for j in left if j in states and states[j].split()[0] not in _SLURM_ENDED]
-        if not left:
-            return
-        time.sleep(0.25)
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(["scancel", *left], capture_output=True, check=False, timeout=20)
-    print(f"[dask] warning: SLURM job(s) {', '.join(left)} still in the queue {timeout:g}s after the cluster "
-          f"closed; scancel sent again (check with: squeue -j {','.join(left)})", file=sys.stderr)
-
-
-def _wait(defn: ClusterDef, cluster, client: Client, n: int, record: dict, echo) -> None:
+def _wait(defn: ClusterDef, cluster: Any, client: Client, n: int, record: dict, echo: Echo) -> None:
     """Wait for ``n`` workers, failing early when the cluster says they will never come."""
     t0 = time.monotonic()
     deadline = t0 + defn.timeout_s
@@ -357,7 +256,7 @@ def _wait(defn: ClusterDef, cluster, client: Client, n: int, record: dict, echo)
             return
         now = time.monotonic()
         final = now >= deadline
-        problem = _slurm_problem(defn, cluster, client, record, final) if defn.kind == "slurm" else None
+        problem = slurm_problem(defn, cluster, client, record, final) if defn.kind == "slurm" else None
         if problem is None and final:
             problem = f"only {have} of {n} workers arrived within {defn.timeout_s:g}s"
         if problem is not None:
@@ -389,7 +288,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _close(client, cluster, timeout: float = 60.0) -> None:
+def _close(client: Client | None, cluster: Any, timeout: float = 60.0) -> None:
     if client is not None:
         with contextlib.suppress(Exception):
             client.close(timeout=10)
@@ -401,53 +300,61 @@ def _close(client, cluster, timeout: float = 60.0) -> None:
             print(f"[dask] warning: closing the cluster failed ({type(e).__name__}: {e})", file=sys.stderr)
 
 
-@contextlib.contextmanager
-def start_cluster(defn: ClusterDef | str | os.PathLike | None = None, *, scheduler: str | None = None,
-                  overrides: Mapping[str, Any] | None = None, timeout: float | None = None,
-                  echo: Callable[[str], None] | None = print) -> Iterator[Client]:
-    """Start the cluster of ``defn`` (a :class:`ClusterDef` or a YAML path), yield a connected Client.
+def _imports_first(client: Client, where: str) -> None:
+    """Register :class:`~.preload.TaskImports` before any task: every worker, now and later, imports
+    the task modules in one thread before it takes its first task."""
+    try:
+        client.register_plugin(TaskImports())
+    except Exception as e:
+        raise ClusterStartError(f"the workers of {where} could not set up ({type(e).__name__}: {e}); they need "
+                                "landslide-dask installed, the same version as here") from e
 
-    ``overrides`` are deep-merged into the definition first (e.g. ``{"workers": 2, "options":
-    {"cores": 1}}``); ``timeout`` replaces the definition's wait for workers. On exit -- normal, an
-    exception, Ctrl-C -- the client and the cluster are closed (SLURM jobs cancelled, pods deleted,
-    local processes ended). With ``scheduler`` (``tcp://host:port``) it connects to that running
-    cluster instead, waits for one worker, and on exit only disconnects: the cluster is someone else's.
-    ``echo`` receives the progress lines (the dashboard link); None silences them.
-    """
+
+@contextlib.contextmanager
+def _connect(scheduler: str, security: Security | None, wait_s: float, echo: Echo) -> Iterator[Client]:
+    """A client of someone else's running cluster; on exit it only disconnects."""
     from distributed import Client
 
-    if scheduler is not None:
-        wait_s = timeout or 60.0
+    why = needs_credentials(scheduler, security)
+    if why:
+        raise ClusterStartError(f"cannot connect to the Dask scheduler at {scheduler}: {why}")
+    try:
+        client = Client(scheduler, timeout=wait_s, security=security)
+    except Exception as e:
+        raise ClusterStartError(f"cannot connect to the Dask scheduler at {scheduler}: {type(e).__name__}: {e}. "
+                                "Check the address (tls://HOST:PORT or tcp://HOST:PORT, as the scheduler printed "
+                                "it), that this machine can reach it, and for tls:// that the certificate files "
+                                "are the cluster's") from e
+    try:
         try:
-            client = Client(scheduler, timeout=wait_s)
-        except Exception as e:
-            raise ClusterStartError(f"cannot connect to the Dask scheduler at {scheduler}: {type(e).__name__}: {e}. "
-                                    "Check the address (tcp://HOST:PORT, as the scheduler printed it) and that "
-                                    "this machine can reach it") from e
-        try:
-            try:
-                client.wait_for_workers(1, timeout=wait_s)
-            except TimeoutError:
-                raise ClusterStartError(f"the Dask scheduler at {scheduler} has no workers after {wait_s:g}s: "
-                                        "start some (dask worker " + scheduler + ")") from None
-            quiet_distributed()  # this process only: the workers are someone else's
-            if echo:
-                echo(f"[dask] connected to {scheduler}: {n_workers(client)} workers, dashboard {client.dashboard_link}")
-            yield client
-        finally:
-            with contextlib.suppress(Exception):
-                client.close(timeout=10)
-        return
+            client.wait_for_workers(1, timeout=wait_s)
+        except TimeoutError:
+            raise ClusterStartError(f"the Dask scheduler at {scheduler} has no workers after {wait_s:g}s: "
+                                    "start some (dask worker " + scheduler + ")") from None
+        _imports_first(client, scheduler)
+        quiet_distributed()  # this process only: the workers are someone else's
+        if echo:
+            echo(f"[dask] connected to {scheduler}: {n_workers(client)} workers, dashboard {client.dashboard_link}")
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.close(timeout=10)
 
-    if defn is None:
-        raise ValueError("start_cluster needs a cluster definition (a ClusterDef or a YAML path) or scheduler=")
-    if not isinstance(defn, ClusterDef):
-        defn = load_cluster_def(defn)
-    defn = defn.with_overrides(overrides)
-    if timeout is not None:
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, not {timeout!r}")
-        defn = defn.model_copy(update={"timeout_s": float(timeout)})
+
+def _workers_to_wait_for(defn: ClusterDef, cluster: Any) -> int:
+    if defn.wait_for is not None:
+        return defn.wait_for
+    if defn.adapt is not None:
+        return defn.adapt[0]
+    if defn.workers is None:   # gpu-node auto: one per GPU that LocalCUDACluster found
+        return len(cluster.worker_spec)
+    return defn.workers
+
+
+@contextlib.contextmanager
+def _start(defn: ClusterDef, echo: Echo) -> Iterator[Client]:
+    """Start ``defn``'s cluster, wait for its workers, yield its client; always tear it all down."""
+    from distributed import Client
 
     record: dict[str, Any] = {"starting": True}
     cluster = client = None
@@ -460,26 +367,52 @@ def start_cluster(defn: ClusterDef | str | os.PathLike | None = None, *, schedul
             elif defn.kind == "slurm":
                 cluster.scale(defn.workers)
             client = Client(cluster)
-            if defn.wait_for is not None:
-                n = defn.wait_for
-            elif defn.adapt is not None:
-                n = defn.adapt[0]
-            elif defn.workers is None:   # gpu-node auto: one per GPU that LocalCUDACluster found
-                n = len(cluster.worker_spec)
-            else:
-                n = defn.workers
+            _imports_first(client, f"the {defn.kind} cluster of {defn.source}")
             quiet_distributed(client)
-            _wait(defn, cluster, client, n, record, echo)
+            _wait(defn, cluster, client, _workers_to_wait_for(defn, cluster), record, echo)
             record["starting"] = False
             if echo:
                 echo(f"[dask] {defn.kind} cluster {defn.name}: {n_workers(client)} workers after "
-                     f"{time.monotonic() - t0:.1f}s, dashboard {client.dashboard_link}")
+                     f"{time.monotonic() - t0:.1f}s, dashboard {client.dashboard_link}"
+                     + ("" if defn.tls else " (plain TCP: tls: false)"))
             yield client
         finally:
             record["starting"] = False
-            jobs = list(_slurm_jobs(cluster).values()) if defn.kind == "slurm" and cluster is not None else []
+            jobs = list(slurm_jobs(cluster).values()) if defn.kind == "slurm" and cluster is not None else []
             _close(client, cluster)
             if jobs:
-                _wait_slurm_gone(jobs)
+                wait_slurm_gone(jobs)
+            files: CredentialFiles | None = record.get("tls_files")
+            if files is not None:
+                files.remove()
             if echo and cluster is not None:
                 echo(f"[dask] {defn.kind} cluster {defn.name} shut down")
+
+
+def start_cluster(defn: ClusterDef | str | os.PathLike | None = None, *, scheduler: str | None = None,
+                  security: Security | None = None, overrides: Mapping[str, Any] | None = None,
+                  timeout: float | None = None, echo: Echo = print) -> contextlib.AbstractContextManager[Client]:
+    """Start the cluster of ``defn`` (a :class:`ClusterDef`, a YAML path or a shipped example's name),
+    as a context manager yielding a connected Client.
+
+    ``overrides`` are deep-merged into the definition first (e.g. ``{"workers": 2, "options":
+    {"cores": 1}}``, ``{"tls": False}``); ``timeout`` replaces the definition's wait for workers. On
+    exit -- normal, an exception, Ctrl-C -- the client and the cluster are closed (SLURM jobs
+    cancelled, pods deleted, local processes ended, credential files removed). With ``scheduler``
+    (``tls://host:port`` or ``tcp://host:port``) it connects to that running cluster instead, with
+    ``security`` (:func:`~.security.credentials_from_files`; None: distributed's configuration),
+    waits for one worker, and on exit only disconnects: the cluster is someone else's.
+    ``echo`` receives the progress lines (the dashboard link); None silences them.
+    """
+    if scheduler is not None:
+        return _connect(scheduler, security, timeout or 60.0, echo)
+    if defn is None:
+        raise ValueError("start_cluster needs a cluster definition (a ClusterDef or a YAML path) or scheduler=")
+    if not isinstance(defn, ClusterDef):
+        defn = load_cluster_def(defn)
+    defn = defn.with_overrides(overrides)
+    if timeout is not None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, not {timeout!r}")
+        defn = defn.model_copy(update={"timeout_s": float(timeout)})
+    return _start(defn, echo)
