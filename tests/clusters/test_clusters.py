@@ -298,7 +298,8 @@ def _imported():
 
 def test_insecure_asks_for_plain_tcp():
     """--insecure (the CLI) and tls: false (a definition) start the same cluster on plain TCP."""
-    from landslide_dask.cli import _client, build_parser
+    from landslide_dask.cli import build_parser
+    from landslide_dask.cli.options import client_for as _client
 
     args = build_parser().parse_args(["predict", "--model", "m.pt", "--cube", "c.zarr", "--out", "o.zarr",
                                       "--workers", "1", "--insecure"])

@@ -127,7 +127,8 @@ def test_joining_a_tls_scheduler_needs_its_credentials(tmp_path):
 
 
 def test_cli_takes_the_credentials_of_a_running_cluster(tmp_path):
-    from landslide_dask.cli import _scheduler_security, build_parser
+    from landslide_dask.cli import build_parser
+    from landslide_dask.cli.options import scheduler_security as _scheduler_security
 
     creds = write_credentials(run_security(), tmp_path)
     common = ["predict", "--model", "m.pt", "--cube", "c.zarr", "--out", "o.zarr"]
