@@ -49,18 +49,32 @@ def build(data: str, region: dict, url: str, out: str, chunk: int, threads: int)
     from landslide_dask.cube.read import open_cube
 
     dask.config.set(scheduler="threads", num_workers=threads)
-    spec = CubeSpec(stac_url=url, event_date=date.fromisoformat(region["event_date"]),
-                    aoi=Path(data) / region["aoi"], out=Path(out), inventory=Path(data) / region["inventory"],
-                    inventory_area=Path(data) / region["inventory_area"], chunk=chunk)
+    spec = CubeSpec(
+        stac_url=url,
+        event_date=date.fromisoformat(region["event_date"]),
+        aoi=Path(data) / region["aoi"],
+        out=Path(out),
+        inventory=Path(data) / region["inventory"],
+        inventory_area=Path(data) / region["inventory_area"],
+        chunk=chunk,
+    )
     t0 = time.perf_counter()
     build_cube(spec, progress=False, quicklook=False)
     seconds = time.perf_counter() - t0
     ds = open_cube(out)
     t = ds.attrs["transform"]
     bounds = (t[2], t[5] - ds.sizes["y"] * t[0], t[2] + ds.sizes["x"] * t[0], t[5])
-    return {"seconds": seconds, "pixels": ds.sizes["y"] * ds.sizes["x"], "peak_mb": _peak_mb(),
-            "items": ds.attrs["stac_items"], "dem_items": ds.attrs["dem_items"], "bands": ds.attrs["bands"],
-            "bounds": bounds, "crs": ds.attrs["crs"], "resolution": t[0]}
+    return {
+        "seconds": seconds,
+        "pixels": ds.sizes["y"] * ds.sizes["x"],
+        "peak_mb": _peak_mb(),
+        "items": ds.attrs["stac_items"],
+        "dem_items": ds.attrs["dem_items"],
+        "bands": ds.attrs["bands"],
+        "bounds": bounds,
+        "crs": ds.attrs["crs"],
+        "resolution": t[0],
+    }
 
 
 def raw_read(data: str, cube: dict, threads: int) -> dict:
@@ -92,8 +106,13 @@ def raw_read(data: str, cube: dict, threads: int) -> dict:
     with rasterio.Env(**GDAL_READ_ENV), ThreadPoolExecutor(threads) as pool:  # the loader's GDAL settings
         sizes = list(pool.map(read, hrefs))
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "pixels": sum(s[0] for s in sizes), "bytes": sum(s[1] for s in sizes),
-            "files": len(hrefs), "peak_mb": _peak_mb()}
+    return {
+        "seconds": seconds,
+        "pixels": sum(s[0] for s in sizes),
+        "bytes": sum(s[1] for s in sizes),
+        "files": len(hrefs),
+        "peak_mb": _peak_mb(),
+    }
 
 
 LOADERS = ("landslide_dask", "stackstac", "odc-stac")
@@ -121,8 +140,14 @@ def load_mosaics(loader: str, data: str, cube: dict, chunk: int, threads: int) -
     items, assets = _imagery(data, cube)
     left, bottom, right, top = cube["bounds"]
     res = cube["resolution"]
-    grid = Grid(int(cube["crs"].split(":")[1]), res, left, top, int(round((right - left) / res)),
-                int(round((top - bottom) / res)))
+    grid = Grid(
+        int(cube["crs"].split(":")[1]),
+        res,
+        left,
+        top,
+        int(round((right - left) / res)),
+        int(round((top - bottom) / res)),
+    )
     if loader == "odc-stac":
         import odc.stac
         import pystac
@@ -142,24 +167,55 @@ def load_mosaics(loader: str, data: str, cube: dict, chunk: int, threads: int) -
             by_day[solar_day(it)].append(it)
         mosaics = []
         for day in sorted(by_day):
-            st = stackstac.stack(by_day[day], assets=assets, epsg=grid.epsg, resolution=res, bounds=grid.bounds,
-                                 snap_bounds=False, xy_coords="center", chunksize=chunk, dtype="uint16",
-                                 fill_value=np.uint16(0), rescale=False, resampling=Resampling.nearest,
-                                 properties=False, band_coords=False, errors_as_nodata=())
-            mosaics.append(stackstac.mosaic(st, dim="time", nodata=0).drop_vars(
-                [c for c in st.coords if c not in ("band", "y", "x")], errors="ignore"))
+            st = stackstac.stack(
+                by_day[day],
+                assets=assets,
+                epsg=grid.epsg,
+                resolution=res,
+                bounds=grid.bounds,
+                snap_bounds=False,
+                xy_coords="center",
+                chunksize=chunk,
+                dtype="uint16",
+                fill_value=np.uint16(0),
+                rescale=False,
+                resampling=Resampling.nearest,
+                properties=False,
+                band_coords=False,
+                errors_as_nodata=(),
+            )
+            mosaics.append(
+                stackstac.mosaic(st, dim="time", nodata=0).drop_vars(
+                    [c for c in st.coords if c not in ("band", "y", "x")], errors="ignore"
+                )
+            )
         arr = xr.concat(mosaics, dim="time").chunk({"time": -1, "band": -1}).data
     else:
         gbox = GeoBox((grid.height, grid.width), grid.transform, f"EPSG:{grid.epsg}")
-        ds = odc.stac.load(pitems, bands=assets, geobox=gbox, chunks={"x": chunk, "y": chunk}, groupby="solar_day",
-                           resampling="nearest", dtype="uint16", nodata=0, fail_on_error=True)
+        ds = odc.stac.load(
+            pitems,
+            bands=assets,
+            geobox=gbox,
+            chunks={"x": chunk, "y": chunk},
+            groupby="solar_day",
+            resampling="nearest",
+            dtype="uint16",
+            nodata=0,
+            fail_on_error=True,
+        )
         arr = ds[assets].to_array("band").transpose("time", "band", "y", "x").data
     sums = arr.astype(np.uint64).sum(axis=(2, 3))
     tasks = len(dict(sums.__dask_graph__()))
     (sums,) = dask.compute(sums)
     seconds = time.perf_counter() - t0
-    return {"loader": loader, "seconds": seconds, "tasks": tasks, "shape": list(arr.shape),
-            "sums": sums.tolist(), "peak_mb": _peak_mb()}
+    return {
+        "loader": loader,
+        "seconds": seconds,
+        "tasks": tasks,
+        "shape": list(arr.shape),
+        "sums": sums.tolist(),
+        "peak_mb": _peak_mb(),
+    }
 
 
 def median_speed(chunk: int, dates=(4, 8, 16)) -> list[dict]:
@@ -175,7 +231,7 @@ def median_speed(chunk: int, dates=(4, 8, 16)) -> list[dict]:
         refl[rng.random(refl.shape) < 0.1] = 0
         clear = clear_mask(rng.choice(np.array([4, 5, 6, *SCL_NOT_CLEAR]), size=(t, chunk, chunk)))
 
-        def numpy_median():
+        def numpy_median(refl=refl, clear=clear):
             data = refl.astype(np.float32)
             data[(refl == 0) | ~clear[:, None]] = np.nan
             has = np.isfinite(data).any(axis=0)
@@ -183,7 +239,10 @@ def median_speed(chunk: int, dates=(4, 8, 16)) -> list[dict]:
             return np.where(has, np.rint(np.nanmedian(data, axis=0)), 0).astype(np.uint16)
 
         times = {}
-        for name, fn in (("nanmedian", numpy_median), ("package", lambda: median_composite(refl, clear))):
+        for name, fn in (
+            ("nanmedian", numpy_median),
+            ("package", lambda refl=refl, clear=clear: median_composite(refl, clear)),
+        ):
             best = float("inf")
             for _ in range(3):
                 t0 = time.perf_counter()
@@ -198,16 +257,31 @@ def median_speed(chunk: int, dates=(4, 8, 16)) -> list[dict]:
 def _median_run(runs: list[dict]) -> dict:
     """The run of median time (each figure from one run); all the times kept under 'all_seconds'."""
     ordered = sorted(runs, key=lambda r: r["seconds"])
-    return {**ordered[len(ordered) // 2], "all_seconds": [r["seconds"] for r in runs],
-            "peak_mb": max(r["peak_mb"] for r in runs)}
+    return {
+        **ordered[len(ordered) // 2],
+        "all_seconds": [r["seconds"] for r in runs],
+        "peak_mb": max(r["peak_mb"] for r in runs),
+    }
 
 
 # Imported once by a fork server, so the raw reads and the loaders start in milliseconds instead of
 # importing these again (a few seconds each; the imports were never inside the clocks). The cube
 # build, whose peak memory is reported, runs in a spawned process instead: a forked child's peak RSS
 # also holds whatever its parent had touched.
-PRELOAD = ["numpy", "dask.array", "xarray", "zarr", "rasterio", "pyproj", "pystac", "shapely",
-           "landslide_dask.cube.build", "landslide_dask.stac.server", "stackstac", "odc.stac"]
+PRELOAD = [
+    "numpy",
+    "dask.array",
+    "xarray",
+    "zarr",
+    "rasterio",
+    "pyproj",
+    "pystac",
+    "shapely",
+    "landslide_dask.cube.build",
+    "landslide_dask.stac.server",
+    "stackstac",
+    "odc.stac",
+]
 _FORK = get_context("forkserver")
 _FORK.set_forkserver_preload(PRELOAD)
 
@@ -226,14 +300,15 @@ def main() -> None:
     p.add_argument("--workdir", help="keep data and cubes here (default: a temp dir)")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--repeat", type=int, default=3, help="runs of each measurement, interleaved; medians are shown")
-    p.add_argument("--small", action="store_true",
-                   help="CI mode: 0.5 and 1 km regions, 128 px chunks, one run (seconds)")
+    p.add_argument(
+        "--small", action="store_true", help="CI mode: 0.5 and 1 km regions, 128 px chunks, one run (seconds)"
+    )
     args = p.parse_args()
     if args.small:
         args.size_km, args.chunk, args.repeat = 0.5, 128, 1
 
-    from landslide_dask.stac.server import serve_stac
     from landslide_dask.demo.synth import make_demo_data
+    from landslide_dask.stac.server import serve_stac
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-cube-"))
     results = []
@@ -246,44 +321,73 @@ def main() -> None:
         cubes, raws, loads = [], [], {name: [] for name in LOADERS}
         for _ in range(args.repeat):  # interleaved, so a slow spell of a shared machine hits all alike
             with serve_stac(data) as url:
-                cubes.append(fresh(build, str(data), region, url, str(work / f"cube-{size:g}km.zarr"), args.chunk,
-                                   args.threads, spawn=True))
+                cubes.append(
+                    fresh(
+                        build,
+                        str(data),
+                        region,
+                        url,
+                        str(work / f"cube-{size:g}km.zarr"),
+                        args.chunk,
+                        args.threads,
+                        spawn=True,
+                    )
+                )
             raws.append(fresh(raw_read, str(data), cubes[-1], args.threads))
             for name in LOADERS:
                 loads[name].append(fresh(load_mosaics, name, str(data), cubes[-1], args.chunk, args.threads))
-        results.append({"size_km": size, "region": region["name"], "cube": _median_run(cubes),
-                        "raw": _median_run(raws), "loaders": [_median_run(runs) for runs in loads.values()],
-                        "repeat": args.repeat})
+        results.append(
+            {
+                "size_km": size,
+                "region": region["name"],
+                "cube": _median_run(cubes),
+                "raw": _median_run(raws),
+                "loaders": [_median_run(runs) for runs in loads.values()],
+                "repeat": args.repeat,
+            }
+        )
 
     print(f"\ncube benchmark: chunk {args.chunk}, {args.threads} threads, median of {args.repeat} interleaved runs\n")
-    print("| area | cube px | cube s | cube Mpx/s | raw files | raw Mpx read | raw s | raw Mpx/s "
-          "| raw read / cube | cube peak MB |")
+    print(
+        "| area | cube px | cube s | cube Mpx/s | raw files | raw Mpx read | raw s | raw Mpx/s "
+        "| raw read / cube | cube peak MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         c, w = r["cube"], r["raw"]
-        print(f"| {r['size_km']:g}x{r['size_km']:g} km | {c['pixels']:,} | {c['seconds']:.1f} | "
-              f"{c['pixels'] / c['seconds'] / 1e6:.2f} | {w['files']} | {w['pixels'] / 1e6:.1f} | "
-              f"{w['seconds']:.2f} | {w['pixels'] / w['seconds'] / 1e6:.1f} | {w['seconds'] / c['seconds']:.2f} | "
-              f"{c['peak_mb']:.0f} |")
-    print(f"\nper-day mosaics of the same items, grid and {args.chunk} px chunks (day x band x y x x), "
-          f"{args.threads} threads:\n")
+        print(
+            f"| {r['size_km']:g}x{r['size_km']:g} km | {c['pixels']:,} | {c['seconds']:.1f} | "
+            f"{c['pixels'] / c['seconds'] / 1e6:.2f} | {w['files']} | {w['pixels'] / 1e6:.1f} | "
+            f"{w['seconds']:.2f} | {w['pixels'] / w['seconds'] / 1e6:.1f} | {w['seconds'] / c['seconds']:.2f} | "
+            f"{c['peak_mb']:.0f} |"
+        )
+    print(
+        f"\nper-day mosaics of the same items, grid and {args.chunk} px chunks (day x band x y x x), "
+        f"{args.threads} threads:\n"
+    )
     print("| area | loader | graph tasks | s | raw read / loader | same pixels as landslide_dask |")
     print("|---|---|---|---|---|---|")
     for r in results:
         ours = r["loaders"][0]["sums"]
         for ld in r["loaders"]:
-            print(f"| {r['size_km']:g}x{r['size_km']:g} km | {ld['loader']} | {ld['tasks']:,} | {ld['seconds']:.2f} | "
-                  f"{r['raw']['seconds'] / ld['seconds']:.2f} | {'yes' if ld['sums'] == ours else 'no'} |")
+            print(
+                f"| {r['size_km']:g}x{r['size_km']:g} km | {ld['loader']} | {ld['tasks']:,} | {ld['seconds']:.2f} | "
+                f"{r['raw']['seconds'] / ld['seconds']:.2f} | {'yes' if ld['sums'] == ours else 'no'} |"
+            )
     med = median_speed(args.chunk)
     print(f"\nmedian composite of one {args.chunk} x {args.chunk} chunk, 4 bands (identical results):\n")
     print("| dates | np.nanmedian ms | package ms | speed-up |")
     print("|---|---|---|---|")
     for m in med:
-        print(f"| {m['dates']} | {m['nanmedian_s'] * 1e3:.1f} | {m['package_s'] * 1e3:.1f} | "
-              f"{m['nanmedian_s'] / m['package_s']:.1f}x |")
+        print(
+            f"| {m['dates']} | {m['nanmedian_s'] * 1e3:.1f} | {m['package_s'] * 1e3:.1f} | "
+            f"{m['nanmedian_s'] / m['package_s']:.1f}x |"
+        )
     small, large = results[0]["cube"], results[1]["cube"]
-    print(f"\npeak memory, 4x the area: {large['peak_mb']:.0f} MB vs {small['peak_mb']:.0f} MB "
-          f"({large['peak_mb'] / small['peak_mb']:.2f}x)")
+    print(
+        f"\npeak memory, 4x the area: {large['peak_mb']:.0f} MB vs {small['peak_mb']:.0f} MB "
+        f"({large['peak_mb'] / small['peak_mb']:.2f}x)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"regions": results, "median": med}, indent=1, default=str))
 

@@ -24,18 +24,26 @@ import pandas as pd
 
 #: --small: a tiny model and schedule, so CI runs every code path in seconds (not the figures)
 SMALL_MODEL = {"encoder_widths": [8, 16, 16, 16], "stem_widths": {"pre": 4, "post": 4, "terrain": 4}}
-ABLATION = {"pre+post+terrain": ("pre", "post", "terrain"), "pre+post (no terrain)": ("pre", "post"),
-            "post only": ("post",)}
+ABLATION = {
+    "pre+post+terrain": ("pre", "post", "terrain"),
+    "pre+post (no terrain)": ("pre", "post"),
+    "post only": ("post",),
+}
 
 
 def main() -> None:
     from distributed import Client
 
     from landslide_dask.clusters.start import local_cluster
-
     from landslide_dask.demo.run import DEMO_MODEL, demo_train_config
-    from landslide_dask.train.experiment import (leave_one_out, markdown_table, region_name, score_row, train_strategy,
-                                           write_table)
+    from landslide_dask.train.experiment import (
+        leave_one_out,
+        markdown_table,
+        region_name,
+        score_row,
+        train_strategy,
+        write_table,
+    )
     from landslide_dask.train.scoring import evaluate
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,9 +52,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="default: the demo's (demo.DEMO_EPOCHS)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--skip-loo", action="store_true", help="only the ablation")
-    p.add_argument("--small", action="store_true",
-                   help="CI mode: a tiny model, 1 epoch of 2 steps, the ablation only (leave-one-out is tested with the "
-                        "package's tests)")
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help="CI mode: a tiny model, 1 epoch of 2 steps, the ablation only (leave-one-out is tested with the "
+        "package's tests)",
+    )
     args = p.parse_args()
 
     cubes = [str(c) for c in sorted(Path(args.cubes).glob("*.zarr"))]
@@ -57,8 +68,19 @@ def main() -> None:
     base_model = DEMO_MODEL
     if args.small:
         base_model = SMALL_MODEL
-        cfg = replace(cfg, window=64, stride=32, block=128, epochs=1, steps_per_epoch=2, batch_size=2, patience=1,
-                      model=SMALL_MODEL, threads=1, progress=False)
+        cfg = replace(
+            cfg,
+            window=64,
+            stride=32,
+            block=128,
+            epochs=1,
+            steps_per_epoch=2,
+            batch_size=2,
+            patience=1,
+            model=SMALL_MODEL,
+            threads=1,
+            progress=False,
+        )
     t0 = time.perf_counter()
     with local_cluster(args.workers, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         if not (args.skip_loo or args.small):
@@ -68,12 +90,20 @@ def main() -> None:
         rows = []
         for label, streams in ABLATION.items():
             model = {**base_model, "stem_widths": {s: base_model["stem_widths"][s] for s in streams}}
-            run = replace(cfg, streams=streams, model=model,
-                          out=str(out / f"without-{region_name(unseen)}" / ("combined" if len(streams) == 3
-                                                                            else "ablation-" + "-".join(streams))))
+            run = replace(
+                cfg,
+                streams=streams,
+                model=model,
+                out=str(
+                    out
+                    / f"without-{region_name(unseen)}"
+                    / ("combined" if len(streams) == 3 else "ablation-" + "-".join(streams))
+                ),
+            )
             res = train_strategy(client, "combined", seen, run)
-            row = score_row(region_name(unseen), label, [region_name(c) for c in seen], evaluate(res["best"], unseen),
-                            res["best"])
+            row = score_row(
+                region_name(unseen), label, [region_name(c) for c in seen], evaluate(res["best"], unseen), res["best"]
+            )
             rows.append(row)
             print(f"[ablation] {label}: MCC {row['mcc']:.3f}", flush=True)
     ablation = pd.DataFrame(rows)

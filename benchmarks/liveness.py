@@ -15,7 +15,8 @@ CPU-bound processes beside it (busy loops, ended with the run), and a loop that 
 Meanwhile every worker runs a task that computes with torch the whole time, as a training rank
 does. It prints, for each listing, the number of replies and how many listed fewer workers than
 are alive (none of them ever dies in this run), and the longest any worker went unheard by the
-scheduler (the age of its last heartbeat), to set against the scheduler's worker-ttl. A nonzero count for the first and zero for the second is
+scheduler (the age of its last heartbeat), to set against the scheduler's worker-ttl. A nonzero count for the first
+and zero for the second is
 the evidence that the cache, not the workers, lost them. The 1-minute load average is printed
 with the figures. The race is rare at distributed's default refresh of the cache (2 s, slowed to
 5 s by the scheduler after the client's first heartbeat): a shorter ``--info-interval``
@@ -54,8 +55,9 @@ def _busy_rank(seconds: float) -> int:
     return n
 
 
-def measure(seconds: float = 60.0, interval: float = 0.01, burners: int = 2, workers: int = 2,
-            info_interval: str = "2s") -> dict:
+def measure(
+    seconds: float = 60.0, interval: float = 0.01, burners: int = 2, workers: int = 2, info_interval: str = "2s"
+) -> dict:
     import dask
     from distributed import Client, LocalCluster
 
@@ -67,8 +69,13 @@ def measure(seconds: float = 60.0, interval: float = 0.01, burners: int = 2, wor
     conf = {"distributed.client.scheduler-info-interval": info_interval}
     if info_interval != "2s":
         conf["distributed.client.heartbeat"] = "1h"
-    with dask.config.set(conf), LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        dask.config.set(conf),
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(workers, timeout=120)
         procs = [ctx.Process(target=_burn, args=(time.time() + seconds + 5,), daemon=True) for _ in range(burners)]
         for p in procs:
@@ -83,8 +90,9 @@ def measure(seconds: float = 60.0, interval: float = 0.01, burners: int = 2, wor
         try:
             while time.monotonic() < deadline:
                 name = "scheduler_info" if i % 2 == 0 else "worker_table"
-                table = (client.scheduler_info(n_workers=-1)["workers"] if name == "scheduler_info"
-                         else worker_table(client))
+                table = (
+                    client.scheduler_info(n_workers=-1)["workers"] if name == "scheduler_info" else worker_table(client)
+                )
                 counts[name][0] += 1
                 counts[name][1] += len(table) < workers
                 if name == "worker_table":
@@ -97,11 +105,18 @@ def measure(seconds: float = 60.0, interval: float = 0.01, burners: int = 2, wor
                 p.terminate()
                 p.join(5)
         client.gather(ranks)
-    return {"seconds": seconds, "interval": interval, "burners": burners, "workers": workers,
-            "info_interval": info_interval,
-            "load_start": load0, "load_end": os.getloadavg()[0], "max_heartbeat_age_s": oldest,
-            **{f"{k}_replies": v[0] for k, v in counts.items()},
-            **{f"{k}_short": v[1] for k, v in counts.items()}}
+    return {
+        "seconds": seconds,
+        "interval": interval,
+        "burners": burners,
+        "workers": workers,
+        "info_interval": info_interval,
+        "load_start": load0,
+        "load_end": os.getloadavg()[0],
+        "max_heartbeat_age_s": oldest,
+        **{f"{k}_replies": v[0] for k, v in counts.items()},
+        **{f"{k}_short": v[1] for k, v in counts.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -110,19 +125,24 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--interval", type=float, default=0.01)
     ap.add_argument("--burners", type=int, default=2, help="CPU-bound processes beside the cluster")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--info-interval", default="2s",
-                    help="distributed.client.scheduler-info-interval (distributed's default: 2s)")
+    ap.add_argument(
+        "--info-interval", default="2s", help="distributed.client.scheduler-info-interval (distributed's default: 2s)"
+    )
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
     r = measure(args.seconds, args.interval, args.burners, args.workers, args.info_interval)
-    print(f"{args.workers} live workers, {args.burners} CPU-bound processes beside them, {args.seconds:g} s, "
-          f"cache refreshed every {args.info_interval}, "
-          f"load average {r['load_start']:.1f} -> {r['load_end']:.1f}")
+    print(
+        f"{args.workers} live workers, {args.burners} CPU-bound processes beside them, {args.seconds:g} s, "
+        f"cache refreshed every {args.info_interval}, "
+        f"load average {r['load_start']:.1f} -> {r['load_end']:.1f}"
+    )
     print("| listing | replies | replies missing a live worker |\n|---|---|---|")
     for k in ("scheduler_info", "worker_table"):
         print(f"| {k} | {r[f'{k}_replies']} | {r[f'{k}_short']} |")
-    print(f"longest a busy worker went unheard by the scheduler: {r['max_heartbeat_age_s']:.1f} s "
-          "(it removes a worker after distributed.scheduler.worker-ttl, 300 s by default)")
+    print(
+        f"longest a busy worker went unheard by the scheduler: {r['max_heartbeat_age_s']:.1f} s "
+        "(it removes a worker after distributed.scheduler.worker-ttl, 300 s by default)"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1)

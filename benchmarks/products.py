@@ -32,20 +32,31 @@ def synthetic_prediction(path: Path, n: int, seed: int = 0, chunk: int = 1024) -
     rng = np.random.default_rng(seed)
     prob = (rng.random((n, n), dtype=np.float32) * 25).astype(np.uint8)
     yy, xx = np.ogrid[:n, :n]
-    for _ in range(max(4, n * n // 40_000)):           # one landslide per 4 km²
+    for _ in range(max(4, n * n // 40_000)):  # one landslide per 4 km²
         cy, cx, r = rng.integers(0, n), rng.integers(0, n), rng.integers(3, 12)
         y0, y1, x0, x1 = max(cy - r, 0), min(cy + r + 1, n), max(cx - r, 0), min(cx + r + 1, n)
         disc = (yy[y0:y1] - cy) ** 2 + (xx[:, x0:x1] - cx) ** 2 <= r * r
         prob[y0:y1, x0:x1][disc] = rng.integers(150, 250)
     valid = np.ones((n, n), bool)
-    valid[n // 3: n // 3 + n // 20, :] = False          # a cloud band
+    valid[n // 3 : n // 3 + n // 20, :] = False  # a cloud band
     prob[~valid] = 0
     x0m, y0m, res = 500_000.0, 4_800_000.0, 10.0
-    ds = xr.Dataset({"probability": (("y", "x"), prob), "valid": (("y", "x"), valid)},
-                    coords={"y": y0m - (np.arange(n) + 0.5) * res, "x": x0m + (np.arange(n) + 0.5) * res})
-    ds.attrs.update(crs="EPSG:32654", epsg=32654, transform=[res, 0.0, x0m, 0.0, -res, y0m], resolution=res,
-                    threshold=0.5, threshold_rule="validation", model="synthetic.pt", event_date="2024-01-01",
-                    complete=True, run={"benchmark": True})
+    ds = xr.Dataset(
+        {"probability": (("y", "x"), prob), "valid": (("y", "x"), valid)},
+        coords={"y": y0m - (np.arange(n) + 0.5) * res, "x": x0m + (np.arange(n) + 0.5) * res},
+    )
+    ds.attrs.update(
+        crs="EPSG:32654",
+        epsg=32654,
+        transform=[res, 0.0, x0m, 0.0, -res, y0m],
+        resolution=res,
+        threshold=0.5,
+        threshold_rule="validation",
+        model="synthetic.pt",
+        event_date="2024-01-01",
+        complete=True,
+        run={"benchmark": True},
+    )
     ds.chunk({"y": chunk, "x": chunk}).to_zarr(path, mode="w", consolidated=False)
     return path
 
@@ -56,7 +67,7 @@ def folder_bytes(folder: Path) -> tuple[int, int]:
 
 
 def measure(n: int, work: Path) -> dict:
-    from landslide_dask.products.region import MapSource, gis_files, stac_item, web_map, _statistics
+    from landslide_dask.products.region import MapSource, _statistics, gis_files, stac_item, web_map
 
     pred = synthetic_prediction(work / f"pred{n}.zarr", n)
     out = work / f"products{n}"
@@ -72,10 +83,20 @@ def measure(n: int, work: Path) -> dict:
     n_files, n_bytes = folder_bytes(out / "web")
     tiles = sum(1 for _ in (out / "web" / "tiles").rglob("*.png"))
     km2 = n * n * 100 / 1e6
-    row = {"pixels": n * n, "km2": km2, "polygons": len(polygons), "gis_s": round(t1 - t0, 2),
-           "web_s": round(t2 - t1, 2), "item_s": round(t3 - t2, 2), "total_s": round(t3 - t0, 2),
-           "km2_per_hour": round(km2 / (t3 - t0) * 3600), "tiles": tiles, "web_files": n_files,
-           "web_mb": round(n_bytes / 1e6, 2), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    row = {
+        "pixels": n * n,
+        "km2": km2,
+        "polygons": len(polygons),
+        "gis_s": round(t1 - t0, 2),
+        "web_s": round(t2 - t1, 2),
+        "item_s": round(t3 - t2, 2),
+        "total_s": round(t3 - t0, 2),
+        "km2_per_hour": round(km2 / (t3 - t0) * 3600),
+        "tiles": tiles,
+        "web_files": n_files,
+        "web_mb": round(n_bytes / 1e6, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
     try:
         from tests.helpers.browser import chromium, open_page
 
@@ -98,17 +119,31 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = args.sizes or ([300, 600] if args.small else [2000, 6000])
     with tempfile.TemporaryDirectory(prefix="products-bench-") as tmp:
         rows = [measure(n, Path(tmp)) for n in sizes]
-    cols = ["km2", "pixels", "polygons", "gis_s", "web_s", "item_s", "total_s", "km2_per_hour", "tiles", "web_mb",
-            "peak_rss_mb", "page_ready_s"]
+    cols = [
+        "km2",
+        "pixels",
+        "polygons",
+        "gis_s",
+        "web_s",
+        "item_s",
+        "total_s",
+        "km2_per_hour",
+        "tiles",
+        "web_mb",
+        "peak_rss_mb",
+        "page_ready_s",
+    ]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
-        print(f"\n{b['pixels'] / a['pixels']:.0f}x the pixels took {b['total_s'] / max(a['total_s'], 1e-9):.1f}x "
-              f"the time (web map {b['web_s'] / max(a['web_s'], 1e-9):.1f}x) and weighs "
-              f"{b['web_mb'] / max(a['web_mb'], 1e-9):.1f}x")
+        print(
+            f"\n{b['pixels'] / a['pixels']:.0f}x the pixels took {b['total_s'] / max(a['total_s'], 1e-9):.1f}x "
+            f"the time (web map {b['web_s'] / max(a['web_s'], 1e-9):.1f}x) and weighs "
+            f"{b['web_mb'] / max(a['web_mb'], 1e-9):.1f}x"
+        )
     res = {"rows": rows}
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

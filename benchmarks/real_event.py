@@ -49,20 +49,25 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EVENT = ROOT.parent / "shared" / "data" / "iburi_2018"
 DEFAULT_CHATTOGRAM = ROOT.parent / "shared" / "data" / "chattogram_s2_tiles"
-CHATTOGRAM_CREDIT = ("Chattogram tiles and labels: github.com/murad-geoAi/sentinel2-landslide-detection-dl "
-                     "(MIT per its README). Imagery: Copernicus Sentinel-2.")
+CHATTOGRAM_CREDIT = (
+    "Chattogram tiles and labels: github.com/murad-geoAi/sentinel2-landslide-detection-dl "
+    "(MIT per its README). Imagery: Copernicus Sentinel-2."
+)
 SCORES = ("mcc", "precision", "recall", "f1", "iou")
 AP = "average_precision"
-TINY = {"encoder_blocks": [1, 1, 1, 1], "encoder_widths": [8, 16, 32, 32],
-        "stem_widths": {"pre": 8, "post": 8, "terrain": 8}}
+TINY = {
+    "encoder_blocks": [1, 1, 1, 1],
+    "encoder_widths": [8, 16, 32, 32],
+    "stem_widths": {"pre": 8, "post": 8, "terrain": 8},
+}
 SMALL_AOI = "141.8903,42.6824,141.955,42.7695"  # the labelled west only: a quick cube for CI
 
 
 def synthetic_cubes(data: Path, cubes_dir: Path, size_km: float, n_regions: int) -> list[str]:
     """The demo's synthetic regions as cubes (made and built if absent)."""
     from landslide_dask.cube.build import CubeSpec, build_cube
-    from landslide_dask.stac.server import serve_stac
     from landslide_dask.demo.synth import make_demo_data
+    from landslide_dask.stac.server import serve_stac
 
     if not (data / "regions.json").exists():
         make_demo_data(data, size_km=size_km, n_regions=n_regions)
@@ -73,9 +78,15 @@ def synthetic_cubes(data: Path, cubes_dir: Path, size_km: float, n_regions: int)
         for r in regions:
             path = cubes_dir / f"{r['name']}.zarr"
             if not (path / "zarr.json").exists():
-                spec = CubeSpec(stac_url=url, event_date=date.fromisoformat(r["event_date"]), aoi=data / r["aoi"],
-                                out=path, inventory=data / r["inventory"], inventory_area=data / r["inventory_area"],
-                                chunk=512)
+                spec = CubeSpec(
+                    stac_url=url,
+                    event_date=date.fromisoformat(r["event_date"]),
+                    aoi=data / r["aoi"],
+                    out=path,
+                    inventory=data / r["inventory"],
+                    inventory_area=data / r["inventory_area"],
+                    chunk=512,
+                )
                 build_cube(spec, progress=False, quicklook=False)
             out.append(str(path))
     return out
@@ -103,8 +114,10 @@ def curve_summary(res: dict) -> str:
 
     h = res["history"]
     best = max(h, key=lambda e: e["mcc"] if defined(e["mcc"]) else -2.0)
-    return (f"{len(h)} epochs; best val MCC {fmt(best['mcc'])} at epoch {best['epoch'] + 1}, "
-            f"last {fmt(h[-1]['mcc'])}; loss {h[0]['train_loss']:.3f} -> {h[-1]['train_loss']:.3f}")
+    return (
+        f"{len(h)} epochs; best val MCC {fmt(best['mcc'])} at epoch {best['epoch'] + 1}, "
+        f"last {fmt(h[-1]['mcc'])}; loss {h[0]['train_loss']:.3f} -> {h[-1]['train_loss']:.3f}"
+    )
 
 
 def row(model: str, trained_on: str, scored_on: str, rep: dict | None = None, conf=None) -> dict:
@@ -115,55 +128,79 @@ def row(model: str, trained_on: str, scored_on: str, rep: dict | None = None, co
     def num(v) -> float | None:
         return None if v is None or v != v else round(float(v), 3)
 
-    return {"model": model, "trained on": trained_on, "scored on": scored_on,
-            **{k: num(px.get(k)) for k in SCORES}, "AP": num(px.get(AP)),
-            "threshold": num(rep["threshold"] if rep is not None else conf.threshold),
-            "object P": num(ob["precision"]) if ob else None,
-            "object R": num(ob["recall"]) if ob else None,
-            "blobs found": (f"{rep['blobs']['found']}/{rep['blobs']['landslide_blobs']}"
-                            if rep is not None and rep.get("blobs") else None),
-            "blobs rejected": (f"{rep['blobs']['rejected']}/{rep['blobs']['non_landslide_blobs']}"
-                               if rep is not None and rep.get("blobs") else None)}
+    return {
+        "model": model,
+        "trained on": trained_on,
+        "scored on": scored_on,
+        **{k: num(px.get(k)) for k in SCORES},
+        "AP": num(px.get(AP)),
+        "threshold": num(rep["threshold"] if rep is not None else conf.threshold),
+        "object P": num(ob["precision"]) if ob else None,
+        "object R": num(ob["recall"]) if ob else None,
+        "blobs found": (
+            f"{rep['blobs']['found']}/{rep['blobs']['landslide_blobs']}"
+            if rep is not None and rep.get("blobs")
+            else None
+        ),
+        "blobs rejected": (
+            f"{rep['blobs']['rejected']}/{rep['blobs']['non_landslide_blobs']}"
+            if rep is not None and rep.get("blobs")
+            else None
+        ),
+    }
 
 
 def markdown(table: pd.DataFrame) -> str:
     cols = list(table.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
-        lines.append("| " + " | ".join("–" if pd.isna(r[c]) else (f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]))
-                                       for c in cols) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                "–" if pd.isna(r[c]) else (f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])) for c in cols
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--event", default=str(DEFAULT_EVENT), help="the real event folder (default ../shared/data/iburi_2018)")
+    p.add_argument(
+        "--event", default=str(DEFAULT_EVENT), help="the real event folder (default ../shared/data/iburi_2018)"
+    )
     p.add_argument("--out", required=True, help="output folder (a rerun reuses finished cubes and trainings)")
     p.add_argument("--synthetic-data", help="demo data folder (default OUT/synthetic-data, made if absent)")
     p.add_argument("--epochs", type=int, help="epochs per training (default: the demo's)")
     p.add_argument("--steps", type=int, help="steps per epoch (default: the demo's)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--cubes", help="folder of the cubes (default OUT/cubes; built there if absent)")
-    p.add_argument("--models", type=lambda v: v.split(","),
-                   default=["local", "transfer", "real-transfer", "self-trained", "combined", "progressive"],
-                   help="which of local,transfer,real-transfer,self-trained,combined,progressive to train and "
-                        "score (progressive needs transfer; real-transfer needs the Chattogram tiles; "
-                        "self-trained continues real-transfer, else transfer, on Iburi's own map)")
-    p.add_argument("--chattogram", default=str(DEFAULT_CHATTOGRAM),
-                   help="the Chattogram Sentinel-2 tiles (default ../shared/data/chattogram_s2_tiles): a second real "
-                        "region, post-only with sparse labels; skipped when absent")
+    p.add_argument(
+        "--models",
+        type=lambda v: v.split(","),
+        default=["local", "transfer", "real-transfer", "self-trained", "combined", "progressive"],
+        help="which of local,transfer,real-transfer,self-trained,combined,progressive to train and "
+        "score (progressive needs transfer; real-transfer needs the Chattogram tiles; "
+        "self-trained continues real-transfer, else transfer, on Iburi's own map)",
+    )
+    p.add_argument(
+        "--chattogram",
+        default=str(DEFAULT_CHATTOGRAM),
+        help="the Chattogram Sentinel-2 tiles (default ../shared/data/chattogram_s2_tiles): a second real "
+        "region, post-only with sparse labels; skipped when absent",
+    )
     p.add_argument("--haze", type=float, help="haze augmentation probability (default: the demo's)")
     p.add_argument("--small", action="store_true", help="CI mode: tiny model, 1 epoch, a crop of the scene")
     args = p.parse_args(argv)
 
     from landslide_dask.baseline import baseline_prediction, train_pixel_baseline
-    from landslide_dask.train.chips import build_index
     from landslide_dask.demo.run import DEMO_EPOCHS, DEMO_STEPS, demo_train_config, local_client
     from landslide_dask.events import event_cube, event_of, map_event, split_labels
     from landslide_dask.predict import predict
     from landslide_dask.predict.report import evaluate_map
-    from landslide_dask.train.scoring import evaluate
+    from landslide_dask.train.chips import build_index
     from landslide_dask.train.metrics import fmt
+    from landslide_dask.train.scoring import evaluate
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -178,8 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[real-event] cubes: {event.title} and the synthetic regions", flush=True)
     cubes_dir = Path(args.cubes) if args.cubes else out / "cubes"
     iburi = str(event_cube(folder, cubes_dir, aoi=SMALL_AOI if args.small else None, progress=False))
-    synth = synthetic_cubes(data, cubes_dir, size_km=3.0 if args.small else 10.0,
-                            n_regions=2 if args.small else 4)
+    synth = synthetic_cubes(data, cubes_dir, size_km=3.0 if args.small else 10.0, n_regions=2 if args.small else 4)
     *seen, unseen = synth
     chatto = None
     if Path(args.chattogram).exists():
@@ -204,15 +240,25 @@ def main(argv: list[str] | None = None) -> None:
         return c
 
     results, rows = {}, []
-    # local: one scene, so no haze augmentation nor terrain dropout, and twice the epochs (Iburi's validation blocks: best
+    # local: one scene, so no haze augmentation nor terrain dropout, and twice the epochs (Iburi's validation blocks:
+    # best
     # MCC 0.637 with haze, 0.646 without, 0.664 without and 20 epochs; it still rose to epoch 13)
-    runs = {"local": lambda: cfg("local", [iburi], strategy="local", haze=0.0, stream_dropout={},
-                                 epochs=epochs if args.small or args.epochs else 2 * epochs),
-            "transfer": lambda: cfg("transfer", seen, strategy="combined"),
-            "real-transfer": lambda: cfg("real-transfer", [*seen, chatto], strategy="combined"),
-            "combined": lambda: cfg("combined", [*seen, iburi], strategy="combined"),
-            "progressive": lambda: cfg("progressive", [*seen, iburi], strategy="progressive",
-                                       init_from=results["transfer"]["best"])}
+    runs = {
+        "local": lambda: cfg(
+            "local",
+            [iburi],
+            strategy="local",
+            haze=0.0,
+            stream_dropout={},
+            epochs=epochs if args.small or args.epochs else 2 * epochs,
+        ),
+        "transfer": lambda: cfg("transfer", seen, strategy="combined"),
+        "real-transfer": lambda: cfg("real-transfer", [*seen, chatto], strategy="combined"),
+        "combined": lambda: cfg("combined", [*seen, iburi], strategy="combined"),
+        "progressive": lambda: cfg(
+            "progressive", [*seen, iburi], strategy="progressive", init_from=results["transfer"]["best"]
+        ),
+    }
     with local_client(args.workers) as client:
         for name in runs:
             if name in args.models:
@@ -227,47 +273,93 @@ def main(argv: list[str] | None = None) -> None:
             st_cfg = cfg("self-trained", sources, epochs=max(1, epochs // 2))
             results["self-trained"] = self_train(client, results[parent]["best"], st_cfg, iburi)
             results["self-trained"].setdefault("train_seconds", time.perf_counter() - t_st)
-            print(f"[real-event] self-trained {parent} on Iburi's own map: {time.perf_counter() - t_st:.0f} s",
-                  flush=True)
+            print(
+                f"[real-event] self-trained {parent} on Iburi's own map: {time.perf_counter() - t_st:.0f} s", flush=True
+            )
         t_train = time.perf_counter() - t0 - t_cubes
 
         # Iburi's split as every run deals it (by the region's name): its test windows
         c = cfg("local", [iburi])
         index = build_index([iburi], c.window, c.stride, c.block, c.min_usable, seed=c.seed)
         test_ds, test_share = split_labels(iburi, index)
-        names = {"local": "Iburi", "transfer": "synthetic only", "real-transfer": "synthetic + Chattogram",
-                 "self-trained": f"{'synthetic + Chattogram' if parent == 'real-transfer' else 'synthetic'}, "
-                                 "then Iburi's own map (no Iburi label)",
-                 "combined": "synthetic + Iburi",
-                 "progressive": "synthetic, then + Iburi"}
+        names = {
+            "local": "Iburi",
+            "transfer": "synthetic only",
+            "real-transfer": "synthetic + Chattogram",
+            "self-trained": f"{'synthetic + Chattogram' if parent == 'real-transfer' else 'synthetic'}, "
+            "then Iburi's own map (no Iburi label)",
+            "combined": "synthetic + Iburi",
+            "progressive": "synthetic, then + Iburi",
+        }
         reports = {}
         t_base = time.perf_counter()
         base = train_pixel_baseline(index, iburi, bands=list(c.bands) if c.bands else None, seed=c.seed)
-        rep = evaluate_map(baseline_prediction(base, iburi), test_ds, out / "maps" / "pixel-baseline",
-                           inventory=folder / event.inventory, name=f"{event.name} pixel baseline",
-                           attribution=event.attribution, attribution_latin=event.attribution_latin, beside=True)
+        rep = evaluate_map(
+            baseline_prediction(base, iburi),
+            test_ds,
+            out / "maps" / "pixel-baseline",
+            inventory=folder / event.inventory,
+            name=f"{event.name} pixel baseline",
+            attribution=event.attribution,
+            attribution_latin=event.attribution_latin,
+            beside=True,
+        )
         t_base = time.perf_counter() - t_base
         rows.append(row("pixel baseline", "Iburi (its training blocks)", "Iburi test blocks", rep))
-        print(f"[real-event] pixel baseline: Iburi test blocks MCC {fmt(rep['pixel']['mcc'])} "
-              f"(AP {fmt(rep['pixel'].get(AP))}; {t_base:.0f} s)", flush=True)
+        print(
+            f"[real-event] pixel baseline: Iburi test blocks MCC {fmt(rep['pixel']['mcc'])} "
+            f"(AP {fmt(rep['pixel'].get(AP))}; {t_base:.0f} s)",
+            flush=True,
+        )
         for name, res in results.items():
-            rep = map_event(folder, res["best"], out / "maps", client=client, name=name, cube=iburi, products=False,
-                            scored_on=test_ds, progress=False)
+            rep = map_event(
+                folder,
+                res["best"],
+                out / "maps",
+                client=client,
+                name=name,
+                cube=iburi,
+                products=False,
+                scored_on=test_ds,
+                progress=False,
+            )
             reports[name] = rep
             rows.append(row(name, names[name], "Iburi test blocks", rep))
-            print(f"[real-event] {name}: Iburi test blocks MCC {fmt(rep['pixel']['mcc'])} "
-                  f"(AP {fmt(rep['pixel'].get(AP))})", flush=True)
+            print(
+                f"[real-event] {name}: Iburi test blocks MCC {fmt(rep['pixel']['mcc'])} "
+                f"(AP {fmt(rep['pixel'].get(AP))})",
+                flush=True,
+            )
         if "transfer" in results:
-            whole = evaluate_map(out / "maps" / "transfer-probability.zarr", iburi, out / "maps" / "transfer-whole",
-                                 inventory=folder / event.inventory, name=f"{event.name} transfer (whole labelled area)",
-                                 attribution=event.attribution, attribution_latin=event.attribution_latin, beside=True)
+            whole = evaluate_map(
+                out / "maps" / "transfer-probability.zarr",
+                iburi,
+                out / "maps" / "transfer-whole",
+                inventory=folder / event.inventory,
+                name=f"{event.name} transfer (whole labelled area)",
+                attribution=event.attribution,
+                attribution_latin=event.attribution_latin,
+                beside=True,
+            )
             rows.append(row("transfer", names["transfer"], "Iburi, whole labelled area", whole))
         # the second real region, never seen by the models that trained on Iburi and synthetic regions
         for name in [m for m in ("combined", "transfer") if m in results and chatto]:
-            pred = predict(chatto, results[name]["best"], out / "maps" / f"{name}-chattogram.zarr", client=client,
-                           progress=False, overwrite=True)
-            rep = evaluate_map(pred, chatto, out / "maps" / f"{name}-chattogram", name=f"chattogram {name}",
-                               attribution=CHATTOGRAM_CREDIT, beside=True)
+            pred = predict(
+                chatto,
+                results[name]["best"],
+                out / "maps" / f"{name}-chattogram.zarr",
+                client=client,
+                progress=False,
+                overwrite=True,
+            )
+            rep = evaluate_map(
+                pred,
+                chatto,
+                out / "maps" / f"{name}-chattogram",
+                name=f"chattogram {name}",
+                attribution=CHATTOGRAM_CREDIT,
+                beside=True,
+            )
             rows.append(row(name, names[name], "Chattogram (unseen; sparse samples)", rep))
         for name in [m for m in ("transfer", "real-transfer", "combined", "progressive") if m in results]:
             conf = evaluate(results[name]["best"], unseen)
@@ -277,24 +369,38 @@ def main(argv: list[str] | None = None) -> None:
     table = pd.DataFrame(rows)
     table.to_csv(out / "real_event.csv", index=False)
     cov = next(iter(reports.values()))["coverage"] if reports else {"mapped": 0}
-    lines = [f"# {event.title}: {', '.join(results)} and the pixel baseline", "",
-             markdown(table), "",
-             f"Test blocks: {test_share:.1%} of the cube's pixels ({len(index[index['split'] == 'test'])} windows of "
-             f"{index.attrs['size']} px), the same in every run. Threshold (column): by each map's default rule — "
-             "the checkpoint's own, chosen on its validation blocks, for a model that trained on Iburi; the "
-             "label-free scene rule (Otsu on the map's log-odds) for one that never saw it, on Iburi and on the "
-             "unseen synthetic region alike; the pixel baseline's on the local model's validation blocks. "
-             "AP: average precision "
-             "(area under the precision-recall curve), ranking apart from the threshold. "
-             "Objects: polygons >= 400 m² against the inventory's polygons.",
-             f"Pre-event gap: {cov.get('no_pre', 0) / max(cov['mapped'], 1):.1%} of the mapped pixels have no pre-event "
-             f"image and were mapped from post-event imagery and terrain (pre-event dropout {c.pre_dropout}).",
-             "", "Training curves (validation MCC per epoch, each run's own validation blocks):", ""]
-    lines += [f"- {name}: {curve_summary(res)} ({out / 'models' / name / 'curves.png'})" for name, res in results.items()]
-    lines += ["", f"Maps beside the post-event image: {out / 'maps'}/<model>/map.png", "",
-              f"Seconds: cubes {t_cubes:.0f}, training {t_train:.0f}, mapping and scoring {t_all - t_cubes - t_train:.0f}; "
-              f"{epochs} epochs x {steps} steps per training{' (small mode)' if args.small else ''}.", "",
-              f"Data: {event.attribution}" + (f" {CHATTOGRAM_CREDIT}" if chatto else ""), ""]
+    lines = [
+        f"# {event.title}: {', '.join(results)} and the pixel baseline",
+        "",
+        markdown(table),
+        "",
+        f"Test blocks: {test_share:.1%} of the cube's pixels ({len(index[index['split'] == 'test'])} windows of "
+        f"{index.attrs['size']} px), the same in every run. Threshold (column): by each map's default rule — "
+        "the checkpoint's own, chosen on its validation blocks, for a model that trained on Iburi; the "
+        "label-free scene rule (Otsu on the map's log-odds) for one that never saw it, on Iburi and on the "
+        "unseen synthetic region alike; the pixel baseline's on the local model's validation blocks. "
+        "AP: average precision "
+        "(area under the precision-recall curve), ranking apart from the threshold. "
+        "Objects: polygons >= 400 m² against the inventory's polygons.",
+        f"Pre-event gap: {cov.get('no_pre', 0) / max(cov['mapped'], 1):.1%} of the mapped pixels have no pre-event "
+        f"image and were mapped from post-event imagery and terrain (pre-event dropout {c.pre_dropout}).",
+        "",
+        "Training curves (validation MCC per epoch, each run's own validation blocks):",
+        "",
+    ]
+    lines += [
+        f"- {name}: {curve_summary(res)} ({out / 'models' / name / 'curves.png'})" for name, res in results.items()
+    ]
+    lines += [
+        "",
+        f"Maps beside the post-event image: {out / 'maps'}/<model>/map.png",
+        "",
+        f"Seconds: cubes {t_cubes:.0f}, training {t_train:.0f}, mapping and scoring {t_all - t_cubes - t_train:.0f}; "
+        f"{epochs} epochs x {steps} steps per training{' (small mode)' if args.small else ''}.",
+        "",
+        f"Data: {event.attribution}" + (f" {CHATTOGRAM_CREDIT}" if chatto else ""),
+        "",
+    ]
     (out / "real_event.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 

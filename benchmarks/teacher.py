@@ -40,8 +40,8 @@ def _windows(img: np.ndarray, valid: np.ndarray, size: int, rng: np.random.Gener
         if len(out) == n or h < size or w < size:
             break
         r, c = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-        if valid[r:r + size, c:c + size].all():
-            out.append(img[r:r + size, c:c + size].astype(np.float64))
+        if valid[r : r + size, c : c + size].all():
+            out.append(img[r : r + size, c : c + size].astype(np.float64))
     return out
 
 
@@ -134,8 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     cols = list(next(iter(rows.values())))
     lines = ["| scene | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
     for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c])
-                                                 for c in cols) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |"
+        )
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -69,8 +69,8 @@ def _sync(device) -> None:
 
 def timed_step(model, opt, sched, batch, device, streams) -> tuple[float, float, float]:
     """One training step as train_rank runs it (fp32); returns (forward, backward, optimizer) seconds."""
-    from landslide_dask.train.losses import deep_supervision_loss
     from landslide_dask.train.batches import to_device
+    from landslide_dask.train.losses import deep_supervision_loss
 
     t0 = time.perf_counter()
     inputs, target, known = to_device(batch, device, streams)
@@ -113,16 +113,17 @@ def _counting_reader(cubes, size, streams, stats):
     return Counting(list(cubes), streams, stats, cache=ChunkCache(512))
 
 
-def rank_bench(ctx, cubes, index, stats_d, model_config, streams, batch_size, steps, warmup, nosync_steps,
-               seed, threads=None) -> dict:
+def rank_bench(
+    ctx, cubes, index, stats_d, model_config, streams, batch_size, steps, warmup, nosync_steps, seed, threads=None
+) -> dict:
     """Runs on every worker: warm-up, timed DDP steps, then no_sync steps; returns every rank's numbers."""
     import numpy as np
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from landslide_dask.train.chips import BandStats, epoch_windows
     from landslide_dask.train.batches import window_batches
     from landslide_dask.train.checkpoint import build_model
+    from landslide_dask.train.chips import BandStats, epoch_windows
 
     device = ctx.device
     threads = threads or max(1, (os.cpu_count() or 1) // ctx.world_size)
@@ -134,8 +135,9 @@ def rank_bench(ctx, cubes, index, stats_d, model_config, streams, batch_size, st
     total = warmup + steps + nosync_steps
     opt, sched = _optimizer(model, total)
     reader = _counting_reader(cubes, int(index.attrs["size"]), streams, BandStats.from_dict(stats_d))
-    windows = epoch_windows(index, "train", 0, ctx.rank, ctx.world_size, seed,
-                            n=total * batch_size * ctx.world_size, positive_boost=3.0)
+    windows = epoch_windows(
+        index, "train", 0, ctx.rank, ctx.world_size, seed, n=total * batch_size * ctx.world_size, positive_boost=3.0
+    )
     rng = np.random.default_rng([seed, 0, ctx.rank, 7])
     batches = window_batches(reader, windows, int(index.attrs["size"]), batch_size, rng, streams)
     ddp.train()
@@ -161,8 +163,9 @@ def rank_bench(ctx, cubes, index, stats_d, model_config, streams, batch_size, st
     ctx.barrier()
     for _ in batches:  # the loader is exhausted by now; this ends its thread
         pass
-    mine = torch.tensor([*timed, *nosync, reader.decoded, reader.lookups, total * batch_size, threads],
-                        dtype=torch.float64)
+    mine = torch.tensor(
+        [*timed, *nosync, reader.decoded, reader.lookups, total * batch_size, threads], dtype=torch.float64
+    )
     return {"per_rank": [t.tolist() for t in ctx.all_gather(mine)], "world_size": ctx.world_size}
 
 
@@ -175,30 +178,67 @@ def ddp_run(k: int, cubes, index, stats, model_config, streams, args) -> dict:
     t0 = time.perf_counter()
     with local_cluster(k, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         client.wait_for_workers(k, timeout=120)
-        res = run_ddp(client, rank_bench, cubes, index, stats.to_dict(), model_config, streams, args.batch_size,
-                      args.steps, args.warmup, args.nosync_steps, args.seed, args.threads, timeout_s=600.0)
+        res = run_ddp(
+            client,
+            rank_bench,
+            cubes,
+            index,
+            stats.to_dict(),
+            model_config,
+            streams,
+            args.batch_size,
+            args.steps,
+            args.warmup,
+            args.nosync_steps,
+            args.seed,
+            args.threads,
+            timeout_s=600.0,
+        )
     ranks = []
     for v in res["per_rank"]:
-        ranks.append({"wall_s": v[0], "wait_s": v[1], "forward_s": v[2], "backward_s": v[3], "optimizer_s": v[4],
-                      "nosync_wall_s": v[5], "nosync_wait_s": v[6], "nosync_forward_s": v[7],
-                      "nosync_backward_s": v[8], "nosync_optimizer_s": v[9], "decoded": v[10], "lookups": v[11],
-                      "samples_read": v[12], "threads": int(v[13])})
+        ranks.append(
+            {
+                "wall_s": v[0],
+                "wait_s": v[1],
+                "forward_s": v[2],
+                "backward_s": v[3],
+                "optimizer_s": v[4],
+                "nosync_wall_s": v[5],
+                "nosync_wait_s": v[6],
+                "nosync_forward_s": v[7],
+                "nosync_backward_s": v[8],
+                "nosync_optimizer_s": v[9],
+                "decoded": v[10],
+                "lookups": v[11],
+                "samples_read": v[12],
+                "threads": int(v[13]),
+            }
+        )
     wall = max(r["wall_s"] for r in ranks)
     mean = {key: sum(r[key] for r in ranks) / k for key in ranks[0]}
     n, m = args.steps, max(args.nosync_steps, 1)
     samples = args.steps * args.batch_size * k
     out = {
-        "workers": k, "threads_per_rank": ranks[0]["threads"], "steps": n, "batch_per_rank": args.batch_size,
-        "samples": samples, "wall_s": wall, "samples_per_s": samples / wall, "step_ms": 1e3 * wall / n,
+        "workers": k,
+        "threads_per_rank": ranks[0]["threads"],
+        "steps": n,
+        "batch_per_rank": args.batch_size,
+        "samples": samples,
+        "wall_s": wall,
+        "samples_per_s": samples / wall,
+        "step_ms": 1e3 * wall / n,
         # per step, mean over ranks
-        "wait_ms": 1e3 * mean["wait_s"] / n, "forward_ms": 1e3 * mean["forward_s"] / n,
-        "backward_ms": 1e3 * mean["backward_s"] / n, "optimizer_ms": 1e3 * mean["optimizer_s"] / n,
+        "wait_ms": 1e3 * mean["wait_s"] / n,
+        "forward_ms": 1e3 * mean["forward_s"] / n,
+        "backward_ms": 1e3 * mean["backward_s"] / n,
+        "optimizer_ms": 1e3 * mean["optimizer_s"] / n,
         "nosync_steps": args.nosync_steps,
         "nosync_step_ms": 1e3 * max(r["nosync_wall_s"] for r in ranks) / m if args.nosync_steps else None,
         "nosync_backward_ms": 1e3 * mean["nosync_backward_s"] / m if args.nosync_steps else None,
         "decoded_per_sample": sum(r["decoded"] for r in ranks) / sum(r["samples_read"] for r in ranks),
         "lookups_per_sample": sum(r["lookups"] for r in ranks) / sum(r["samples_read"] for r in ranks),
-        "ranks": ranks, "total_s_incl_cluster": time.perf_counter() - t0,
+        "ranks": ranks,
+        "total_s_incl_cluster": time.perf_counter() - t0,
     }
     out["allreduce_ms"] = out["step_ms"] - out["nosync_step_ms"] if args.nosync_steps else None
     return out
@@ -209,9 +249,9 @@ def local_bench(cubes, index, stats, model_config, streams, args) -> dict:
     import numpy as np
     import torch
 
-    from landslide_dask.train.chips import epoch_windows
     from landslide_dask.train.batches import window_batches
     from landslide_dask.train.checkpoint import build_model
+    from landslide_dask.train.chips import epoch_windows
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     n_batches = args.warmup + args.steps
@@ -228,12 +268,17 @@ def local_bench(cubes, index, stats, model_config, streams, args) -> dict:
             kept.append(batch)
     total_s = stamps[-1] - t0
     timed_s = stamps[-1] - stamps[args.warmup - 1] if args.warmup else total_s
-    loader = {"batches": len(stamps), "samples": len(stamps) * args.batch_size, "cold_pass_s": total_s,
-              "cold_pass_samples_per_s": len(stamps) * args.batch_size / total_s,
-              "samples_per_s": args.steps * args.batch_size / timed_s,
-              "decoded": reader.decoded, "lookups": reader.lookups,
-              "decoded_per_sample": reader.decoded / (len(stamps) * args.batch_size),
-              "lookups_per_sample": reader.lookups / (len(stamps) * args.batch_size)}
+    loader = {
+        "batches": len(stamps),
+        "samples": len(stamps) * args.batch_size,
+        "cold_pass_s": total_s,
+        "cold_pass_samples_per_s": len(stamps) * args.batch_size / total_s,
+        "samples_per_s": args.steps * args.batch_size / timed_s,
+        "decoded": reader.decoded,
+        "lookups": reader.lookups,
+        "decoded_per_sample": reader.decoded / (len(stamps) * args.batch_size),
+        "lookups_per_sample": reader.lookups / (len(stamps) * args.batch_size),
+    }
 
     # the model step alone, on batches already in memory
     device = torch.device("cpu")
@@ -249,17 +294,25 @@ def local_bench(cubes, index, stats, model_config, streams, args) -> dict:
             sums[j] += t
     wall = time.perf_counter() - t0
     n = args.steps
-    step = {"threads": torch.get_num_threads(), "steps": n, "samples": n * args.batch_size, "wall_s": wall,
-            "samples_per_s": n * args.batch_size / wall, "step_ms": 1e3 * wall / n,
-            "forward_ms": 1e3 * sums[0] / n, "backward_ms": 1e3 * sums[1] / n, "optimizer_ms": 1e3 * sums[2] / n}
+    step = {
+        "threads": torch.get_num_threads(),
+        "steps": n,
+        "samples": n * args.batch_size,
+        "wall_s": wall,
+        "samples_per_s": n * args.batch_size / wall,
+        "step_ms": 1e3 * wall / n,
+        "forward_ms": 1e3 * sums[0] / n,
+        "backward_ms": 1e3 * sums[1] / n,
+        "optimizer_ms": 1e3 * sums[2] / n,
+    }
     return {"loader": loader, "model_step": step, "loader_over_model": loader["samples_per_s"] / step["samples_per_s"]}
 
 
 def make_cubes(work: Path, size_km: float, regions: int, chunk: int) -> list[str]:
     """The demo's synthetic regions served as a STAC API and built into cubes (reused if present)."""
     from landslide_dask.cube.build import CubeSpec, build_cube
-    from landslide_dask.stac.server import serve_stac
     from landslide_dask.demo.synth import make_demo_data
+    from landslide_dask.stac.server import serve_stac
 
     data = work / f"data-{size_km:g}km-{regions}"
     if not (data / "regions.json").exists():
@@ -269,9 +322,15 @@ def make_cubes(work: Path, size_km: float, regions: int, chunk: int) -> list[str
         for r in json.loads((data / "regions.json").read_text()):
             path = work / f"{r['name']}-{size_km:g}km-c{chunk}.zarr"
             if not (path / "zarr.json").exists() and not (path / ".zgroup").exists():
-                spec = CubeSpec(stac_url=url, event_date=date.fromisoformat(r["event_date"]), aoi=data / r["aoi"],
-                                out=path, inventory=data / r["inventory"],
-                                inventory_area=data / r["inventory_area"], chunk=chunk)
+                spec = CubeSpec(
+                    stac_url=url,
+                    event_date=date.fromisoformat(r["event_date"]),
+                    aoi=data / r["aoi"],
+                    out=path,
+                    inventory=data / r["inventory"],
+                    inventory_area=data / r["inventory_area"],
+                    chunk=chunk,
+                )
                 build_cube(spec, progress=False, quicklook=False)
             out.append(str(path))
     return out
@@ -280,8 +339,8 @@ def make_cubes(work: Path, size_km: float, regions: int, chunk: int) -> list[str
 def prepare(cubes, window: int, streams, widths) -> tuple:
     """Index, statistics and model config exactly as landslide_dask.train.loop.prepare builds them."""
     from landslide_dask.train.chips import build_index, compute_stats
-    from landslide_dask.train.model import ModelConfig
     from landslide_dask.train.loop import stream_channels
+    from landslide_dask.train.model import ModelConfig
 
     channels, _ = stream_channels(cubes[0], streams)
     index = build_index(cubes, window, window // 2)
@@ -298,48 +357,69 @@ def scaling(one: dict, two: dict, cores: int) -> dict:
     used2 = min(cores, 2 * two["threads_per_rank"])
     ceiling = used2 / (2 * used1)  # if compute scaled linearly with cores and DDP cost nothing
     eff = two["samples_per_s"] / (2 * one["samples_per_s"])
-    note = (f"both runs ran on this machine's {cores} cores: 1 worker x {one['threads_per_rank']} threads "
-            f"vs 2 x {two['threads_per_rank']}, i.e. {used1} vs {used2} cores busy with compute, so the efficiency's "
-            f"ceiling here is ~{ceiling:.2f}, not 1.0; efficiency / ceiling = {eff / ceiling:.2f} is what is left "
-            "after DDP/gloo overhead (all-reduce column), the loader and DDP threads competing for the same cores, "
-            "and the difference between few processes x many threads and many x few. Separate machines would "
-            "add cores with the workers.")
-    return {"efficiency": eff, "speedup": two["samples_per_s"] / one["samples_per_s"], "ceiling": ceiling,
-            "efficiency_over_ceiling": eff / ceiling, "note": note}
+    note = (
+        f"both runs ran on this machine's {cores} cores: 1 worker x {one['threads_per_rank']} threads "
+        f"vs 2 x {two['threads_per_rank']}, i.e. {used1} vs {used2} cores busy with compute, so the efficiency's "
+        f"ceiling here is ~{ceiling:.2f}, not 1.0; efficiency / ceiling = {eff / ceiling:.2f} is what is left "
+        "after DDP/gloo overhead (all-reduce column), the loader and DDP threads competing for the same cores, "
+        "and the difference between few processes x many threads and many x few. Separate machines would "
+        "add cores with the workers."
+    )
+    return {
+        "efficiency": eff,
+        "speedup": two["samples_per_s"] / one["samples_per_s"],
+        "ceiling": ceiling,
+        "efficiency_over_ceiling": eff / ceiling,
+        "note": note,
+    }
 
 
 def print_tables(res: dict) -> None:
     c = res["config"]
-    print(f"\ntraining benchmark: window {c['window']} px, batch {c['batch_size']}/rank, encoder widths "
-          f"{c['widths']}, {c['steps']} timed steps after {c['warmup']} warm-up; {c['params']:,} parameters; "
-          f"{c['cpu_count']} CPU cores, load average {c['load_avg_1m']:.2f} at start, {c['load_avg_1m_end']:.2f} at "
-          f"end; OMP_WAIT_POLICY {c['omp_wait_policy'] or 'unset'}; torch {c['torch']}\n")
-    print("| workers | threads/rank | samples/step | step ms | samples/s | loader wait ms | forward ms "
-          "| backward ms (incl. all-reduce) | optimizer ms | step ms, no grad sync | all-reduce ms "
-          "| chunks decoded/sample |")
+    print(
+        f"\ntraining benchmark: window {c['window']} px, batch {c['batch_size']}/rank, encoder widths "
+        f"{c['widths']}, {c['steps']} timed steps after {c['warmup']} warm-up; {c['params']:,} parameters; "
+        f"{c['cpu_count']} CPU cores, load average {c['load_avg_1m']:.2f} at start, {c['load_avg_1m_end']:.2f} at "
+        f"end; OMP_WAIT_POLICY {c['omp_wait_policy'] or 'unset'}; torch {c['torch']}\n"
+    )
+    print(
+        "| workers | threads/rank | samples/step | step ms | samples/s | loader wait ms | forward ms "
+        "| backward ms (incl. all-reduce) | optimizer ms | step ms, no grad sync | all-reduce ms "
+        "| chunks decoded/sample |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in res["ddp"]:
         ns = "-" if r["nosync_step_ms"] is None else f"{r['nosync_step_ms']:.0f}"
         ar = "-" if r["allreduce_ms"] is None else f"{r['allreduce_ms']:.0f}"
-        print(f"| {r['workers']} | {r['threads_per_rank']} | {r['batch_per_rank'] * r['workers']} | {r['step_ms']:.0f} "
-              f"| {r['samples_per_s']:.2f} | {r['wait_ms']:.1f} | {r['forward_ms']:.0f} | {r['backward_ms']:.0f} "
-              f"| {r['optimizer_ms']:.0f} | {ns} | {ar} | {r['decoded_per_sample']:.3f} |")
+        print(
+            f"| {r['workers']} | {r['threads_per_rank']} | {r['batch_per_rank'] * r['workers']} | {r['step_ms']:.0f} "
+            f"| {r['samples_per_s']:.2f} | {r['wait_ms']:.1f} | {r['forward_ms']:.0f} | {r['backward_ms']:.0f} "
+            f"| {r['optimizer_ms']:.0f} | {ns} | {ar} | {r['decoded_per_sample']:.3f} |"
+        )
     s = res["scaling"]
-    print(f"\nscaling efficiency samples/s(2) / (2 x samples/s(1)) = {s['efficiency']:.2f}; "
-          f"samples/s(2) / samples/s(1) = {s['speedup']:.2f}")
+    print(
+        f"\nscaling efficiency samples/s(2) / (2 x samples/s(1)) = {s['efficiency']:.2f}; "
+        f"samples/s(2) / samples/s(1) = {s['speedup']:.2f}"
+    )
     print(f"note: {s['note']}")
     lo, st = res["local"]["loader"], res["local"]["model_step"]
     print("\n| in one process | samples | seconds | samples/s | notes |")
     print("|---|---|---|---|---|")
-    print(f"| chip loader (read + augment + batch), steady | {c['steps'] * c['batch_size']} | "
-          f"{c['steps'] * c['batch_size'] / lo['samples_per_s']:.2f} | {lo['samples_per_s']:.1f} | "
-          f"1 background thread, after {c['warmup']} warm-up batches |")
-    print(f"| chip loader, whole pass from a cold cache | {lo['samples']} | {lo['cold_pass_s']:.2f} | "
-          f"{lo['cold_pass_samples_per_s']:.1f} | {lo['decoded_per_sample']:.3f} chunks decoded/sample vs "
-          f"{lo['lookups_per_sample']:.1f} look-ups/sample ({lo['decoded']} of {lo['lookups']}) |")
-    print(f"| model train step, data in memory | {st['samples']} | {st['wall_s']:.2f} | {st['samples_per_s']:.2f} | "
-          f"{st['threads']} threads; forward {st['forward_ms']:.0f} / backward {st['backward_ms']:.0f} / "
-          f"optimizer {st['optimizer_ms']:.0f} ms per step |")
+    print(
+        f"| chip loader (read + augment + batch), steady | {c['steps'] * c['batch_size']} | "
+        f"{c['steps'] * c['batch_size'] / lo['samples_per_s']:.2f} | {lo['samples_per_s']:.1f} | "
+        f"1 background thread, after {c['warmup']} warm-up batches |"
+    )
+    print(
+        f"| chip loader, whole pass from a cold cache | {lo['samples']} | {lo['cold_pass_s']:.2f} | "
+        f"{lo['cold_pass_samples_per_s']:.1f} | {lo['decoded_per_sample']:.3f} chunks decoded/sample vs "
+        f"{lo['lookups_per_sample']:.1f} look-ups/sample ({lo['decoded']} of {lo['lookups']}) |"
+    )
+    print(
+        f"| model train step, data in memory | {st['samples']} | {st['wall_s']:.2f} | {st['samples_per_s']:.2f} | "
+        f"{st['threads']} threads; forward {st['forward_ms']:.0f} / backward {st['backward_ms']:.0f} / "
+        f"optimizer {st['optimizer_ms']:.0f} ms per step |"
+    )
     ratio = res["local"]["loader_over_model"]
     verdict = "the loader keeps ahead of the model step" if ratio > 1 else "loading is the bottleneck"
     print(f"\nloader / model step throughput = {ratio:.1f}x: {verdict}")
@@ -357,17 +437,30 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--nosync-steps", type=int, help="steps under ddp.no_sync() (default steps // 3, at least 1)")
-    p.add_argument("--widths", type=_ints, default=[32, 64, 128, 128],
-                   help="encoder widths (default 32,64,128,128, the demo model; 64,128,256,256 is the paper's)")
+    p.add_argument(
+        "--widths",
+        type=_ints,
+        default=[32, 64, 128, 128],
+        help="encoder widths (default 32,64,128,128, the demo model; 64,128,256,256 is the paper's)",
+    )
     p.add_argument("--streams", default="pre,post,terrain", help="model streams (default pre,post,terrain)")
-    p.add_argument("--threads", type=int, help="torch threads per rank (default: cores // workers; in-process "
-                   "model step: all cores)")
-    p.add_argument("--omp-passive", action="store_true",
-                   help="OMP_WAIT_POLICY=PASSIVE here and in the workers (no spin-waiting; see above)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per rank (default: cores // workers; in-process model step: all cores)",
+    )
+    p.add_argument(
+        "--omp-passive",
+        action="store_true",
+        help="OMP_WAIT_POLICY=PASSIVE here and in the workers (no spin-waiting; see above)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results as JSON to this file")
-    p.add_argument("--small", action="store_true",
-                   help="CI mode: 64 px windows, batch 2, 2 timed steps, a tiny model (the code paths, not the figures)")
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help="CI mode: 64 px windows, batch 2, 2 timed steps, a tiny model (the code paths, not the figures)",
+    )
     args = p.parse_args()
     if args.small:
         args.window, args.batch_size, args.steps, args.warmup, args.widths = 64, 2, 2, 1, [8, 16, 16, 16]
@@ -382,8 +475,8 @@ def main() -> None:
 
     import torch
 
-    from landslide_dask.train.model import count_parameters
     from landslide_dask.train.checkpoint import build_model
+    from landslide_dask.train.model import count_parameters
 
     load = os.getloadavg()[0]
     if args.cubes:
@@ -396,25 +489,43 @@ def main() -> None:
         print(f"[bench] cubes ready in {time.perf_counter() - t0:.0f}s: {', '.join(cubes)}", flush=True)
     index, stats, model_config = prepare(cubes, args.window, streams, args.widths)
     params = count_parameters(build_model(model_config))
-    print(f"[bench] {int((index['split'] == 'train').sum())} train windows of {args.window} px; "
-          f"{params:,} parameters", flush=True)
+    print(
+        f"[bench] {int((index['split'] == 'train').sum())} train windows of {args.window} px; {params:,} parameters",
+        flush=True,
+    )
 
     local = local_bench(cubes, index, stats, model_config, streams, args)
-    print(f"[bench] loader {local['loader']['samples_per_s']:.1f} samples/s, model step "
-          f"{local['model_step']['samples_per_s']:.2f} samples/s", flush=True)
+    print(
+        f"[bench] loader {local['loader']['samples_per_s']:.1f} samples/s, model step "
+        f"{local['model_step']['samples_per_s']:.2f} samples/s",
+        flush=True,
+    )
     ddp = []
     for k in (1, 2):
         ddp.append(ddp_run(k, cubes, index, stats, model_config, streams, args))
         print(f"[bench] {k} worker(s): {ddp[-1]['samples_per_s']:.2f} samples/s", flush=True)
     one, two = ddp
     res = {
-        "config": {"window": args.window, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-                   "nosync_steps": args.nosync_steps, "widths": args.widths, "streams": list(streams),
-                   "cubes": cubes, "size_km": None if args.cubes else args.size_km,
-                   "regions": len(cubes), "train_windows": int((index["split"] == "train").sum()),
-                   "params": params, "cpu_count": os.cpu_count(), "threads": args.threads,
-                   "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_avg_1m": load,
-                   "load_avg_1m_end": os.getloadavg()[0], "torch": torch.__version__},
+        "config": {
+            "window": args.window,
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "nosync_steps": args.nosync_steps,
+            "widths": args.widths,
+            "streams": list(streams),
+            "cubes": cubes,
+            "size_km": None if args.cubes else args.size_km,
+            "regions": len(cubes),
+            "train_windows": int((index["split"] == "train").sum()),
+            "params": params,
+            "cpu_count": os.cpu_count(),
+            "threads": args.threads,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "load_avg_1m": load,
+            "load_avg_1m_end": os.getloadavg()[0],
+            "torch": torch.__version__,
+        },
         "local": local,
         "ddp": ddp,
         "scaling": scaling(one, two, os.cpu_count() or 1),

@@ -38,8 +38,10 @@ def steps(n: int, window: int, batch: int) -> dict:
     model = LandslideNet(ModelConfig(streams={"pre": 4, "post": 4, "terrain": 2}, **DEMO_MODEL))
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters())
-    x = {k: torch.randn(batch, c, window, window).contiguous(memory_format=torch.channels_last)
-         for k, c in (("pre", 4), ("post", 4), ("terrain", 2))}
+    x = {
+        k: torch.randn(batch, c, window, window).contiguous(memory_format=torch.channels_last)
+        for k, c in (("pre", 4), ("post", 4), ("terrain", 2))
+    }
     target = (torch.rand(batch, 1, window, window) > 0.9).float()
     known = torch.ones_like(target, dtype=torch.bool)
     ms, faults = [], 0
@@ -65,8 +67,9 @@ def one_run(setting: str, n: int, window: int, batch: int) -> dict:
     if setting == "ours":
         cluster = local_cluster(1)
     else:
-        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        )
     with cluster, Client(cluster) as client:
         return client.submit(steps, n, window, batch, pure=False).result()
 
@@ -86,12 +89,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     load0 = os.getloadavg()[0]
     for _ in range(args.repeat):
         for setting in ("default", "ours"):
-            out = subprocess.run([sys.executable, __file__, "--one", setting, "--steps", str(args.steps),
-                                  "--window", str(args.window), "--batch-size", str(args.batch_size)],
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    setting,
+                    "--steps",
+                    str(args.steps),
+                    "--window",
+                    str(args.window),
+                    "--batch-size",
+                    str(args.batch_size),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             rows.append({"setting": setting, **json.loads(out.strip().splitlines()[-1])})
-    print(f"demo model, batch {args.batch_size} x {args.window} px, 1 worker x 1 torch thread, {args.steps} steps "
-          f"per run; load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(
+        f"demo model, batch {args.batch_size} x {args.window} px, 1 worker x 1 torch thread, {args.steps} steps "
+        f"per run; load average {load0:.1f} -> {os.getloadavg()[0]:.1f}"
+    )
     print("| worker environment | MALLOC_TRIM_THRESHOLD_ | median step ms | minor page faults |\n|---|---|---|---|")
     for r in rows:
         name = "distributed's default" if r["setting"] == "default" else "landslide_dask (WORKER_CONFIG)"

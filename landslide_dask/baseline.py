@@ -26,15 +26,24 @@ import pandas as pd
 from .cube.inventory import LABEL_UNKNOWN
 from .errors import InputDataError
 
-__all__ = ["FEATURE_WINDOWS", "pixel_features", "PixelBaseline", "train_pixel_baseline",
-           "baseline_prediction"]
+__all__ = ["FEATURE_WINDOWS", "pixel_features", "PixelBaseline", "train_pixel_baseline", "baseline_prediction"]
 
 FEATURE_WINDOWS = (5, 15)  # px: local brightness statistics over these square neighbourhoods
 #: LightGBM settings: 400 trees of up to 63 leaves; bagging and feature sampling against the
 #: spatial correlation of neighbouring training pixels.
-LGBM_PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 100,
-               "bagging_fraction": 0.5, "bagging_freq": 1, "feature_fraction": 0.8, "lambda_l2": 1.0,
-               "verbose": -1, "deterministic": True, "force_row_wise": True}
+LGBM_PARAMS = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 63,
+    "min_data_in_leaf": 100,
+    "bagging_fraction": 0.5,
+    "bagging_freq": 1,
+    "feature_fraction": 0.8,
+    "lambda_l2": 1.0,
+    "verbose": -1,
+    "deterministic": True,
+    "force_row_wise": True,
+}
 N_TREES = 400
 #: At most this many training pixels (drawn at random from the training blocks' known pixels).
 MAX_TRAIN_PIXELS = 400_000
@@ -110,15 +119,23 @@ class PixelBaseline:
         """Landslide probability of every pixel of ``cube`` (0 where not valid) and its valid mask."""
         x, names, valid = pixel_features(cube, self.bands)
         if names != self.features:
-            raise InputDataError(f"{cube} gives features {names}, the baseline was trained on {self.features}: "
-                                 "map cubes with the same bands and layers.")
+            raise InputDataError(
+                f"{cube} gives features {names}, the baseline was trained on {self.features}: "
+                "map cubes with the same bands and layers."
+            )
         prob = np.zeros(valid.shape, np.float32)
         prob[valid] = self.model.predict(x[:, valid].T)
         return prob, valid
 
 
-def train_pixel_baseline(index: pd.DataFrame, cube: str | Path, bands: list[str] | None = None, seed: int = 0,
-                         threads: int | None = None, max_pixels: int = MAX_TRAIN_PIXELS) -> PixelBaseline:
+def train_pixel_baseline(
+    index: pd.DataFrame,
+    cube: str | Path,
+    bands: list[str] | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    max_pixels: int = MAX_TRAIN_PIXELS,
+) -> PixelBaseline:
     """Train on the known pixels of the index's training windows in ``cube`` and choose the threshold
     by MCC on its validation windows (the CNN's grid of thresholds and rule)."""
     import lightgbm as lgb
@@ -142,15 +159,18 @@ def train_pixel_baseline(index: pd.DataFrame, cube: str | Path, bands: list[str]
     xt, yt = pixels("train", max_pixels)
     xv, yv = pixels("val", None)
     if yt.sum() == 0 or yv.sum() == 0:
-        raise InputDataError(f"the training or validation windows of {cube} hold no landslide pixel: "
-                             "the baseline cannot learn or choose a threshold")
+        raise InputDataError(
+            f"the training or validation windows of {cube} hold no landslide pixel: "
+            "the baseline cannot learn or choose a threshold"
+        )
     params = {**LGBM_PARAMS, "seed": seed, "num_threads": threads or 0}
     model = lgb.train(params, lgb.Dataset(xt, yt, feature_name=names), num_boost_round=N_TREES)
     pv = torch.from_numpy(model.predict(xv).astype(np.float32))
     counts = confusion_by_threshold(pv, torch.from_numpy(yv.astype(np.float32)), torch.ones(len(yv), dtype=torch.bool))
     th, conf = best_threshold(counts)
-    return PixelBaseline(model, names, bands, th, {"train_pixels": int(len(yt)), "val_pixels": int(len(yv)),
-                                                  **conf.scores()})
+    return PixelBaseline(
+        model, names, bands, th, {"train_pixels": int(len(yt)), "val_pixels": int(len(yv)), **conf.scores()}
+    )
 
 
 def baseline_prediction(baseline: PixelBaseline, cube: str | Path):
@@ -167,6 +187,10 @@ def baseline_prediction(baseline: PixelBaseline, cube: str | Path):
     return xr.Dataset(
         {"probability": (("y", "x"), np.round(prob * 255).astype(np.uint8)), "valid": (("y", "x"), valid)},
         coords={"y": ds["y"], "x": ds["x"]},
-        attrs={**attrs, "threshold": baseline.threshold, "complete": True,
-               "model": "pixel baseline (LightGBM gradient-boosted trees)"},
+        attrs={
+            **attrs,
+            "threshold": baseline.threshold,
+            "complete": True,
+            "model": "pixel baseline (LightGBM gradient-boosted trees)",
+        },
     ).chunk({"y": 512, "x": 512})

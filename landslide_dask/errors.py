@@ -15,10 +15,24 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EXIT_USAGE", "EXIT_DATA", "LandslideDaskError", "UsageError", "InputDataError", "EmptySearchError",
-           "StacUnreachableError", "SpecError", "JobSpecError", "ClusterSpecError", "StorageError",
-           "ManifestError", "CountryJobError", "ClusterStartError", "MissingDependencyError",
-           "DistributedTrainingError"]
+__all__ = [
+    "EXIT_USAGE",
+    "EXIT_DATA",
+    "LandslideDaskError",
+    "UsageError",
+    "InputDataError",
+    "EmptySearchError",
+    "StacUnreachableError",
+    "SpecError",
+    "JobSpecError",
+    "ClusterSpecError",
+    "StorageError",
+    "ManifestError",
+    "CountryJobError",
+    "ClusterStartError",
+    "MissingDependencyError",
+    "DistributedTrainingError",
+]
 
 EXIT_USAGE = 2
 EXIT_DATA = 1

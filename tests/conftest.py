@@ -47,9 +47,15 @@ def train_cubes(tmp_path_factory) -> list[str]:
     out = []
     with serve_stac(data) as url:
         for r in json.loads((data / "regions.json").read_text()):
-            spec = CubeSpec(stac_url=url, event_date=date.fromisoformat(r["event_date"]), aoi=data / r["aoi"],
-                            out=root / f"{r['name']}.zarr", inventory=data / r["inventory"],
-                            inventory_area=data / r["inventory_area"], chunk=128)
+            spec = CubeSpec(
+                stac_url=url,
+                event_date=date.fromisoformat(r["event_date"]),
+                aoi=data / r["aoi"],
+                out=root / f"{r['name']}.zarr",
+                inventory=data / r["inventory"],
+                inventory_area=data / r["inventory_area"],
+                chunk=128,
+            )
             out.append(str(build_cube(spec, progress=False, quicklook=False)))
     return out
 
@@ -61,8 +67,9 @@ def small_country(tmp_path_factory) -> Path:
 
     from .helpers import SMALL_COUNTRY_BBOX
 
-    return make_demo_country(tmp_path_factory.mktemp("country") / "c", seed=0, bbox=SMALL_COUNTRY_BBOX, workers=2,
-                             inventory_block_km=1.0)
+    return make_demo_country(
+        tmp_path_factory.mktemp("country") / "c", seed=0, bbox=SMALL_COUNTRY_BBOX, workers=2, inventory_block_km=1.0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +104,10 @@ def slurm(tmp_path_factory):
         pytest.skip(f"cannot run a real SLURM cluster here: {why}")
     with slurm_setup.slurm_cluster(tmp_path_factory.mktemp("slurm")) as info:
         info.install_s = install_s
-        print(f"\n[slurm] install {install_s:.1f}s (0 = already installed), daemons to idle node {info.start_s:.1f}s",
-              file=sys.stderr)
+        print(
+            f"\n[slurm] install {install_s:.1f}s (0 = already installed), daemons to idle node {info.start_s:.1f}s",
+            file=sys.stderr,
+        )
         yield info
     # slurm_cluster stopped the daemons by pid; make sure
     assert not any(_alive(p) for p in info.pids.values()), info.pids

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from .helpers import BENCH, SHARED_DATA
 
+from .helpers import BENCH, SHARED_DATA
 
 
 def _run(script: str, *args: str) -> str:
@@ -58,16 +58,18 @@ def test_predict_benchmark_small_mode(train_cubes, tmp_path):
     from .helpers.models import make_checkpoint
 
     ckpt = make_checkpoint(tmp_path / "tiny.pt", bands=("blue", "green", "red", "nir"))
-    out = _run("predict.py", "--small", "--cube", train_cubes[0], "--model", str(ckpt),
-               "--json", str(tmp_path / "r.json"))
+    out = _run(
+        "predict.py", "--small", "--cube", train_cubes[0], "--model", str(ckpt), "--json", str(tmp_path / "r.json")
+    )
     res = json.loads((tmp_path / "r.json").read_text())
     assert res["throughput"]["end_to_end"]["km2_per_hour"] > 0 and len(res["memory"]["runs"]) == 2
     assert res["batch_sizes"][0]["batch_size"] == 1 and "whole-image" in out
 
 
 def test_generalisation_benchmark_small_mode(train_cubes, tmp_path):
-    out = _run("generalisation.py", "--small", "--cubes", str(Path(train_cubes[0]).parent), "--out",
-               str(tmp_path / "g"))
+    out = _run(
+        "generalisation.py", "--small", "--cubes", str(Path(train_cubes[0]).parent), "--out", str(tmp_path / "g")
+    )
     table = (tmp_path / "g" / "ablation.md").read_text()
     assert "post only" in table and "pre+post (no terrain)" in table and "post only" in out
 
@@ -90,8 +92,16 @@ def test_real_event_benchmark_small_mode_and_the_demo_on_the_real_event(tmp_path
     import pandas as pd
 
     # progressive is left out here (its path is tests/train/test_loop.py's): the suite's time
-    out = _run("real_event.py", "--out", str(tmp_path / "bench"), "--small", "--event", str(IBURI),
-               "--models", "local,transfer,real-transfer,self-trained,combined")
+    out = _run(
+        "real_event.py",
+        "--out",
+        str(tmp_path / "bench"),
+        "--small",
+        "--event",
+        str(IBURI),
+        "--models",
+        "local,transfer,real-transfer,self-trained,combined",
+    )
     table = (tmp_path / "bench" / "real_event.md").read_text(encoding="utf-8")
     for model in ("local", "transfer", "combined"):
         assert f"| {model} |" in table and (tmp_path / "bench" / "maps" / model / "map.png").stat().st_size > 10_000
@@ -125,16 +135,24 @@ def test_real_event_benchmark_small_mode_and_the_demo_on_the_real_event(tmp_path
     pd.testing.assert_frame_equal(a, b)
     # the teacher comparison on the same cubes, beside the Chattogram tiles where present
     chatto = IBURI.parent / "chattogram_s2_tiles"
-    t = _run("teacher.py", "--cubes", str(tmp_path / "bench" / "cubes"),
-             *(["--chattogram", str(chatto)] if chatto.exists() else []))
+    t = _run(
+        "teacher.py",
+        "--cubes",
+        str(tmp_path / "bench" / "cubes"),
+        *(["--chattogram", str(chatto)] if chatto.exists() else []),
+    )
     assert "| iburi_2018 post |" in t and "| hokkaido_like pre |" in t and "PSD slope" in t
     assert ("| chattogram (real) |" in t) == chatto.exists()
     # `demo --real` maps the event with the model the demo trained (here the small transfer model)
     demo = tmp_path / "demo-out"
     (demo / "model").mkdir(parents=True)
     shutil.copy(tmp_path / "bench" / "models" / "transfer" / "best.pt", demo / "model" / "best.pt")
-    p = subprocess.run([sys.executable, "-m", "landslide_dask.cli", "demo", "--real", str(IBURI), "--out", str(demo)],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "landslide_dask.cli", "demo", "--real", str(IBURI), "--out", str(demo)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert "pixels:  mcc" in p.stdout and "koukita/2018_09_06_atumatyou" in p.stdout
     assert "no pre-event image: mapped from post-event imagery and terrain" in p.stdout

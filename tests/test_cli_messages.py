@@ -18,7 +18,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from landslide_dask.cli import build_parser, main as cli_main
+from landslide_dask.cli import build_parser
+from landslide_dask.cli import main as cli_main
 from landslide_dask.cube.grid import Grid
 from landslide_dask.cube.load import Asset, Stack, close_files
 from landslide_dask.cube.read_errors import explain_read_failure
@@ -29,9 +30,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "landslide_dask"
 
 # --- bad arguments: exit 2, what to pass instead -----------------------------------------------
 
+
 def _cube(tmp_path: Path, aoi: str) -> list[str]:
-    return ["cube", "--stac", str(tmp_path), "--event-date", "2018-09-06", "--aoi", aoi, "--no-dem",
-            "--out", str(tmp_path / "c.zarr")]
+    return [
+        "cube",
+        "--stac",
+        str(tmp_path),
+        "--event-date",
+        "2018-09-06",
+        "--aoi",
+        aoi,
+        "--no-dem",
+        "--out",
+        str(tmp_path / "c.zarr"),
+    ]
 
 
 def test_an_aoi_with_three_numbers_exits_2_and_says_four(tmp_path, capsys):
@@ -64,13 +76,16 @@ def test_a_missing_model_says_what_to_pass(tmp_path, capsys):
 
 # --- a failed pixel read: which failure, and what to do ------------------------------------------
 
+
 class _Refusing(BaseHTTPRequestHandler):
     """Answers every request with the status in its path, e.g. /403/x.tif, and an Azure-like body."""
 
     def do_GET(self) -> None:
         code = int(self.path.split("?")[0].split("/")[1])
-        body = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code><Message>Server '
-                b"failed to authenticate the request.</Message></Error>")
+        body = (
+            b'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code><Message>Server '
+            b"failed to authenticate the request.</Message></Error>"
+        )
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -119,8 +134,10 @@ def test_a_closed_port_is_a_network_error_not_a_corrupt_file():
 
 
 def test_an_expired_signature_says_so_and_to_run_again(refusing_server):
-    href = (f"{refusing_server}/403/B04.tif?st=2026-01-01T00%3A00%3A00Z&se=2026-01-01T01%3A00%3A00Z&sp=rl"
-            "&sv=2024-05-04&sr=c&sig=abc")
+    href = (
+        f"{refusing_server}/403/B04.tif?st=2026-01-01T00%3A00%3A00Z&se=2026-01-01T01%3A00%3A00Z&sp=rl"
+        "&sv=2024-05-04&sr=c&sig=abc"
+    )
     msg = _read(href)
     assert "HTTP 403" in msg and "expired" in msg and "--sign planetary-computer" in msg and "corrupt" not in msg
     assert "sig=abc" not in msg  # no signature in messages
@@ -130,16 +147,29 @@ def test_an_expired_signature_says_so_and_to_run_again(refusing_server):
 
 def test_missing_and_failing_servers_are_told_apart(refusing_server):
     assert "HTTP 404" in _read(f"{refusing_server}/404/B04.tif") and "--exclude-item S2X_TEST" in _read(
-        f"{refusing_server}/404/B04.tif")
+        f"{refusing_server}/404/B04.tif"
+    )
     msg = _read(f"{refusing_server}/503/B04.tif")
     assert "HTTP 503" in msg and "again later" in msg and "corrupt" not in msg
 
 
 def test_a_truncated_geotiff_is_corrupt(tmp_path):
     path = tmp_path / "B04.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=16, height=16, count=1, dtype="uint16", crs="EPSG:32633",
-                       transform=from_origin(500_000, 5_000_000, 10, 10), tiled=True, blockxsize=16,
-                       blockysize=16, compress="deflate") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=16,
+        height=16,
+        count=1,
+        dtype="uint16",
+        crs="EPSG:32633",
+        transform=from_origin(500_000, 5_000_000, 10, 10),
+        tiled=True,
+        blockxsize=16,
+        blockysize=16,
+        compress="deflate",
+    ) as dst:
         dst.write(np.random.default_rng(0).integers(1, 5000, (1, 16, 16)).astype("uint16"))
     path.write_bytes(path.read_bytes()[:-200])
     msg = _read(str(path))
@@ -155,6 +185,7 @@ def test_gdal_messages_are_classified():
 
 
 # --- every option a message advises exists -------------------------------------------------------
+
 
 def _parser_options() -> set[str]:
     opts: set[str] = set()

@@ -11,9 +11,9 @@ import rasterio
 import shapely
 from pyproj import Transformer
 
-from landslide_dask.stac.catalog import catalog_geotiffs
 from landslide_dask.cube.build import CubeSpec, build_cube
 from landslide_dask.cube.read import open_cube
+from landslide_dask.stac.catalog import catalog_geotiffs
 from landslide_dask.stac.server import serve_stac
 
 from .helpers import SHARED_DATA
@@ -23,14 +23,29 @@ pytestmark = pytest.mark.skipif(not TILES.exists(), reason="../shared/data/chatt
 
 
 def test_real_chattogram_tiles_are_catalogued_and_cubed(tmp_path):
-    stac = catalog_geotiffs(TILES, tmp_path / "stac", collection="chattogram",
-                            bands=["red", "green", "blue", "nir"], datetime="2024-06-20T04:30:00Z", nodata=0)
+    stac = catalog_geotiffs(
+        TILES,
+        tmp_path / "stac",
+        collection="chattogram",
+        bands=["red", "green", "blue", "nir"],
+        datetime="2024-06-20T04:30:00Z",
+        nodata=0,
+    )
     aoi = tmp_path / "aoi.geojson"
     gpd.GeoDataFrame(geometry=[shapely.box(91.80, 22.40, 91.85, 22.45)], crs=4326).to_file(aoi)
     with serve_stac(stac) as url:
-        spec = CubeSpec(stac_url=url, event_date=date(2024, 6, 10), aoi=aoi, out=tmp_path / "c.zarr",
-                        collection="chattogram", bands=("red", "green", "blue", "nir"), scl_asset=None,
-                        dem_collection=None, post_only=True, chunk=256)
+        spec = CubeSpec(
+            stac_url=url,
+            event_date=date(2024, 6, 10),
+            aoi=aoi,
+            out=tmp_path / "c.zarr",
+            collection="chattogram",
+            bands=("red", "green", "blue", "nir"),
+            scl_asset=None,
+            dem_collection=None,
+            post_only=True,
+            chunk=256,
+        )
         ds = open_cube(build_cube(spec, progress=False))
     assert ds.attrs["epsg"] == 32646  # UTM 46N for lon 91.8
     assert "pre" not in ds and "slope" not in ds and ds.attrs["cloud_mask"] == "none"
@@ -100,10 +115,24 @@ def test_real_iburi_event_per_band_files_per_date_catalogue_and_cube_with_its_in
     import json
 
     stac = tmp_path / "stac"
-    catalog_geotiffs(IBURI / "pre-event", stac, collection="iburi-s2", group="folder",
-                     dates={"pre-event": "2018-08-20"}, dn_scale=1e-4, dn_offset=0.0)
-    catalog_geotiffs(IBURI / "post-event", stac, collection="iburi-s2", group="folder",
-                     dates={"post-event": "2018-10-01"}, dn_scale=1e-4, dn_offset=0.0)  # added, not replacing
+    catalog_geotiffs(
+        IBURI / "pre-event",
+        stac,
+        collection="iburi-s2",
+        group="folder",
+        dates={"pre-event": "2018-08-20"},
+        dn_scale=1e-4,
+        dn_offset=0.0,
+    )
+    catalog_geotiffs(
+        IBURI / "post-event",
+        stac,
+        collection="iburi-s2",
+        group="folder",
+        dates={"post-event": "2018-10-01"},
+        dn_scale=1e-4,
+        dn_offset=0.0,
+    )  # added, not replacing
     catalog_geotiffs(IBURI / "dem", stac, collection="iburi-dem", bands=["data"], static=True)
     items = json.loads((stac / "stac" / "items" / "iburi-s2.json").read_text())["features"]
     assert sorted(i["id"] for i in items) == ["post-event", "pre-event"]
@@ -112,18 +141,33 @@ def test_real_iburi_event_per_band_files_per_date_catalogue_and_cube_with_its_in
         rb = it["assets"]["red"]["raster:bands"][0]
         assert rb["scale"] == 1e-4 and rb["offset"] == 0.0 and rb["nodata"] == 0
         assert 100 < rb["statistics"]["mean"] < 3000  # rio-stac's statistics of the band
-    assert {i["id"]: i["properties"]["datetime"] for i in items} == {"pre-event": "2018-08-20T00:00:00Z",
-                                                                       "post-event": "2018-10-01T00:00:00Z"}
+    assert {i["id"]: i["properties"]["datetime"] for i in items} == {
+        "pre-event": "2018-08-20T00:00:00Z",
+        "post-event": "2018-10-01T00:00:00Z",
+    }
     dem = json.loads((stac / "stac" / "items" / "iburi-dem.json").read_text())["features"][0]
     assert dem["properties"]["datetime"] is None and dem["properties"]["start_datetime"]
 
     aoi = "141.90,42.70,141.95,42.75"  # W,S,E,N: inside both the imagery and the traced area
     box = shapely.box(141.90, 42.70, 141.95, 42.75)
-    inv, area = IBURI / "inventory" / "iburi_hillslope_failures_west.gpkg", IBURI / "inventory" / "iburi_traced_area_west.gpkg"
+    inv, area = (
+        IBURI / "inventory" / "iburi_hillslope_failures_west.gpkg",
+        IBURI / "inventory" / "iburi_traced_area_west.gpkg",
+    )
     with serve_stac(stac) as url:
-        spec = CubeSpec(stac_url=url, event_date=date(2018, 9, 6), aoi=aoi, out=tmp_path / "iburi.zarr",
-                        inventory=inv, inventory_area=area, collection="iburi-s2", bands=("blue", "green", "red"),
-                        scl_asset=None, dem_collection="iburi-dem", chunk=256)
+        spec = CubeSpec(
+            stac_url=url,
+            event_date=date(2018, 9, 6),
+            aoi=aoi,
+            out=tmp_path / "iburi.zarr",
+            inventory=inv,
+            inventory_area=area,
+            collection="iburi-s2",
+            bands=("blue", "green", "red"),
+            scl_asset=None,
+            dem_collection="iburi-dem",
+            chunk=256,
+        )
         ds = open_cube(build_cube(spec, progress=False, quicklook=False))
     assert list(ds["band"].values) == ["blue", "green", "red"] and "slope" in ds and "pre" in ds
     assert ds.attrs["dn_scale_offset"] == [1e-4, 0.0]

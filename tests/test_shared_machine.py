@@ -71,7 +71,8 @@ def alone(tmp_path_factory, train_cubes) -> dict[str, torch.Tensor]:
 
 
 def test_two_trainings_started_together_beside_a_country_job_and_predict_give_the_weights_of_a_lone_run(
-        alone, train_cubes, client, demo_regions, demo_stac, tmp_path):
+    alone, train_cubes, client, demo_regions, demo_stac, tmp_path
+):
     from landslide_dask.jobs.country import run_job
     from landslide_dask.jobs.spec import parse_jobspec
     from landslide_dask.predict import predict
@@ -80,17 +81,29 @@ def test_two_trainings_started_together_beside_a_country_job_and_predict_give_th
 
     model = make_checkpoint(tmp_path / "tiny.pt")
     r = demo_regions[0]
-    spec = parse_jobspec({"name": "beside-training", "area": {"bbox": r["bbox"]}, "event": {"date": r["event_date"]},
-                          "stac": {"url": demo_stac}, "model": str(model), "cell_size_km": 1.0,
-                          "output": str(tmp_path / "country"), "threshold": 0.5, "retries": 0,
-                          "predict": {"window": 128, "overlap": 32}}, base_dir=tmp_path)
+    spec = parse_jobspec(
+        {
+            "name": "beside-training",
+            "area": {"bbox": r["bbox"]},
+            "event": {"date": r["event_date"]},
+            "stac": {"url": demo_stac},
+            "model": str(model),
+            "cell_size_km": 1.0,
+            "output": str(tmp_path / "country"),
+            "threshold": 0.5,
+            "retries": 0,
+            "predict": {"window": 128, "overlap": 32},
+        },
+        base_dir=tmp_path,
+    )
     runs = {out: _launch(out, train_cubes) for out in (tmp_path / "a", tmp_path / "b")}  # at the same moment
     job = run_job(spec, client, progress=False, echo=None)  # a country job on a third cluster meanwhile
     assert not job.failed and job.summary.total > 0
     maps = 0
     while any(p.poll() is None for p in runs.values()) or maps == 0:  # and predicting while they train
-        predict(train_cubes[0], model, tmp_path / f"p{maps}.zarr", client=client, window=128, overlap=32,
-                progress=False)
+        predict(
+            train_cubes[0], model, tmp_path / f"p{maps}.zarr", client=client, window=128, overlap=32, progress=False
+        )
         maps += 1
     for out, p in runs.items():
         res, log = _finish(p, out)
@@ -113,7 +126,9 @@ def _burn(until: float) -> None:
 def test_training_on_a_machine_kept_busy_finishes_without_losing_a_worker(alone, train_cubes, tmp_path):
     ctx = mp.get_context("spawn")
     # one CPU-bound process per core: with the two ranks and the scheduler the cores are oversubscribed
-    burners = [ctx.Process(target=_burn, args=(time.time() + 120,), daemon=True) for _ in range(max(2, os.cpu_count() or 2))]
+    burners = [
+        ctx.Process(target=_burn, args=(time.time() + 120,), daemon=True) for _ in range(max(2, os.cpu_count() or 2))
+    ]
     for b in burners:
         b.start()
     try:

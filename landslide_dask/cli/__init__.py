@@ -22,7 +22,10 @@ from .training import train_commands
 __all__ = ["main", "build_parser"]
 
 #: What ``landslide-dask --help`` says first.
-DESCRIPTION = 'landslide-dask: event landslide maps from STAC imagery and a DEM, one sub-command per pipeline stage (in pipeline order), plus the demo.'
+DESCRIPTION = (
+    "landslide-dask: event landslide maps from STAC imagery and a DEM, one sub-command per pipeline stage "
+    "(in pipeline order), plus the demo."
+)
 
 
 #: Sub-commands whose ``--model``/``--init-from`` name a checkpoint file (a URL is fetched later).
@@ -41,19 +44,25 @@ def _check_checkpoint_paths(args: argparse.Namespace) -> None:
         path = Path(value).expanduser()
         if path.is_dir():
             inside = next((path / n for n in ("best.pt", "last.pt") if (path / n).is_file()), None)
-            raise UsageError(f"{flag} {value} is a folder: pass the checkpoint file in it"
-                             + (f", e.g. {flag} {inside}" if inside else
-                                " (best.pt, as `landslide-dask train --out DIR` writes it)"))
+            raise UsageError(
+                f"{flag} {value} is a folder: pass the checkpoint file in it"
+                + (f", e.g. {flag} {inside}" if inside else " (best.pt, as `landslide-dask train --out DIR` writes it)")
+            )
         if not path.exists():
-            raise UsageError(f"{flag} {value}: no such checkpoint. Pass the best.pt that `landslide-dask train "
-                             "--out DIR` wrote (DIR/best.pt; DIR/last.pt is the latest epoch), or train one first.")
+            raise UsageError(
+                f"{flag} {value}: no such checkpoint. Pass the best.pt that `landslide-dask train "
+                "--out DIR` wrote (DIR/best.pt; DIR/last.pt is the latest epoch), or train one first."
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``landslide-dask`` parser: the sub-commands in pipeline order."""
-    p = argparse.ArgumentParser(prog="landslide-dask", description=DESCRIPTION,
-                                epilog="exit status: 0 done; 1 bad input data or a failed run (the message names the "
-                                       "file, item or cell); 2 bad arguments; 130 interrupted")
+    p = argparse.ArgumentParser(
+        prog="landslide-dask",
+        description=DESCRIPTION,
+        epilog="exit status: 0 done; 1 bad input data or a failed run (the message names the "
+        "file, item or cell); 2 bad arguments; 130 interrupted",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo_data_commands(sub)
@@ -73,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     :class:`~landslide_dask.errors.UsageError`), 1 bad input data or a failed run, 130 interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:  # dask's own INFO chatter (scheduler/nanny start and stop) only with -v;
         # read by dask.config when distributed is first imported (lazily, below)
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
@@ -92,7 +102,3 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return rc or 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

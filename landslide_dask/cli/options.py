@@ -52,17 +52,23 @@ def scheduler_security(args: argparse.Namespace):
     files = (args.tls_ca_file, args.tls_cert, args.tls_key)
     if not args.scheduler:
         if any(files):
-            raise UsageError("--tls-ca-file, --tls-cert and --tls-key are the credentials of a running cluster "
-                             "(--scheduler tls://...); a cluster started here makes its own")
+            raise UsageError(
+                "--tls-ca-file, --tls-cert and --tls-key are the credentials of a running cluster "
+                "(--scheduler tls://...); a cluster started here makes its own"
+            )
         return None
     if args.insecure:
-        raise UsageError("--insecure starts a cluster on plain TCP; with --scheduler the address says how to "
-                         "connect (tls:// or tcp://)")
+        raise UsageError(
+            "--insecure starts a cluster on plain TCP; with --scheduler the address says how to "
+            "connect (tls:// or tcp://)"
+        )
     if not any(files):
         return None
     if not (args.tls_ca_file and args.tls_cert):
-        raise UsageError("give --tls-ca-file and --tls-cert (and --tls-key unless the key is in the certificate "
-                         "file): the CA of the cluster and this client's certificate")
+        raise UsageError(
+            "give --tls-ca-file and --tls-cert (and --tls-key unless the key is in the certificate "
+            "file): the CA of the cluster and this client's certificate"
+        )
     from ..clusters.security import credentials_from_files
 
     return credentials_from_files(args.tls_ca_file, args.tls_cert, args.tls_key)
@@ -82,16 +88,28 @@ def client_for(args: argparse.Namespace):
         return start_cluster(scheduler=args.scheduler, security=security)
     if getattr(args, "cluster", None):
         return start_cluster(args.cluster, overrides={"tls": False} if args.insecure else None)
-    return start_cluster(ClusterDef.from_dict({"kind": "local", "workers": args.workers or 2, "tls": not args.insecure,
-                                              "options": {"dashboard_address": "127.0.0.1:0"}}, "--workers"))
+    return start_cluster(
+        ClusterDef.from_dict(
+            {
+                "kind": "local",
+                "workers": args.workers or 2,
+                "tls": not args.insecure,
+                "options": {"dashboard_address": "127.0.0.1:0"},
+            },
+            "--workers",
+        )
+    )
 
 
 def security_options(s: argparse.ArgumentParser) -> None:
     """Who may use the cluster: TLS with the run's own certificate unless --insecure; the
     credentials of a running tls:// cluster for --scheduler."""
-    s.add_argument("--insecure", action="store_true",
-                   help="start the cluster on plain TCP without TLS: anyone who can reach its scheduler can run code "
-                        "as you (default: TLS with a certificate made for this run)")
+    s.add_argument(
+        "--insecure",
+        action="store_true",
+        help="start the cluster on plain TCP without TLS: anyone who can reach its scheduler can run code "
+        "as you (default: TLS with a certificate made for this run)",
+    )
     s.add_argument("--tls-ca-file", help="with --scheduler tls://...: the CA certificate of that cluster (PEM)")
     s.add_argument("--tls-cert", help="with --scheduler tls://...: this client's certificate (PEM)")
     s.add_argument("--tls-key", help="with --scheduler tls://...: this client's key (PEM; default: in --tls-cert)")
@@ -100,7 +118,11 @@ def security_options(s: argparse.ArgumentParser) -> None:
 def threshold_rule_option(s: argparse.ArgumentParser) -> None:
     from ..predict.thresholds import RULES
 
-    s.add_argument("--threshold-rule", choices=RULES, default="auto",
-                   help="how the map's threshold is chosen: validation (the checkpoint's, chosen on its "
-                        "validation blocks), scene (Otsu on this map's log-odds, no labels), or auto (scene "
-                        "for a region the model never trained on, else validation; the default)")
+    s.add_argument(
+        "--threshold-rule",
+        choices=RULES,
+        default="auto",
+        help="how the map's threshold is chosen: validation (the checkpoint's, chosen on its "
+        "validation blocks), scene (Otsu on this map's log-odds, no labels), or auto (scene "
+        "for a region the model never trained on, else validation; the default)",
+    )

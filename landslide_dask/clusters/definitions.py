@@ -40,12 +40,19 @@ from ..common.validation import Strict, fail, fail_all, problems_of, read_yaml, 
 from ..errors import ClusterSpecError
 from .shipped import EXAMPLES, example_names, resolve_cluster
 
-__all__ = ["DEFAULT_TIMEOUT_S", "EXAMPLES", "KINDS", "ClusterDef", "example_names", "load_cluster_def",
-           "resolve_cluster"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "EXAMPLES",
+    "KINDS",
+    "ClusterDef",
+    "example_names",
+    "load_cluster_def",
+    "resolve_cluster",
+]
 
 KINDS = ("local", "gpu-node", "slurm", "kubernetes")
 DEFAULT_TIMEOUT_S = {"local": 60.0, "gpu-node": 120.0, "slurm": 600.0, "kubernetes": 600.0}
-_SIZE = "a size such as \"4GB\" or \"16GiB\""
+_SIZE = 'a size such as "4GB" or "16GiB"'
 
 
 def _text(v: str) -> str:
@@ -69,7 +76,7 @@ def _size(v: Any, allow: tuple = ()) -> Any:
 
 
 def _device_memory(v: Any) -> Any:
-    if isinstance(v, float) and 0 < v <= 1:   # a share of the GPU's memory
+    if isinstance(v, float) and 0 < v <= 1:  # a share of the GPU's memory
         return v
     return _size(v, allow=("auto", "default", 0))
 
@@ -79,16 +86,23 @@ def _devices(v: Any) -> Any:
         return str(v)
     if isinstance(v, str) and all(p.strip() for p in v.split(",")):
         return v
-    if isinstance(v, list) and v and all((isinstance(x, int) and not isinstance(x, bool) and x >= 0)
-                                         or (isinstance(x, str) and x.strip()) for x in v):
+    if (
+        isinstance(v, list)
+        and v
+        and all(
+            (isinstance(x, int) and not isinstance(x, bool) and x >= 0) or (isinstance(x, str) and x.strip()) for x in v
+        )
+    ):
         return v
-    raise ValueError(f"got {show(v)}; expected GPU ids such as \"0,1\" or [0, 1] (or null for all GPUs)")
+    raise ValueError(f'got {show(v)}; expected GPU ids such as "0,1" or [0, 1] (or null for all GPUs)')
 
 
 def _walltime(v: Any) -> Any:
     if not isinstance(v, str) or not re.fullmatch(r"(\d+-)?\d{1,3}(:\d{2}){0,2}|\d+-\d+", v.strip()):
-        raise ValueError(f"got {show(v)}; expected a SLURM time limit such as \"02:00:00\" (HH:MM:SS) or "
-                         "\"1-00:00:00\" (days-HH:MM:SS), quoted")
+        raise ValueError(
+            f'got {show(v)}; expected a SLURM time limit such as "02:00:00" (HH:MM:SS) or '
+            '"1-00:00:00" (days-HH:MM:SS), quoted'
+        )
     return v
 
 
@@ -119,8 +133,9 @@ class _Options(Strict):
     """Keyword arguments of one kind's cluster class; unset ones keep the class's defaults."""
 
     KIND: ClassVar[str] = ""
-    HINTS: ClassVar[dict[str, str]] = {k: "the number of workers is the top-level field workers:"
-                                       for k in ("n_workers", "workers", "replicas")}
+    HINTS: ClassVar[dict[str, str]] = {
+        k: "the number of workers is the top-level field workers:" for k in ("n_workers", "workers", "replicas")
+    }
 
     @classmethod
     def unknown_key(cls, key: str, where: str) -> str:
@@ -150,8 +165,10 @@ class LocalOptions(_MachineOptions):
     @classmethod
     def _one_process_per_worker(cls, v: bool) -> bool:
         if v is False:
-            raise ValueError("got false; expected true: torch.distributed (run_ddp) runs one rank per worker "
-                             "process, so workers cannot share one process")
+            raise ValueError(
+                "got false; expected true: torch.distributed (run_ddp) runs one rank per worker "
+                "process, so workers cannot share one process"
+            )
         return v
 
 
@@ -210,19 +227,22 @@ class SlurmOptions(_Options):
     def _processes(self) -> SlurmOptions:
         problems = []
         if self.processes > self.cores:
-            problems.append(f"got {self.processes}; expected at most options.cores ({self.cores}): each process "
-                            "needs a core")
+            problems.append(
+                f"got {self.processes}; expected at most options.cores ({self.cores}): each process needs a core"
+            )
         gpu = [d for d in self.job_extra_directives or [] if "gpu" in d.lower()]
         if gpu and self.processes != 1:
-            problems.append(f"got {self.processes} with {gpu[0]!r}; expected 1: every worker process of a job sees "
-                            "the job's same GPUs, so DDP ranks would collide on cuda:0 -- ask for one GPU per job "
-                            "instead")
+            problems.append(
+                f"got {self.processes} with {gpu[0]!r}; expected 1: every worker process of a job sees "
+                "the job's same GPUs, so DDP ranks would collide on cuda:0 -- ask for one GPU per job "
+                "instead"
+            )
         if problems:
             fail_all([(("processes",), p) for p in problems], expect=False)
         return self
 
     def kwargs(self) -> dict[str, Any]:
-        return {**super().kwargs(), "processes": self.processes}   # one process per job unless told
+        return {**super().kwargs(), "processes": self.processes}  # one process per job unless told
 
 
 class K8sResources(Strict):
@@ -238,8 +258,10 @@ class KubernetesOptions(_Options):
     KIND: ClassVar[str] = "kubernetes"
     name: Text = None
     namespace: Text | None = None
-    image: Text = Field(description="a container image with landslide-dask installed (required)",
-                        examples=["ghcr.io/your-org/landslide-dask:0.1.0"])
+    image: Text = Field(
+        description="a container image with landslide-dask installed (required)",
+        examples=["ghcr.io/your-org/landslide-dask:0.1.0"],
+    )
     resources: K8sResources = None
     env: Annotated[Any, AfterValidator(_env)] = None
     worker_command: Annotated[Any, AfterValidator(_command)] = None
@@ -264,21 +286,29 @@ class Adapt(Strict):
 
 
 _TOP_LEVEL = ("kind", "workers", "adapt", "wait_for", "timeout", "tls", "options", "description")
-_WORKERS = {"examples": [2], "description": "a whole number >= 1 of worker processes to start and wait for (auto "
-            "on gpu-node: one per GPU), or an adapt: range instead"}
+_WORKERS = {
+    "examples": [2],
+    "description": "a whole number >= 1 of worker processes to start and wait for (auto "
+    "on gpu-node: one per GPU), or an adapt: range instead",
+}
 
 
 class _ClusterFile(Strict):
     """What a cluster definition file says (one subclass per kind)."""
 
     workers: Count1 | None = Field(None, **_WORKERS)
-    adapt: Adapt | None = Field(None, description="a mapping {minimum, maximum}: scale with the load",
-                                examples=["{minimum: 0, maximum: 8}"])
-    wait_for: Count0 | None = Field(None, description="the workers to wait for before work starts, a whole number",
-                                    examples=[1])
+    adapt: Adapt | None = Field(
+        None, description="a mapping {minimum, maximum}: scale with the load", examples=["{minimum: 0, maximum: 8}"]
+    )
+    wait_for: Count0 | None = Field(
+        None, description="the workers to wait for before work starts, a whole number", examples=[1]
+    )
     timeout: Seconds | None = Field(None, description="seconds to wait for the workers, a number > 0", examples=[600])
-    tls: bool = Field(True, description="true (TLS with the run's own certificate) or false (plain TCP, no "
-                      "authentication)", examples=["true"])
+    tls: bool = Field(
+        True,
+        description="true (TLS with the run's own certificate) or false (plain TCP, no authentication)",
+        examples=["true"],
+    )
     description: Text | None = None
 
     @classmethod
@@ -318,12 +348,20 @@ class _ClusterFile(Strict):
             return
         secure = proto.startswith("tls")
         if self.tls and not secure:
-            fail(f"got {proto}, which carries no authentication: anyone on the network who finds the scheduler "
-                 "could run code as you. Leave protocol out (TLS, the default), or set tls: false to ask for it",
-                 "options", "protocol", expect=False)
+            fail(
+                f"got {proto}, which carries no authentication: anyone on the network who finds the scheduler "
+                "could run code as you. Leave protocol out (TLS, the default), or set tls: false to ask for it",
+                "options",
+                "protocol",
+                expect=False,
+            )
         if not self.tls and secure:
-            fail(f"got {proto} with tls: false; remove one of them (tls: true, the default, is TLS)",
-                 "options", "protocol", expect=False)
+            fail(
+                f"got {proto} with tls: false; remove one of them (tls: true, the default, is TLS)",
+                "options",
+                "protocol",
+                expect=False,
+            )
 
     def workers_problems(self) -> list[str]:
         """What this kind's options say against ``workers``."""
@@ -333,9 +371,17 @@ class _ClusterFile(Strict):
         timeout = self.timeout if self.timeout is not None else DEFAULT_TIMEOUT_S[self.kind]
         workers = None if self.workers == "auto" else self.workers
         adapt = (self.adapt.minimum, self.adapt.maximum) if self.adapt is not None else None
-        return ClusterDef(kind=self.kind, workers=workers, options=self.options.kwargs(), adapt=adapt,
-                          wait_for=self.wait_for, timeout_s=float(timeout), tls=self.tls, source=source,
-                          raw=copy.deepcopy(raw))
+        return ClusterDef(
+            kind=self.kind,
+            workers=workers,
+            options=self.options.kwargs(),
+            adapt=adapt,
+            wait_for=self.wait_for,
+            timeout_s=float(timeout),
+            tls=self.tls,
+            source=source,
+            raw=copy.deepcopy(raw),
+        )
 
 
 class LocalFile(_ClusterFile):
@@ -358,15 +404,19 @@ class GpuNodeFile(_ClusterFile):
     @classmethod
     def _no_adapt(cls, v: Adapt | None) -> None:
         if v is not None:
-            fail("not supported for kind gpu-node (it runs one worker per GPU); remove adapt and set workers",
-                 expect=False)
+            fail(
+                "not supported for kind gpu-node (it runs one worker per GPU); remove adapt and set workers",
+                expect=False,
+            )
         return v
 
     def workers_problems(self) -> list[str]:
         n = self.options.n_devices()
         if isinstance(self.workers, int) and n is not None and self.workers > n:
-            return [f"got {self.workers}; expected at most {n}, one worker per GPU of options.CUDA_VISIBLE_DEVICES "
-                    f"({self.options.CUDA_VISIBLE_DEVICES})"]
+            return [
+                f"got {self.workers}; expected at most {n}, one worker per GPU of options.CUDA_VISIBLE_DEVICES "
+                f"({self.options.CUDA_VISIBLE_DEVICES})"
+            ]
         return []
 
 
@@ -377,8 +427,10 @@ class SlurmFile(_ClusterFile):
     def workers_problems(self) -> list[str]:
         procs = self.options.processes
         if isinstance(self.workers, int) and self.workers % procs:
-            return [f"got {self.workers}; expected a multiple of options.processes ({procs}): each SLURM job runs "
-                    "that many worker processes"]
+            return [
+                f"got {self.workers}; expected a multiple of options.processes ({procs}): each SLURM job runs "
+                "that many worker processes"
+            ]
         return []
 
 
@@ -389,10 +441,13 @@ class KubernetesFile(_ClusterFile):
     @model_validator(mode="after")
     def _plain_tcp_asked(self) -> KubernetesFile:
         if self.tls:
-            fail("got true (the default), which kind kubernetes cannot do yet: the Dask operator's KubeCluster "
-                 "reaches its scheduler over plain TCP and has no TLS settings. Set tls: false to run on plain TCP "
-                 "inside the cluster network (keep the namespace, and kubectl port-forward, to yourself)",
-                 "tls", expect=False)
+            fail(
+                "got true (the default), which kind kubernetes cannot do yet: the Dask operator's KubeCluster "
+                "reaches its scheduler over plain TCP and has no TLS settings. Set tls: false to run on plain TCP "
+                "inside the cluster network (keep the namespace, and kubectl port-forward, to yourself)",
+                "tls",
+                expect=False,
+            )
         return self
 
 
@@ -425,9 +480,17 @@ class ClusterDef(BaseModel):
         """Validate a definition already read from YAML; ClusterSpecError lists every problem."""
         if not isinstance(data, dict):
             got = "an empty file" if data is None else f"a {type(data).__name__}"
-            raise ClusterSpecError(source, [("", f"a cluster definition is a YAML mapping (key: value lines) with "
-                                             f"kind, workers, options; got {got}. See `landslide-dask "
-                                             "cluster-example`")])
+            raise ClusterSpecError(
+                source,
+                [
+                    (
+                        "",
+                        f"a cluster definition is a YAML mapping (key: value lines) with "
+                        f"kind, workers, options; got {got}. See `landslide-dask "
+                        "cluster-example`",
+                    )
+                ],
+            )
         try:
             parsed = _CLUSTER_FILE.validate_python(data)
         except ValidationError as exc:
@@ -440,8 +503,16 @@ class ClusterDef(BaseModel):
             return self
         source = self.source if self.source.endswith("(with overrides)") else f"{self.source} (with overrides)"
         if not isinstance(overrides, Mapping):
-            raise ClusterSpecError(source, [("", f"overrides must be a mapping like {{'workers': 2, 'options': "
-                                             f"{{'cores': 1}}}}, not {type(overrides).__name__}")])
+            raise ClusterSpecError(
+                source,
+                [
+                    (
+                        "",
+                        f"overrides must be a mapping like {{'workers': 2, 'options': "
+                        f"{{'cores': 1}}}}, not {type(overrides).__name__}",
+                    )
+                ],
+            )
         return ClusterDef.from_dict(_merge(self.raw, dict(overrides)), source)
 
 
@@ -459,7 +530,11 @@ def load_cluster_def(path: str | os.PathLike) -> ClusterDef:
     """Read and validate a cluster definition YAML file, or a shipped example by name (errors name the
     file, the field, what is expected)."""
     p = resolve_cluster(path)
-    data = read_yaml(p, ClusterSpecError, f"{p} not found: give a definition file, or the name of a shipped "
-                     f"example ({', '.join(example_names())}; `landslide-dask cluster-example NAME` prints one "
-                     "to start from)")
+    data = read_yaml(
+        p,
+        ClusterSpecError,
+        f"{p} not found: give a definition file, or the name of a shipped "
+        f"example ({', '.join(example_names())}; `landslide-dask cluster-example NAME` prints one "
+        "to start from)",
+    )
     return ClusterDef.from_dict(data, str(p))

@@ -34,8 +34,22 @@ logger = logging.getLogger(__name__)
 
 #: What the package's tasks import: data (zarr and its codecs, xarray's zarr backend), rasters and
 #: geometry, and torch (training and inference). The zarr modules are the ones seen racing.
-MODULES = ("numpy", "pandas", "numcodecs", "zarr", "zarr.codecs", "zarr.storage", "xarray", "xarray.backends.zarr",
-           "rasterio", "rasterio.warp", "rasterio.features", "pyproj", "shapely", "torch")
+MODULES = (
+    "numpy",
+    "pandas",
+    "numcodecs",
+    "zarr",
+    "zarr.codecs",
+    "zarr.storage",
+    "xarray",
+    "xarray.backends.zarr",
+    "rasterio",
+    "rasterio.warp",
+    "rasterio.features",
+    "pyproj",
+    "shapely",
+    "torch",
+)
 #: This module as a worker ``--preload`` / ``preload=`` entry.
 PRELOAD = __name__
 
@@ -72,7 +86,7 @@ class TaskImports(WorkerPlugin):
     """Imports the task modules when a worker registers, before it takes tasks."""
 
     name = "landslide-dask-task-imports"
-    idempotent = True   # registered again (a second client of the same cluster): nothing to redo
+    idempotent = True  # registered again (a second client of the same cluster): nothing to redo
 
     def setup(self, worker: Any) -> None:
         import_task_modules()

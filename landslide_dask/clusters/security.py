@@ -28,8 +28,7 @@ from ..errors import MissingDependencyError, UsageError
 if TYPE_CHECKING:
     from distributed.security import Security
 
-__all__ = ["TLS", "CredentialFiles", "credentials_from_files", "needs_credentials", "run_security",
-           "write_credentials"]
+__all__ = ["TLS", "CredentialFiles", "credentials_from_files", "needs_credentials", "run_security", "write_credentials"]
 
 #: The address scheme of a cluster with TLS.
 TLS = "tls://"
@@ -45,7 +44,8 @@ def run_security() -> Security:
     except ImportError as e:
         raise MissingDependencyError(
             "a cluster with TLS needs the cryptography package to make its certificate: pip install cryptography "
-            "(or ask for plain TCP: tls: false in the cluster definition, --insecure on the command line)") from e
+            "(or ask for plain TCP: tls: false in the cluster definition, --insecure on the command line)"
+        ) from e
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,15 @@ def write_credentials(security: Security, parent: str | os.PathLike) -> Credenti
     ``parent`` that only this user can open (0700; each file 0600, created, never overwritten)."""
     base = Path(os.path.expandvars(os.fspath(parent))).expanduser()
     base.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".landslide-dask-tls-", dir=base))   # mode 0700
+    folder = Path(tempfile.mkdtemp(prefix=".landslide-dask-tls-", dir=base))  # mode 0700
     tls = security.get_tls_config_for_role("worker")
     paths = {}
     try:
-        for name, value, what in (("ca.pem", tls["ca_file"], "CA"), ("cert.pem", tls["cert"], "certificate"),
-                                  ("key.pem", tls["key"] or tls["cert"], "key")):
+        for name, value, what in (
+            ("ca.pem", tls["ca_file"], "CA"),
+            ("cert.pem", tls["cert"], "certificate"),
+            ("key.pem", tls["key"] or tls["cert"], "key"),
+        ):
             path = folder / name
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -95,8 +98,9 @@ def write_credentials(security: Security, parent: str | os.PathLike) -> Credenti
     return CredentialFiles(folder, paths["ca.pem"], paths["cert.pem"], paths["key.pem"])
 
 
-def credentials_from_files(ca: str | os.PathLike, cert: str | os.PathLike,
-                           key: str | os.PathLike | None = None) -> Security:
+def credentials_from_files(
+    ca: str | os.PathLike, cert: str | os.PathLike, key: str | os.PathLike | None = None
+) -> Security:
     """Security from PEM files (the CA, this side's certificate and its key; the key may be in the
     certificate file), for every role; names a file that cannot be read."""
     from distributed.security import Security
@@ -105,10 +109,13 @@ def credentials_from_files(ca: str | os.PathLike, cert: str | os.PathLike,
     for flag, path in given.items():
         if path is not None and not os.access(path, os.R_OK):
             raise UsageError(f"{flag} {path}: no such file, or not readable by this user")
-    files = {role: {f"tls_{role}_cert": os.fspath(cert), f"tls_{role}_key": os.fspath(key) if key else None}
-             for role in ("client", "scheduler", "worker")}
-    return Security(tls_ca_file=os.fspath(ca), require_encryption=True,
-                    **{k: v for role in files.values() for k, v in role.items()})
+    files = {
+        role: {f"tls_{role}_cert": os.fspath(cert), f"tls_{role}_key": os.fspath(key) if key else None}
+        for role in ("client", "scheduler", "worker")
+    }
+    return Security(
+        tls_ca_file=os.fspath(ca), require_encryption=True, **{k: v for role in files.values() for k, v in role.items()}
+    )
 
 
 def needs_credentials(address: str, security: Security | None) -> str | None:
@@ -123,6 +130,8 @@ def needs_credentials(address: str, security: Security | None) -> str | None:
     tls = security.get_tls_config_for_role("client")
     if tls.get("ca_file") and tls.get("cert"):
         return None
-    return (f"the scheduler at {address} speaks TLS and lets in only clients with its cluster's certificate: give "
-            "the files its owner wrote (--tls-ca-file, --tls-cert, --tls-key; or distributed.comm.tls.ca-file, "
-            "distributed.comm.tls.client.cert and .key in the Dask configuration)")
+    return (
+        f"the scheduler at {address} speaks TLS and lets in only clients with its cluster's certificate: give "
+        "the files its owner wrote (--tls-ca-file, --tls-cert, --tls-key; or distributed.comm.tls.ca-file, "
+        "distributed.comm.tls.client.cert and .key in the Dask configuration)"
+    )

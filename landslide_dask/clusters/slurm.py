@@ -48,19 +48,29 @@ def slurm_job_cls(record: dict) -> type:
 
         async def close(self):
             await super().close()
-            self.status = Status.closed   # SpecCluster.close asserts on it; SLURMJob leaves it running
+            self.status = Status.closed  # SpecCluster.close asserts on it; SLURMJob leaves it running
 
     return RecordingSLURMJob
 
 
-_SLURM_ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
-                "PREEMPTED", "TIMEOUT", "SPECIAL_EXIT", "REVOKED"}
+_SLURM_ENDED = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "TIMEOUT",
+    "SPECIAL_EXIT",
+    "REVOKED",
+}
 
 
 def slurm_jobs(cluster: Any) -> dict[str, str]:
     """worker spec name -> SLURM job id, for the jobs that were submitted."""
-    return {str(name): str(job.job_id) for name, job in list(cluster.workers.items())
-            if getattr(job, "job_id", None)}
+    return {str(name): str(job.job_id) for name, job in list(cluster.workers.items()) if getattr(job, "job_id", None)}
 
 
 def _squeue(ids: list[str]) -> dict[str, str]:
@@ -68,8 +78,13 @@ def _squeue(ids: list[str]) -> dict[str, str]:
     if not ids:
         return {}
     try:
-        out = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i %T %r"],
-                             capture_output=True, text=True, check=False, timeout=20)
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i %T %r"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return {}
     states = {}
@@ -147,5 +162,8 @@ def wait_slurm_gone(ids: list[str], timeout: float = 30.0) -> None:
         time.sleep(0.25)
     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         subprocess.run(["scancel", *left], capture_output=True, check=False, timeout=20)
-    print(f"[dask] warning: SLURM job(s) {', '.join(left)} still in the queue {timeout:g}s after the cluster "
-          f"closed; scancel sent again (check with: squeue -j {','.join(left)})", file=sys.stderr)
+    print(
+        f"[dask] warning: SLURM job(s) {', '.join(left)} still in the queue {timeout:g}s after the cluster "
+        f"closed; scancel sent again (check with: squeue -j {','.join(left)})",
+        file=sys.stderr,
+    )

@@ -57,15 +57,24 @@ if TYPE_CHECKING:
     from distributed import Client
     from distributed.security import Security
 
-__all__ = ["CLOSE_TIMEOUT_S", "WORKER_CONFIG", "close_workers_patiently", "local_cluster", "start_cluster",
-           "use_worker_config"]
+__all__ = [
+    "CLOSE_TIMEOUT_S",
+    "WORKER_CONFIG",
+    "close_workers_patiently",
+    "local_cluster",
+    "start_cluster",
+    "use_worker_config",
+]
 
 Echo = Callable[[str], None] | None
 #: Where a dashboard listens unless a definition names another address: this machine only.
 DASHBOARD = "127.0.0.1:8787"
 
-_EXTRA = {"gpu-node": ("dask_cuda", "dask-cuda", "gpu"), "slurm": ("dask_jobqueue", "dask-jobqueue", "slurm"),
-          "kubernetes": ("dask_kubernetes", "dask-kubernetes", "k8s")}
+_EXTRA = {
+    "gpu-node": ("dask_cuda", "dask-cuda", "gpu"),
+    "slurm": ("dask_jobqueue", "dask-jobqueue", "slurm"),
+    "kubernetes": ("dask_kubernetes", "dask-kubernetes", "k8s"),
+}
 
 
 def _import(kind: str, source: str) -> type:
@@ -87,11 +96,13 @@ def _import(kind: str, source: str) -> type:
         what = f"{package} is not installed" if missing else f"{module} could not be imported ({type(e).__name__}: {e})"
         extra_hint = ""
         if kind == "gpu-node" and not missing:
-            extra_hint = (" dask-cuda imports only where the CUDA libraries and a GPU driver are present; on a "
-                          "machine without a GPU use --cluster local.")
+            extra_hint = (
+                " dask-cuda imports only where the CUDA libraries and a GPU driver are present; on a "
+                "machine without a GPU use --cluster local."
+            )
         raise MissingDependencyError(
-            f"{what}; kind {kind} (in {source}) needs it: pip install \"landslide-dask[{extra}]\"."
-            f"{extra_hint}") from e
+            f'{what}; kind {kind} (in {source}) needs it: pip install "landslide-dask[{extra}]".{extra_hint}'
+        ) from e
     return cls
 
 
@@ -112,9 +123,9 @@ def _kwargs(defn: ClusterDef, security: Security | None) -> dict[str, Any]:
         o["n_workers"] = defn.workers
         o.update(tls)
     elif defn.kind == "slurm":
-        o["n_workers"] = 0          # scaled after construction, so submission errors can be caught
+        o["n_workers"] = 0  # scaled after construction, so submission errors can be caught
         o["scheduler_options"] = {"dashboard_address": DASHBOARD, **(o.get("scheduler_options") or {})}
-        o.update(tls)               # security: the credential files (see _make_cluster)
+        o.update(tls)  # security: the credential files (see _make_cluster)
     elif defn.kind == "kubernetes":
         o["n_workers"] = 0 if defn.adapt else defn.workers
         if o.get("custom_cluster_spec"):
@@ -211,7 +222,8 @@ def _make_cluster(defn: ClusterDef, record: dict) -> Any:
             raise ClusterStartError(
                 f"cannot start the SLURM cluster of {defn.source}: {', '.join(missing)} not found on PATH. "
                 "Run this on a SLURM login node (or load the site's slurm module, e.g. `module load slurm`), "
-                "and check that `sinfo` lists your partition.")
+                "and check that `sinfo` lists your partition."
+            )
         if security is not None:
             # the worker jobs read the run's certificate from files on a file system the nodes share
             files = write_credentials(security, defn.options.get("shared_temp_directory") or os.getcwd())
@@ -223,25 +235,36 @@ def _make_cluster(defn: ClusterDef, record: dict) -> Any:
     try:
         return cls(**kw)
     except Exception as e:
-        raise ClusterStartError(f"cannot start the {defn.kind} cluster of {defn.source}: {type(e).__name__}: {e}"
-                                f"{_hints(defn)}") from e
+        raise ClusterStartError(
+            f"cannot start the {defn.kind} cluster of {defn.source}: {type(e).__name__}: {e}{_hints(defn)}"
+        ) from e
 
 
 def _hints(defn: ClusterDef) -> str:
     if defn.kind == "slurm":
         q = defn.options.get("queue")
-        return ("\nCheck: `sinfo` (is partition " + (repr(q) if q else "<the default>") + " there and up?), "
-                "`squeue -u $USER` (are the jobs pending, and why: the REASON column), the account and the "
-                "limits of the partition (cores, memory, walltime), and the jobs' log files"
-                + (f" in {defn.options['log_directory']}" if defn.options.get("log_directory") else
-                   " (slurm-JOBID.out in the submission directory)") + ".")
+        return (
+            "\nCheck: `sinfo` (is partition " + (repr(q) if q else "<the default>") + " there and up?), "
+            "`squeue -u $USER` (are the jobs pending, and why: the REASON column), the account and the "
+            "limits of the partition (cores, memory, walltime), and the jobs' log files"
+            + (
+                f" in {defn.options['log_directory']}"
+                if defn.options.get("log_directory")
+                else " (slurm-JOBID.out in the submission directory)"
+            )
+            + "."
+        )
     if defn.kind == "kubernetes":
-        return ("\nCheck: `kubectl get daskclusters,pods -n NAMESPACE`, `kubectl describe pod` of a worker (image "
-                "pull errors, unschedulable resources or GPUs), that the Dask operator is installed "
-                "(helm install dask-kubernetes-operator) and that your kubeconfig points at the cluster.")
+        return (
+            "\nCheck: `kubectl get daskclusters,pods -n NAMESPACE`, `kubectl describe pod` of a worker (image "
+            "pull errors, unschedulable resources or GPUs), that the Dask operator is installed "
+            "(helm install dask-kubernetes-operator) and that your kubeconfig points at the cluster."
+        )
     if defn.kind == "gpu-node":
-        return ("\nCheck: `nvidia-smi` lists the GPUs of CUDA_VISIBLE_DEVICES, and that dask-cuda matches your "
-                "dask version.")
+        return (
+            "\nCheck: `nvidia-smi` lists the GPUs of CUDA_VISIBLE_DEVICES, and that dask-cuda matches your "
+            "dask version."
+        )
     return "\nCheck: free memory and ports on this machine (and that no firewall blocks 127.0.0.1)."
 
 
@@ -260,11 +283,9 @@ def _wait(defn: ClusterDef, cluster: Any, client: Client, n: int, record: dict, 
         if problem is None and final:
             problem = f"only {have} of {n} workers arrived within {defn.timeout_s:g}s"
         if problem is not None:
-            raise ClusterStartError(f"the {defn.kind} cluster of {defn.source} did not start: {problem}"
-                                    f"{_hints(defn)}")
+            raise ClusterStartError(f"the {defn.kind} cluster of {defn.source} did not start: {problem}{_hints(defn)}")
         if now >= next_note and echo:
-            echo(f"[dask] waiting for workers: {have} of {n} after {now - t0:.0f}s "
-                 f"(timeout {defn.timeout_s:g}s)")
+            echo(f"[dask] waiting for workers: {have} of {n} after {now - t0:.0f}s (timeout {defn.timeout_s:g}s)")
             next_note = now + 30
         time.sleep(0.25)
 
@@ -273,8 +294,10 @@ def _wait(defn: ClusterDef, cluster: Any, client: Client, n: int, record: dict, 
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (scancel of a driver job, kill, a container stop) raises KeyboardInterrupt, so the
     ``finally`` that tears the cluster down runs. Only in the main thread, only over the default handler."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
         yield
         return
 
@@ -306,8 +329,10 @@ def _imports_first(client: Client, where: str) -> None:
     try:
         client.register_plugin(TaskImports())
     except Exception as e:
-        raise ClusterStartError(f"the workers of {where} could not set up ({type(e).__name__}: {e}); they need "
-                                "landslide-dask installed, the same version as here") from e
+        raise ClusterStartError(
+            f"the workers of {where} could not set up ({type(e).__name__}: {e}); they need "
+            "landslide-dask installed, the same version as here"
+        ) from e
 
 
 @contextlib.contextmanager
@@ -321,16 +346,20 @@ def _connect(scheduler: str, security: Security | None, wait_s: float, echo: Ech
     try:
         client = Client(scheduler, timeout=wait_s, security=security)
     except Exception as e:
-        raise ClusterStartError(f"cannot connect to the Dask scheduler at {scheduler}: {type(e).__name__}: {e}. "
-                                "Check the address (tls://HOST:PORT or tcp://HOST:PORT, as the scheduler printed "
-                                "it), that this machine can reach it, and for tls:// that the certificate files "
-                                "are the cluster's") from e
+        raise ClusterStartError(
+            f"cannot connect to the Dask scheduler at {scheduler}: {type(e).__name__}: {e}. "
+            "Check the address (tls://HOST:PORT or tcp://HOST:PORT, as the scheduler printed "
+            "it), that this machine can reach it, and for tls:// that the certificate files "
+            "are the cluster's"
+        ) from e
     try:
         try:
             client.wait_for_workers(1, timeout=wait_s)
         except TimeoutError:
-            raise ClusterStartError(f"the Dask scheduler at {scheduler} has no workers after {wait_s:g}s: "
-                                    "start some (dask worker " + scheduler + ")") from None
+            raise ClusterStartError(
+                f"the Dask scheduler at {scheduler} has no workers after {wait_s:g}s: "
+                "start some (dask worker " + scheduler + ")"
+            ) from None
         _imports_first(client, scheduler)
         quiet_distributed()  # this process only: the workers are someone else's
         if echo:
@@ -346,7 +375,7 @@ def _workers_to_wait_for(defn: ClusterDef, cluster: Any) -> int:
         return defn.wait_for
     if defn.adapt is not None:
         return defn.adapt[0]
-    if defn.workers is None:   # gpu-node auto: one per GPU that LocalCUDACluster found
+    if defn.workers is None:  # gpu-node auto: one per GPU that LocalCUDACluster found
         return len(cluster.worker_spec)
     return defn.workers
 
@@ -372,9 +401,11 @@ def _start(defn: ClusterDef, echo: Echo) -> Iterator[Client]:
             _wait(defn, cluster, client, _workers_to_wait_for(defn, cluster), record, echo)
             record["starting"] = False
             if echo:
-                echo(f"[dask] {defn.kind} cluster {defn.name}: {n_workers(client)} workers after "
-                     f"{time.monotonic() - t0:.1f}s, dashboard {client.dashboard_link}"
-                     + ("" if defn.tls else " (plain TCP: tls: false)"))
+                echo(
+                    f"[dask] {defn.kind} cluster {defn.name}: {n_workers(client)} workers after "
+                    f"{time.monotonic() - t0:.1f}s, dashboard {client.dashboard_link}"
+                    + ("" if defn.tls else " (plain TCP: tls: false)")
+                )
             yield client
         finally:
             record["starting"] = False
@@ -389,9 +420,15 @@ def _start(defn: ClusterDef, echo: Echo) -> Iterator[Client]:
                 echo(f"[dask] {defn.kind} cluster {defn.name} shut down")
 
 
-def start_cluster(defn: ClusterDef | str | os.PathLike | None = None, *, scheduler: str | None = None,
-                  security: Security | None = None, overrides: Mapping[str, Any] | None = None,
-                  timeout: float | None = None, echo: Echo = print) -> contextlib.AbstractContextManager[Client]:
+def start_cluster(
+    defn: ClusterDef | str | os.PathLike | None = None,
+    *,
+    scheduler: str | None = None,
+    security: Security | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
+    echo: Echo = print,
+) -> contextlib.AbstractContextManager[Client]:
     """Start the cluster of ``defn`` (a :class:`ClusterDef`, a YAML path or a shipped example's name),
     as a context manager yielding a connected Client.
 

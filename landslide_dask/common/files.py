@@ -17,8 +17,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["temp_sibling", "atomic_path", "atomic_write", "write_text", "write_bytes", "file_sha256",
-           "sha256_hex", "remove_stale"]
+__all__ = [
+    "temp_sibling",
+    "atomic_path",
+    "atomic_write",
+    "write_text",
+    "write_bytes",
+    "file_sha256",
+    "sha256_hex",
+    "remove_stale",
+]
 
 _CHUNK = 1 << 22
 

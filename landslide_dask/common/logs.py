@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from distributed.diagnostics.plugin import NannyPlugin, WorkerPlugin
 
@@ -40,8 +41,11 @@ _REWRITES: dict[str, tuple[tuple[str, str | None], ...]] = {
     "distributed.worker.state_machine": (("ended with CancelledError", None),),
     "distributed.worker": (("ended with CancelledError", None),),
     "distributed.nanny": (
-        ("still alive after", "a worker process did not stop in time (something was still running in it): "
-                              "it was ended (a running cluster's nanny starts a fresh one)"),
+        (
+            "still alive after",
+            "a worker process did not stop in time (something was still running in it): "
+            "it was ended (a running cluster's nanny starts a fresh one)",
+        ),
     ),
 }
 

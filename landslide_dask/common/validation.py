@@ -48,8 +48,10 @@ class Strict(BaseModel):
     def unknown_key(cls, key: str, where: str) -> str:
         """The message for an unknown ``key`` of this model at dotted path ``where`` ("" = top)."""
         known = list(cls.model_fields)
-        return (f"unknown key {key!r}{suggest(key, known)} "
-                f"(known keys{' of ' + where if where else ''}: {', '.join(known)})")
+        return (
+            f"unknown key {key!r}{suggest(key, known)} "
+            f"(known keys{' of ' + where if where else ''}: {', '.join(known)})"
+        )
 
 
 def fail(message: str, *at: str | int, expect: bool = True) -> NoReturn:
@@ -62,8 +64,9 @@ def fail(message: str, *at: str | int, expect: bool = True) -> NoReturn:
 def fail_all(problems: Sequence[tuple[Sequence[str | int], str]], expect: bool = True) -> NoReturn:
     """Report several problems at once, each ``(location below here, message)``."""
     items = tuple((tuple(at), msg) for at, msg in problems)
-    raise PydanticCustomError(_PROBLEMS, "{summary}", {"summary": "; ".join(m for _, m in items),
-                                                       "problems": items, "expect": expect})
+    raise PydanticCustomError(
+        _PROBLEMS, "{summary}", {"summary": "; ".join(m for _, m in items), "problems": items, "expect": expect}
+    )
 
 
 def show(x: Any) -> str:
@@ -84,7 +87,7 @@ def unknown(key: Any, known: Sequence[str], noun: str = "key", of: str = "", exp
 
 def suggest(word: Any, choices: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for the closest of ``choices``, or ""."""
-    cutoff = 0.5 if len(str(word)) <= 3 else 0.6   # "s4" -> "s3"
+    cutoff = 0.5 if len(str(word)) <= 3 else 0.6  # "s4" -> "s3"
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -118,15 +121,29 @@ def problems_of(exc: ValidationError, root: Any) -> list[tuple[str, str]]:
 
 
 _TYPES = {
-    "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
-    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
-    "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "text",
-    "dict_type": "a mapping (key: value lines)", "model_type": "a mapping (key: value lines)",
-    "model_attributes_type": "a mapping (key: value lines)", "list_type": "a list", "tuple_type": "a list",
-    "date_type": "a date", "path_type": "a path",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text",
+    "dict_type": "a mapping (key: value lines)",
+    "model_type": "a mapping (key: value lines)",
+    "model_attributes_type": "a mapping (key: value lines)",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "date_type": "a date",
+    "path_type": "a path",
 }
-_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
-           "less_than_equal": ("le", "<=")}
+_BOUNDS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
 
 
 def _message(err: dict, info: FieldInfo | None) -> str:
@@ -203,7 +220,7 @@ def _locate(root: Any, loc: tuple) -> tuple[str, FieldInfo | None, list[type[Bas
             path = _join(path, part)
             continue
         if len(models) > 1 and any(_tag(m) == part for m in models):
-            models = [m for m in models if _tag(m) == part]   # a union tag, not a key
+            models = [m for m in models if _tag(m) == part]  # a union tag, not a key
             continue
         parents = models
         info = next((m.model_fields[part] for m in models if part in m.model_fields), None)
@@ -228,7 +245,8 @@ def _mapping_no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                "while reading a mapping", node.start_mark, f"found the key {key!r} twice", key_node.start_mark)
+                "while reading a mapping", node.start_mark, f"found the key {key!r} twice", key_node.start_mark
+            )
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 

@@ -47,9 +47,19 @@ def gdal_number(v: float) -> str:
     return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
 
 
-def vrt_xml(width: int, height: int, crs_wkt: str, geotransform: tuple[float, ...], data_type: str,
-            sources: list[VrtSource], *, description: str | None = None, nodata: float | None = None,
-            axis_mapping: str = "1,2", scale: float | None = None) -> str:
+def vrt_xml(
+    width: int,
+    height: int,
+    crs_wkt: str,
+    geotransform: tuple[float, ...],
+    data_type: str,
+    sources: list[VrtSource],
+    *,
+    description: str | None = None,
+    nodata: float | None = None,
+    axis_mapping: str = "1,2",
+    scale: float | None = None,
+) -> str:
     """The XML of a one-band VRT of ``width`` x ``height`` pixels. ``geotransform``: GDAL order
     (x0, dx, 0, y0, 0, dy). ``axis_mapping``: ``dataAxisToSRSAxisMapping`` (1,2: x/easting first).
     ``scale``: the band's value scale (GDAL ``GetScale``)."""
@@ -70,11 +80,17 @@ def vrt_xml(width: int, height: int, crs_wkt: str, geotransform: tuple[float, ..
         ET.SubElement(el, "SourceFilename", relativeToVRT="1" if s.relative else "0").text = s.filename
         ET.SubElement(el, "SourceBand").text = str(s.band)
         (w, h), (bw, bh) = s.size, s.block
-        ET.SubElement(el, "SourceProperties", RasterXSize=str(w), RasterYSize=str(h), DataType=s.data_type,
-                      BlockXSize=str(bw), BlockYSize=str(bh))
+        ET.SubElement(
+            el,
+            "SourceProperties",
+            RasterXSize=str(w),
+            RasterYSize=str(h),
+            DataType=s.data_type,
+            BlockXSize=str(bw),
+            BlockYSize=str(bh),
+        )
         ET.SubElement(el, "SrcRect", xOff="0", yOff="0", xSize=str(w), ySize=str(h))
-        ET.SubElement(el, "DstRect", xOff=str(s.dst_offset[0]), yOff=str(s.dst_offset[1]), xSize=str(w),
-                      ySize=str(h))
+        ET.SubElement(el, "DstRect", xOff=str(s.dst_offset[0]), yOff=str(s.dst_offset[1]), xSize=str(w), ySize=str(h))
         if s.nodata is not None:
             ET.SubElement(el, "NODATA").text = gdal_number(s.nodata)
         if s.use_mask:

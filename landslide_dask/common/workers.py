@@ -19,8 +19,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["worker_table", "worker_addresses", "n_workers", "total_threads", "worker_names", "wait_for_workers",
-           "gone", "cores"]
+__all__ = [
+    "worker_table",
+    "worker_addresses",
+    "n_workers",
+    "total_threads",
+    "worker_names",
+    "wait_for_workers",
+    "gone",
+    "cores",
+]
 
 RPC_TIMEOUT_S = 60.0  # a scheduler on a busy machine can take seconds to answer; minutes means it is lost
 
@@ -57,16 +65,18 @@ def worker_names(client: Client) -> set[str]:
     return {str(w.get("name")) for w in worker_table(client).values()}
 
 
-def wait_for_workers(client: Client, n: int, timeout_s: float, exclude: set[str] | frozenset[str] = frozenset()
-                     ) -> list[str]:
+def wait_for_workers(
+    client: Client, n: int, timeout_s: float, exclude: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
     """Wait until ``n`` running workers not in ``exclude`` are connected; their addresses, sorted.
 
     ``exclude``: addresses that must not count (a worker whose earlier rank may still be running).
     Raises ``TimeoutError`` saying how many arrived."""
     deadline = time.monotonic() + timeout_s
     while True:
-        ready = sorted(a for a, w in worker_table(client).items()
-                       if a not in exclude and w.get("status", "running") == "running")
+        ready = sorted(
+            a for a, w in worker_table(client).items() if a not in exclude and w.get("status", "running") == "running"
+        )
         if len(ready) >= n:
             return ready
         if time.monotonic() >= deadline:

@@ -113,11 +113,13 @@ def resolve_asset(item: dict[str, Any], name: str) -> str:
             raise UsageError(
                 f"band {name!r} is ambiguous in STAC item {item.get('id')}: assets {', '.join(sorted(found))} all "
                 f"match it. Name one of them in --bands (Sentinel-2 codes such as B05 or Earth Search names such "
-                f"as rededge1 are unambiguous).")
+                f"as rededge1 are unambiguous)."
+            )
     raise InputDataError(
         f"STAC item {item.get('id')} has no asset for band {name!r}; its assets (common names) are: "
         f"{describe_assets(item)}. Choose bands every item has (--bands, by key, Sentinel-2 code or common "
-        f"name), or leave the item out (--exclude-item {item.get('id')}).")
+        f"name), or leave the item out (--exclude-item {item.get('id')})."
+    )
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,7 @@ class ResolvedBands:
     sources: dict[str, list[str]]
 
 
-def resolve_bands(items: Sequence[dict[str, Any]], bands: Sequence[str],
-                  extra: Sequence[str] = ()) -> ResolvedBands:
+def resolve_bands(items: Sequence[dict[str, Any]], bands: Sequence[str], extra: Sequence[str] = ()) -> ResolvedBands:
     """Resolve ``bands`` (labelled) and ``extra`` (e.g. the SCL asset, not labelled) in every item.
 
     Each returned item is a shallow copy whose ``assets`` holds exactly the asked-for names, each
@@ -151,8 +152,10 @@ def resolve_bands(items: Sequence[dict[str, Any]], bands: Sequence[str],
         if len(set(used)) < len(used):
             dup = next(k for k in used if used.count(k) > 1)
             same = [b for b in bands if keys[b] == dup]
-            raise UsageError(f"--bands {','.join(bands)}: {' and '.join(same)} are the same asset ({dup!r}) of "
-                             f"STAC item {item.get('id')}; give each band once.")
+            raise UsageError(
+                f"--bands {','.join(bands)}: {' and '.join(same)} are the same asset ({dup!r}) of "
+                f"STAC item {item.get('id')}; give each band once."
+            )
         out.append({**item, "assets": {n: item["assets"][keys[n]] for n in names}})
     final = [lab or b for lab, b in zip(labels, bands)]
     if len(set(final)) < len(final):  # two bands under one label (two red edges by common name): the names asked

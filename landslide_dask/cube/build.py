@@ -19,28 +19,42 @@ from urllib.parse import urlparse
 import numpy as np
 import xarray as xr
 import zarr  # imported with the module, not by the first write: two threads of a fresh worker
+
 # importing zarr at once have failed with a circular-import error inside zarr
 import zarr.codecs
 from rasterio.enums import Resampling
 
 from .. import __version__
-from .composite import SCL_NOT_CLEAR, composite_block
-from .bands import ResolvedBands, resolve_bands
-from .load import Stack, close_files, lazy_blocks, release_memory
-from .read_errors import error_text, explain_read_failure
-from .radiometry import TARGET_SCALE, asset_radiometry, summarise
 from ..errors import EmptySearchError, InputDataError, UsageError
-from .grid import Grid
-from .spec import CubeSpec, event_windows
-from .inventory import VectorReport, check_overlap, label_raster, rasterize_lazy, read_polygons
 from ..stac.search import search_items
+from .bands import ResolvedBands, resolve_bands
+from .composite import SCL_NOT_CLEAR, composite_block
+from .grid import Grid
+from .inventory import VectorReport, check_overlap, label_raster, rasterize_lazy, read_polygons
+from .load import Stack, close_files, lazy_blocks, release_memory
+from .radiometry import TARGET_SCALE, asset_radiometry, summarise
+from .read_errors import error_text, explain_read_failure
+from .spec import CubeSpec, event_windows
 from .terrain import slope_and_shade
 
 log = logging.getLogger(__name__)
 
-__all__ = ["event_windows", "read_aoi", "CubeSpec", "solar_day", "check_assets", "daily_stack", "daily_mosaics",
-           "harmonisation", "cube_codec",
-           "composites", "terrain", "assemble", "write_cube", "build_cube"]
+__all__ = [
+    "event_windows",
+    "read_aoi",
+    "CubeSpec",
+    "solar_day",
+    "check_assets",
+    "daily_stack",
+    "daily_mosaics",
+    "harmonisation",
+    "cube_codec",
+    "composites",
+    "terrain",
+    "assemble",
+    "write_cube",
+    "build_cube",
+]
 
 
 _NUMBERS = re.compile(r"\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:\s*,\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+))*\s*,?\s*")
@@ -69,13 +83,17 @@ def read_aoi(aoi: str | Path):
     if _NUMBERS.fullmatch(text) and not Path(text).exists():
         values = [float(v) for v in text.split(",") if v.strip()]
         if len(values) != 4:
-            raise UsageError(f"--aoi {text!r}: W,S,E,N needs four numbers (west, south, east, north in degrees), "
-                             f"got {len(values)}; {_AOI_EXAMPLE}, or pass a vector file of the area.")
+            raise UsageError(
+                f"--aoi {text!r}: W,S,E,N needs four numbers (west, south, east, north in degrees), "
+                f"got {len(values)}; {_AOI_EXAMPLE}, or pass a vector file of the area."
+            )
         return _bbox_aoi(text, *values)
     path = Path(aoi)
     if not path.exists():
-        raise UsageError(f"--aoi {text}: the file {path} does not exist. Pass a vector file of the area (GeoJSON, "
-                         f"GeoPackage, Shapefile) or its bounds as W,S,E,N in degrees, {_AOI_EXAMPLE}.")
+        raise UsageError(
+            f"--aoi {text}: the file {path} does not exist. Pass a vector file of the area (GeoJSON, "
+            f"GeoPackage, Shapefile) or its bounds as W,S,E,N in degrees, {_AOI_EXAMPLE}."
+        )
     return read_polygons(path, "area of interest")
 
 
@@ -89,11 +107,13 @@ def _bbox_aoi(text: str, w: float, s_: float, e: float, n: float):
             t = [v.strip() for v in text.split(",") if v.strip()]
             raise UsageError(
                 f"--aoi {text!r} looks like S,W,N,E (latitude first): read as W,S,E,N, {problem}. Pass W,S,E,N "
-                f"(longitude first): --aoi {t[1]},{t[0]},{t[3]},{t[2]}")
+                f"(longitude first): --aoi {t[1]},{t[0]},{t[3]},{t[2]}"
+            )
         raise UsageError(f"--aoi {text!r}: a bbox is W,S,E,N in degrees and {problem}; {_AOI_EXAMPLE}.")
     gdf = gpd.GeoDataFrame(geometry=[shapely.box(w, s_, e, n)], crs=4326)
-    return gdf, VectorReport(path=f"bbox {w},{s_},{e},{n}", features=1, repaired=0, dropped_empty=0,
-                             source_crs="EPSG:4326")
+    return gdf, VectorReport(
+        path=f"bbox {w},{s_},{e},{n}", features=1, repaired=0, dropped_empty=0, source_crs="EPSG:4326"
+    )
 
 
 def _item_datetime(item: dict) -> datetime:
@@ -117,13 +137,15 @@ def check_assets(items: list[dict], keys: list[str]) -> None:
             if asset is None:
                 raise InputDataError(
                     f"STAC item {item['id']} has no asset {key!r} (it has {sorted(item.get('assets', {}))}). "
-                    f"Choose bands every item has (--bands), or leave the item out (--exclude-item {item['id']}).")
+                    f"Choose bands every item has (--bands), or leave the item out (--exclude-item {item['id']})."
+                )
             href = asset["href"]
             parsed = urlparse(href)
             if parsed.scheme in ("", "file") and not Path(parsed.path).exists():
                 raise InputDataError(
                     f"Asset {key!r} of STAC item {item['id']} points to {href}, which does not exist. "
-                    f"Restore the file, or leave the item out (--exclude-item {item['id']}).")
+                    f"Restore the file, or leave the item out (--exclude-item {item['id']})."
+                )
 
 
 def _by_acquisition(items: list[dict]) -> list[dict]:
@@ -131,8 +153,12 @@ def _by_acquisition(items: list[dict]) -> list[dict]:
     return sorted(items, key=lambda it: it["properties"].get("datetime") or "")
 
 
-def daily_stack(items: list[dict], assets: list[str], grid: Grid,
-                radiometry: dict[tuple[str, str], tuple[float, float]] | None = None) -> tuple[Stack, list[date]]:
+def daily_stack(
+    items: list[dict],
+    assets: list[str],
+    grid: Grid,
+    radiometry: dict[tuple[str, str], tuple[float, float]] | None = None,
+) -> tuple[Stack, list[date]]:
     """The (day, asset) stack of the items on ``grid``: granules of one solar day (one orbit pass)
     are one layer, mosaicked in acquisition order with the last on top (stackstac's order).
     ``radiometry``: (item id, asset) -> (gain, bias) applied per asset before the mosaic."""
@@ -147,24 +173,36 @@ def harmonisation(items: list[dict], bands: list[str]) -> tuple[dict[tuple[str, 
     """Per item and imagery band, the (gain, bias) into the cube's radiometric convention
     (``cube.radiometry``), and the summary the cube records as its ``radiometry`` attribute."""
     per_item = {it["id"]: {b: asset_radiometry(it, b) for b in bands} for it in items}
-    conv = {(item_id, b): r.gain_bias for item_id, by_band in per_item.items() for b, r in by_band.items()
-            if not r.identity}
+    conv = {
+        (item_id, b): r.gain_bias for item_id, by_band in per_item.items() for b, r in by_band.items() if not r.identity
+    }
     return conv, summarise(per_item)
 
 
-def daily_mosaics(items: list[dict], assets: list[str], grid: Grid, chunk: int,
-                  harmonise: bool = False) -> tuple[xr.DataArray, list[date]]:
+def daily_mosaics(
+    items: list[dict], assets: list[str], grid: Grid, chunk: int, harmonise: bool = False
+) -> tuple[xr.DataArray, list[date]]:
     """(time, band, y, x) uint16, one mosaic per solar day, lazily: one read task per block. DN as
     delivered unless ``harmonise`` (every asset but ``scl`` converted to the cube's convention)."""
     conv = harmonisation(items, [a for a in assets if a.lower() != "scl"])[0] if harmonise else None
     stack, days = daily_stack(items, assets, grid, conv)
     arr = lazy_blocks(stack.read, grid.shape, chunk, stack.shape[:2], np.uint16, "daily-mosaics")
-    return xr.DataArray(arr, dims=("time", "band", "y", "x"),
-                        coords={"time": [np.datetime64(d, "D") for d in days], "band": list(assets)}), days
+    return xr.DataArray(
+        arr,
+        dims=("time", "band", "y", "x"),
+        coords={"time": [np.datetime64(d, "D") for d in days], "band": list(assets)},
+    ), days
 
 
-def _composite_task(stack: Stack, n_bands: int, has_scl: bool, is_pre: tuple[bool, ...],
-                    wanted: tuple[bool, ...], rows: slice, cols: slice) -> np.ndarray:
+def _composite_task(
+    stack: Stack,
+    n_bands: int,
+    has_scl: bool,
+    is_pre: tuple[bool, ...],
+    wanted: tuple[bool, ...],
+    rows: slice,
+    cols: slice,
+) -> np.ndarray:
     """One block: read every date and band once, then the pre and/or post composite from it."""
     block = stack.read(rows, cols)
     refl = block[:, :n_bands]
@@ -176,9 +214,13 @@ def _composite_task(stack: Stack, n_bands: int, has_scl: bool, is_pre: tuple[boo
     return out
 
 
-def composites(items: list[dict], spec: CubeSpec, grid: Grid, resolved: ResolvedBands | None = None,
-               radiometry: dict[tuple[str, str], tuple[float, float]] | None = None
-               ) -> tuple[xr.DataArray | None, xr.DataArray, list[date], list[date]]:
+def composites(
+    items: list[dict],
+    spec: CubeSpec,
+    grid: Grid,
+    resolved: ResolvedBands | None = None,
+    radiometry: dict[tuple[str, str], tuple[float, float]] | None = None,
+) -> tuple[xr.DataArray | None, xr.DataArray, list[date], list[date]]:
     """Pre- and post-event median composites (band, y, x) over clear pixels; pre is None if post-only.
 
     Bands are found in each item by key, Sentinel-2 code or common name (``cube.bands``) and
@@ -196,8 +238,19 @@ def composites(items: list[dict], spec: CubeSpec, grid: Grid, resolved: Resolved
     stack, days = daily_stack(items, assets, grid, radiometry)
     is_pre = tuple(d < spec.event_date for d in days)
     wanted = (False,) if spec.post_only else (True, False)
-    both = lazy_blocks(_composite_task, grid.shape, spec.chunk, (len(wanted), len(bands)), np.uint16, "composite",
-                       stack, len(bands), bool(spec.scl_asset), is_pre, wanted)
+    both = lazy_blocks(
+        _composite_task,
+        grid.shape,
+        spec.chunk,
+        (len(wanted), len(bands)),
+        np.uint16,
+        "composite",
+        stack,
+        len(bands),
+        bool(spec.scl_asset),
+        is_pre,
+        wanted,
+    )
     coords = {"band": np.array(resolved.labels, dtype=object)}
     pre = None if spec.post_only else xr.DataArray(both[0], dims=("band", "y", "x"), coords=coords)
     post = xr.DataArray(both[-1], dims=("band", "y", "x"), coords=coords)
@@ -226,12 +279,22 @@ def terrain(dem_items: list[dict], spec: CubeSpec, grid: Grid) -> tuple[xr.DataA
     dem_items = resolve_bands(dem_items, [spec.dem_asset]).items
     check_assets(dem_items, [spec.dem_asset])
     wide = grid.padded(1)
-    dem = Stack.of_days([date.min], {date.min: _by_acquisition(dem_items)}, [spec.dem_asset], wide, "float32", np.nan,
-                        Resampling.bilinear)
+    dem = Stack.of_days(
+        [date.min],
+        {date.min: _by_acquisition(dem_items)},
+        [spec.dem_asset],
+        wide,
+        "float32",
+        np.nan,
+        Resampling.bilinear,
+    )
     arr = lazy_blocks(_terrain_task, grid.shape, spec.chunk, (3,), np.float32, "terrain", dem, grid.res)
     dims = ("y", "x")
-    return (xr.DataArray(arr[0], dims=dims), xr.DataArray(arr[1].astype(np.uint8), dims=dims),
-            xr.DataArray(arr[2] > 0, dims=dims))
+    return (
+        xr.DataArray(arr[0], dims=dims),
+        xr.DataArray(arr[1].astype(np.uint8), dims=dims),
+        xr.DataArray(arr[2] > 0, dims=dims),
+    )
 
 
 def _split_event_day(items: list[dict], spec: CubeSpec) -> list[dict]:
@@ -253,11 +316,14 @@ def _inventory_labels(spec: CubeSpec, aoi, grid: Grid) -> tuple[xr.DataArray, di
         covered = aoi
     label = xr.DataArray(label_raster(inv, covered, grid, spec.chunk), dims=("y", "x"))
     return label, {
-        "inventory": Path(spec.inventory).stem, "inventory_source": str(spec.inventory),
+        "inventory": Path(spec.inventory).stem,
+        "inventory_source": str(spec.inventory),
         "inventory_area_source": str(spec.inventory_area or spec.aoi),
-        "inventory_polygons": inv_report.features, "inventory_polygons_in_cube": n_inside,
+        "inventory_polygons": inv_report.features,
+        "inventory_polygons_in_cube": n_inside,
         "inventory_repaired_geometries": inv_report.repaired,
-        "inventory_dropped_geometries": inv_report.dropped_empty, "inventory_crs": inv_report.source_crs,
+        "inventory_dropped_geometries": inv_report.dropped_empty,
+        "inventory_crs": inv_report.source_crs,
     }
 
 
@@ -267,20 +333,28 @@ def assemble(spec: CubeSpec) -> xr.Dataset:
     grid = Grid.covering(aoi, spec.resolution, spec.epsg)
     bbox = grid.bounds_lonlat()
     start = spec.post_window[0] if spec.post_only else spec.pre_window[0]
-    items = search_items(spec.stac_url, [spec.collection], bbox, datetime=(start, spec.post_window[1]),
-                         max_cloud=spec.max_cloud, sign=spec.sign)
+    items = search_items(
+        spec.stac_url,
+        [spec.collection],
+        bbox,
+        datetime=(start, spec.post_window[1]),
+        max_cloud=spec.max_cloud,
+        sign=spec.sign,
+    )
     items = _split_event_day(items, spec)
     pre_n = sum(solar_day(it) < spec.event_date for it in items)
     post_n = sum(solar_day(it) > spec.event_date for it in items)
     if post_n == 0:
         raise EmptySearchError(
             f"No post-event imagery in {spec.collection} between {spec.post_window[0]} and {spec.post_window[1]} "
-            f"over {tuple(round(v, 4) for v in bbox)}. Widen the window with --post-days.")
+            f"over {tuple(round(v, 4) for v in bbox)}. Widen the window with --post-days."
+        )
     if pre_n == 0 and not spec.post_only:
         raise EmptySearchError(
             f"No pre-event imagery in {spec.collection} between {spec.pre_window[0]} and {spec.pre_window[1]} "
             f"over {tuple(round(v, 4) for v in bbox)}. Widen the window with --pre-days, or build a "
-            "post-event-only cube with --post-only.")
+            "post-event-only cube with --post-only."
+        )
     resolved = resolve_bands(items, list(spec.bands), [spec.scl_asset] if spec.scl_asset else [])
     conv, radiometry = harmonisation(resolved.items, list(spec.bands))
     pre, post, pre_dates, post_dates = composites(items, spec, grid, resolved, conv)
@@ -307,38 +381,59 @@ def assemble(spec: CubeSpec) -> xr.Dataset:
     if spec.inventory is not None:
         data_vars["label"], inventory_attrs = _inventory_labels(spec, aoi, grid)
 
-    coords = {"y": grid.ys(), "x": grid.xs(), "band": np.array(resolved.labels, dtype=object),
-              "spatial_ref": xr.DataArray(0, attrs=_grid_mapping(grid))}
+    coords = {
+        "y": grid.ys(),
+        "x": grid.xs(),
+        "band": np.array(resolved.labels, dtype=object),
+        "spatial_ref": xr.DataArray(0, attrs=_grid_mapping(grid)),
+    }
     ds = xr.Dataset(data_vars, coords=coords)
     for name in ds.data_vars:
         ds[name].attrs["grid_mapping"] = "spatial_ref"
     ds["slope"].attrs.update(units="degree") if "slope" in ds else None
     for name in ("pre", "post"):
         if name in ds:
-            ds[name].attrs.update(units="reflectance x 10000", nodata=0,
-                                  long_name=f"{name}-event cloud-masked median composite")
-    ds.attrs.update({
-        "crs": f"EPSG:{grid.epsg}", "epsg": grid.epsg, "transform": list(grid.transform)[:6],
-        "resolution": grid.res, "event_date": spec.event_date.isoformat(),
-        "pre_window": [d.isoformat() for d in spec.pre_window] if not spec.post_only else [],
-        "post_window": [d.isoformat() for d in spec.post_window],
-        "pre_dates": [d.isoformat() for d in pre_dates], "post_dates": [d.isoformat() for d in post_dates],
-        "stac_url": spec.stac_url, "collection": spec.collection,
-        "stac_items": sorted(it["id"] for it in items), "dem_collection": spec.dem_collection or "",
-        "dem_items": sorted(dem_ids), "bands": list(resolved.labels), "band_assets": resolved.sources,
-        "cloud_mask": f"{spec.scl_asset} classes {list(SCL_NOT_CLEAR)} masked" if spec.scl_asset else "none",
-        # every imagery asset was converted to one convention as it was read: reflectance x 10,000
-        "dn_scale_offset": [TARGET_SCALE, 0.0], "radiometry": radiometry, "aoi_source": str(spec.aoi),
-        "landslide_dask_version": __version__, **inventory_attrs,
-    })
+            ds[name].attrs.update(
+                units="reflectance x 10000", nodata=0, long_name=f"{name}-event cloud-masked median composite"
+            )
+    ds.attrs.update(
+        {
+            "crs": f"EPSG:{grid.epsg}",
+            "epsg": grid.epsg,
+            "transform": list(grid.transform)[:6],
+            "resolution": grid.res,
+            "event_date": spec.event_date.isoformat(),
+            "pre_window": [d.isoformat() for d in spec.pre_window] if not spec.post_only else [],
+            "post_window": [d.isoformat() for d in spec.post_window],
+            "pre_dates": [d.isoformat() for d in pre_dates],
+            "post_dates": [d.isoformat() for d in post_dates],
+            "stac_url": spec.stac_url,
+            "collection": spec.collection,
+            "stac_items": sorted(it["id"] for it in items),
+            "dem_collection": spec.dem_collection or "",
+            "dem_items": sorted(dem_ids),
+            "bands": list(resolved.labels),
+            "band_assets": resolved.sources,
+            "cloud_mask": f"{spec.scl_asset} classes {list(SCL_NOT_CLEAR)} masked" if spec.scl_asset else "none",
+            # every imagery asset was converted to one convention as it was read: reflectance x 10,000
+            "dn_scale_offset": [TARGET_SCALE, 0.0],
+            "radiometry": radiometry,
+            "aoi_source": str(spec.aoi),
+            "landslide_dask_version": __version__,
+            **inventory_attrs,
+        }
+    )
     return ds
 
 
 def _grid_mapping(grid: Grid) -> dict:
     """CF grid mapping, so GDAL and rioxarray open the zarr cube georeferenced."""
     t = grid.transform
-    return {"crs_wkt": grid.crs.to_wkt(), "spatial_ref": grid.crs.to_wkt(),
-            "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e))}
+    return {
+        "crs_wkt": grid.crs.to_wkt(),
+        "spatial_ref": grid.crs.to_wkt(),
+        "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
+    }
 
 
 def cube_codec(dtype) -> zarr.abc.codec.BytesBytesCodec:
@@ -379,7 +474,8 @@ def _compute(delayed, progress: bool) -> None:
 
     progress = progress and interactive(sys.stdout)
     try:
-        from distributed import get_client, progress as dist_progress
+        from distributed import get_client
+        from distributed import progress as dist_progress
 
         client = get_client()
     except (ImportError, ValueError):
@@ -404,8 +500,14 @@ def _explain_read_error(exc: Exception) -> Exception:
     if isinstance(exc, InputDataError):
         return exc
     text = error_text(exc)
-    if ("Error opening" in text or "Error reading" in text or "RasterioIOError" in type(exc).__name__
-            or "TIFF" in text or "CURL error" in text or "HTTP response code" in text):
+    if (
+        "Error opening" in text
+        or "Error reading" in text
+        or "RasterioIOError" in type(exc).__name__
+        or "TIFF" in text
+        or "CURL error" in text
+        or "HTTP response code" in text
+    ):
         return InputDataError(f"Reading an imagery or DEM file failed: {text}\n{explain_read_failure(text)}")
     return exc
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 
 __all__ = ["SCL_NOT_CLEAR", "clear_mask", "sorting_network", "median_composite", "composite_block"]
@@ -75,7 +74,7 @@ def median_composite(refl: np.ndarray, clear: np.ndarray) -> np.ndarray:
     for c in counted:
         n += c
     low_pads = (mid + 1) - ((n + 1) >> 1)  # = mid - (n - 1) // 2, the zeros in front of the n
-    seen = np.zeros_like(n)                 # pads placed so far: the first low_pads are zeros
+    seen = np.zeros_like(n)  # pads placed so far: the first low_pads are zeros
     planes = []
     for k in range(t):
         c = counted[k]
@@ -88,9 +87,9 @@ def median_composite(refl: np.ndarray, clear: np.ndarray) -> np.ndarray:
     hi = planes[mid + 1] if t > 1 else lo
     odd = (n & 1).astype(np.uint16)
     total = lo.astype(np.uint32)
-    total += hi + (lo - hi) * odd          # odd n: lo twice; uint16 wrap-around cancels exactly
+    total += hi + (lo - hi) * odd  # odd n: lo twice; uint16 wrap-around cancels exactly
     half = total >> 1
-    med = half + (total & half & 1)        # x.5 rounds to the even neighbour
+    med = half + (total & half & 1)  # x.5 rounds to the even neighbour
     med *= n > 0
     return med.astype(np.uint16)
 

@@ -60,16 +60,17 @@ class Grid:
         """Pixel-centre y coordinates (descending)."""
         return self.y0 - (np.arange(self.height) + 0.5) * self.res
 
-    def padded(self, n: int) -> "Grid":
+    def padded(self, n: int) -> Grid:
         """The same grid grown by ``n`` pixels on every side (for neighbourhood operations)."""
-        return Grid(self.epsg, self.res, self.x0 - n * self.res, self.y0 + n * self.res,
-                    self.width + 2 * n, self.height + 2 * n)
+        return Grid(
+            self.epsg, self.res, self.x0 - n * self.res, self.y0 + n * self.res, self.width + 2 * n, self.height + 2 * n
+        )
 
     def window_transform(self, row0: int, col0: int) -> Affine:
         return self.transform @ Affine.translation(col0, row0)
 
     @classmethod
-    def covering(cls, aoi: gpd.GeoDataFrame, res: float = 10.0, epsg: int | None = None) -> "Grid":
+    def covering(cls, aoi: gpd.GeoDataFrame, res: float = 10.0, epsg: int | None = None) -> Grid:
         """The smallest grid aligned to multiples of ``res`` that covers the AOI.
 
         The CRS is the UTM zone of the AOI's centre unless given; a geographic CRS is refused,

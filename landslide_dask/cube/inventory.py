@@ -52,18 +52,23 @@ def read_polygons(path: str | Path, what: str = "inventory") -> tuple[gpd.GeoDat
     try:
         gdf = gpd.read_file(path)
     except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise InputDataError(f"Cannot read the {what} file {path}: {exc}. Is it a vector file "
-                             "(GeoJSON, GeoPackage, Shapefile) and complete?") from exc
+        raise InputDataError(
+            f"Cannot read the {what} file {path}: {exc}. Is it a vector file "
+            "(GeoJSON, GeoPackage, Shapefile) and complete?"
+        ) from exc
     if gdf.crs is None:
-        raise InputDataError(f"The {what} file {path} has no CRS. Write it with one "
-                             "(GeoJSON is EPSG:4326 by definition; for a Shapefile add the .prj).")
+        raise InputDataError(
+            f"The {what} file {path} has no CRS. Write it with one "
+            "(GeoJSON is EPSG:4326 by definition; for a Shapefile add the .prj)."
+        )
     if len(gdf) and gdf.crs.is_geographic:
         minx, miny, maxx, maxy = gdf.total_bounds
         if max(abs(minx), abs(maxx)) > 180.0 or max(abs(miny), abs(maxy)) > 90.0:
             raise InputDataError(
                 f"The {what} file {path} declares {gdf.crs.to_string()} but its coordinates "
                 f"({minx:.0f}, {miny:.0f}, {maxx:.0f}, {maxy:.0f}) are not degrees: it is probably in a "
-                "projected CRS. Re-save it with its true CRS.")
+                "projected CRS. Re-save it with its true CRS."
+            )
     geoms = gdf.geometry.values
     invalid = ~shapely.is_valid(geoms) & ~shapely.is_empty(geoms)
     repaired = int(invalid.sum())
@@ -73,8 +78,7 @@ def read_polygons(path: str | Path, what: str = "inventory") -> tuple[gpd.GeoDat
         geoms[invalid] = [_polygonal_part(g) for g in fixed]
         gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs))
         log.warning("%s: repaired %d invalid geometries in %s", what, repaired, path)
-    keep = ~gdf.geometry.is_empty & gdf.geometry.notna() & gdf.geometry.geom_type.isin(
-        ["Polygon", "MultiPolygon"])
+    keep = ~gdf.geometry.is_empty & gdf.geometry.notna() & gdf.geometry.geom_type.isin(["Polygon", "MultiPolygon"])
     dropped = int((~keep).sum())
     gdf = gdf[keep].reset_index(drop=True)
     if not len(gdf):
@@ -90,8 +94,16 @@ def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry:
     return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
-def _rasterize_block(block_info: dict | None, geoms: np.ndarray, values: np.ndarray, tree: shapely.STRtree,
-                     grid: Grid, fill: int, dtype: str, default_shape: tuple[int, int]) -> np.ndarray:
+def _rasterize_block(
+    block_info: dict | None,
+    geoms: np.ndarray,
+    values: np.ndarray,
+    tree: shapely.STRtree,
+    grid: Grid,
+    fill: int,
+    dtype: str,
+    default_shape: tuple[int, int],
+) -> np.ndarray:
     if block_info is None:  # dask probing with an empty block
         return np.full(default_shape, fill, dtype=dtype)
     (r0, r1), (c0, c1) = block_info[None]["array-location"]
@@ -103,12 +115,14 @@ def _rasterize_block(block_info: dict | None, geoms: np.ndarray, values: np.ndar
     if not len(hits):
         return np.full(shape, fill, dtype=dtype)
     hits.sort()  # keep file order: later features draw over earlier ones, as in rasterio
-    return rasterize(zip(geoms[hits], values[hits]), out_shape=shape, transform=tf, fill=fill,
-                     dtype=dtype, all_touched=False)
+    return rasterize(
+        zip(geoms[hits], values[hits]), out_shape=shape, transform=tf, fill=fill, dtype=dtype, all_touched=False
+    )
 
 
-def rasterize_lazy(gdf: gpd.GeoDataFrame, values: np.ndarray | int, grid: Grid, chunks: int,
-                   fill: int = 0, dtype: str = "uint8") -> da.Array:
+def rasterize_lazy(
+    gdf: gpd.GeoDataFrame, values: np.ndarray | int, grid: Grid, chunks: int, fill: int = 0, dtype: str = "uint8"
+) -> da.Array:
     """Burn polygons into a dask array on ``grid``, one chunk at a time (pixel centres inside).
 
     The geometries travel through the graph once, as a single delayed object, and each chunk
@@ -127,8 +141,7 @@ def rasterize_lazy(gdf: gpd.GeoDataFrame, values: np.ndarray | int, grid: Grid, 
         g, v, t = payload
         return _rasterize_block(block_info, g, v, t, grid, fill, dtype, (0, 0))
 
-    return da.map_blocks(burn, dtype=dtype, chunks=template.chunks, payload=payload,
-                         meta=np.empty((0, 0), dtype=dtype))
+    return da.map_blocks(burn, dtype=dtype, chunks=template.chunks, payload=payload, meta=np.empty((0, 0), dtype=dtype))
 
 
 def label_raster(inventory: gpd.GeoDataFrame, covered: gpd.GeoDataFrame, grid: Grid, chunks: int) -> da.Array:
@@ -147,5 +160,6 @@ def check_overlap(gdf: gpd.GeoDataFrame, grid: Grid, what: str, path: str) -> in
         raise InputDataError(
             f"No polygon of the {what} {path} falls inside the cube area {grid.bounds_lonlat()} "
             f"(lon/lat); the file's extent is {tuple(round(v, 4) for v in gb)}. Check that it is the "
-            "right file for this area and that its CRS is declared correctly.")
+            "right file for this area and that its CRS is declared correctly."
+        )
     return n

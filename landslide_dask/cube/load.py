@@ -50,15 +50,28 @@ from .radiometry import harmonise
 from .read_errors import error_text, explain_read_failure, without_query
 from .warp import BlockPoints, masked_read, warped_read
 
-__all__ = ["Asset", "Stack", "asset_footprint", "block_slices", "lazy_blocks", "close_files", "release_memory",
-           "GDAL_READ_ENV"]
+__all__ = [
+    "Asset",
+    "Stack",
+    "asset_footprint",
+    "block_slices",
+    "lazy_blocks",
+    "close_files",
+    "release_memory",
+    "GDAL_READ_ENV",
+]
 
 # What stackstac sets too: no directory listing on open (no probing for sidecar files, which also
 # makes a local open 0.7 -> 0.4 ms), cached headers for remote COGs. And a bounded cache of decoded
 # tiles: GDAL's default (5 % of RAM) fills with every tile read, so peak memory grew with the region
 # (1.6x for 4x the area); 64 MB still holds the tiles that two neighbouring blocks share.
-GDAL_READ_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_HTTP_MULTIRANGE": "YES",
-                 "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES", "VSI_CACHE": True, "GDAL_CACHEMAX": 64 * 2 ** 20}
+GDAL_READ_ENV = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_MULTIRANGE": "YES",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "VSI_CACHE": True,
+    "GDAL_CACHEMAX": 64 * 2**20,
+}
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,9 @@ def _item_epsg(props: dict) -> int | None:
     return int(code.split(":")[1]) if code.upper().startswith("EPSG:") else None
 
 
-def asset_footprint(item: dict, key: str, grid: Grid, margin_px: float = 2.0) -> tuple[float, float, float, float] | None:
+def asset_footprint(
+    item: dict, key: str, grid: Grid, margin_px: float = 2.0
+) -> tuple[float, float, float, float] | None:
     """The asset's bounds in the grid's CRS (from its projection metadata, else the item's lon/lat
     bbox), grown by ``margin_px`` output pixels, so that a block it cannot touch is never opened."""
     props = item.get("properties", {})
@@ -123,17 +138,36 @@ class Stack:
     resampling: Resampling = Resampling.nearest
 
     @classmethod
-    def of_days(cls, days: list[date], items_by_day: dict[date, list[dict]], keys: list[str], grid: Grid,
-                dtype: str, fill: float, resampling: Resampling = Resampling.nearest,
-                radiometry: Mapping[tuple[str, str], tuple[float, float]] | None = None) -> "Stack":
+    def of_days(
+        cls,
+        days: list[date],
+        items_by_day: dict[date, list[dict]],
+        keys: list[str],
+        grid: Grid,
+        dtype: str,
+        fill: float,
+        resampling: Resampling = Resampling.nearest,
+        radiometry: Mapping[tuple[str, str], tuple[float, float]] | None = None,
+    ) -> Stack:
         """``radiometry``: (item id, asset key) -> (gain, bias) applied to that asset's pixels as
         they are read; assets it does not name are read as they are."""
         conv = radiometry or {}
         layers = tuple(
-            tuple(tuple(Asset(it["assets"][k]["href"], it["id"], k, asset_footprint(it, k, grid),
-                              *conv.get((it["id"], k), (1.0, 0.0)))
-                        for it in items_by_day[day]) for k in keys)
-            for day in days)
+            tuple(
+                tuple(
+                    Asset(
+                        it["assets"][k]["href"],
+                        it["id"],
+                        k,
+                        asset_footprint(it, k, grid),
+                        *conv.get((it["id"], k), (1.0, 0.0)),
+                    )
+                    for it in items_by_day[day]
+                )
+                for k in keys
+            )
+            for day in days
+        )
         return cls(grid, layers, dtype, fill, resampling)
 
     def __dask_tokenize__(self) -> str:
@@ -162,15 +196,17 @@ class Stack:
                             self._mosaic_into(out[i, j], asset, rows, cols, points, keep)
         return out
 
-    def _mosaic_into(self, plane: np.ndarray, asset: Asset, rows: slice, cols: slice, points: "BlockPoints",
-                     keep: bool) -> None:
+    def _mosaic_into(
+        self, plane: np.ndarray, asset: Asset, rows: slice, cols: slice, points: BlockPoints, keep: bool
+    ) -> None:
         try:
             with _files.checkout(asset.href, keep) as src:
                 if src.count != 1:
                     raise InputDataError(
                         f"Asset {asset.key!r} of STAC item {asset.item_id} ({asset.href}) has {src.count} bands; a "
                         "cube reads one band per asset. Catalogue the files with `landslide-dask catalog`, which "
-                        "writes one VRT per band.")
+                        "writes one VRT per band."
+                    )
                 offset = _pixel_offset(src, self.grid)
                 if offset is not None:
                     data, (r0, c0) = _direct_read(src, offset, rows, cols, self.dtype)
@@ -178,18 +214,19 @@ class Stack:
                     data, (r0, c0) = _scaled_read(src, self.grid, rows, cols, self.dtype)
                 else:
                     data, (r0, c0) = warped_read(src, points, self.dtype, self.resampling), (0, 0)
-                target = plane[r0:r0 + data.shape[0], c0:c0 + data.shape[1]] if data is not None else None
+                target = plane[r0 : r0 + data.shape[0], c0 : c0 + data.shape[1]] if data is not None else None
         except rasterio.errors.RasterioError as exc:
             text = error_text(exc)
             raise InputDataError(
                 f"Reading {asset.key!r} of STAC item {asset.item_id} from {without_query(asset.href)} failed: "
-                f"{text}. {explain_read_failure(text, asset.href, asset.item_id)}") from exc
+                f"{text}. {explain_read_failure(text, asset.href, asset.item_id)}"
+            ) from exc
         if data is None:
             return
         if asset.gain != 1.0 or asset.bias != 0.0:
             data = harmonise(data, asset.gain, asset.bias)
         if self.fill == 0 and data.dtype.kind in "ui":  # last on top, in two SIMD passes (np.copyto's
-            target *= data == 0                         # where= is ~50x slower on these planes)
+            target *= data == 0  # where= is ~50x slower on these planes)
             target += data
         else:
             missing = np.isnan(data) if np.isnan(self.fill) else data == self.fill
@@ -324,8 +361,13 @@ def close_files() -> None:
     _files.close()
 
 
-def _needed_later(bounds: tuple[float, float, float, float], box: tuple[float, float, float, float],
-                  rows: slice, cols: slice, grid: Grid) -> bool:
+def _needed_later(
+    bounds: tuple[float, float, float, float],
+    box: tuple[float, float, float, float],
+    rows: slice,
+    cols: slice,
+    grid: Grid,
+) -> bool:
     """Whether a block after this one in row-major order needs the asset too (it reaches past the
     block's right or bottom edge, inside the grid): if not, its file is closed after this read, so
     open files follow the width of the region, not its area, when blocks run in that order."""
@@ -365,7 +407,7 @@ def _scaled_read(src, grid: Grid, rows: slice, cols: slice, dtype: str):
     okr = np.flatnonzero((ri >= 0) & (ri < src.height))
     if not len(okc) or not len(okr):
         return None, (0, 0)
-    ci, ri = ci[okc[0]:okc[-1] + 1], ri[okr[0]:okr[-1] + 1]
+    ci, ri = ci[okc[0] : okc[-1] + 1], ri[okr[0] : okr[-1] + 1]
     c0, r0 = int(ci.min()), int(ri.min())
     data = masked_read(src, Window(c0, r0, int(ci.max()) - c0 + 1, int(ri.max()) - r0 + 1), dtype)
     return data[(ri - r0)[:, None], (ci - c0)[None, :]], (int(okr[0]), int(okc[0]))

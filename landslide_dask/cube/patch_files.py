@@ -28,12 +28,28 @@ from pathlib import Path
 
 import numpy as np
 
-from .inventory import LABEL_UNKNOWN
 from ..errors import InputDataError, UsageError
+from .inventory import LABEL_UNKNOWN
 
-__all__ = ["FORMATS", "IMAGE_DIRS", "MASK_DIRS", "RASTER_EXTS", "L4S_CHANNELS", "L4S_MEAN", "BandMap", "PRESETS",
-           "parse_band_map", "PatchFile", "find_patches", "image_shape", "read_image", "mask_shape", "read_mask",
-           "to_dn", "to_label"]
+__all__ = [
+    "FORMATS",
+    "IMAGE_DIRS",
+    "MASK_DIRS",
+    "RASTER_EXTS",
+    "L4S_CHANNELS",
+    "L4S_MEAN",
+    "BandMap",
+    "PRESETS",
+    "parse_band_map",
+    "PatchFile",
+    "find_patches",
+    "image_shape",
+    "read_image",
+    "mask_shape",
+    "read_mask",
+    "to_dn",
+    "to_label",
+]
 
 FORMATS = ("l4s", "folder")
 IMAGE_DIRS = ("img", "image", "images")
@@ -41,9 +57,22 @@ MASK_DIRS = ("mask", "masks", "label", "labels")
 RASTER_EXTS = (".tif", ".tiff", ".png")
 L4S_CHANNELS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "slope", "dem")
 # The divisors the Landslide4Sense maintainers applied to the 14 channels (GitHub issue #4).
-L4S_MEAN = (1111.81236406, 824.63171476, 663.41636217, 445.17289745, 645.8582926, 1547.73508126,
-            1960.44401001, 1941.32229668, 674.07572865, 9.04787384, 1113.98338755, 519.90397929,
-            20.29228266, 772.83144788)
+L4S_MEAN = (
+    1111.81236406,
+    824.63171476,
+    663.41636217,
+    445.17289745,
+    645.8582926,
+    1547.73508126,
+    1960.44401001,
+    1941.32229668,
+    674.07572865,
+    9.04787384,
+    1113.98338755,
+    519.90397929,
+    20.29228266,
+    772.83144788,
+)
 
 
 @dataclass(frozen=True)
@@ -63,33 +92,47 @@ class BandMap:
     dem_scale: float = 1.0
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BandMap":
+    def from_dict(cls, d: dict) -> BandMap:
         """Validated mapping from a JSON-like dict, e.g. ``{"post": {"red": 3}, "dem": 13}``."""
         unknown = set(d) - {f for f in cls.__dataclass_fields__}
         if unknown:
-            raise UsageError(f"band mapping has unknown keys {sorted(unknown)}: use post, pre, slope, dem, "
-                                 "scale, offset, slope_scale, dem_scale")
+            raise UsageError(
+                f"band mapping has unknown keys {sorted(unknown)}: use post, pre, slope, dem, "
+                "scale, offset, slope_scale, dem_scale"
+            )
         if not isinstance(d.get("post"), dict) or not d["post"]:
             raise UsageError('band mapping needs "post": {band name: channel index, ...}')
         pre = d.get("pre")
         if pre is not None and (not isinstance(pre, dict) or list(pre) != list(d["post"])):
-            raise UsageError(f"band mapping: pre bands {list(pre or {})} must be the post bands "
-                                 f"{list(d['post'])}, in the same order (the cube has one band list)")
+            raise UsageError(
+                f"band mapping: pre bands {list(pre or {})} must be the post bands "
+                f"{list(d['post'])}, in the same order (the cube has one band list)"
+            )
         for name, ch in [*d["post"].items(), *(pre or {}).items(), ("slope", d.get("slope")), ("dem", d.get("dem"))]:
             if ch is not None and (not isinstance(ch, int) or isinstance(ch, bool) or ch < 0):
                 raise UsageError(f"band mapping: channel of {name!r} must be a 0-based integer, not {ch!r}")
         if d.get("slope") is not None and d.get("dem") is None:
-            raise UsageError("band mapping has slope but no dem: the hillshade needs the DEM channel "
-                                 "(map dem too, or leave slope out to train without terrain)")
+            raise UsageError(
+                "band mapping has slope but no dem: the hillshade needs the DEM channel "
+                "(map dem too, or leave slope out to train without terrain)"
+            )
         scale = d.get("scale", 1.0)
         try:
-            return cls(post=dict(d["post"]), pre=dict(pre) if pre else None, slope=d.get("slope"), dem=d.get("dem"),
-                       scale=tuple(float(s) for s in scale) if isinstance(scale, (list, tuple)) else float(scale),
-                       offset=float(d.get("offset", 0.0)), slope_scale=float(d.get("slope_scale", 1.0)),
-                       dem_scale=float(d.get("dem_scale", 1.0)))
+            return cls(
+                post=dict(d["post"]),
+                pre=dict(pre) if pre else None,
+                slope=d.get("slope"),
+                dem=d.get("dem"),
+                scale=tuple(float(s) for s in scale) if isinstance(scale, (list, tuple)) else float(scale),
+                offset=float(d.get("offset", 0.0)),
+                slope_scale=float(d.get("slope_scale", 1.0)),
+                dem_scale=float(d.get("dem_scale", 1.0)),
+            )
         except (TypeError, ValueError) as exc:
-            raise UsageError(f"band mapping: scale, offset, slope_scale and dem_scale must be numbers "
-                                 f"(scale may be a list per channel): {exc}") from None
+            raise UsageError(
+                f"band mapping: scale, offset, slope_scale and dem_scale must be numbers "
+                f"(scale may be a list per channel): {exc}"
+            ) from None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -113,8 +156,14 @@ class BandMap:
 
 
 PRESETS: dict[str, BandMap] = {
-    "l4s": BandMap(post={"blue": 1, "green": 2, "red": 3, "nir": 7}, slope=12, dem=13, scale=L4S_MEAN,
-                   slope_scale=L4S_MEAN[12], dem_scale=L4S_MEAN[13]),
+    "l4s": BandMap(
+        post={"blue": 1, "green": 2, "red": 3, "nir": 7},
+        slope=12,
+        dem=13,
+        scale=L4S_MEAN,
+        slope_scale=L4S_MEAN[12],
+        dem_scale=L4S_MEAN[13],
+    ),
 }
 
 
@@ -140,8 +189,7 @@ def parse_band_map(spec: str | dict | BandMap | None, fmt: str = "l4s", channels
     if not text.startswith("{"):
         path = Path(text)
         if not path.is_file():
-            raise UsageError(f"--bands {text!r} is neither a preset ({', '.join(PRESETS)}), JSON text, nor a "
-                                 "JSON file")
+            raise UsageError(f"--bands {text!r} is neither a preset ({', '.join(PRESETS)}), JSON text, nor a JSON file")
         text = path.read_text()
     try:
         return BandMap.from_dict(json.loads(text))
@@ -176,8 +224,9 @@ def _mask_for(image: Path, mask_dir: Path, fmt: str) -> Path | None:
     return next((mask_dir / f"{s}{e}" for s in stems for e in exts if (mask_dir / f"{s}{e}").is_file()), None)
 
 
-def find_patches(source: str | Path, fmt: str = "l4s", masks: str | Path | None = None,
-                 require_masks: bool = True) -> list[PatchFile]:
+def find_patches(
+    source: str | Path, fmt: str = "l4s", masks: str | Path | None = None, require_masks: bool = True
+) -> list[PatchFile]:
     """Images under ``source`` (or its ``img``/``images`` folder) paired with masks from ``masks``
     (default: a sibling ``mask``/``masks`` folder, or the same folder for ``mask_N.h5``)."""
     if fmt not in FORMATS:
@@ -192,23 +241,29 @@ def find_patches(source: str | Path, fmt: str = "l4s", masks: str | Path | None 
         images = [p for p in image_dir.iterdir() if p.suffix.lower() in RASTER_EXTS]
     if not images:
         want = "*.h5 images (image_N.h5)" if fmt == "l4s" else f"images ({', '.join(RASTER_EXTS)})"
-        raise InputDataError(f"no {want} in {image_dir}: point at the dataset folder that holds img/ and mask/ "
-                             "(e.g. TrainData) or at the image folder itself")
+        raise InputDataError(
+            f"no {want} in {image_dir}: point at the dataset folder that holds img/ and mask/ "
+            "(e.g. TrainData) or at the image folder itself"
+        )
     mask_dir = Path(masks) if masks is not None else _subdir(source, MASK_DIRS)
     if mask_dir is None and fmt == "l4s" and any(source.glob("mask*.h5")):
         mask_dir = source
     if mask_dir is not None and not mask_dir.is_dir():
         raise InputDataError(f"mask folder {mask_dir} does not exist")
     if mask_dir is None and require_masks:
-        raise InputDataError(f"no mask folder ({'/'.join(MASK_DIRS)}) in {source}: pass the mask folder "
-                             "(--masks), or import unlabelled test data with --no-masks (labels 255)")
+        raise InputDataError(
+            f"no mask folder ({'/'.join(MASK_DIRS)}) in {source}: pass the mask folder "
+            "(--masks), or import unlabelled test data with --no-masks (labels 255)"
+        )
     out = []
     for img in sorted(images, key=_natural):
         mask = _mask_for(img, mask_dir, fmt) if mask_dir is not None else None
         if mask is None and require_masks:
-            raise InputDataError(f"no mask for {img} in {mask_dir} (expected "
-                                 f"{img.stem.replace('image', 'mask', 1) if fmt == 'l4s' else img.stem}.*): add it, "
-                                 "remove the image, or import without labels (--no-masks)")
+            raise InputDataError(
+                f"no mask for {img} in {mask_dir} (expected "
+                f"{img.stem.replace('image', 'mask', 1) if fmt == 'l4s' else img.stem}.*): add it, "
+                "remove the image, or import without labels (--no-masks)"
+            )
         out.append(PatchFile(str(img.relative_to(source)), img, mask))
     return out
 
@@ -220,15 +275,19 @@ def _h5(path: Path, key: str, data: bool):
     try:
         with h5py.File(path, "r") as f:
             if key not in f:
-                raise InputDataError(f"{path} has no dataset {key!r} (it has {sorted(f.keys())}): Landslide4Sense "
-                                     f"{'images' if key == 'img' else 'masks'} keep it under {key!r}; is this the "
-                                     "right file or folder?")
+                raise InputDataError(
+                    f"{path} has no dataset {key!r} (it has {sorted(f.keys())}): Landslide4Sense "
+                    f"{'images' if key == 'img' else 'masks'} keep it under {key!r}; is this the "
+                    "right file or folder?"
+                )
             return f[key][()] if data else f[key].shape
     except InputDataError:
         raise
     except (OSError, KeyError, ValueError, AttributeError, TypeError) as exc:
-        raise InputDataError(f"{path} is not a readable HDF5 file ({exc}): it is probably truncated or corrupt; "
-                             "download it again or remove it") from None
+        raise InputDataError(
+            f"{path} is not a readable HDF5 file ({exc}): it is probably truncated or corrupt; "
+            "download it again or remove it"
+        ) from None
 
 
 def _raster(path: Path, data: bool):

@@ -71,12 +71,16 @@ def cube_quicklook(cube: str | Path, png: str | Path, max_px: int = 1400) -> Pat
         ax.set_yticks([])
     handles = [Patch(color=(0.85, 0.1, 0.75), label="no valid data (cloud, gap, outside AOI)")]
     if "label" in ds:
-        handles += [Patch(color=(1.0, 0.95, 0.0), label="inventory landslides"),
-                    Patch(color=(0.5, 0.5, 0.5), label="outside inventory area")]
+        handles += [
+            Patch(color=(1.0, 0.95, 0.0), label="inventory landslides"),
+            Patch(color=(0.5, 0.5, 0.5), label="outside inventory area"),
+        ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     name = Path(cube).name.removesuffix(".zarr")
-    fig.suptitle(f"{name} — event {ds.attrs.get('event_date', '?')} — {ds.attrs.get('crs', '')}, "
-                 f"{ds.sizes['x']}x{ds.sizes['y']} px (1:{step})")
+    fig.suptitle(
+        f"{name} — event {ds.attrs.get('event_date', '?')} — {ds.attrs.get('crs', '')}, "
+        f"{ds.sizes['x']}x{ds.sizes['y']} px (1:{step})"
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     fig.savefig(png, dpi=90)
     plt.close(fig)

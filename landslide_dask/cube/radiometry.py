@@ -33,15 +33,25 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CONVENTION", "TARGET_SCALE", "BASELINE_04_START", "Radiometry", "asset_radiometry",
-           "is_sentinel2_l2a", "harmonise", "summarise"]
+__all__ = [
+    "CONVENTION",
+    "TARGET_SCALE",
+    "BASELINE_04_START",
+    "Radiometry",
+    "asset_radiometry",
+    "is_sentinel2_l2a",
+    "harmonise",
+    "summarise",
+]
 
 #: Reflectance per DN of the cube's convention (and its offset is 0).
 TARGET_SCALE = 1e-4
 #: The first day of Sentinel-2 processing baseline 04.00, which added the -1000 DN offset.
 BASELINE_04_START = date(2022, 1, 25)
-CONVENTION = ("surface reflectance x 10,000 as uint16 without offset (Sentinel-2 L2A before processing "
-              "baseline 04.00); 0 = no data, valid pixels >= 1")
+CONVENTION = (
+    "surface reflectance x 10,000 as uint16 without offset (Sentinel-2 L2A before processing "
+    "baseline 04.00); 0 = no data, valid pixels >= 1"
+)
 
 
 @dataclass(frozen=True)
@@ -113,8 +123,10 @@ def is_sentinel2_l2a(item: dict[str, Any]) -> bool:
     ident = str(item.get("id", "")).upper()
     if "MSIL2A" in ident:
         return True
-    sentinel2 = any(re.sub(r"[\s_]", "-", str(props.get(k, ""))).lower().startswith("sentinel-2")
-                    for k in ("platform", "constellation"))
+    sentinel2 = any(
+        re.sub(r"[\s_]", "-", str(props.get(k, ""))).lower().startswith("sentinel-2")
+        for k in ("platform", "constellation")
+    )
     collection = str(item.get("collection", "")).lower()
     level2a = "l2a" in collection or "l2a" in ident.lower()
     return (sentinel2 or "sentinel-2" in collection or "sentinel2" in collection) and level2a
@@ -127,21 +139,28 @@ def asset_radiometry(item: dict[str, Any], key: str) -> Radiometry:
     scale, offset = _recorded(asset)
     for flag in ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied"):
         if _flag(props.get(flag)):
-            return Radiometry(scale if scale not in (None, 1.0) else TARGET_SCALE, 0.0,
-                              f"{flag}: true (offset already removed from the pixels)")
+            return Radiometry(
+                scale if scale not in (None, 1.0) else TARGET_SCALE,
+                0.0,
+                f"{flag}: true (offset already removed from the pixels)",
+            )
     if not (scale in (None, 1.0) and offset in (None, 0.0)):
         return Radiometry(scale if scale is not None else TARGET_SCALE, offset or 0.0, "raster:bands")
     base = _baseline(props.get("s2:processing_baseline"))
     if base is not None:
-        return Radiometry(TARGET_SCALE, -0.1 if base >= (4, 0) else 0.0,
-                          f"s2:processing_baseline {props['s2:processing_baseline']}")
+        return Radiometry(
+            TARGET_SCALE, -0.1 if base >= (4, 0) else 0.0, f"s2:processing_baseline {props['s2:processing_baseline']}"
+        )
     if is_sentinel2_l2a(item):
         day = _item_date(item)
         if day is not None:
             after = day >= BASELINE_04_START
-            return Radiometry(TARGET_SCALE, -0.1 if after else 0.0,
-                              f"Sentinel-2 L2A acquired {'on or after' if after else 'before'} "
-                              f"{BASELINE_04_START.isoformat()} (no baseline recorded)")
+            return Radiometry(
+                TARGET_SCALE,
+                -0.1 if after else 0.0,
+                f"Sentinel-2 L2A acquired {'on or after' if after else 'before'} "
+                f"{BASELINE_04_START.isoformat()} (no baseline recorded)",
+            )
     return Radiometry(TARGET_SCALE, 0.0, "none recorded: read as already in the convention")
 
 
@@ -176,5 +195,9 @@ def summarise(per_item: dict[str, dict[str, Radiometry]]) -> dict[str, Any]:
         else:
             items[item_id] = {b: {"scale": r.scale, "offset": r.offset, "from": r.source} for b, r in by_band.items()}
     converted = sum(any(not r.identity for r in by_band.values()) for by_band in per_item.values())
-    return {"convention": CONVENTION, "items_converted": converted, "items_unchanged": len(per_item) - converted,
-            "items": items}
+    return {
+        "convention": CONVENTION,
+        "items_converted": converted,
+        "items_unchanged": len(per_item) - converted,
+        "items": items,
+    }

@@ -17,8 +17,7 @@ from ..errors import InputDataError
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["TERRAIN", "open_cube", "cube_bands", "model_bands", "select_bands", "has_stream",
-           "check_cube_for_model"]
+__all__ = ["TERRAIN", "open_cube", "cube_bands", "model_bands", "select_bands", "has_stream", "check_cube_for_model"]
 
 #: The cube variables of the terrain stream, in the model's channel order.
 TERRAIN = ("hillshade", "slope")
@@ -60,9 +59,11 @@ def select_bands(wanted: Sequence[str], have: Sequence[str], where: str) -> tupl
     """Indices of ``wanted`` bands in ``have``; an error naming the missing ones otherwise."""
     missing = [b for b in wanted if b not in have]
     if missing:
-        raise InputDataError(f"{where} has bands {list(have)} but {list(wanted)} are needed (missing "
-                             f"{missing}): rebuild the cube with them (`landslide-dask cube --bands "
-                             f"{','.join(wanted)}`) or use a model trained on bands the cube has.")
+        raise InputDataError(
+            f"{where} has bands {list(have)} but {list(wanted)} are needed (missing "
+            f"{missing}): rebuild the cube with them (`landslide-dask cube --bands "
+            f"{','.join(wanted)}`) or use a model trained on bands the cube has."
+        )
     return tuple(list(have).index(b) for b in wanted)
 
 
@@ -92,9 +93,15 @@ def _problems(ds: xr.Dataset, streams: Sequence[str], bands: Sequence[str], drop
     return problems
 
 
-def check_cube_for_model(ds: xr.Dataset, streams: Sequence[str], bands: Sequence[str],
-                         droppable: Sequence[str] = (), *, cube: str | Path = "the cube",
-                         model: str | Path | None = None) -> None:
+def check_cube_for_model(
+    ds: xr.Dataset,
+    streams: Sequence[str],
+    bands: Sequence[str],
+    droppable: Sequence[str] = (),
+    *,
+    cube: str | Path = "the cube",
+    model: str | Path | None = None,
+) -> None:
     """Refuse a cube that lacks a stream or band of a model (every problem at once), saying what
     makes it fit. ``droppable``: streams the model was trained to do without (their dropout);
     ``cube``, ``model``: named in the message (``model``: the checkpoint, None for a model in
@@ -106,7 +113,8 @@ def check_cube_for_model(ds: xr.Dataset, streams: Sequence[str], bands: Sequence
             f"The cube {cube} does not fit {who}: " + "; ".join(problems) + ". Use a model trained on streams "
             "and bands the cube has (`train --streams ... --bands ...`), or with the missing streams' dropout "
             "(`train --pre-dropout 0.1`, `--stream-dropout terrain=0.2`), or rebuild the cube with them "
-            "(`landslide-dask cube --bands ...`, with a DEM for terrain).")
+            "(`landslide-dask cube --bands ...`, with a DEM for terrain)."
+        )
     dims = tuple(ds["valid"].dims)
     if dims != ("y", "x"):
         raise InputDataError(f"{cube}: 'valid' has dims {dims}, expected ('y', 'x'); rebuild the cube.")

@@ -20,8 +20,10 @@ CHUNK = 1024
 def event_windows(event: date, pre_days: int, post_days: int) -> tuple[tuple[date, date], tuple[date, date]]:
     """Pre- and post-event date windows (inclusive). The event day itself belongs to neither:
     an acquisition that day may be from before or after the event."""
-    return ((event - timedelta(days=pre_days), event - timedelta(days=1)),
-            (event + timedelta(days=1), event + timedelta(days=post_days)))
+    return (
+        (event - timedelta(days=pre_days), event - timedelta(days=1)),
+        (event + timedelta(days=1), event + timedelta(days=post_days)),
+    )
 
 
 @dataclass

@@ -11,8 +11,15 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-__all__ = ["SUN_AZIMUTH_DEG", "SUN_ELEVATION_DEG", "horn_gradient", "slope_and_shade", "padded_chunks",
-           "slope_degrees", "hillshade"]
+__all__ = [
+    "SUN_AZIMUTH_DEG",
+    "SUN_ELEVATION_DEG",
+    "horn_gradient",
+    "slope_and_shade",
+    "padded_chunks",
+    "slope_degrees",
+    "hillshade",
+]
 
 # Sun for the hillshade: the cartographic convention (light from the north-west, 45 deg up).
 SUN_AZIMUTH_DEG = 315.0
@@ -30,8 +37,9 @@ def horn_gradient(z: np.ndarray, dx: float, dy: float) -> tuple[np.ndarray, np.n
     return dzdx, dzdy
 
 
-def slope_and_shade(z: np.ndarray, dx: float, dy: float, azimuth: float = SUN_AZIMUTH_DEG,
-                    elevation: float = SUN_ELEVATION_DEG) -> tuple[np.ndarray, np.ndarray]:
+def slope_and_shade(
+    z: np.ndarray, dx: float, dy: float, azimuth: float = SUN_AZIMUTH_DEG, elevation: float = SUN_ELEVATION_DEG
+) -> tuple[np.ndarray, np.ndarray]:
     """Slope (float32 degrees, NaN where a neighbour is missing) and hillshade (uint8 1..255, 0 where
     missing) of the interior of a block read with a one-pixel halo: one gradient for both."""
     gx, gy = horn_gradient(z.astype(np.float64), dx, dy)
@@ -69,12 +77,26 @@ def padded_chunks(n: int, chunk: int, pad: int = 1) -> tuple[int, ...]:
 
 def slope_degrees(dem: da.Array, dx: float, dy: float, boundary: str = "nearest") -> da.Array:
     """Slope in degrees (float32, NaN where the DEM or a neighbour is missing)."""
-    return da.map_overlap(_slope_block, dem, depth=1, boundary=boundary, dtype=np.float32,
-                          dx=abs(dx), dy=abs(dy))
+    return da.map_overlap(_slope_block, dem, depth=1, boundary=boundary, dtype=np.float32, dx=abs(dx), dy=abs(dy))
 
 
-def hillshade(dem: da.Array, dx: float, dy: float, azimuth: float = SUN_AZIMUTH_DEG,
-              elevation: float = SUN_ELEVATION_DEG, boundary: str = "nearest") -> da.Array:
+def hillshade(
+    dem: da.Array,
+    dx: float,
+    dy: float,
+    azimuth: float = SUN_AZIMUTH_DEG,
+    elevation: float = SUN_ELEVATION_DEG,
+    boundary: str = "nearest",
+) -> da.Array:
     """Hillshade as uint8 1..255 (0 where the DEM is missing)."""
-    return da.map_overlap(_hillshade_block, dem, depth=1, boundary=boundary, dtype=np.uint8,
-                          dx=abs(dx), dy=abs(dy), azimuth=azimuth, elevation=elevation)
+    return da.map_overlap(
+        _hillshade_block,
+        dem,
+        depth=1,
+        boundary=boundary,
+        dtype=np.uint8,
+        dx=abs(dx),
+        dy=abs(dy),
+        azimuth=azimuth,
+        elevation=elevation,
+    )

@@ -26,8 +26,15 @@ import numpy as np
 from ..errors import InputDataError
 from .inventory import LABEL_UNKNOWN
 
-__all__ = ["CHATTOGRAM_BANDS", "CHATTOGRAM_LABELS", "SPARSE", "sparse_labels", "find_tiles", "blob_counts",
-           "import_tiles"]
+__all__ = [
+    "CHATTOGRAM_BANDS",
+    "CHATTOGRAM_LABELS",
+    "SPARSE",
+    "sparse_labels",
+    "find_tiles",
+    "blob_counts",
+    "import_tiles",
+]
 
 #: Band order of the Chattogram export (per its README: R, G, B, NIR; the blue/red ratio of the
 #: imagery, 0.81, agrees with it).
@@ -51,8 +58,10 @@ def find_tiles(folder: str | Path, images: str = "images", labels: str = "labels
             folder = cand
             break
     else:
-        raise InputDataError(f"{folder} holds no '{images}/' and '{labels}/' folders of tiles: point at the "
-                             "export's folder (e.g. .../chattogram_s2_tiles/LandslideData).")
+        raise InputDataError(
+            f"{folder} holds no '{images}/' and '{labels}/' folders of tiles: point at the "
+            "export's folder (e.g. .../chattogram_s2_tiles/LandslideData)."
+        )
     imgs = sorted((folder / images).glob("*.tif"))
     pairs = [(i, folder / labels / i.name) for i in imgs]
     missing = [str(lab) for _, lab in pairs if not lab.exists()]
@@ -70,20 +79,29 @@ def blob_counts(label: np.ndarray, classes: dict[str, int]) -> dict[str, int]:
     return {name: int(ndimage.label(label == v, structure=np.ones((3, 3)))[1]) for name, v in classes.items()}
 
 
-def import_tiles(folder: str | Path, out: str | Path, *, bands: tuple[str, ...] = CHATTOGRAM_BANDS,
-                 label_map: dict[int, int] | None = None, resolution: float = 10.0, chunk: int = 512,
-                 region: str | None = None, attribution: str | None = None, progress: bool = False) -> Path:
+def import_tiles(
+    folder: str | Path,
+    out: str | Path,
+    *,
+    bands: tuple[str, ...] = CHATTOGRAM_BANDS,
+    label_map: dict[int, int] | None = None,
+    resolution: float = 10.0,
+    chunk: int = 512,
+    region: str | None = None,
+    attribution: str | None = None,
+    progress: bool = False,
+) -> Path:
     """Merge an export's tiles into one cube at ``out`` (zarr, the cube contract: ``post``,
     ``valid``, ``label``; no ``pre``, no terrain). ``bands``: the names of the image channels in
     order; ``label_map``: source label value -> cube label (default Chattogram's); values not in it
     are an error. A pixel is valid where every band is positive and finite."""
     import rasterio
     import xarray as xr
-    from rasterio.merge import merge
-    from rasterio.warp import Resampling, calculate_default_transform, reproject
     from pyproj import CRS
     from pyproj.aoi import AreaOfInterest
     from pyproj.database import query_utm_crs_info
+    from rasterio.merge import merge
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
 
     from .. import __version__
     from .build import write_cube
@@ -95,16 +113,20 @@ def import_tiles(folder: str | Path, out: str | Path, *, bands: tuple[str, ...] 
     if src_crs is None:
         raise InputDataError(f"{pairs[0][0]} has no CRS: these tiles cannot be placed; use `import-patches`.")
     if count != len(bands):
-        raise InputDataError(f"{pairs[0][0]} has {count} bands but {len(bands)} band names were given "
-                             f"({', '.join(bands)}): name every channel, in order.")
+        raise InputDataError(
+            f"{pairs[0][0]} has {count} bands but {len(bands)} band names were given "
+            f"({', '.join(bands)}): name every channel, in order."
+        )
     img, t_src = merge([str(i) for i, _ in pairs], method="first", nodata=0)
     lab, _ = merge([str(lab) for _, lab in pairs], method="max", nodata=0)
     lab = lab[0].astype(np.int64)
     unknown_values = sorted(set(np.unique(lab).tolist()) - set(label_map))
     if unknown_values:
         raise InputDataError(f"label values {unknown_values} are not in the label mapping {label_map}")
-    classes = {"landslide": next(k for k, v in label_map.items() if v == 1),
-               "non_landslide": next(k for k, v in label_map.items() if v == 0)}
+    classes = {
+        "landslide": next(k for k, v in label_map.items() if v == 1),
+        "non_landslide": next(k for k, v in label_map.items() if v == 0),
+    }
     blobs_src = blob_counts(lab, classes)
 
     h, w = lab.shape
@@ -115,14 +137,31 @@ def import_tiles(folder: str | Path, out: str | Path, *, bands: tuple[str, ...] 
     else:
         info = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(west, south, east, north))
         dst_crs = rasterio.crs.CRS.from_wkt(CRS.from_epsg(info[0].code).to_wkt())
-    t_dst, dw, dh = calculate_default_transform(src_crs, dst_crs, w, h, west, south, east, north,
-                                                resolution=resolution)
+    t_dst, dw, dh = calculate_default_transform(src_crs, dst_crs, w, h, west, south, east, north, resolution=resolution)
     post = np.zeros((len(bands), dh, dw), np.float64)
-    reproject(img, post, src_transform=t_src, src_crs=src_crs, dst_transform=t_dst, dst_crs=dst_crs,
-              resampling=Resampling.nearest, src_nodata=0, dst_nodata=0)
+    reproject(
+        img,
+        post,
+        src_transform=t_src,
+        src_crs=src_crs,
+        dst_transform=t_dst,
+        dst_crs=dst_crs,
+        resampling=Resampling.nearest,
+        src_nodata=0,
+        dst_nodata=0,
+    )
     lab_dst = np.zeros((dh, dw), np.int64)
-    reproject(lab, lab_dst, src_transform=t_src, src_crs=src_crs, dst_transform=t_dst, dst_crs=dst_crs,
-              resampling=Resampling.nearest, src_nodata=None, dst_nodata=0)
+    reproject(
+        lab,
+        lab_dst,
+        src_transform=t_src,
+        src_crs=src_crs,
+        dst_transform=t_dst,
+        dst_crs=dst_crs,
+        resampling=Resampling.nearest,
+        src_nodata=None,
+        dst_nodata=0,
+    )
     finite = np.isfinite(post).all(axis=0)
     valid = finite & (post > 0).all(axis=0)
     if not valid.any():
@@ -140,19 +179,34 @@ def import_tiles(folder: str | Path, out: str | Path, *, bands: tuple[str, ...] 
     crs_wkt = CRS.from_user_input(dst_crs.to_wkt()).to_wkt()
     ds = xr.Dataset(
         {"post": (("band", "y", "x"), dn), "valid": (("y", "x"), valid), "label": (("y", "x"), label)},
-        coords={"band": np.array(bands, dtype=object), "y": ys, "x": xs,
-                "spatial_ref": xr.DataArray(0, attrs={"crs_wkt": crs_wkt, "spatial_ref": crs_wkt})},
+        coords={
+            "band": np.array(bands, dtype=object),
+            "y": ys,
+            "x": xs,
+            "spatial_ref": xr.DataArray(0, attrs={"crs_wkt": crs_wkt, "spatial_ref": crs_wkt}),
+        },
     )
     folder = Path(folder)
-    ds.attrs.update({
-        "crs": f"EPSG:{epsg}", "epsg": epsg, "transform": [t_dst.a, t_dst.b, t_dst.c, t_dst.d, t_dst.e, t_dst.f],
-        "resolution": float(resolution), "bands": list(bands), "dn_scale_offset": [1e-4, 0.0],
-        "region": region or folder.name, "source": str(folder), "source_tiles": len(pairs),
-        "source_crs": str(src_crs), "label_map": {str(k): int(v) for k, v in label_map.items()},
-        "labels": SPARSE,
-        "blobs_source": blobs_src, "blobs": blobs, "streams": ["post"],
-        "landslide_dask_version": __version__,
-        **({"attribution": attribution} if attribution else {}),
-    })
+    ds.attrs.update(
+        {
+            "crs": f"EPSG:{epsg}",
+            "epsg": epsg,
+            "transform": [t_dst.a, t_dst.b, t_dst.c, t_dst.d, t_dst.e, t_dst.f],
+            "resolution": float(resolution),
+            "bands": list(bands),
+            "dn_scale_offset": [1e-4, 0.0],
+            "region": region or folder.name,
+            "source": str(folder),
+            "source_tiles": len(pairs),
+            "source_crs": str(src_crs),
+            "label_map": {str(k): int(v) for k, v in label_map.items()},
+            "labels": SPARSE,
+            "blobs_source": blobs_src,
+            "blobs": blobs,
+            "streams": ["post"],
+            "landslide_dask_version": __version__,
+            **({"attribution": attribution} if attribution else {}),
+        }
+    )
     ds = ds.chunk({"band": -1, "y": chunk, "x": chunk})
     return write_cube(ds, Path(out), progress=progress)

@@ -52,12 +52,14 @@ class BlockPoints:
         lr = np.arange((self.rows.start // k) * k, r_idx[-1] + k, k)
         lc = np.arange((self.cols.start // k) * k, c_idx[-1] + k, k)
         lx, ly = transformer.transform(*np.meshgrid(g.x0 + (lc + 0.5) * g.res, g.y0 - (lr + 0.5) * g.res))
-        return _bilinear_rows_cols(np.asarray(lx), (r_idx - lr[0]) / k, (c_idx - lc[0]) / k), \
-            _bilinear_rows_cols(np.asarray(ly), (r_idx - lr[0]) / k, (c_idx - lc[0]) / k)
+        return _bilinear_rows_cols(np.asarray(lx), (r_idx - lr[0]) / k, (c_idx - lc[0]) / k), _bilinear_rows_cols(
+            np.asarray(ly), (r_idx - lr[0]) / k, (c_idx - lc[0]) / k
+        )
 
 
 def _bilinear_rows_cols(lattice: np.ndarray, fr: np.ndarray, fc: np.ndarray) -> np.ndarray:
     """Values of a (m, n) lattice at fractional rows ``fr`` x columns ``fc``, separably."""
+
     def weights(f: np.ndarray, n: int):
         i0 = np.minimum(np.floor(f).astype(np.intp), max(n - 2, 0))
         return i0, np.minimum(i0 + 1, n - 1), f - i0
@@ -81,10 +83,12 @@ def warped_read(src, points: BlockPoints, dtype: str, resampling: Resampling) ->
     located in the source (``BlockPoints``), then the source pixel that contains it (nearest) or
     the bilinear mean of the four around it, over those that hold data (as GDAL's bilinear)."""
     if src.crs is None:
-        raise InputDataError(f"{src.name} has no CRS: it cannot be placed on the cube grid. Fix the file's "
-                             "georeferencing (gdal_edit.py -a_srs) or leave its item out.")
+        raise InputDataError(
+            f"{src.name} has no CRS: it cannot be placed on the cube grid. Fix the file's "
+            "georeferencing (gdal_edit.py -a_srs) or leave its item out."
+        )
     x, y = points.xy(src.crs)
-    inv = ~src.transform                 # fractional source pixel coordinates (corner-based)
+    inv = ~src.transform  # fractional source pixel coordinates (corner-based)
     col = inv.a * x + inv.b * y + inv.c
     row = inv.d * x + inv.e * y + inv.f
     inside = (col >= 0) & (col < src.width) & (row >= 0) & (row < src.height)
@@ -112,8 +116,15 @@ def warped_read(src, points: BlockPoints, dtype: str, resampling: Resampling) ->
     i1, j1 = np.minimum(i0 + 1, src.height - 1), np.minimum(j0 + 1, src.width - 1)
     r0, c0 = int(i0.min()), int(j0.min())
     data = masked_read(src, Window(c0, r0, int(j1.max()) - c0 + 1, int(i1.max()) - r0 + 1), "float64")
-    corners = [(data[i - r0, j - c0], wt) for i, j, wt in ((i0, j0, (1 - fv) * (1 - fu)), (i0, j1, (1 - fv) * fu),
-                                                           (i1, j0, fv * (1 - fu)), (i1, j1, fv * fu))]
+    corners = [
+        (data[i - r0, j - c0], wt)
+        for i, j, wt in (
+            (i0, j0, (1 - fv) * (1 - fu)),
+            (i0, j1, (1 - fv) * fu),
+            (i1, j0, fv * (1 - fu)),
+            (i1, j1, fv * fu),
+        )
+    ]
     if np.isfinite(data).all():
         out[inside] = sum(val * wt for val, wt in corners)
         return out

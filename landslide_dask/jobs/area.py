@@ -17,21 +17,35 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from ..common.validation import Strict, fail, fail_all, show
 from ..errors import JobSpecError
 from .locations import base_dir, is_local, resolve_path
-from ..common.validation import Strict, fail, fail_all, show
 
 __all__ = ["COUNTRY_COLUMNS", "COUNTRY_ONLY_MSG", "Area"]
 
-COUNTRY_COLUMNS = ("ISO_A3", "ADM0_A3", "ISO_A3_EH", "SOV_A3", "GU_A3", "ISO3", "ISO",
-                   "shapeGroup", "shapeISO", "GID_0", "iso_a3", "adm0_a3", "iso3")
+COUNTRY_COLUMNS = (
+    "ISO_A3",
+    "ADM0_A3",
+    "ISO_A3_EH",
+    "SOV_A3",
+    "GU_A3",
+    "ISO3",
+    "ISO",
+    "shapeGroup",
+    "shapeISO",
+    "GID_0",
+    "iso_a3",
+    "adm0_a3",
+    "iso3",
+)
 
 COUNTRY_ONLY_MSG = (
     "`country: {code}` needs a boundary file: no installed package ships country boundaries for "
     "offline use, and jobs never download at run time. Download the boundary once, e.g. Natural "
-    "Earth \"Admin 0 - Countries\" (naturalearthdata.com) or geoBoundaries ADM0 for {code} "
+    'Earth "Admin 0 - Countries" (naturalearthdata.com) or geoBoundaries ADM0 for {code} '
     "(geoboundaries.org), and give it as `file: <path>` (keep `country: {code}` to pick that "
-    "country from a world file)")
+    "country from a world file)"
+)
 
 # UTM zones, which processing cells use, span 80°S to 84°N
 _UTM_SOUTH, _UTM_NORTH = -80.0, 84.0
@@ -42,8 +56,10 @@ class Area(Strict):
 
     file: Path | None = Field(None, description="the path of a GeoJSON/GeoPackage/Shapefile", examples=["nepal.gpkg"])
     bbox: tuple[float, float, float, float] | None = Field(
-        None, description="[west, south, east, north] in degrees, west < east, south < north",
-        examples=["[84.0, 27.3, 86.8, 28.6]"])
+        None,
+        description="[west, south, east, north] in degrees, west < east, south < north",
+        examples=["[84.0, 27.3, 86.8, 28.6]"],
+    )
     country: str | None = Field(None, description="an ISO 3166-1 alpha-3 code, together with `file`", examples=["NPL"])
 
     @field_validator("file", mode="before")
@@ -70,22 +86,34 @@ class Area(Strict):
             if isinstance(x, bool) or not isinstance(x, (int, float)):
                 fail(f"got {show(x)}, not a number", i)
         w, s, e, n = (float(x) for x in raw)
-        outside = [((i,), f"{what} = {val:g} is outside {lo}..{hi} degrees (is the bbox in metres? it must be "
-                    "longitude/latitude, EPSG:4326)")
-                   for i, (val, lo, hi, what) in enumerate([(w, -180, 180, "west"), (s, -90, 90, "south"),
-                                                            (e, -180, 180, "east"), (n, -90, 90, "north")])
-                   if not lo <= val <= hi]
+        outside = [
+            (
+                (i,),
+                f"{what} = {val:g} is outside {lo}..{hi} degrees (is the bbox in metres? it must be "
+                "longitude/latitude, EPSG:4326)",
+            )
+            for i, (val, lo, hi, what) in enumerate(
+                [(w, -180, 180, "west"), (s, -90, 90, "south"), (e, -180, 180, "east"), (n, -90, 90, "north")]
+            )
+            if not lo <= val <= hi
+        ]
         if outside:
             fail_all(outside)
         if w >= e:
-            hint = (" If the area crosses the antimeridian (180°), split it into two jobs or give a file with "
-                    "two polygons, one each side of 180°" if w > e else "")
+            hint = (
+                " If the area crosses the antimeridian (180°), split it into two jobs or give a file with "
+                "two polygons, one each side of 180°"
+                if w > e
+                else ""
+            )
             raise ValueError(f"west ({w:g}) must be less than east ({e:g}).{hint}")
         if s >= n:
             raise ValueError(f"south ({s:g}) must be less than north ({n:g}); the order is [west, south, east, north]")
         if n > _UTM_NORTH or s < _UTM_SOUTH:
-            raise ValueError(f"reaches latitude {n if n > _UTM_NORTH else s:g}°, outside the UTM zones (80°S to "
-                             "84°N) that processing cells use: clip it to that range")
+            raise ValueError(
+                f"reaches latitude {n if n > _UTM_NORTH else s:g}°, outside the UTM zones (80°S to "
+                "84°N) that processing cells use: clip it to that range"
+            )
         return (w, s, e, n)
 
     @field_validator("country", mode="before")
@@ -138,16 +166,32 @@ class Area(Strict):
 def _select_country(gdf, code: str, path: Path):
     cols = [c for c in COUNTRY_COLUMNS if c in gdf.columns]
     if not cols:
-        raise JobSpecError(str(path), [("area.country", (
-            f"{path} has no ISO country column (looked for {', '.join(COUNTRY_COLUMNS[:8])}, ...); "
-            f"its columns are {', '.join(map(str, gdf.columns[:15]))}. Remove `country` if the file is "
-            "already the area, or use an admin-0 file such as Natural Earth's or geoBoundaries'"))])
+        raise JobSpecError(
+            str(path),
+            [
+                (
+                    "area.country",
+                    (
+                        f"{path} has no ISO country column (looked for {', '.join(COUNTRY_COLUMNS[:8])}, ...); "
+                        f"its columns are {', '.join(map(str, gdf.columns[:15]))}. Remove `country` if the file is "
+                        "already the area, or use an admin-0 file such as Natural Earth's or geoBoundaries'"
+                    ),
+                )
+            ],
+        )
     mask = None
     for c in cols:
         m = gdf[c].astype(str).str.upper() == code
         mask = m if mask is None else (mask | m)
     sel = gdf[mask]
     if not len(sel):
-        raise JobSpecError(str(path), [("area.country", (
-            f"no feature of {path} has {code} in {', '.join(cols)}: check the ISO 3166-1 alpha-3 code"))])
+        raise JobSpecError(
+            str(path),
+            [
+                (
+                    "area.country",
+                    (f"no feature of {path} has {code} in {', '.join(cols)}: check the ISO 3166-1 alpha-3 code"),
+                )
+            ],
+        )
     return sel

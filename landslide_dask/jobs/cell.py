@@ -74,12 +74,12 @@ def run_cell(spec, cell, out: Path, client, *, chunk: int = 1024) -> dict[str, A
     no imagery or no valid pixel.
     """
     from ..cube.build import CubeSpec, assemble, write_cube
-    from ..predict.polygons import polygonize
     from ..predict import predict
+    from ..predict.polygons import polygonize
 
     timings: dict[str, float] = {}
     d = cell_dir(out, cell.id)
-    shutil.rmtree(d, ignore_errors=True)   # a cell not finished in the manifest starts afresh
+    shutil.rmtree(d, ignore_errors=True)  # a cell not finished in the manifest starts afresh
     d.mkdir(parents=True)
 
     def tick(stage: str, t0: float) -> float:
@@ -96,8 +96,11 @@ def run_cell(spec, cell, out: Path, client, *, chunk: int = 1024) -> dict[str, A
             ds = assemble(cspec)
         except EmptySearchError as exc:
             tick("search", t)
-            return {"status": "empty", "reason": "no imagery: " + short(str(exc).split(". ")[0], 240),
-                    "timings": timings}
+            return {
+                "status": "empty",
+                "reason": "no imagery: " + short(str(exc).split(". ")[0], 240),
+                "timings": timings,
+            }
         t = tick("search", t)
         cube = write_cube(ds, cspec.out, progress=False)
         import xarray as xr
@@ -109,15 +112,32 @@ def run_cell(spec, cell, out: Path, client, *, chunk: int = 1024) -> dict[str, A
             return {"status": "empty", "reason": NO_VALID_PIXEL, "timings": timings}
         # one threshold for the whole country: a scene threshold per cell would differ from cell to
         # cell, and a cell without landslides has no second mode to find
-        pred = predict(cube, spec.model, d / "probability.zarr", client=client, progress=False,
-                       threshold_rule="validation", **spec.predict.kwargs())
+        pred = predict(
+            cube,
+            spec.model,
+            d / "probability.zarr",
+            client=client,
+            progress=False,
+            threshold_rule="validation",
+            **spec.predict.kwargs(),
+        )
         t = tick("predict", t)
         cog = cell_rasters(pred, cell, d, web_zoom(spec))
         t = tick("cog", t)
-        gdf = polygonize(pred, d / "landslides", threshold=spec.threshold, min_area_m2=spec.min_area_m2,
-                         client=client)
+        gdf = polygonize(pred, d / "landslides", threshold=spec.threshold, min_area_m2=spec.min_area_m2, client=client)
         tick("polygons", t)
-    outputs = {"cube": str(cube), "probability": str(pred), "cog": str(cog), "not_mapped": str(d / "not-mapped.tif"),
-               "polygons": str(d / "landslides.parquet")}
-    return {"status": "done", "reason": None, "outputs": outputs, "timings": timings,
-            "n_polygons": len(gdf), "area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0}
+    outputs = {
+        "cube": str(cube),
+        "probability": str(pred),
+        "cog": str(cog),
+        "not_mapped": str(d / "not-mapped.tif"),
+        "polygons": str(d / "landslides.parquet"),
+    }
+    return {
+        "status": "done",
+        "reason": None,
+        "outputs": outputs,
+        "timings": timings,
+        "n_polygons": len(gdf),
+        "area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,
+    }

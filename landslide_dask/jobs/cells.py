@@ -32,18 +32,18 @@ import shapely
 from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
 
-from ..errors import InputDataError
 from ..cube.grid import Grid
+from ..errors import InputDataError
 
 __all__ = ["RESOLUTION", "UTM_MAX_LAT", "UTM_MIN_LAT", "Cell", "cells_to_geodataframe", "make_cells"]
 
 RESOLUTION = 10.0
 UTM_MIN_LAT, UTM_MAX_LAT = -80.0, 84.0
-_DENSIFY_DEG = 0.01      # densify degree-space edges before projecting (~1 km)
-_DENSIFY_M = 1000.0      # densify metre-space edges before unprojecting
-_SLIVER_PX = 0.5         # a cell of less than half a pixel's area (a sliver where the area's edge meets a
-                         # zone or cell border) has no pixel to map: no cell, not an "empty" one
-_EPS = 1e-6              # metres: tolerance when snapping to the pixel grid
+_DENSIFY_DEG = 0.01  # densify degree-space edges before projecting (~1 km)
+_DENSIFY_M = 1000.0  # densify metre-space edges before unprojecting
+_SLIVER_PX = 0.5  # a cell of less than half a pixel's area (a sliver where the area's edge meets a
+# zone or cell border) has no pixel to map: no cell, not an "empty" one
+_EPS = 1e-6  # metres: tolerance when snapping to the pixel grid
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Cell:
     col: int
     row: int
     size_m: float
-    bounds: tuple[float, float, float, float]   # AOI bounds snapped outward to RESOLUTION
+    bounds: tuple[float, float, float, float]  # AOI bounds snapped outward to RESOLUTION
     aoi_utm: BaseGeometry
     aoi_4326: BaseGeometry
 
@@ -80,8 +80,14 @@ class Cell:
         if res != RESOLUTION:
             minx, miny = math.floor(minx / res + _EPS) * res, math.floor(miny / res + _EPS) * res
             maxx, maxy = math.ceil(maxx / res - _EPS) * res, math.ceil(maxy / res - _EPS) * res
-        return Grid(epsg=self.epsg, res=float(res), x0=minx, y0=maxy,
-                    width=int(round((maxx - minx) / res)), height=int(round((maxy - miny) / res)))
+        return Grid(
+            epsg=self.epsg,
+            res=float(res),
+            x0=minx,
+            y0=maxy,
+            width=int(round((maxx - minx) / res)),
+            height=int(round((maxy - miny) / res)),
+        )
 
     def aoi_geodataframe(self, crs: str = "utm"):
         """The AOI as a one-row GeoDataFrame, in the cell's UTM CRS (default) or ``"EPSG:4326"``."""
@@ -119,15 +125,21 @@ def cells_to_geodataframe(cells: list[Cell], crs: str = "EPSG:4326"):
     """One row per cell (id, epsg, col, row, area_km2, UTM bounds), geometry = AOI in ``crs``."""
     import geopandas as gpd
 
-    gdf = gpd.GeoDataFrame({
-        "id": [c.id for c in cells],
-        "epsg": np.array([c.epsg for c in cells], dtype="int32"),
-        "col": np.array([c.col for c in cells], dtype="int32"),
-        "row": np.array([c.row for c in cells], dtype="int32"),
-        "area_km2": np.array([c.area_km2 for c in cells], dtype="float64"),
-        "minx": [c.bounds[0] for c in cells], "miny": [c.bounds[1] for c in cells],
-        "maxx": [c.bounds[2] for c in cells], "maxy": [c.bounds[3] for c in cells],
-    }, geometry=[c.aoi_4326 for c in cells], crs="EPSG:4326")
+    gdf = gpd.GeoDataFrame(
+        {
+            "id": [c.id for c in cells],
+            "epsg": np.array([c.epsg for c in cells], dtype="int32"),
+            "col": np.array([c.col for c in cells], dtype="int32"),
+            "row": np.array([c.row for c in cells], dtype="int32"),
+            "area_km2": np.array([c.area_km2 for c in cells], dtype="float64"),
+            "minx": [c.bounds[0] for c in cells],
+            "miny": [c.bounds[1] for c in cells],
+            "maxx": [c.bounds[2] for c in cells],
+            "maxy": [c.bounds[3] for c in cells],
+        },
+        geometry=[c.aoi_4326 for c in cells],
+        crs="EPSG:4326",
+    )
     return gdf if crs in ("EPSG:4326", "epsg:4326") else gdf.to_crs(crs)
 
 
@@ -153,34 +165,44 @@ def _check_area(area: BaseGeometry) -> BaseGeometry:
     if area.geom_type not in ("Polygon", "MultiPolygon"):
         poly = _polygonal(area) if area.geom_type == "GeometryCollection" else None
         if poly is None:
-            raise InputDataError(f"The area is a {area.geom_type}, not a polygon: give the area as "
-                                 "polygon(s) (points and lines have no area to map).")
+            raise InputDataError(
+                f"The area is a {area.geom_type}, not a polygon: give the area as "
+                "polygon(s) (points and lines have no area to map)."
+            )
         area = poly
     if not area.is_valid:
-        raise InputDataError(f"The area geometry is invalid ({shapely.is_valid_reason(area)}): repair it "
-                             "(e.g. shapely.make_valid, or QGIS 'Fix geometries'); area files read "
-                             "through the job spec are repaired automatically.")
+        raise InputDataError(
+            f"The area geometry is invalid ({shapely.is_valid_reason(area)}): repair it "
+            "(e.g. shapely.make_valid, or QGIS 'Fix geometries'); area files read "
+            "through the job spec are repaired automatically."
+        )
     if area.area == 0:
         raise InputDataError("The area has zero area: check the area file (or bbox) of the job.")
     minx, miny, maxx, maxy = area.bounds
-    split_hint = ("Split it at 180° into two polygons, one each side (GeoJSON RFC 7946 §3.1.9: "
-                  "e.g. a part up to 180 and a part from -180), or run one job per side.")
+    split_hint = (
+        "Split it at 180° into two polygons, one each side (GeoJSON RFC 7946 §3.1.9: "
+        "e.g. a part up to 180 and a part from -180), or run one job per side."
+    )
     if minx < -180.0 or maxx > 180.0:
-        raise InputDataError(f"The area reaches longitude {minx if minx < -180 else maxx:.4f}°, beyond "
-                             f"±180°: it crosses the antimeridian. {split_hint}")
+        raise InputDataError(
+            f"The area reaches longitude {minx if minx < -180 else maxx:.4f}°, beyond "
+            f"±180°: it crosses the antimeridian. {split_hint}"
+        )
     for poly in getattr(area, "geoms", [area]):
         pminx, _, pmaxx, _ = poly.bounds
         if pmaxx - pminx > 180.0:
             raise InputDataError(
                 f"A polygon of the area spans {pmaxx - pminx:.1f}° of longitude ({pminx:.2f} to "
                 f"{pmaxx:.2f}): it most likely crosses the antimeridian with coordinates jumping "
-                f"from +180 to -180. {split_hint} If it really is that wide, split it into parts.")
+                f"from +180 to -180. {split_hint} If it really is that wide, split it into parts."
+            )
     if miny < UTM_MIN_LAT or maxy > UTM_MAX_LAT:
         bad = maxy if maxy > UTM_MAX_LAT else miny
         raise InputDataError(
             f"The area reaches latitude {bad:.4f}°, outside the UTM zones (80°S to 84°N): polar areas "
             "have no UTM zone. Clip the area to 80°S..84°N (polar regions need a polar stereographic "
-            "grid, which processing cells do not support).")
+            "grid, which processing cells do not support)."
+        )
     return area
 
 
@@ -202,13 +224,16 @@ def _polygonal(geom: BaseGeometry) -> BaseGeometry | None:
 @lru_cache(maxsize=128)
 def _transformers(epsg: int) -> tuple[Transformer, Transformer]:
     utm = CRS.from_epsg(epsg)
-    return (Transformer.from_crs("EPSG:4326", utm, always_xy=True),
-            Transformer.from_crs(utm, "EPSG:4326", always_xy=True))
+    return (
+        Transformer.from_crs("EPSG:4326", utm, always_xy=True),
+        Transformer.from_crs(utm, "EPSG:4326", always_xy=True),
+    )
 
 
 def _apply(tr: Transformer, geom, unwrap_around: float | None = None):
     """Transform ``geom``; with ``unwrap_around`` (a central meridian) longitudes are kept within
     ±180° of it, so a square of zone 60 that reaches past 180° does not wrap to -180."""
+
     def fn(xy: np.ndarray) -> np.ndarray:
         x, y = tr.transform(xy[:, 0], xy[:, 1])
         if unwrap_around is not None:
@@ -255,10 +280,24 @@ def _zone_cells(part: BaseGeometry, epsg: int, size: float, res: float) -> list[
             continue
         sq = (col * size, row * size, (col + 1) * size, (row + 1) * size)
         bx0, by0, bx1, by1 = a_utm.bounds
-        bounds = (max(sq[0], math.floor(bx0 / res + _EPS) * res), max(sq[1], math.floor(by0 / res + _EPS) * res),
-                  min(sq[2], math.ceil(bx1 / res - _EPS) * res), min(sq[3], math.ceil(by1 / res - _EPS) * res))
+        bounds = (
+            max(sq[0], math.floor(bx0 / res + _EPS) * res),
+            max(sq[1], math.floor(by0 / res + _EPS) * res),
+            min(sq[2], math.ceil(bx1 / res - _EPS) * res),
+            min(sq[3], math.ceil(by1 / res - _EPS) * res),
+        )
         if bounds[2] <= bounds[0] or bounds[3] <= bounds[1]:
             continue
-        out.append(Cell(id=f"{epsg}_{col:04d}_{row:04d}", epsg=epsg, col=col, row=row, size_m=size,
-                        bounds=tuple(float(b) for b in bounds), aoi_utm=a_utm, aoi_4326=a_deg))
+        out.append(
+            Cell(
+                id=f"{epsg}_{col:04d}_{row:04d}",
+                epsg=epsg,
+                col=col,
+                row=row,
+                size_m=size,
+                bounds=tuple(float(b) for b in bounds),
+                aoi_utm=a_utm,
+                aoi_4326=a_deg,
+            )
+        )
     return out

@@ -9,7 +9,8 @@
 2. **One cell** (its own small task graph, computed on the shared client):
    ``cells/<id>/aoi.gpkg`` (the cell AOI in its UTM CRS, so the cube grid is exactly the cell's
    pixel grid, aligned with its neighbours) -> search + lazy cube (``cube.zarr``, written chunk by
-   chunk: memory follows the chunks and the cells in flight, never the country) -> ``predict`` (``probability.zarr`` + ``probability.tif`` COG)
+   chunk: memory follows the chunks and the cells in flight, never the country) -> ``predict`` (``probability.zarr`` +
+   ``probability.tif`` COG)
    -> ``polygonize`` (``landslides.parquet`` + ``.gpkg``, in the cell's UTM CRS). Seconds per stage
    (``search``, ``cube``, ``predict``, ``cog``, ``polygons``) go into the manifest.
    A cell whose STAC search finds no imagery (:class:`~landslide_dask.errors.EmptySearchError`)
@@ -83,8 +84,18 @@ from .merge import merge_cell_polygons, write_country_outputs, write_vrt
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STAGES", "NO_VALID_PIXEL", "CountryJobError", "JobResult", "check_output", "merge_cell_polygons",
-           "run_cell", "run_job", "write_country_outputs", "write_vrt"]
+__all__ = [
+    "STAGES",
+    "NO_VALID_PIXEL",
+    "CountryJobError",
+    "JobResult",
+    "check_output",
+    "merge_cell_polygons",
+    "run_cell",
+    "run_job",
+    "write_country_outputs",
+    "write_vrt",
+]
 MANIFEST = "manifest.json"
 
 
@@ -92,10 +103,10 @@ MANIFEST = "manifest.json"
 class JobResult:
     """What :func:`run_job` returns: the manifest summary, the country outputs and timings."""
 
-    summary: Any                     # manifest.ManifestSummary
+    summary: Any  # manifest.ManifestSummary
     outputs: dict[str, str] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)   # stage totals over finished cells + merge
-    computed: list[str] = field(default_factory=list)          # cells computed (done/empty) in this run
+    seconds: dict[str, float] = field(default_factory=dict)  # stage totals over finished cells + merge
+    computed: list[str] = field(default_factory=list)  # cells computed (done/empty) in this run
     n_polygons: int = 0
 
     @property
@@ -117,8 +128,9 @@ def _probe_local(folder: Path, what: str) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise CountryJobError(f"{what} {folder} cannot be written ({exc.strerror or exc}): choose a folder you "
-                              "can write to") from None
+        raise CountryJobError(
+            f"{what} {folder} cannot be written ({exc.strerror or exc}): choose a folder you can write to"
+        ) from None
     return folder
 
 
@@ -142,8 +154,10 @@ def check_output(spec, scratch: str | Path | None = None) -> Path | str:
         check_writable(spec.output, spec.fsspec_options(spec.output))
     except StorageError as exc:
         raise CountryJobError(f"output: {exc}") from None
-    _probe_local(spec.scratch_dir(scratch), "scratch folder (the local working folder of a URL output; "
-                 "set `scratch:` in the job spec or pass --scratch)")
+    _probe_local(
+        spec.scratch_dir(scratch),
+        "scratch folder (the local working folder of a URL output; set `scratch:` in the job spec or pass --scratch)",
+    )
     return spec.output
 
 
@@ -191,7 +205,7 @@ class _Target:
                 if i == attempts - 1:
                     raise CountryJobError(explain(exc, self.remote.url_of(rel), doing)) from exc
                 log.warning("%s %s failed (%s); retrying", doing, self.remote.url_of(rel), exc)
-                time.sleep(0.5 * 2 ** i)
+                time.sleep(0.5 * 2**i)
         return None
 
 
@@ -215,10 +229,18 @@ def _n_workers(client) -> int:
         return 1
 
 
-def run_job(spec, client, *, progress: bool = True, force: bool = False, concurrency: int | None = None,
-            chunk: int = 1024, on_cell: Callable[[str, str], None] | None = None,
-            echo: Callable[[str], None] | None = print,
-            scratch: str | Path | None = None) -> JobResult:
+def run_job(
+    spec,
+    client,
+    *,
+    progress: bool = True,
+    force: bool = False,
+    concurrency: int | None = None,
+    chunk: int = 1024,
+    on_cell: Callable[[str, str], None] | None = None,
+    echo: Callable[[str], None] | None = print,
+    scratch: str | Path | None = None,
+) -> JobResult:
     """Map every cell of ``spec`` on ``client``, resumably; merge and summarise; return a JobResult.
 
     ``force``: start over when the output holds a manifest of another configuration (it is kept
@@ -244,18 +266,26 @@ def run_job(spec, client, *, progress: bool = True, force: bool = False, concurr
     by_id = {c.id: c for c in cells}
     fingerprint = spec.fingerprint(area_geometry=area, model_file=model_file)
     remote = target.remote is not None
-    manifest = Manifest.create_or_open(target.manifest_path, fingerprint, [c.id for c in cells],
-                                       retries=spec.retries, force=force, meta=spec.to_dict(),
-                                       before_read=target.pull_manifest if remote else None,
-                                       on_write=target.push_manifest if remote else None)
+    manifest = Manifest.create_or_open(
+        target.manifest_path,
+        fingerprint,
+        [c.id for c in cells],
+        retries=spec.retries,
+        force=force,
+        meta=spec.to_dict(),
+        before_read=target.pull_manifest if remote else None,
+        on_write=target.push_manifest if remote else None,
+    )
     computed: list[str] = []
     try:
         todo = manifest.todo()
         n_skip = len(cells) - len(todo)
         if echo:
             zones = sorted({c.epsg for c in cells})
-            echo(f"[job] {spec.name}: {len(cells)} cells of {spec.cell_size_km:g} km in "
-                 f"{', '.join(f'EPSG:{z}' for z in zones)}; {n_skip} already finished, {len(todo)} to run")
+            echo(
+                f"[job] {spec.name}: {len(cells)} cells of {spec.cell_size_km:g} km in "
+                f"{', '.join(f'EPSG:{z}' for z in zones)}; {n_skip} already finished, {len(todo)} to run"
+            )
         n_par = max(1, int(concurrency)) if concurrency else max(2, _n_workers(client))
         bar = None
         if progress and todo:
@@ -269,11 +299,10 @@ def run_job(spec, client, *, progress: bool = True, force: bool = False, concurr
                 bar.close()
         t_merge = time.perf_counter()
         if remote:
-            outputs, n_poly = write_country_outputs(manifest, cells, target.scratch / "country",
-                                                    remote=target.remote)
+            outputs, n_poly = write_country_outputs(manifest, cells, target.scratch / "country", remote=target.remote)
             shutil.rmtree(target.scratch / "country", ignore_errors=True)
             with contextlib.suppress(OSError):
-                (target.work / "cells").rmdir()   # only when empty (no failed cell's files kept)
+                (target.work / "cells").rmdir()  # only when empty (no failed cell's files kept)
         else:
             outputs, n_poly = write_country_outputs(manifest, cells, target.work)
         merge_s = time.perf_counter() - t_merge
@@ -285,8 +314,11 @@ def run_job(spec, client, *, progress: bool = True, force: bool = False, concurr
         manifest.close()
     if echo:
         echo(f"[job] {summary}")
-        echo(f"[job] {n_poly} landslide polygons -> {outputs.get('polygons_parquet')}; summary {outputs.get('summary_csv')}; "
-             f"map {outputs.get('overview_png')}")
+        echo(
+            f"[job] {n_poly} landslide polygons -> {outputs.get('polygons_parquet')}; "
+            f"summary {outputs.get('summary_csv')}; "
+            f"map {outputs.get('overview_png')}"
+        )
         if outputs.get("web_map"):
             echo(f"[job] one mosaic: {outputs.get('country_probability')}; offline web map {outputs.get('web_map')}")
     return JobResult(summary=summary, outputs=outputs, seconds=seconds, computed=computed, n_polygons=n_poly)
@@ -303,8 +335,10 @@ def _run_cell_in(spec, cell, target: _Target, client, *, chunk: int = 1024) -> d
     t0 = time.perf_counter()
     d = cell_dir(target.work, cell.id)
     target.remote.upload_dir(d, rel)
-    res["outputs"] = {k: target.remote.url_of(f"{rel}/{Path(v).relative_to(d).as_posix()}")
-                      for k, v in (res.get("outputs") or {}).items()}
+    res["outputs"] = {
+        k: target.remote.url_of(f"{rel}/{Path(v).relative_to(d).as_posix()}")
+        for k, v in (res.get("outputs") or {}).items()
+    }
     res["timings"]["upload"] = time.perf_counter() - t0
     shutil.rmtree(d, ignore_errors=True)
     return res
@@ -338,12 +372,16 @@ def _run_cells(manifest, todo, by_id, spec, target, client, n_par, chunk, on_cel
                     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                         raise exc
                     again = manifest.mark_failed(cid, exc)
-                    log.warning("cell %s failed (%s)%s", cid, short(f"{type(exc).__name__}: {exc}"),
-                                ": retrying" if again else "")
+                    log.warning(
+                        "cell %s failed (%s)%s",
+                        cid,
+                        short(f"{type(exc).__name__}: {exc}"),
+                        ": retrying" if again else "",
+                    )
                     if again:
                         queue.append(cid)
                     status = "failed"
-                if bar is not None and cid not in queue:   # finished, or failed for this run
+                if bar is not None and cid not in queue:  # finished, or failed for this run
                     bar.update(1)
                 if on_cell is not None:
                     on_cell(cid, status)

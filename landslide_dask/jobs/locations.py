@@ -13,13 +13,39 @@ from pydantic import ValidationInfo
 
 from ..common.validation import suggest
 
-__all__ = ["WRITABLE_SCHEMES", "base_dir", "expand_env", "is_local", "local_path", "redact", "resolve_location",
-           "resolve_path", "scheme"]
+__all__ = [
+    "WRITABLE_SCHEMES",
+    "base_dir",
+    "expand_env",
+    "is_local",
+    "local_path",
+    "redact",
+    "resolve_location",
+    "resolve_path",
+    "scheme",
+]
 
 # fsspec protocols an output may use (writable object stores and file systems). http(s) is
 # read-only; zip/tar/reference/github and the caching wrappers are not places to write a job.
-WRITABLE_SCHEMES = {"file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory",
-                    "sftp", "ssh", "hdfs", "webhdfs", "oss", "oci", "smb"}
+WRITABLE_SCHEMES = {
+    "file",
+    "s3",
+    "s3a",
+    "gs",
+    "gcs",
+    "az",
+    "abfs",
+    "abfss",
+    "adl",
+    "memory",
+    "sftp",
+    "ssh",
+    "hdfs",
+    "webhdfs",
+    "oss",
+    "oci",
+    "smb",
+}
 
 
 def scheme(text: str) -> str:
@@ -59,11 +85,15 @@ def resolve_location(text: str, base: Path, what: str) -> str:
         return str(resolve_path(base, urlparse(text).path if sch == "file" else text))
     if what == "output":
         if sch in ("http", "https"):
-            raise ValueError(f"{text!r}: http(s) locations are read-only; write to object storage "
-                             "(s3://, gs://, az://) or a local folder")
+            raise ValueError(
+                f"{text!r}: http(s) locations are read-only; write to object storage "
+                "(s3://, gs://, az://) or a local folder"
+            )
         if sch not in WRITABLE_SCHEMES:
-            raise ValueError(f"unknown URL scheme {sch!r}://{suggest(sch, sorted(WRITABLE_SCHEMES))} "
-                             f"(writable schemes: {', '.join(sorted(WRITABLE_SCHEMES))})")
+            raise ValueError(
+                f"unknown URL scheme {sch!r}://{suggest(sch, sorted(WRITABLE_SCHEMES))} "
+                f"(writable schemes: {', '.join(sorted(WRITABLE_SCHEMES))})"
+            )
     else:
         from fsspec.registry import known_implementations
 
@@ -81,8 +111,14 @@ _NOT_SECRET = {"key_prefix", "endpoint_url", "region_name"}
 def redact(obj: Any) -> Any:
     """``obj`` with the values of secret-looking keys replaced (for provenance in the manifest)."""
     if isinstance(obj, dict):
-        return {k: ("***" if isinstance(k, str) and k not in _NOT_SECRET and _SECRET_KEY.search(k)
-                    and not isinstance(val, dict) else redact(val)) for k, val in obj.items()}
+        return {
+            k: (
+                "***"
+                if isinstance(k, str) and k not in _NOT_SECRET and _SECRET_KEY.search(k) and not isinstance(val, dict)
+                else redact(val)
+            )
+            for k, val in obj.items()
+        }
     if isinstance(obj, list):
         return [redact(x) for x in obj]
     return obj

@@ -20,7 +20,8 @@ budget and turns cells left ``running`` by a killed run back into ``pending`` (a
 attempt is not counted). ``done`` and ``empty`` cells are never recomputed.
 
 A manifest can be mirrored: ``before_read(path)`` and ``on_write(path)`` (see
-:meth:`Manifest.create_or_open`) are called once before it is read and after every write of the manifest (and of a ``--force`` backup) with the local file just
+:meth:`Manifest.create_or_open`) are called once before it is read and after every write of the manifest (and of a
+``--force`` backup) with the local file just
 written; a job whose output is an fsspec URL uploads it there, whole, in one PUT (an object store
 replaces an object atomically). The local file and its lock then live in the job's scratch
 folder; the remote copy is what a rerun resumes from. The lock guards only drivers on the same
@@ -63,16 +64,25 @@ def _now() -> str:
 
 
 def _new_record() -> dict[str, Any]:
-    return {"status": "pending", "reason": None, "attempts": 0, "total_attempts": 0, "errors": [],
-            "timings": {}, "outputs": {}, "started_at": None, "finished_at": None}
+    return {
+        "status": "pending",
+        "reason": None,
+        "attempts": 0,
+        "total_attempts": 0,
+        "errors": [],
+        "timings": {},
+        "outputs": {},
+        "started_at": None,
+        "finished_at": None,
+    }
 
 
 @dataclass
 class ManifestSummary:
     total: int
     counts: dict[str, int]
-    failed: dict[str, str] = field(default_factory=dict)   # cell id -> reason
-    empty: dict[str, str] = field(default_factory=dict)    # cell id -> reason
+    failed: dict[str, str] = field(default_factory=dict)  # cell id -> reason
+    empty: dict[str, str] = field(default_factory=dict)  # cell id -> reason
 
     @property
     def done(self) -> int:
@@ -96,8 +106,9 @@ class ManifestSummary:
         return self.n_failed == 0 and self.unfinished == 0
 
     def __str__(self) -> str:
-        line = (f"{self.total} cells: {self.done} done, {self.n_empty} empty, {self.n_failed} failed"
-                + (f", {self.unfinished} not run" if self.unfinished else ""))
+        line = f"{self.total} cells: {self.done} done, {self.n_empty} empty, {self.n_failed} failed" + (
+            f", {self.unfinished} not run" if self.unfinished else ""
+        )
         lines = [line]
         if self.empty:
             by_reason: dict[str, int] = {}
@@ -126,10 +137,19 @@ class Manifest:
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
-    def create_or_open(cls, path: str | Path, fingerprint: str, cell_ids: Iterable[str], *,
-                       retries: int = 2, force: bool = False, meta: dict | None = None,
-                       lock: bool = True, before_read: Callable[[Path], None] | None = None,
-                       on_write: Callable[[Path], None] | None = None) -> Manifest:
+    def create_or_open(
+        cls,
+        path: str | Path,
+        fingerprint: str,
+        cell_ids: Iterable[str],
+        *,
+        retries: int = 2,
+        force: bool = False,
+        meta: dict | None = None,
+        lock: bool = True,
+        before_read: Callable[[Path], None] | None = None,
+        on_write: Callable[[Path], None] | None = None,
+    ) -> Manifest:
         """Start a job's manifest, or resume it: same fingerprint and cells, or refuse.
 
         ``force`` discards a manifest of another fingerprint (kept as ``NAME.replaced-TIME``)
@@ -161,30 +181,33 @@ class Manifest:
             raise
         return self
 
-    def _open_for_job(self, fingerprint: str, ids: list[str], retries: int, force: bool,
-                      meta: dict | None) -> None:
+    def _open_for_job(self, fingerprint: str, ids: list[str], retries: int, force: bool, meta: dict | None) -> None:
         self._clean_tmp()
         if self.path.exists():
             data = self._read()
             problem = None
             if data["fingerprint"] != fingerprint:
-                problem = (f"{self.path} belongs to another configuration of this job (fingerprint "
-                           f"{data['fingerprint'][:12]}, this run {fingerprint[:12]}): the area, dates, "
-                           "STAC settings, model, cell size, threshold, minimum area or inference settings "
-                           "(predict: window, overlap, batch size, device) changed. Write to a "
-                           "new output location, or pass --force to discard its cells and start over")
+                problem = (
+                    f"{self.path} belongs to another configuration of this job (fingerprint "
+                    f"{data['fingerprint'][:12]}, this run {fingerprint[:12]}): the area, dates, "
+                    "STAC settings, model, cell size, threshold, minimum area or inference settings "
+                    "(predict: window, overlap, batch size, device) changed. Write to a "
+                    "new output location, or pass --force to discard its cells and start over"
+                )
             elif set(data["cells"]) != set(ids):
-                problem = (f"{self.path} lists {len(data['cells'])} cells, this run has {len(ids)} (same "
-                           "fingerprint: was the cell layout of landslide-dask changed?). Write to a new "
-                           "output location, or pass --force to start over")
+                problem = (
+                    f"{self.path} lists {len(data['cells'])} cells, this run has {len(ids)} (same "
+                    "fingerprint: was the cell layout of landslide-dask changed?). Write to a new "
+                    "output location, or pass --force to start over"
+                )
             if problem is None:
                 self._data = data
                 self._data["retries"] = int(retries)
                 for rec in self._data["cells"].values():
-                    if rec["status"] == "running":   # interrupted by a killed run: not an attempt
+                    if rec["status"] == "running":  # interrupted by a killed run: not an attempt
                         rec["status"] = "pending"
                         rec["started_at"] = None
-                    if rec["status"] == "failed":    # a new run gives failed cells a new budget
+                    if rec["status"] == "failed":  # a new run gives failed cells a new budget
                         rec["attempts"] = 0
                 self._data["runs"] = int(self._data.get("runs", 1)) + 1
                 if meta is not None:
@@ -199,9 +222,16 @@ class Manifest:
                 self._on_write(backup)
             log.warning("--force: %s kept as %s; starting over", self.path, backup)
         self._data = {
-            "format": FORMAT, "version": VERSION, "fingerprint": fingerprint, "retries": int(retries),
-            "created_at": _now(), "updated_at": _now(), "runs": 1, "meta": meta or {},
-            "order": ids, "cells": {cid: _new_record() for cid in ids},
+            "format": FORMAT,
+            "version": VERSION,
+            "fingerprint": fingerprint,
+            "retries": int(retries),
+            "created_at": _now(),
+            "updated_at": _now(),
+            "runs": 1,
+            "meta": meta or {},
+            "order": ids,
+            "cells": {cid: _new_record() for cid in ids},
         }
         self._write()
 
@@ -223,8 +253,9 @@ class Manifest:
                 os.close(fd)
             raise ManifestError(
                 f"{self.path} is in use by another run of this job (pid {holder}). Wait for it to end, "
-                "or stop it; two drivers on one manifest would compute cells twice") from None
-        except OSError as exc:   # e.g. ENOLCK on some network file systems
+                "or stop it; two drivers on one manifest would compute cells twice"
+            ) from None
+        except OSError as exc:  # e.g. ENOLCK on some network file systems
             log.warning("cannot lock %s (%s): not guarding against a concurrent run", lock_path, exc)
             os.close(fd)
             return
@@ -261,13 +292,16 @@ class Manifest:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ManifestError(f"{self.path} is not valid JSON ({exc}): it was edited or damaged outside "
-                                "landslide-dask. Restore it, or pass --force to start the job over") from None
+            raise ManifestError(
+                f"{self.path} is not valid JSON ({exc}): it was edited or damaged outside "
+                "landslide-dask. Restore it, or pass --force to start the job over"
+            ) from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ManifestError(f"{self.path} is not a landslide-dask manifest")
         if data.get("version") != VERSION:
-            raise ManifestError(f"{self.path} has manifest version {data.get('version')}, this landslide-dask "
-                                f"reads version {VERSION}")
+            raise ManifestError(
+                f"{self.path} has manifest version {data.get('version')}, this landslide-dask reads version {VERSION}"
+            )
         return data
 
     def _write(self) -> None:
@@ -349,16 +383,16 @@ class Manifest:
         rec.update(status="running", started_at=_now())
         self._write()
 
-    def mark_done(self, cell_id: str, outputs: dict[str, str] | None = None,
-                  timings: dict[str, float] | None = None) -> None:
+    def mark_done(
+        self, cell_id: str, outputs: dict[str, str] | None = None, timings: dict[str, float] | None = None
+    ) -> None:
         self._finish(cell_id, "done", None, outputs, timings)
 
     def mark_empty(self, cell_id: str, reason: str, timings: dict[str, float] | None = None) -> None:
         """No imagery, or fully clouded: a result (nothing to map), not a failure."""
         self._finish(cell_id, "empty", str(reason), None, timings)
 
-    def mark_failed(self, cell_id: str, error: str | BaseException,
-                    timings: dict[str, float] | None = None) -> bool:
+    def mark_failed(self, cell_id: str, error: str | BaseException, timings: dict[str, float] | None = None) -> bool:
         """Record a failed attempt; returns True if the cell will be retried (it is in todo())."""
         reason = _error_text(error)
         rec = self._rec(cell_id)

@@ -47,28 +47,31 @@ def merge_cell_polygons(parts, res: float = 10.0):
     rows, cand = _border_parts(parts, res)
     cols = ["id", "cells", "epsg", "area_m2", "mean_prob", "max_prob"]
     if not rows:
-        return gpd.GeoDataFrame({c: [] for c in cols}, geometry=gpd.GeoSeries([], crs="EPSG:4326"),
-                                crs="EPSG:4326")
-    joined = DisjointSet(range(len(rows)))   # parts of one landslide cut by cell borders
+        return gpd.GeoDataFrame({c: [] for c in cols}, geometry=gpd.GeoSeries([], crs="EPSG:4326"), crs="EPSG:4326")
+    joined = DisjointSet(range(len(rows)))  # parts of one landslide cut by cell borders
     idx = np.flatnonzero(cand)
     _join_same_zone(rows, idx, joined)
     _join_across_zones(rows, idx, joined, res)
-    groups = {min(s): sorted(s) for s in joined.subsets()}   # keyed and ordered by the first part
+    groups = {min(s): sorted(s) for s in joined.subsets()}  # keyed and ordered by the first part
     out_rows = [_union_group(rows, groups[root], res) for root in sorted(groups)]
-    return gpd.GeoDataFrame({
-        "id": np.arange(1, len(out_rows) + 1, dtype=np.int64),
-        "cells": [r[0] for r in out_rows],
-        "epsg": np.array([r[1] for r in out_rows], dtype=np.int32),
-        "area_m2": np.array([r[2] for r in out_rows], dtype=np.float64),
-        "mean_prob": np.array([r[3] for r in out_rows], dtype=np.float64),
-        "max_prob": np.array([r[4] for r in out_rows], dtype=np.float64),
-    }, geometry=gpd.GeoSeries([r[5] for r in out_rows], crs="EPSG:4326"), crs="EPSG:4326")
+    return gpd.GeoDataFrame(
+        {
+            "id": np.arange(1, len(out_rows) + 1, dtype=np.int64),
+            "cells": [r[0] for r in out_rows],
+            "epsg": np.array([r[1] for r in out_rows], dtype=np.int32),
+            "area_m2": np.array([r[2] for r in out_rows], dtype=np.float64),
+            "mean_prob": np.array([r[3] for r in out_rows], dtype=np.float64),
+            "max_prob": np.array([r[4] for r in out_rows], dtype=np.float64),
+        },
+        geometry=gpd.GeoSeries([r[5] for r in out_rows], crs="EPSG:4326"),
+        crs="EPSG:4326",
+    )
 
 
 Part = tuple  # (cell_id, epsg, geometry in the cell's UTM CRS, area_m2, mean_prob, max_prob)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _transformer(epsg_from: int, epsg_to: int):
     """xy (n, 2) -> xy (n, 2) from one CRS to another, for ``shapely.transform``."""
     from pyproj import Transformer
@@ -90,10 +93,16 @@ def _border_parts(parts, res: float) -> tuple[list[Part], list[bool]]:
         if gdf.crs is not None and gdf.crs.to_epsg() != cell.epsg:
             gdf = gdf.to_crs(cell.epsg)
         geoms = gdf.geometry.values
-        near = (shapely.dwithin(geoms, shapely.box(*cell.square).boundary, res * 0.5)
-                | shapely.dwithin(geoms, cell.aoi_utm.boundary, res))
-        for g, a, m, x, c in zip(geoms, gdf["area_m2"].to_numpy(float), gdf["mean_prob"].to_numpy(float),
-                                 gdf["max_prob"].to_numpy(float), near):
+        near = shapely.dwithin(geoms, shapely.box(*cell.square).boundary, res * 0.5) | shapely.dwithin(
+            geoms, cell.aoi_utm.boundary, res
+        )
+        for g, a, m, x, c in zip(
+            geoms,
+            gdf["area_m2"].to_numpy(float),
+            gdf["mean_prob"].to_numpy(float),
+            gdf["max_prob"].to_numpy(float),
+            near,
+        ):
             rows.append((cell.id, int(cell.epsg), g, a, m, x))
             cand.append(bool(c))
     return rows, cand
@@ -147,8 +156,10 @@ def _union_group(rows: list[Part], members: list[int], res: float) -> tuple:
         geom = first[2]
     else:
         z = first[1]
-        gs = [rows[m][2] if rows[m][1] == z else shapely.transform(rows[m][2], _transformer(rows[m][1], z))
-              for m in members]
+        gs = [
+            rows[m][2] if rows[m][1] == z else shapely.transform(rows[m][2], _transformer(rows[m][1], z))
+            for m in members
+        ]
         geom = shapely.union_all(gs)
         if not all(rows[m][1] == z for m in members):
             geom = shapely.buffer(shapely.buffer(geom, res, join_style="mitre"), -res, join_style="mitre")
@@ -158,12 +169,25 @@ def _union_group(rows: list[Part], members: list[int], res: float) -> tuple:
     area = float(areas.sum())
     mean = float((areas * means).sum() / area) if area > 0 else float(means.mean())
     cells_txt = ",".join(sorted({rows[m][0] for m in members}))
-    return (cells_txt, first[1], area, mean, float(max(rows[m][5] for m in members)),
-            shapely.transform(geom, _transformer(first[1], 4326)))
+    return (
+        cells_txt,
+        first[1],
+        area,
+        mean,
+        float(max(rows[m][5] for m in members)),
+        shapely.transform(geom, _transformer(first[1], 4326)),
+    )
 
 
-def write_vrt(cogs: list[Path], out: Path, *, sources: list[str] | None = None, opener=None,
-              description: str = "landslide probability x 255", scale: float | None = 1.0 / 255.0) -> Path:
+def write_vrt(
+    cogs: list[Path],
+    out: Path,
+    *,
+    sources: list[str] | None = None,
+    opener=None,
+    description: str = "landslide probability x 255",
+    scale: float | None = 1.0 / 255.0,
+) -> Path:
     """A GDAL VRT mosaic of single-band uint8 COGs on one pixel grid (same CRS and resolution,
     origins on whole pixels): each source placed at its offset, masks honoured (GDAL >= 3.5).
 
@@ -180,8 +204,17 @@ def write_vrt(cogs: list[Path], out: Path, *, sources: list[str] | None = None, 
     infos = []
     for i, p in enumerate(cogs):
         with rasterio.open(p, opener=opener) as src:
-            infos.append((p if sources is not None else Path(p), src.transform, src.width, src.height, src.crs,
-                          src.block_shapes[0], None if sources is None else sources[i]))
+            infos.append(
+                (
+                    p if sources is not None else Path(p),
+                    src.transform,
+                    src.width,
+                    src.height,
+                    src.crs,
+                    src.block_shapes[0],
+                    None if sources is None else sources[i],
+                )
+            )
     t0, crs = infos[0][1], infos[0][4]
     res_x, res_y = t0.a, t0.e
     minx = min(t.c for _, t, *_ in infos)
@@ -196,11 +229,27 @@ def write_vrt(cogs: list[Path], out: Path, *, sources: list[str] | None = None, 
             raise InputDataError(f"{p} is not on the mosaic's grid ({c}, {t.a} m); one VRT per UTM zone")
         if name is None:
             name = os.path.relpath(p, out.parent)
-        srcs.append(VrtSource(filename=name, size=(w, h), block=(bx, by), data_type="Byte",
-                              relative=not name.startswith("/"), use_mask=True,
-                              dst_offset=(round((t.c - minx) / res_x), round((maxy - t.f) / -res_y))))
-    xml = vrt_xml(width, height, crs.to_wkt(), (minx, res_x, 0.0, maxy, 0.0, res_y), "Byte", srcs,
-                  description=description, scale=scale)
+        srcs.append(
+            VrtSource(
+                filename=name,
+                size=(w, h),
+                block=(bx, by),
+                data_type="Byte",
+                relative=not name.startswith("/"),
+                use_mask=True,
+                dst_offset=(round((t.c - minx) / res_x), round((maxy - t.f) / -res_y)),
+            )
+        )
+    xml = vrt_xml(
+        width,
+        height,
+        crs.to_wkt(),
+        (minx, res_x, 0.0, maxy, 0.0, res_y),
+        "Byte",
+        srcs,
+        description=description,
+        scale=scale,
+    )
     return write_vrt_xml(out, xml)
 
 
@@ -221,25 +270,41 @@ def zone_vrts(manifest, cells, out: Path, remote, cell_file) -> tuple[dict[int, 
         vrt = mosaic / f"probability_EPSG{z}.vrt"
         if remote is None:
             write_vrt([cell_file(i, "probability.tif") for i in ids], vrt)
-        else:   # read the COG headers on the remote; name them by GDAL's /vsis3/... paths
-            write_vrt([remote.path_of(cell_file(i, "probability.tif")) for i in ids], vrt, opener=remote.fs,
-                      # GDAL cannot read this protocol: relative names, valid once downloaded
-                      sources=([remote.gdal_path(cell_file(i, "probability.tif")) for i in ids] if gdal else
-                               [f"../{cell_file(i, 'probability.tif')}" for i in ids]))
+        else:  # read the COG headers on the remote; name them by GDAL's /vsis3/... paths
+            write_vrt(
+                [remote.path_of(cell_file(i, "probability.tif")) for i in ids],
+                vrt,
+                opener=remote.fs,
+                # GDAL cannot read this protocol: relative names, valid once downloaded
+                sources=(
+                    [remote.gdal_path(cell_file(i, "probability.tif")) for i in ids]
+                    if gdal
+                    else [f"../{cell_file(i, 'probability.tif')}" for i in ids]
+                ),
+            )
         vrts[z] = vrt
-    cog_rel = {c.id: (os.path.relpath(cell_dir(out, c.id) / "probability.tif", mosaic)
-                      if manifest.status(c.id) == "done" else None) for c in cells}
-    index = {"description": "per-zone VRT mosaics of the per-cell probability COGs (uint8, p x 255; "
-                            "cells of one UTM zone share a pixel grid)",
-             "vrts": {f"EPSG:{z}": os.path.relpath(v, mosaic) for z, v in vrts.items()},
-             "cells": {c.id: {"epsg": c.epsg, "status": manifest.status(c.id), "cog": cog_rel[c.id]}
-                       for c in cells}}
+    cog_rel = {
+        c.id: (
+            os.path.relpath(cell_dir(out, c.id) / "probability.tif", mosaic)
+            if manifest.status(c.id) == "done"
+            else None
+        )
+        for c in cells
+    }
+    index = {
+        "description": "per-zone VRT mosaics of the per-cell probability COGs (uint8, p x 255; "
+        "cells of one UTM zone share a pixel grid)",
+        "vrts": {f"EPSG:{z}": os.path.relpath(v, mosaic) for z, v in vrts.items()},
+        "cells": {c.id: {"epsg": c.epsg, "status": manifest.status(c.id), "cog": cog_rel[c.id]} for c in cells},
+    }
     if remote is not None:
         index["root"] = remote.url
         if gdal:
             index["gdal_root"] = gdal
-            index["note"] = ("the VRTs name their COGs by absolute GDAL paths under gdal_root; set GDAL's "
-                             "credentials/endpoint options (e.g. AWS_S3_ENDPOINT) to open them")
+            index["note"] = (
+                "the VRTs name their COGs by absolute GDAL paths under gdal_root; set GDAL's "
+                "credentials/endpoint options (e.g. AWS_S3_ENDPOINT) to open them"
+            )
     return vrts, index
 
 
@@ -263,21 +328,30 @@ def write_country_outputs(manifest, cells, out: Path, remote=None) -> tuple[dict
     extra = ("upload",) if remote is not None else ()
     for c in cells:
         rec = manifest.record(c.id)
-        row = {"cell": c.id, "epsg": c.epsg, "status": rec["status"], "reason": rec["reason"] or "",
-               "attempts": rec.get("total_attempts", rec["attempts"]), "area_km2": round(c.area_km2, 4),
-               "landslides": 0, "landslide_area_m2": 0.0}
+        row = {
+            "cell": c.id,
+            "epsg": c.epsg,
+            "status": rec["status"],
+            "reason": rec["reason"] or "",
+            "attempts": rec.get("total_attempts", rec["attempts"]),
+            "area_km2": round(c.area_km2, 4),
+            "landslides": 0,
+            "landslide_area_m2": 0.0,
+        }
         for s in STAGES + extra:
             row[f"{s}_s"] = rec["timings"].get(s, float("nan")) if rec["timings"] else float("nan")
         if rec["status"] == "done":
             if remote is not None:
                 data = remote.read_bytes(cell_file(c.id, "landslides.parquet"))
                 if data is None:
-                    raise CountryJobError(f"cell {c.id} is done in the manifest but "
-                                          f"{remote.url_of(cell_file(c.id, 'landslides.parquet'))} is missing: "
-                                          "was the output edited? Rerun with --force to recompute")
+                    raise CountryJobError(
+                        f"cell {c.id} is done in the manifest but "
+                        f"{remote.url_of(cell_file(c.id, 'landslides.parquet'))} is missing: "
+                        "was the output edited? Rerun with --force to recompute"
+                    )
                 gdf = gpd.read_parquet(io.BytesIO(data))
             else:
-                gdf = gpd.read_parquet(cell_file(c.id, "landslides.parquet"))   # (the folder may have moved)
+                gdf = gpd.read_parquet(cell_file(c.id, "landslides.parquet"))  # (the folder may have moved)
             parts.append((c, gdf))
             row["landslides"] = len(gdf)
             row["landslide_area_m2"] = float(gdf["area_m2"].sum()) if len(gdf) else 0.0
@@ -290,12 +364,26 @@ def write_country_outputs(manifest, cells, out: Path, remote=None) -> tuple[dict
     vrts, index = zone_vrts(manifest, cells, out, remote, cell_file)
     index_path = atomic_write(mosaic / "index.json", lambda p: p.write_text(json.dumps(index, indent=1)))
     png = atomic_write(out / "overview.png", lambda p: overview_map(cells, manifest, merged, p))
-    outputs = {"polygons_parquet": parquet, "polygons_gpkg": gpkg, "summary_csv": csv,
-               "overview_png": png, "mosaic_index": index_path, **{f"vrt_EPSG{z}": v for z, v in vrts.items()}}
+    outputs = {
+        "polygons_parquet": parquet,
+        "polygons_gpkg": gpkg,
+        "summary_csv": csv,
+        "overview_png": png,
+        "mosaic_index": index_path,
+        **{f"vrt_EPSG{z}": v for z, v in vrts.items()},
+    }
     done = [c for c in cells if manifest.status(c.id) == "done"]
     if done:
-        outputs.update(country_products(done, manifest, out, merged, table, fetch=None if remote is None else
-                                        (lambda cid, name: remote.read_bytes(cell_file(cid, name)))))
+        outputs.update(
+            country_products(
+                done,
+                manifest,
+                out,
+                merged,
+                table,
+                fetch=None if remote is None else (lambda cid, name: remote.read_bytes(cell_file(cid, name))),
+            )
+        )
     if remote is None:
         return {k: str(v) for k, v in outputs.items()}, len(merged)
     # publish: VRTs and index first, then the rest; VRTs of zones no longer mapped are removed
@@ -306,7 +394,7 @@ def write_country_outputs(manifest, cells, out: Path, remote=None) -> tuple[dict
     urls = {}
     for key in sorted(outputs, key=lambda k: (not k.startswith("vrt_"), k != "mosaic_index", k)):
         rel = Path(outputs[key]).relative_to(out).as_posix()
-        if key == "web_map":   # the page's whole folder: tiles, vectors, scripts
+        if key == "web_map":  # the page's whole folder: tiles, vectors, scripts
             remote.remove(Path(rel).parent.as_posix())
             remote.upload_dir(Path(outputs[key]).parent, Path(rel).parent.as_posix())
             urls[key] = remote.url_of(rel)
@@ -343,11 +431,14 @@ def country_products(cells, manifest, out: Path, polygons, table: list[dict], fe
                 local.parent.mkdir(parents=True, exist_ok=True)
                 local.write_bytes(data)
             srcs.append(local)
-        vrts[name] = write_vrt(srcs, mosaic / f"web_{name}.vrt", description=title,
-                               scale=1.0 / 255.0 if name == "probability" else None)
+        vrts[name] = write_vrt(
+            srcs, mosaic / f"web_{name}.vrt", description=title, scale=1.0 / 255.0 if name == "probability" else None
+        )
     files = mosaic_cogs(vrts["probability"], vrts["status"], mosaic)
-    layers = [RasterLayer("probability", "landslide probability", files["country_probability"], probability_rgba),
-              RasterLayer("status", "not mapped", files["country_not_mapped"], status_rgba)]
+    layers = [
+        RasterLayer("probability", "landslide probability", files["country_probability"], probability_rgba),
+        RasterLayer("status", "not mapped", files["country_not_mapped"], status_rgba),
+    ]
     threshold = float(manifest.meta.get("threshold") or _first_threshold(cells, out) or 0.5)
     write_qml(files["country_probability"], probability_qml(threshold))
     write_qml(files["country_not_mapped"], status_qml())
@@ -365,26 +456,61 @@ def country_products(cells, manifest, out: Path, polygons, table: list[dict], fe
     event = (meta.get("event") or {}).get("date", "")
     title = f"Landslides {meta.get('name', '')}, event of {event}".replace("  ", " ")
     mapped_km2 = sum(r["area_km2"] for r in table if r["status"] == "done")
-    facts = [f"event {event}", f"{len(cells)} cells mapped, {mapped_km2:.0f} km²",
-             f"{len(polygons)} landslides, {float(polygons['area_m2'].sum()) / 1e6 if len(polygons) else 0:.3f} km²",
-             f"threshold {threshold:.2f} (one for the whole job)"]
-    links = [("probability (COG)", "../mosaic/probability_EPSG3857.tif"),
-             ("not mapped (COG)", "../mosaic/not-mapped_EPSG3857.tif"), ("polygons (GPKG)", "../landslides.gpkg"),
-             ("polygons (GeoParquet)", "../landslides.parquet"), ("summary", "../summary.csv"),
-             ("STAC item", "../item.json")]
-    files["web_map"] = write_page(out / "web", title=title, bounds=bounds, zmin=zmin, zmax=zmax, rasters=layers,
-                                  polygons=polygons, outlines={"aoi": aoi_gdf}, threshold=threshold,
-                                  threshold_rule="validation", facts=facts, files=links,
-                                  attribution=source_credit({**cube_attrs, "dem_collection": stac.get("dem_collection")}),
-                                  res_m=RESOLUTION)
-    item_assets = {**files, "landslides_gpkg": out / "landslides.gpkg", "landslides_parquet": out / "landslides.parquet",
-                   "summary": out / "summary.csv"}
-    pred_attrs = {"event_date": event, "model": meta.get("model", ""), "threshold": threshold,
-                  "threshold_rule": "validation", "crs": "EPSG:3857", "resolution": RESOLUTION}
-    item = products_item(f"landslides-{meta.get('name', 'job')}", geometry=shapely.geometry.mapping(aoi),
-                         bbox=[round(b, 6) for b in bounds], assets=item_assets, base=out, pred_attrs=pred_attrs,
-                         cube_attrs=cube_attrs, title=title,
-                         stats={"cells": len(cells), "mapped_km2": round(mapped_km2, 3), "landslides": len(polygons)})
+    facts = [
+        f"event {event}",
+        f"{len(cells)} cells mapped, {mapped_km2:.0f} km²",
+        f"{len(polygons)} landslides, {float(polygons['area_m2'].sum()) / 1e6 if len(polygons) else 0:.3f} km²",
+        f"threshold {threshold:.2f} (one for the whole job)",
+    ]
+    links = [
+        ("probability (COG)", "../mosaic/probability_EPSG3857.tif"),
+        ("not mapped (COG)", "../mosaic/not-mapped_EPSG3857.tif"),
+        ("polygons (GPKG)", "../landslides.gpkg"),
+        ("polygons (GeoParquet)", "../landslides.parquet"),
+        ("summary", "../summary.csv"),
+        ("STAC item", "../item.json"),
+    ]
+    files["web_map"] = write_page(
+        out / "web",
+        title=title,
+        bounds=bounds,
+        zmin=zmin,
+        zmax=zmax,
+        rasters=layers,
+        polygons=polygons,
+        outlines={"aoi": aoi_gdf},
+        threshold=threshold,
+        threshold_rule="validation",
+        facts=facts,
+        files=links,
+        attribution=source_credit({**cube_attrs, "dem_collection": stac.get("dem_collection")}),
+        res_m=RESOLUTION,
+    )
+    item_assets = {
+        **files,
+        "landslides_gpkg": out / "landslides.gpkg",
+        "landslides_parquet": out / "landslides.parquet",
+        "summary": out / "summary.csv",
+    }
+    pred_attrs = {
+        "event_date": event,
+        "model": meta.get("model", ""),
+        "threshold": threshold,
+        "threshold_rule": "validation",
+        "crs": "EPSG:3857",
+        "resolution": RESOLUTION,
+    }
+    item = products_item(
+        f"landslides-{meta.get('name', 'job')}",
+        geometry=shapely.geometry.mapping(aoi),
+        bbox=[round(b, 6) for b in bounds],
+        assets=item_assets,
+        base=out,
+        pred_attrs=pred_attrs,
+        cube_attrs=cube_attrs,
+        title=title,
+        stats={"cells": len(cells), "mapped_km2": round(mapped_km2, 3), "landslides": len(polygons)},
+    )
     files["item"] = write_item(out / "item.json", item)
     return files
 
@@ -409,13 +535,30 @@ def mosaic_cogs(prob_vrt: Path, status_vrt: Path, folder: Path) -> dict[str, Pat
         def read_status(y0: int, y1: int, x0: int, x1: int):
             return status.read(1, window=Window(x0, y0, x1 - x0, y1 - y0)), None
 
-        p = stream_cog(folder / "probability_EPSG3857.tif", read_prob, shape, (1024, 1024), crs=crs,
-                       transform=transform, scale=1.0 / 255.0, description="landslide probability x 255",
-                       tags={"product": "landslide probability x 255"})
-        s = stream_cog(folder / "not-mapped_EPSG3857.tif", read_status, shape, (1024, 1024), crs=crs,
-                       transform=transform, nodata=0, colormap=STATUS_COLOURS, description="map status",
-                       tags={"product": "landslide map status", **{f"code_{k}": v for k, v in STATUS.items()}},
-                       overview_resampling="nearest")
+        p = stream_cog(
+            folder / "probability_EPSG3857.tif",
+            read_prob,
+            shape,
+            (1024, 1024),
+            crs=crs,
+            transform=transform,
+            scale=1.0 / 255.0,
+            description="landslide probability x 255",
+            tags={"product": "landslide probability x 255"},
+        )
+        s = stream_cog(
+            folder / "not-mapped_EPSG3857.tif",
+            read_status,
+            shape,
+            (1024, 1024),
+            crs=crs,
+            transform=transform,
+            nodata=0,
+            colormap=STATUS_COLOURS,
+            description="map status",
+            tags={"product": "landslide map status", **{f"code_{k}": v for k, v in STATUS.items()}},
+            overview_resampling="nearest",
+        )
     return {"country_probability": p, "country_not_mapped": s}
 
 
@@ -433,8 +576,13 @@ def _first_threshold(cells, out: Path) -> float | None:
     return None
 
 
-STATUS_COLOURS = {"done": "#7fbf7f", "empty": "#d9d9d9", "failed": "#e34a33", "pending": "#ffffff",
-                  "running": "#fdd49e"}
+STATUS_COLOURS = {
+    "done": "#7fbf7f",
+    "empty": "#d9d9d9",
+    "failed": "#e34a33",
+    "pending": "#ffffff",
+    "running": "#fdd49e",
+}
 
 
 def overview_map(cells, manifest, polygons, path: Path) -> Path:
@@ -450,14 +598,20 @@ def overview_map(cells, manifest, polygons, path: Path) -> Path:
     gdf = cells_to_geodataframe(cells)
     gdf["status"] = [manifest.status(c.id) for c in cells]
     fig, ax = plt.subplots(figsize=(8, 8), dpi=110)
-    gdf.plot(ax=ax, color=[STATUS_COLOURS.get(s, "#ffffff") for s in gdf["status"]], edgecolor="#555555",
-             linewidth=0.5)
+    gdf.plot(ax=ax, color=[STATUS_COLOURS.get(s, "#ffffff") for s in gdf["status"]], edgecolor="#555555", linewidth=0.5)
     if len(polygons):
         polygons.plot(ax=ax, color="#b30000", edgecolor="#b30000", linewidth=0.3)
     counts = gdf["status"].value_counts().to_dict()
-    ax.legend(handles=[Patch(facecolor=STATUS_COLOURS[s], edgecolor="#555555", label=f"{s} ({counts.get(s, 0)})")
-                       for s in ("done", "empty", "failed")] + [Patch(color="#b30000", label=f"landslides ({len(polygons)})")],
-              loc="upper left", fontsize=8, framealpha=0.9)
+    ax.legend(
+        handles=[
+            Patch(facecolor=STATUS_COLOURS[s], edgecolor="#555555", label=f"{s} ({counts.get(s, 0)})")
+            for s in ("done", "empty", "failed")
+        ]
+        + [Patch(color="#b30000", label=f"landslides ({len(polygons)})")],
+        loc="upper left",
+        fontsize=8,
+        framealpha=0.9,
+    )
     ax.set_xlabel("longitude (°)")
     ax.set_ylabel("latitude (°)")
     ax.set_aspect(1.0 / max(0.05, math.cos(math.radians(float(gdf.total_bounds[[1, 3]].mean())))))

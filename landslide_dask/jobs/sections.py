@@ -13,12 +13,12 @@ from urllib.parse import urlparse
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
+from ..common.validation import Strict, fail, show, suggest
 from ..cube.spec import CubeSpec, event_windows
 from ..errors import InputDataError
 from ..predict.config import DEFAULT_OVERLAP, DEFAULT_WINDOW
-from ..train.config import INPUT_MULTIPLE
 from ..predict.windows import resolve_window
-from ..common.validation import Strict, fail, show, suggest
+from ..train.config import INPUT_MULTIPLE
 
 __all__ = ["DEVICES", "SIGNERS", "Event", "Identifier", "PredictSpec", "StacSpec", "WholeNumber"]
 
@@ -50,10 +50,12 @@ def _cube(name: str) -> Any:
 
 class Event(Strict):
     date: Date = Field(description="a date YYYY-MM-DD", examples=["2015-04-25"])
-    pre_days: WholeNumber = Field(_cube("pre_days"), ge=1, le=3650, description="a whole number of days, 1-3650",
-                                  examples=[_cube("pre_days")])
-    post_days: WholeNumber = Field(_cube("post_days"), ge=1, le=3650, description="a whole number of days, 1-3650",
-                                   examples=[_cube("post_days")])
+    pre_days: WholeNumber = Field(
+        _cube("pre_days"), ge=1, le=3650, description="a whole number of days, 1-3650", examples=[_cube("pre_days")]
+    )
+    post_days: WholeNumber = Field(
+        _cube("post_days"), ge=1, le=3650, description="a whole number of days, 1-3650", examples=[_cube("post_days")]
+    )
     post_only: bool = Field(_cube("post_only"), description="true or false", examples=["false"])
 
     @field_validator("date", mode="before")
@@ -84,19 +86,27 @@ class Event(Strict):
 
 
 class StacSpec(Strict):
-    url: str = Field(description="the http(s) URL of a STAC API",
-                     examples=["https://earth-search.aws.element84.com/v1"])
-    collection: Identifier = Field(_cube("collection"), description="a STAC collection id",
-                                   examples=[_cube("collection")])
-    bands: tuple[str, ...] = Field(_cube("bands"), examples=[f"[{', '.join(_cube('bands'))}]"],
-                                   description="a list of asset keys, in the order the model expects")
-    scl_asset: Identifier | None = Field(_cube("scl_asset"), description="the scene classification asset key, or null",
-                                         examples=[_cube("scl_asset")])
-    max_cloud: float | None = Field(_cube("max_cloud"), ge=0, le=100, description="a percentage 0-100, or null",
-                                    examples=[80])
+    url: str = Field(
+        description="the http(s) URL of a STAC API", examples=["https://earth-search.aws.element84.com/v1"]
+    )
+    collection: Identifier = Field(
+        _cube("collection"), description="a STAC collection id", examples=[_cube("collection")]
+    )
+    bands: tuple[str, ...] = Field(
+        _cube("bands"),
+        examples=[f"[{', '.join(_cube('bands'))}]"],
+        description="a list of asset keys, in the order the model expects",
+    )
+    scl_asset: Identifier | None = Field(
+        _cube("scl_asset"), description="the scene classification asset key, or null", examples=[_cube("scl_asset")]
+    )
+    max_cloud: float | None = Field(
+        _cube("max_cloud"), ge=0, le=100, description="a percentage 0-100, or null", examples=[80]
+    )
     sign: str | None = Field(_cube("sign"), description="null or planetary-computer", examples=["planetary-computer"])
-    dem_collection: Identifier | None = Field(_cube("dem_collection"), description="a STAC collection id, or null",
-                                              examples=[_cube("dem_collection")])
+    dem_collection: Identifier | None = Field(
+        _cube("dem_collection"), description="a STAC collection id, or null", examples=[_cube("dem_collection")]
+    )
     dem_asset: Identifier = Field(_cube("dem_asset"), description="an asset key", examples=[_cube("dem_asset")])
 
     @field_validator("url")
@@ -104,8 +114,10 @@ class StacSpec(Strict):
     def _url(cls, v: str) -> str:
         p = urlparse(v.strip())
         if p.scheme not in ("http", "https") or not p.netloc:
-            raise ValueError(f"{v!r} is not an http(s) URL of a STAC API (a static catalog file cannot be "
-                             "searched: serve it with `landslide-dask serve-stac`)")
+            raise ValueError(
+                f"{v!r} is not an http(s) URL of a STAC API (a static catalog file cannot be "
+                "searched: serve it with `landslide-dask serve-stac`)"
+            )
         return v.strip()
 
     @field_validator("bands", mode="before")
@@ -138,25 +150,38 @@ class StacSpec(Strict):
     def _planetary_computer_is_signed(self) -> StacSpec:
         if "planetarycomputer" in self.url and self.sign is None:
             if "sign" in self.model_fields_set:
-                fail("the Planetary Computer's asset URLs must be signed to be read: set `sign: planetary-computer`",
-                     "sign")
-            fail("missing: the Planetary Computer's asset URLs must be signed to be read: add "
-                 "`sign: planetary-computer`", "sign")
+                fail(
+                    "the Planetary Computer's asset URLs must be signed to be read: set `sign: planetary-computer`",
+                    "sign",
+                )
+            fail(
+                "missing: the Planetary Computer's asset URLs must be signed to be read: add "
+                "`sign: planetary-computer`",
+                "sign",
+            )
         return self
 
 
 class PredictSpec(Strict):
     """How each cell's probability map is inferred (:func:`landslide_dask.predict.predict`)."""
 
-    window: WholeNumber = Field(DEFAULT_WINDOW, examples=[DEFAULT_WINDOW],
-                                description=f"a window in pixels, a positive multiple of {INPUT_MULTIPLE}")
-    overlap: WholeNumber = Field(DEFAULT_OVERLAP, examples=[DEFAULT_OVERLAP],
-                                 description=f"the overlap of neighbouring windows in pixels, a multiple of "
-                                             f"{INPUT_MULTIPLE} smaller than the window")
-    batch_size: WholeNumber | None = Field(None, ge=1, examples=[4],
-                                           description="windows per forward pass, or null (the device's default)")
-    device: str | None = Field(None, examples=["cuda"],
-                               description="cpu, cuda, cuda:N, mps, or null (CUDA on workers that have it)")
+    window: WholeNumber = Field(
+        DEFAULT_WINDOW,
+        examples=[DEFAULT_WINDOW],
+        description=f"a window in pixels, a positive multiple of {INPUT_MULTIPLE}",
+    )
+    overlap: WholeNumber = Field(
+        DEFAULT_OVERLAP,
+        examples=[DEFAULT_OVERLAP],
+        description=f"the overlap of neighbouring windows in pixels, a multiple of "
+        f"{INPUT_MULTIPLE} smaller than the window",
+    )
+    batch_size: WholeNumber | None = Field(
+        None, ge=1, examples=[4], description="windows per forward pass, or null (the device's default)"
+    )
+    device: str | None = Field(
+        None, examples=["cuda"], description="cpu, cuda, cuda:N, mps, or null (CUDA on workers that have it)"
+    )
 
     @field_validator("window")
     @classmethod
@@ -169,7 +194,7 @@ class PredictSpec(Strict):
     @field_validator("overlap")
     @classmethod
     def _overlap(cls, v: int, info: ValidationInfo) -> int:
-        if "window" not in info.data:   # a bad window is reported already
+        if "window" not in info.data:  # a bad window is reported already
             return v
         try:
             return resolve_window(info.data["window"], v)[1]

@@ -134,28 +134,47 @@ class JobSpec(Strict):
     name: str = Field(description="letters, digits, '.', '_' or '-'", examples=["nepal-2015"])
     area: Area = Field(description="a mapping with `file` or `bbox`", examples=["{bbox: [84.0, 27.3, 86.8, 28.6]}"])
     event: Event = Field(description="a mapping with at least `date`", examples=["{date: 2015-04-25}"])
-    stac: StacSpec = Field(description="a mapping with at least `url`",
-                           examples=["{url: https://earth-search.aws.element84.com/v1}"])
-    model: str = Field(description="the path of a model checkpoint (or an fsspec URL)",
-                       examples=["../../models/landslide.pt"])
-    cell_size_km: float = Field(20.0, ge=1.0, le=200.0, examples=[20],
-                                description="a number of km, 1-200, a multiple of 0.01 (10 m)")
-    output: str = Field(description="a local folder or a URL (s3://, gs://, az://, ...)",
-                        examples=["s3://my-bucket/nepal-2015"])
-    threshold: float | None = Field(None, gt=0.0, lt=1.0, examples=[0.5],
-                                    description="a probability strictly between 0 and 1, or null (the checkpoint's)")
+    stac: StacSpec = Field(
+        description="a mapping with at least `url`", examples=["{url: https://earth-search.aws.element84.com/v1}"]
+    )
+    model: str = Field(
+        description="the path of a model checkpoint (or an fsspec URL)", examples=["../../models/landslide.pt"]
+    )
+    cell_size_km: float = Field(
+        20.0, ge=1.0, le=200.0, examples=[20], description="a number of km, 1-200, a multiple of 0.01 (10 m)"
+    )
+    output: str = Field(
+        description="a local folder or a URL (s3://, gs://, az://, ...)", examples=["s3://my-bucket/nepal-2015"]
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        examples=[0.5],
+        description="a probability strictly between 0 and 1, or null (the checkpoint's)",
+    )
     min_area_m2: float = Field(MIN_AREA_M2, ge=0.0, description="a non-negative number of m²", examples=[400])
-    predict: PredictSpec = Field(default_factory=PredictSpec, examples=["{window: 768, overlap: 64}"],
-                                 description="a mapping of inference settings (window, overlap, batch_size, device)")
-    cluster: Path | None = Field(None, description="the path of a cluster definition, the name of a shipped "
-                                 "example (local, gpu-node, slurm, kubernetes), or null", examples=["slurm"])
+    predict: PredictSpec = Field(
+        default_factory=PredictSpec,
+        examples=["{window: 768, overlap: 64}"],
+        description="a mapping of inference settings (window, overlap, batch_size, device)",
+    )
+    cluster: Path | None = Field(
+        None,
+        description="the path of a cluster definition, the name of a shipped "
+        "example (local, gpu-node, slurm, kubernetes), or null",
+        examples=["slurm"],
+    )
     retries: WholeNumber = Field(2, ge=0, le=20, description="a whole number 0-20", examples=[2])
     # fsspec options of URL locations (credentials, endpoint); they do not change the results
-    storage_options: dict = Field(default_factory=dict,
-                                  description="a mapping of fsspec options for the URL output/model",
-                                  examples=["{client_kwargs: {endpoint_url: 'http://127.0.0.1:9000'}}"])
-    scratch: Path | None = Field(None, description="a local folder (the working folder of a URL output)",
-                                 examples=["/scratch/me/landslides"])
+    storage_options: dict = Field(
+        default_factory=dict,
+        description="a mapping of fsspec options for the URL output/model",
+        examples=["{client_kwargs: {endpoint_url: 'http://127.0.0.1:9000'}}"],
+    )
+    scratch: Path | None = Field(
+        None, description="a local folder (the working folder of a URL output)", examples=["/scratch/me/landslides"]
+    )
     _source: Path | None = PrivateAttr(None)
 
     @model_validator(mode="before")
@@ -207,14 +226,16 @@ class JobSpec(Strict):
         if v is None or (isinstance(v, dict) and not v):
             return {}
         if not isinstance(v, dict):
-            return v   # the type's own error: not a mapping
+            return v  # the type's own error: not a mapping
         bad = [k for k in v if not isinstance(k, str) or not k.strip()]
         if bad:
             raise ValueError(f"keys must be option names (text), got {show(bad[0])}")
         located = [info.data[k] for k in ("output", "model") if k in info.data]
         if len(located) == 2 and all(is_local(x) for x in located):
-            raise ValueError("given, but neither `output` nor `model` is a URL: they are only used for fsspec "
-                             "URLs (s3://, gs://, ...). Remove them, or write to a URL")
+            raise ValueError(
+                "given, but neither `output` nor `model` is a URL: they are only used for fsspec "
+                "URLs (s3://, gs://, ...). Remove them, or write to a URL"
+            )
         return expand_env(v)
 
     @field_validator("scratch", mode="before")
@@ -225,8 +246,9 @@ class JobSpec(Strict):
         if not _text(v).strip():
             raise ValueError("empty path")
         if not is_local(v):
-            raise ValueError(f"{v!r} is a URL; the scratch folder is local (cells are computed there, then "
-                             "uploaded to the output)")
+            raise ValueError(
+                f"{v!r} is a URL; the scratch folder is local (cells are computed there, then uploaded to the output)"
+            )
         return resolve_path(base_dir(info), str(local_path(v)))
 
     @property
@@ -272,22 +294,37 @@ class JobSpec(Strict):
         problems: list[tuple[str, str]] = []
         if self.area.file is not None:
             if not self.area.file.exists():
-                problems.append(("area.file", f"{self.area.file} does not exist. Give the path of a "
-                                 "GeoJSON/GeoPackage/Shapefile (relative paths start at the spec's folder)"))
+                problems.append(
+                    (
+                        "area.file",
+                        f"{self.area.file} does not exist. Give the path of a "
+                        "GeoJSON/GeoPackage/Shapefile (relative paths start at the spec's folder)",
+                    )
+                )
             elif self.area.file.is_dir():
                 problems.append(("area.file", f"{self.area.file} is a folder; give the vector file itself"))
         if self.model_is_local:
             p = Path(self.model)
             if not p.is_file():
-                problems.append(("model", f"checkpoint {p} does not exist. Train one "
-                                 "(landslide-dask train) or fix the path (relative paths start at the spec's folder)"))
+                problems.append(
+                    (
+                        "model",
+                        f"checkpoint {p} does not exist. Train one "
+                        "(landslide-dask train) or fix the path (relative paths start at the spec's folder)",
+                    )
+                )
         else:
             msg = _model_url_problem(self.model, self.fsspec_options(self.model))
             if msg:
                 problems.append(("model", msg))
         if self.cluster is not None and not self.cluster.is_file():
-            problems.append(("cluster", f"cluster definition {self.cluster} does not exist (relative paths "
-                             "start at the spec's folder; or name a shipped example: local, slurm, ...)"))
+            problems.append(
+                (
+                    "cluster",
+                    f"cluster definition {self.cluster} does not exist (relative paths "
+                    "start at the spec's folder; or name a shipped example: local, slurm, ...)",
+                )
+            )
         msg = _output_problem(self.output, self.fsspec_options(self.output))
         if msg:
             problems.append(("output", msg))
@@ -320,8 +357,9 @@ class JobSpec(Strict):
             "area_wkb_sha256": hashlib.sha256(shapely.to_wkb(shapely.normalize(geom))).hexdigest(),
             "event": self.event.model_dump(mode="json"),
             "stac": self.stac.model_dump(mode="json"),
-            "model_sha256": file_sha256(model_file if model_file is not None else self.model,
-                                        self.fsspec_options(self.model)),
+            "model_sha256": file_sha256(
+                model_file if model_file is not None else self.model, self.fsspec_options(self.model)
+            ),
             "cell_size_km": float(self.cell_size_km),
             "resolution_m": RESOLUTION_M,
             "threshold": self.threshold,
@@ -334,12 +372,19 @@ class JobSpec(Strict):
     def cube_kwargs(self) -> dict[str, Any]:
         """The CubeSpec fields this job fixes (add ``aoi``, ``out`` and ``epsg`` per cell)."""
         return {
-            "stac_url": self.stac.url, "event_date": self.event.date,
-            "pre_days": self.event.pre_days, "post_days": self.event.post_days,
-            "post_only": self.event.post_only, "bands": tuple(self.stac.bands),
-            "collection": self.stac.collection, "scl_asset": self.stac.scl_asset,
-            "dem_collection": self.stac.dem_collection, "dem_asset": self.stac.dem_asset,
-            "max_cloud": self.stac.max_cloud, "sign": self.stac.sign, "resolution": RESOLUTION_M,
+            "stac_url": self.stac.url,
+            "event_date": self.event.date,
+            "pre_days": self.event.pre_days,
+            "post_days": self.event.post_days,
+            "post_only": self.event.post_only,
+            "bands": tuple(self.stac.bands),
+            "collection": self.stac.collection,
+            "scl_asset": self.stac.scl_asset,
+            "dem_collection": self.stac.dem_collection,
+            "dem_asset": self.stac.dem_asset,
+            "max_cloud": self.stac.max_cloud,
+            "sign": self.stac.sign,
+            "resolution": RESOLUTION_M,
         }
 
 
@@ -351,8 +396,16 @@ def file_sha256(path_or_url: str | Path, storage_options: dict | None = None) ->
         try:
             return local_file_sha256(p)
         except FileNotFoundError:
-            raise JobSpecError(s, [("model", f"checkpoint {p} does not exist: the job's fingerprint "
-                                    "hashes it. Fix the path or train a model first")]) from None
+            raise JobSpecError(
+                s,
+                [
+                    (
+                        "model",
+                        f"checkpoint {p} does not exist: the job's fingerprint "
+                        "hashes it. Fix the path or train a model first",
+                    )
+                ],
+            ) from None
     import fsspec
 
     with fsspec.open(s, "rb", **(storage_options or {})) as f:
@@ -362,8 +415,9 @@ def file_sha256(path_or_url: str | Path, storage_options: dict | None = None) ->
 def load_jobspec(path: str | Path) -> JobSpec:
     """Read and validate a job spec; raises JobSpecError listing every problem."""
     path = Path(path).expanduser()
-    data = read_yaml(path, JobSpecError, f"{path} does not exist (or is not a file). "
-                     "See cluster/jobs/*.yaml for examples")
+    data = read_yaml(
+        path, JobSpecError, f"{path} does not exist (or is not a file). See cluster/jobs/*.yaml for examples"
+    )
     return parse_jobspec(data, base_dir=path.resolve().parent, source=path)
 
 
@@ -372,8 +426,10 @@ def parse_jobspec(data: Any, base_dir: str | Path = ".", source: str | Path | No
     src = str(source) if source is not None else "(in memory)"
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise JobSpecError(src, [("", f"a job spec is a YAML mapping (key: value lines), got {got}. "
-                                  "See cluster/jobs/*.yaml for examples")])
+        raise JobSpecError(
+            src,
+            [("", f"a job spec is a YAML mapping (key: value lines), got {got}. See cluster/jobs/*.yaml for examples")],
+        )
     try:
         spec = JobSpec.model_validate(data, context={"base": Path(base_dir).resolve(), "source": source})
     except ValidationError as exc:
@@ -412,14 +468,15 @@ def _output_problem(output: str, storage_options: dict | None = None) -> str | N
             break
         probe_dir = probe_dir.parent
     if probe_dir.exists() and not probe_dir.is_dir():
-        return (f"cannot create {target}: {probe_dir} is a file, not a folder. "
-                "Choose another output folder")
+        return f"cannot create {target}: {probe_dir} is a file, not a folder. Choose another output folder"
     try:
         _probe_write(probe_dir)
     except OSError as exc:
         where = "" if probe_dir == target else f" (it does not exist yet and would be created in {probe_dir})"
-        return (f"cannot write to {target}{where}: {exc.strerror or exc}. Choose a folder you can write "
-                "to, or fix its permissions (e.g. chmod u+w), before the job starts")
+        return (
+            f"cannot write to {target}{where}: {exc.strerror or exc}. Choose a folder you can write "
+            "to, or fix its permissions (e.g. chmod u+w), before the job starts"
+        )
     return None
 
 

@@ -40,34 +40,81 @@ from urllib.parse import urlparse
 from ..common.files import atomic_path
 from ..errors import StorageError
 
-__all__ = ["BACKENDS", "GDAL_PREFIXES", "RemoteLocation", "StorageError", "backend_problem", "check_writable",
-           "fetch_cached", "options_for", "protocol_of"]
+__all__ = [
+    "BACKENDS",
+    "GDAL_PREFIXES",
+    "RemoteLocation",
+    "StorageError",
+    "backend_problem",
+    "check_writable",
+    "fetch_cached",
+    "options_for",
+    "protocol_of",
+]
 
 # protocol -> the pip package that provides its fsspec backend
-BACKENDS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
-            "abfss": "adlfs", "adl": "adlfs", "sftp": "paramiko", "ssh": "paramiko", "hdfs": "pyarrow",
-            "webhdfs": "requests", "oss": "ossfs", "oci": "ocifs", "smb": "smbprotocol"}
+BACKENDS = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "adl": "adlfs",
+    "sftp": "paramiko",
+    "ssh": "paramiko",
+    "hdfs": "pyarrow",
+    "webhdfs": "requests",
+    "oss": "ossfs",
+    "oci": "ocifs",
+    "smb": "smbprotocol",
+}
 # protocol -> GDAL virtual file system prefix (https://gdal.org/user/virtual_file_systems.html)
-GDAL_PREFIXES = {"s3": "/vsis3/", "s3a": "/vsis3/", "gs": "/vsigs/", "gcs": "/vsigs/", "az": "/vsiaz/",
-                 "abfs": "/vsiaz/", "abfss": "/vsiaz/", "adl": "/vsiadls/", "oss": "/vsioss/"}
+GDAL_PREFIXES = {
+    "s3": "/vsis3/",
+    "s3a": "/vsis3/",
+    "gs": "/vsigs/",
+    "gcs": "/vsigs/",
+    "az": "/vsiaz/",
+    "abfs": "/vsiaz/",
+    "abfss": "/vsiaz/",
+    "adl": "/vsiadls/",
+    "oss": "/vsioss/",
+}
 # what to check, per kind of failure, for the common object stores
 _CREDENTIALS_HINT = {
     "s3": "storage_options key/secret, else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role",
     "gs": "storage_options token, else GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default login`",
     "az": "storage_options account_name with account_key/sas_token/connection_string, else AZURE_STORAGE_* variables",
 }
-_ENDPOINT_HINT = {"s3": "storage_options client_kwargs.endpoint_url", "gs": "storage_options endpoint_url",
-                  "az": "storage_options account_name / connection_string"}
+_ENDPOINT_HINT = {
+    "s3": "storage_options client_kwargs.endpoint_url",
+    "gs": "storage_options endpoint_url",
+    "az": "storage_options account_name / connection_string",
+}
 PROBE_TIMEOUT_S = 60.0
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "oci", "memory"}
 # fields of fsspec's info() that change when an object is rewritten (S3, GCS, Azure, local, memory)
-_VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "VersionId", "version_id", "size", "LastModified",
-                 "last_modified", "updated", "mtime", "created")
+_VERSION_KEYS = (
+    "ETag",
+    "etag",
+    "md5Hash",
+    "generation",
+    "VersionId",
+    "version_id",
+    "size",
+    "LastModified",
+    "last_modified",
+    "updated",
+    "mtime",
+    "created",
+)
 
 
 def protocol_of(url: str) -> str:
     s = urlparse(str(url).strip()).scheme.lower()
-    return "" if len(s) <= 1 else s   # "C:\\..." is a Windows path
+    return "" if len(s) <= 1 else s  # "C:\\..." is a Windows path
 
 
 def _family(protocol: str) -> str:
@@ -118,9 +165,11 @@ def _filesystem(url: str, storage_options: dict | None):
     opts = options_for(storage_options, proto)
     try:
         fs, path = fsspec.core.url_to_fs(url, **opts)
-    except TypeError as exc:   # an option the backend does not know
-        raise StorageError(f"{url}: storage_options {sorted(opts)} were refused by the {proto}:// backend "
-                           f"({exc}); see its documentation for the accepted options") from None
+    except TypeError as exc:  # an option the backend does not know
+        raise StorageError(
+            f"{url}: storage_options {sorted(opts)} were refused by the {proto}:// backend "
+            f"({exc}); see its documentation for the accepted options"
+        ) from None
     return fs, path.rstrip("/")
 
 
@@ -134,17 +183,29 @@ def explain(exc: BaseException, url: str, doing: str) -> str:
     text = " ".join(str(exc).split())[:300] or name
     if isinstance(exc, PermissionError) or "AccessDenied" in text or "Forbidden" in text or "403" in text:
         right = "read" if doing.startswith(("reading", "downloading")) else "write to"
-        return (f"{doing} {url} was refused ({text}): check the credentials ({creds}) and that they may "
-                f"{right} bucket {bucket!r} under this prefix")
+        return (
+            f"{doing} {url} was refused ({text}): check the credentials ({creds}) and that they may "
+            f"{right} bucket {bucket!r} under this prefix"
+        )
     if isinstance(exc, FileNotFoundError) or "NoSuchBucket" in text:
-        return (f"{doing} {url} failed: {text}. Check the bucket name {bucket!r} (create it first: jobs do "
-                f"not create buckets) and, for a self-hosted or non-AWS object store, the endpoint ({endpoint})")
-    if "Connect" in name or "Timeout" in name or isinstance(exc, (ConnectionError, TimeoutError)) \
-            or "connect" in text.lower():
-        return (f"{doing} {url} failed: the storage endpoint cannot be reached ({name}: {text}). Check the "
-                f"endpoint ({endpoint}), the network or proxy, and the region")
-    return (f"{doing} {url} failed ({name}: {text}): check the credentials ({creds}), the endpoint "
-            f"({endpoint}) and the bucket {bucket!r}")
+        return (
+            f"{doing} {url} failed: {text}. Check the bucket name {bucket!r} (create it first: jobs do "
+            f"not create buckets) and, for a self-hosted or non-AWS object store, the endpoint ({endpoint})"
+        )
+    if (
+        "Connect" in name
+        or "Timeout" in name
+        or isinstance(exc, (ConnectionError, TimeoutError))
+        or "connect" in text.lower()
+    ):
+        return (
+            f"{doing} {url} failed: the storage endpoint cannot be reached ({name}: {text}). Check the "
+            f"endpoint ({endpoint}), the network or proxy, and the region"
+        )
+    return (
+        f"{doing} {url} failed ({name}: {text}): check the credentials ({creds}), the endpoint "
+        f"({endpoint}) and the bucket {bucket!r}"
+    )
 
 
 def _with_timeout(fn, timeout: float, what: str):
@@ -282,8 +343,10 @@ def check_readable(url: str, storage_options: dict | None = None, timeout: float
         info = _with_timeout(lambda: fs.info(path), timeout, f"reading {url}")
     except FileNotFoundError:
         endpoint = _ENDPOINT_HINT.get(_family(protocol_of(url)), "storage_options")
-        raise StorageError(f"{url} does not exist: check the URL (bucket and key) and, for a self-hosted "
-                           f"or non-AWS object store, the endpoint ({endpoint})") from None
+        raise StorageError(
+            f"{url} does not exist: check the URL (bucket and key) and, for a self-hosted "
+            f"or non-AWS object store, the endpoint ({endpoint})"
+        ) from None
     except Exception as exc:  # noqa: BLE001
         raise StorageError(explain(exc, url, "reading")) from None
     if info.get("type") == "directory":

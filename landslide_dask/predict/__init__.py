@@ -15,7 +15,6 @@ _EXPORTS = {
     "lazy_probability": ".run",
     "open_prediction": ".store",
     "coverage": ".store",
-    
     "prepare": ".engine",
     "Plan": ".engine",
     "Prepared": ".engine",

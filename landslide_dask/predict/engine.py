@@ -32,9 +32,24 @@ from ..train.reader import clear_caches as clear_reader_caches
 from .config import DEFAULT_BATCH_SIZE
 from .windows import Window, batches_of, resolve_window, windows_of
 
-__all__ = ["DEFAULT_BATCH_SIZE", "PREDICTION_FORMAT", "Plan", "Prepared", "prepare", "default_batch_size",
-           "local_threads", "torch_threads", "worker_threads", "load_model", "input_tensors", "forward", "window_inputs",
-           "run_batch", "clear_caches", "has_cuda"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "PREDICTION_FORMAT",
+    "Plan",
+    "Prepared",
+    "prepare",
+    "default_batch_size",
+    "local_threads",
+    "torch_threads",
+    "worker_threads",
+    "load_model",
+    "input_tensors",
+    "forward",
+    "window_inputs",
+    "run_batch",
+    "clear_caches",
+    "has_cuda",
+]
 
 #: Version of the prediction store's layout (``docs/contracts.md``, "Prediction").
 PREDICTION_FORMAT = 1
@@ -132,8 +147,12 @@ def worker_threads(client) -> tuple[tuple[str, int], ...]:
     per_host: dict[str, int] = {}
     for w in workers.values():
         per_host[w.get("host", "")] = per_host.get(w.get("host", ""), 0) + int(w.get("nthreads", 1))
-    return tuple(sorted((addr, max(1, int(host_cores.get(addr, 1)) // max(1, per_host.get(w.get("host", ""), 1))))
-                        for addr, w in workers.items()))
+    return tuple(
+        sorted(
+            (addr, max(1, int(host_cores.get(addr, 1)) // max(1, per_host.get(w.get("host", ""), 1))))
+            for addr, w in workers.items()
+        )
+    )
 
 
 def load_model(plan: Plan):
@@ -167,8 +186,12 @@ def input_tensors(samples: list[dict[str, np.ndarray]], streams: tuple[str, ...]
     """Same-sized window inputs stacked per stream as channels-last tensors on ``device``."""
     import torch
 
-    return {name: torch.from_numpy(np.stack([x[name] for x in samples])).to(device, non_blocking=True)
-            .contiguous(memory_format=torch.channels_last) for name in streams}
+    return {
+        name: torch.from_numpy(np.stack([x[name] for x in samples]))
+        .to(device, non_blocking=True)
+        .contiguous(memory_format=torch.channels_last)
+        for name in streams
+    }
 
 
 def forward(model, inputs: dict, device):
@@ -214,12 +237,20 @@ def run_batch(plan: Plan, windows: tuple[Window, ...]) -> list[np.ndarray | None
             p = next(it)
             # a copy, never a view: a view would keep the whole batch array alive while the window
             # waits for its output chunks
-            results[k] = np.array(p[max(0, -row):ny - row, max(0, -col):nx - col], dtype=np.float32, copy=True)
+            results[k] = np.array(p[max(0, -row) : ny - row, max(0, -col) : nx - col], dtype=np.float32, copy=True)
     return results
 
 
-def prepare(cube: str | Path, model: str | Path, *, window: int | None = None, overlap: int | None = None,
-            batch_size: int | None = None, device: str | None = None, threads: int | None = None) -> Prepared:
+def prepare(
+    cube: str | Path,
+    model: str | Path,
+    *,
+    window: int | None = None,
+    overlap: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> Prepared:
     """Open and check a cube and a checkpoint for inference (every mismatch at once); the plan,
     its batches of windows and the run's fingerprint. ``threads``: dask threads of the local
     scheduler (None: :func:`local_threads`)."""
@@ -241,13 +272,30 @@ def prepare(cube: str | Path, model: str | Path, *, window: int | None = None, o
         batch_size = default_batch_size(device)
     if batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    plan = Plan(cube=str(cube), reader=checkpoint_reader(ckpt, [cube]), shape=shape, chunks=chunks,
-                model=str(model), model_mtime_ns=model.stat().st_mtime_ns, device=device, window=window,
-                overlap=overlap, streams=c.streams,
-                local_threads=local_threads(device) if threads is None else int(threads),
-                multiple=cfg.size_multiple)
+    plan = Plan(
+        cube=str(cube),
+        reader=checkpoint_reader(ckpt, [cube]),
+        shape=shape,
+        chunks=chunks,
+        model=str(model),
+        model_mtime_ns=model.stat().st_mtime_ns,
+        device=device,
+        window=window,
+        overlap=overlap,
+        streams=c.streams,
+        local_threads=local_threads(device) if threads is None else int(threads),
+        multiple=cfg.size_multiple,
+    )
     batches = batches_of(windows_of(shape, window, overlap, cfg.size_multiple), batch_size)
-    run = {"format": PREDICTION_FORMAT, "cube": str(cube), "shape": list(shape), "chunks": list(chunks),
-           "model": str(model), "model_sha256": file_sha256(model), "window": window, "overlap": overlap,
-           "batch_size": int(batch_size)}
+    run = {
+        "format": PREDICTION_FORMAT,
+        "cube": str(cube),
+        "shape": list(shape),
+        "chunks": list(chunks),
+        "model": str(model),
+        "model_sha256": file_sha256(model),
+        "window": window,
+        "overlap": overlap,
+        "batch_size": int(batch_size),
+    }
     return Prepared(plan, batches, run, {"ckpt": ckpt, "ds": ds, "config": cfg})

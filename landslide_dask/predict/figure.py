@@ -18,13 +18,17 @@ __all__ = ["COLOURS", "LEGEND", "coarse", "class_image", "draw", "rgb_lazy", "st
 
 # class index -> RGB (0..1)
 COLOURS = {
-    "tp": (1.0, 0.86, 0.0),       # yellow
-    "fp": (1.0, 0.0, 1.0),        # magenta
-    "fn": (0.0, 1.0, 1.0),        # cyan
-    "outside": (1.0, 1.0, 1.0),   # predicted where nothing can be judged
+    "tp": (1.0, 0.86, 0.0),  # yellow
+    "fp": (1.0, 0.0, 1.0),  # magenta
+    "fn": (0.0, 1.0, 1.0),  # cyan
+    "outside": (1.0, 1.0, 1.0),  # predicted where nothing can be judged
 }
-LEGEND = {"tp": "true positive (detected)", "fp": "false positive", "fn": "missed (false negative)",
-          "outside": "predicted outside the inventory area"}
+LEGEND = {
+    "tp": "true positive (detected)",
+    "fp": "false positive",
+    "fn": "missed (false negative)",
+    "outside": "predicted outside the inventory area",
+}
 
 
 def coarse(arr: da.Array, step: int) -> da.Array:
@@ -35,8 +39,9 @@ def coarse(arr: da.Array, step: int) -> da.Array:
     return x.coarsen(y=step, x=step, boundary="pad").sum().data
 
 
-def class_image(counts: dict[str, np.ndarray], unevaluated: np.ndarray, rgb: np.ndarray,
-                valid: np.ndarray) -> np.ndarray:
+def class_image(
+    counts: dict[str, np.ndarray], unevaluated: np.ndarray, rgb: np.ndarray, valid: np.ndarray
+) -> np.ndarray:
     """RGB (0..1) of the map: image, greyed where unevaluated, each cell's majority class on top.
 
     The image is toned down (half desaturated, dimmed) so the saturated class colours stand out
@@ -56,8 +61,15 @@ def class_image(counts: dict[str, np.ndarray], unevaluated: np.ndarray, rgb: np.
     return img
 
 
-def draw(img: np.ndarray, png: Path, title: str, present: set[str], min_side: int = 800,
-          attribution: str | None = None, attribution_latin: str | None = None) -> None:
+def draw(
+    img: np.ndarray,
+    png: Path,
+    title: str,
+    present: set[str],
+    min_side: int = 800,
+    attribution: str | None = None,
+    attribution_latin: str | None = None,
+) -> None:
     """Save the map one image cell per screen pixel (small maps enlarged by a whole factor), so no
     class is lost or blended by matplotlib's own resampling; title above, legend (and the data's
     attribution) below."""
@@ -79,27 +91,53 @@ def draw(img: np.ndarray, png: Path, title: str, present: set[str], min_side: in
     ax.imshow(img, interpolation="nearest", aspect="auto")
     ax.set_xticks([])
     ax.set_yticks([])
-    handles = [Patch(facecolor=COLOURS[n], edgecolor="black", linewidth=0.5, label=LEGEND[n])
-               for n in COLOURS if n in present or n in ("tp", "fp", "fn")]
-    handles.append(Patch(facecolor=(0.6, 0.6, 0.6), edgecolor="black", linewidth=0.5,
-                         label="not evaluated (outside inventory area)"))
+    handles = [
+        Patch(facecolor=COLOURS[n], edgecolor="black", linewidth=0.5, label=LEGEND[n])
+        for n in COLOURS
+        if n in present or n in ("tp", "fp", "fn")
+    ]
+    handles.append(
+        Patch(
+            facecolor=(0.6, 0.6, 0.6), edgecolor="black", linewidth=0.5, label="not evaluated (outside inventory area)"
+        )
+    )
     handles.append(Patch(facecolor=(0.25, 0.25, 0.25), edgecolor="black", linewidth=0.5, label="no valid data"))
-    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 40 / fig_h if attribution else 0.0), ncol=3,
-               frameon=False, fontsize=9)
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 40 / fig_h if attribution else 0.0),
+        ncol=3,
+        frameon=False,
+        fontsize=9,
+    )
     if attribution:
         import textwrap
 
         fonts = _cjk_font()
         # without a font for its script, a notice would print as empty boxes: print its Latin form
         # (the full notice is in the PNG's metadata and in report.md)
-        text = attribution if fonts[0] != "DejaVu Sans" or attribution.isascii() or not attribution_latin \
+        text = (
+            attribution
+            if fonts[0] != "DejaVu Sans" or attribution.isascii() or not attribution_latin
             else attribution_latin
-        fig.text(0.5, 4 / fig_h, "\n".join(textwrap.wrap(text, max(60, fig_w // 7))), ha="center",
-                 va="bottom", fontsize=7, fontfamily=fonts)
+        )
+        fig.text(
+            0.5,
+            4 / fig_h,
+            "\n".join(textwrap.wrap(text, max(60, fig_w // 7))),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            fontfamily=fonts,
+        )
     fig.suptitle(title, fontsize=10, y=1 - 4 / fig_h, va="top")
     try:
-        atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png",
-                                                  metadata={"Copyright": attribution} if attribution else None))
+        atomic_write(
+            png,
+            lambda tmp: fig.savefig(
+                tmp, dpi=dpi, format="png", metadata={"Copyright": attribution} if attribution else None
+            ),
+        )
     finally:
         plt.close(fig)
 
@@ -109,8 +147,9 @@ def _cjk_font() -> list[str]:
     from matplotlib import font_manager
 
     have = {f.name for f in font_manager.fontManager.ttflist}
-    cjk = [n for n in ("Noto Sans CJK JP", "IPAexGothic", "IPAGothic", "TakaoPGothic", "Droid Sans Fallback")
-           if n in have]
+    cjk = [
+        n for n in ("Noto Sans CJK JP", "IPAexGothic", "IPAGothic", "TakaoPGothic", "Droid Sans Fallback") if n in have
+    ]
     return [*cjk, "DejaVu Sans"]
 
 

@@ -77,8 +77,10 @@ def resolve_threshold(ds: xr.Dataset, threshold: float | None) -> float:
     if threshold is not None:
         return float(threshold)
     if "threshold" not in ds.attrs:
-        raise InputDataError("The prediction carries no 'threshold' attribute (the checkpoint's validation-chosen "
-                             "threshold): pass one explicitly (--threshold).")
+        raise InputDataError(
+            "The prediction carries no 'threshold' attribute (the checkpoint's validation-chosen "
+            "threshold): pass one explicitly (--threshold)."
+        )
     return float(ds.attrs["threshold"])
 
 
@@ -94,8 +96,9 @@ def foreground(ds: xr.Dataset, level: int) -> da.Array:
 # per chunk
 
 
-def _block_components(fg: np.ndarray, prob: np.ndarray | None, row0: int, col0: int,
-                      inner: tuple[bool, bool, bool, bool], min_pixels: int) -> dict:
+def _block_components(
+    fg: np.ndarray, prob: np.ndarray | None, row0: int, col0: int, inner: tuple[bool, bool, bool, bool], min_pixels: int
+) -> dict:
     """Components of one chunk: complete ones (area-filtered) and pieces touching inner edges.
 
     ``inner`` says which edges (top, bottom, left, right) face another chunk.
@@ -117,8 +120,12 @@ def _block_components(fg: np.ndarray, prob: np.ndarray | None, row0: int, col0: 
     top, bottom, left, right = inner
     open_ = np.zeros(n + 1, dtype=bool)
     edges = dict(empty_edges)
-    for name, use, line in (("top", top, labels[0, :]), ("bottom", bottom, labels[-1, :]),
-                            ("left", left, labels[:, 0]), ("right", right, labels[:, -1])):
+    for name, use, line in (
+        ("top", top, labels[0, :]),
+        ("bottom", bottom, labels[-1, :]),
+        ("left", left, labels[:, 0]),
+        ("right", right, labels[:, -1]),
+    ):
         if use:
             pos = np.flatnonzero(line).astype(np.int32)
             edges[name] = (pos, line[pos].astype(np.int32))
@@ -129,14 +136,24 @@ def _block_components(fg: np.ndarray, prob: np.ndarray | None, row0: int, col0: 
     if keep.any():
         lut = np.concatenate([[False], keep])
         kept_labels = np.where(lut[labels], labels, 0).astype(np.int32)
-        for geom, value in features.shapes(kept_labels, mask=kept_labels > 0, connectivity=CONNECTIVITY,
-                                           transform=Affine.translation(col0, row0)):
+        for geom, value in features.shapes(
+            kept_labels, mask=kept_labels > 0, connectivity=CONNECTIVITY, transform=Affine.translation(col0, row0)
+        ):
             v = int(value)
             g = shapely.geometry.shape(geom)
             # A 4-connected component is exactly one polygon; union defensively all the same.
             geoms[v] = shapely.union(geoms[v], g) if v in geoms else g
-    rows = [(int(lab), bool(open_[lab - 1]), int(counts[lab - 1]), float(sums[lab - 1]), int(maxes[lab - 1]),
-             shapely.to_wkb(geoms[lab])) for lab in idx[keep]]
+    rows = [
+        (
+            int(lab),
+            bool(open_[lab - 1]),
+            int(counts[lab - 1]),
+            float(sums[lab - 1]),
+            int(maxes[lab - 1]),
+            shapely.to_wkb(geoms[lab]),
+        )
+        for lab in idx[keep]
+    ]
     return {"n": int(n), "edges": edges, "rows": rows}
 
 
@@ -168,8 +185,9 @@ def _clean(geom: shapely.Geometry) -> shapely.Geometry:
     return shapely.normalize(geom)
 
 
-def components(fg: da.Array, prob: da.Array | None, transform: Affine, min_area_m2: float = 0.0,
-               client=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def components(
+    fg: da.Array, prob: da.Array | None, transform: Affine, min_area_m2: float = 0.0, client=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Connected 4-components of a lazy boolean raster, seamless across chunks.
 
     Returns (geometries in map coordinates, pixel counts, probability sums (uint8 units), maxima),
@@ -224,8 +242,11 @@ def components(fg: da.Array, prob: da.Array | None, transform: Affine, min_area_
         count = sum(p[0] for p in parts)
         if count < min_pixels:
             continue
-        geom = shapely.from_wkb(parts[0][3]) if len(parts) == 1 else shapely.union_all(
-            shapely.from_wkb([p[3] for p in parts]))
+        geom = (
+            shapely.from_wkb(parts[0][3])
+            if len(parts) == 1
+            else shapely.union_all(shapely.from_wkb([p[3] for p in parts]))
+        )
         geoms.append(geom)
         counts.append(count)
         sums.append(sum(p[1] for p in parts))
@@ -238,8 +259,12 @@ def components(fg: da.Array, prob: da.Array | None, transform: Affine, min_area_
     if len(geoms_arr):
         b = shapely.bounds(geoms_arr)  # pixel space: (col0, row0, col1, row1)
         order = np.lexsort((-counts_arr, b[:, 3], b[:, 2], b[:, 0], b[:, 1]))
-        geoms_arr, counts_arr, sums_arr, maxes_arr = (geoms_arr[order], counts_arr[order], sums_arr[order],
-                                                      maxes_arr[order])
+        geoms_arr, counts_arr, sums_arr, maxes_arr = (
+            geoms_arr[order],
+            counts_arr[order],
+            sums_arr[order],
+            maxes_arr[order],
+        )
         a, bb, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
 
         def to_map(xy: np.ndarray) -> np.ndarray:
@@ -253,8 +278,14 @@ def components(fg: da.Array, prob: da.Array | None, transform: Affine, min_area_
 # public
 
 
-def polygonize(prediction, out=None, threshold: float | None = None, min_area_m2: float = MIN_AREA_M2,
-               simplify_m: float | None = None, client=None) -> gpd.GeoDataFrame:
+def polygonize(
+    prediction,
+    out=None,
+    threshold: float | None = None,
+    min_area_m2: float = MIN_AREA_M2,
+    simplify_m: float | None = None,
+    client=None,
+) -> gpd.GeoDataFrame:
     """Landslide polygons of a finished prediction, written as ``<out>.parquet`` and ``<out>.gpkg``.
 
     ``prediction``: path of a prediction zarr group (or an opened ``xarray.Dataset``).
@@ -284,12 +315,24 @@ def polygonize(prediction, out=None, threshold: float | None = None, min_area_m2
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(counts > 0, sums / np.maximum(counts, 1) / 255.0, 0.0)
     gdf = gpd.GeoDataFrame(
-        {"id": np.arange(1, n + 1, dtype=np.int64), "area_m2": counts.astype(np.float64) * pixel_area,
-         "mean_prob": mean.astype(np.float64), "max_prob": maxes.astype(np.float64) / 255.0},
+        {
+            "id": np.arange(1, n + 1, dtype=np.int64),
+            "area_m2": counts.astype(np.float64) * pixel_area,
+            "mean_prob": mean.astype(np.float64),
+            "max_prob": maxes.astype(np.float64) / 255.0,
+        },
         geometry=gpd.GeoSeries(list(geoms), crs=ds.attrs["crs"]) if n else gpd.GeoSeries([], crs=ds.attrs["crs"]),
-        crs=ds.attrs["crs"])
-    gdf.attrs.update({"threshold": t, "threshold_level": level, "min_area_m2": float(min_area_m2),
-                      "simplify_m": float(simplify_m) if simplify_m else 0.0, "connectivity": CONNECTIVITY})
+        crs=ds.attrs["crs"],
+    )
+    gdf.attrs.update(
+        {
+            "threshold": t,
+            "threshold_level": level,
+            "min_area_m2": float(min_area_m2),
+            "simplify_m": float(simplify_m) if simplify_m else 0.0,
+            "connectivity": CONNECTIVITY,
+        }
+    )
     log.info("%d polygons at threshold %.3f (level %d/255), min area %.0f m2", n, t, level, min_area_m2)
     if out is not None:
         write_polygons(gdf, out)
@@ -334,5 +377,12 @@ def read_polygons_file(path, crs=None) -> gpd.GeoDataFrame:
     return gdf.to_crs(crs) if crs is not None else gdf
 
 
-__all__ = ["polygonize", "write_polygons", "components", "threshold_level", "read_polygons_file",
-           "CONNECTIVITY", "COLUMNS"]
+__all__ = [
+    "polygonize",
+    "write_polygons",
+    "components",
+    "threshold_level",
+    "read_polygons_file",
+    "CONNECTIVITY",
+    "COLUMNS",
+]

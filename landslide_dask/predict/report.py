@@ -37,7 +37,8 @@ references; both also per size class (by each object's own area: < 1,000 m², 1,
 
 The map
 -------
-``map.png`` (drawn by :mod:`.figure`): the post-event RGB composite (2-98 % stretch, toned down) with true-positive pixels yellow,
+``map.png`` (drawn by :mod:`.figure`): the post-event RGB composite (2-98 % stretch, toned down) with true-positive
+pixels yellow,
 false positives magenta, misses (false negatives) cyan, predictions outside the evaluated area
 white, and the unevaluated area greyed. Regions larger than ``max_px`` are drawn at 1:step: the
 image is read strided and the classes are counted per step x step block (Dask ``coarsen``), each
@@ -59,20 +60,22 @@ import shapely
 import xarray as xr
 from affine import Affine
 
+from ..common.files import write_text
 from ..cube.tiles import sparse_labels
 from ..errors import InputDataError
 from ..train.metrics import IGNORE, Confusion, average_precision, defined, fmt
-from ..common.files import write_text
 from .config import MIN_AREA_M2
 from .figure import cell_pixels, class_image, coarse, draw, rgb_lazy, stretch_rgb
-from .polygons import (CONNECTIVITY, components, polygonize, read_polygons_file,
-                       resolve_threshold, threshold_level)
+from .polygons import CONNECTIVITY, components, polygonize, read_polygons_file, resolve_threshold, threshold_level
 from .store import open_prediction, transform_of
 
 log = logging.getLogger(__name__)
 
-SIZE_CLASSES = ((0.0, 1_000.0, "< 1,000 m²"), (1_000.0, 10_000.0, "1,000-10,000 m²"),
-                (10_000.0, float("inf"), ">= 10,000 m²"))
+SIZE_CLASSES = (
+    (0.0, 1_000.0, "< 1,000 m²"),
+    (1_000.0, 10_000.0, "1,000-10,000 m²"),
+    (10_000.0, float("inf"), ">= 10,000 m²"),
+)
 
 
 # helpers
@@ -90,18 +93,23 @@ def _check_same_grid(pred: xr.Dataset, cube: xr.Dataset, where: str) -> None:
     ps = (pred.sizes["y"], pred.sizes["x"])
     cs = (cube.sizes["y"], cube.sizes["x"])
     if ps != cs:
-        raise InputDataError(f"The prediction ({ps[0]}x{ps[1]} px) and the cube {where} ({cs[0]}x{cs[1]} px) are "
-                             "not on the same grid: evaluate a prediction made from this cube.")
+        raise InputDataError(
+            f"The prediction ({ps[0]}x{ps[1]} px) and the cube {where} ({cs[0]}x{cs[1]} px) are "
+            "not on the same grid: evaluate a prediction made from this cube."
+        )
     pt = np.asarray(list(pred.attrs["transform"])[:6], dtype=float)
     ct = np.asarray(list(cube.attrs.get("transform", pt))[:6], dtype=float)
     same_crs = str(pred.attrs.get("crs")) == str(cube.attrs.get("crs", pred.attrs.get("crs")))
     if not np.allclose(pt, ct, rtol=0, atol=1e-6) or not same_crs:
-        raise InputDataError(f"The prediction's grid ({pred.attrs.get('crs')}, {pt.tolist()}) differs from the cube "
-                             f"{where}'s ({cube.attrs.get('crs')}, {ct.tolist()}): evaluate a prediction made from "
-                             "this cube.")
+        raise InputDataError(
+            f"The prediction's grid ({pred.attrs.get('crs')}, {pt.tolist()}) differs from the cube "
+            f"{where}'s ({cube.attrs.get('crs')}, {ct.tolist()}): evaluate a prediction made from "
+            "this cube."
+        )
     if "label" not in cube:
-        raise InputDataError(f"The cube {where} has no 'label' layer: build it with an inventory (--inventory) "
-                             "to evaluate a map on it.")
+        raise InputDataError(
+            f"The cube {where} has no 'label' layer: build it with an inventory (--inventory) to evaluate a map on it."
+        )
 
 
 def _compute(*objs, client=None):
@@ -158,12 +166,22 @@ def match_objects(pred: np.ndarray, ref: np.ndarray, min_iou: float = 0.1, min_c
             ok = (inter > 0) & ((iou >= min_iou) | (cover >= min_cover))
             np.add.at(pred_matches, pi[ok], 1)
             np.add.at(ref_matches, ri[ok], 1)
-    return {"pred_tp": pred_matches > 0, "ref_detected": ref_matches > 0,
-            "pred_matches": pred_matches, "ref_matches": ref_matches}
+    return {
+        "pred_tp": pred_matches > 0,
+        "ref_detected": ref_matches > 0,
+        "pred_matches": pred_matches,
+        "ref_matches": ref_matches,
+    }
 
 
-def object_metrics(pred: np.ndarray, ref: np.ndarray, min_iou: float = 0.1, min_cover: float = 0.5,
-                   pred_counted: np.ndarray | None = None, ref_counted: np.ndarray | None = None) -> dict:
+def object_metrics(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    min_iou: float = 0.1,
+    min_cover: float = 0.5,
+    pred_counted: np.ndarray | None = None,
+    ref_counted: np.ndarray | None = None,
+) -> dict:
     """Object precision/recall, merges/splits and per-size-class counts for two polygon arrays.
 
     All objects take part in the matching; only those flagged in ``pred_counted`` / ``ref_counted``
@@ -175,8 +193,12 @@ def object_metrics(pred: np.ndarray, ref: np.ndarray, min_iou: float = 0.1, min_
     ra = shapely.area(np.asarray(ref, dtype=object))
     pc = np.ones(len(pa), bool) if pred_counted is None else np.asarray(pred_counted, bool)
     rc = np.ones(len(ra), bool) if ref_counted is None else np.asarray(ref_counted, bool)
-    m = {"pred_tp": m["pred_tp"][pc], "ref_detected": m["ref_detected"][rc],
-         "pred_matches": m["pred_matches"][pc], "ref_matches": m["ref_matches"][rc]}
+    m = {
+        "pred_tp": m["pred_tp"][pc],
+        "ref_detected": m["ref_detected"][rc],
+        "pred_matches": m["pred_matches"][pc],
+        "ref_matches": m["ref_matches"][rc],
+    }
     pa, ra = pa[pc], ra[rc]
     n_pred, n_ref = len(pa), len(ra)
     tp_pred, det = int(m["pred_tp"].sum()), int(m["ref_detected"].sum())
@@ -189,17 +211,36 @@ def object_metrics(pred: np.ndarray, ref: np.ndarray, min_iou: float = 0.1, min_
         inr = (ra >= lo) & (ra < hi)
         nr, nd = int(inr.sum()), int(m["ref_detected"][inr].sum())
         np_, nt = int(inp.sum()), int(m["pred_tp"][inp].sum())
-        classes.append({"class": name, "min_m2": lo, "max_m2": None if np.isinf(hi) else hi,
-                        "n_reference": nr, "detected": nd, "missed": nr - nd,
-                        "recall": (nd / nr) if nr else None,
-                        "n_predicted": np_, "tp_predicted": nt, "fp_predicted": np_ - nt,
-                        "precision": (nt / np_) if np_ else None})
-    return {"n_predicted": n_pred, "n_reference": n_ref, "tp_predicted": tp_pred, "fp_predicted": n_pred - tp_pred,
-            "detected_reference": det, "missed_reference": n_ref - det,
-            "precision": precision, "recall": recall, "f1": f1,
-            "merged_predictions": int((m["pred_matches"] > 1).sum()),
-            "split_references": int((m["ref_matches"] > 1).sum()),
-            "size_classes": classes, "_flags": m}
+        classes.append(
+            {
+                "class": name,
+                "min_m2": lo,
+                "max_m2": None if np.isinf(hi) else hi,
+                "n_reference": nr,
+                "detected": nd,
+                "missed": nr - nd,
+                "recall": (nd / nr) if nr else None,
+                "n_predicted": np_,
+                "tp_predicted": nt,
+                "fp_predicted": np_ - nt,
+                "precision": (nt / np_) if np_ else None,
+            }
+        )
+    return {
+        "n_predicted": n_pred,
+        "n_reference": n_ref,
+        "tp_predicted": tp_pred,
+        "fp_predicted": n_pred - tp_pred,
+        "detected_reference": det,
+        "missed_reference": n_ref - det,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "merged_predictions": int((m["pred_matches"] > 1).sum()),
+        "split_references": int((m["ref_matches"] > 1).sum()),
+        "size_classes": classes,
+        "_flags": m,
+    }
 
 
 # labelled samples
@@ -222,11 +263,18 @@ def blob_metrics(hit: np.ndarray, label: np.ndarray, evaluated: np.ndarray) -> d
             out[name] = (0, 0)
     (n_pos, found), (n_neg, mapped_neg) = out["landslide"], out["non_landslide"]
     conf = Confusion(found, mapped_neg, n_pos - found, n_neg - mapped_neg)
-    return {"landslide_blobs": n_pos, "found": found, "non_landslide_blobs": n_neg, "rejected": n_neg - mapped_neg,
-            "recall": conf.recall(), "specificity": (n_neg - mapped_neg) / n_neg if n_neg else float("nan"),
-            "precision": conf.precision(), "mcc": conf.mcc(),
-            "rule": "a landslide blob is found when >= 50 % of its pixels are mapped; a non-landslide blob is "
-                    "rejected when < 50 % are"}
+    return {
+        "landslide_blobs": n_pos,
+        "found": found,
+        "non_landslide_blobs": n_neg,
+        "rejected": n_neg - mapped_neg,
+        "recall": conf.recall(),
+        "specificity": (n_neg - mapped_neg) / n_neg if n_neg else float("nan"),
+        "precision": conf.precision(),
+        "mcc": conf.mcc(),
+        "rule": "a landslide blob is found when >= 50 % of its pixels are mapped; a non-landslide blob is "
+        "rejected when < 50 % are",
+    }
 
 
 # reports
@@ -242,43 +290,107 @@ def _fmt(v) -> str:
 
 def markdown_report(rep: dict) -> str:
     px, ob = rep["pixel"], rep["object"]
-    lines = [f"# Landslide map evaluation — {rep['region']}", "",
-             f"Prediction `{rep['prediction']}` (model `{rep.get('model', '?')}`) against cube `{rep['cube']}`; "
-             f"threshold {rep['threshold']:.3f} (probability ≥ {rep['threshold_level']}/255, "
-             f"{rep['threshold_source']}); evaluated area {rep['evaluated_km2']:.2f} km².", "",
-             "## Pixels", "",
-             "| MCC | precision | recall | F1 | IoU | average precision | TP | FP | FN | TN |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-             "| " + " | ".join(_fmt(px.get(k)) for k in ("mcc", "precision", "recall", "f1", "iou", "average_precision",
-                                                       "tp", "fp", "fn", "tn"))
-             + " |", "",
-             "## Objects", "",
-             f"Predicted objects: {ob['predicted_source']}; minimum area {rep['min_area_m2']:.0f} m². "
-             f"Reference objects: {ob['reference_source']}. {ob['rule']}", "",
-             "| objects | predicted | true positive | false positive | reference | detected | missed | "
-             "precision | recall | F1 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-             "| all | " + " | ".join(_fmt(ob[k]) for k in (
-                 "n_predicted", "tp_predicted", "fp_predicted", "n_reference", "detected_reference",
-                 "missed_reference", "precision", "recall", "f1")) + " |"]
+    lines = [
+        f"# Landslide map evaluation — {rep['region']}",
+        "",
+        f"Prediction `{rep['prediction']}` (model `{rep.get('model', '?')}`) against cube `{rep['cube']}`; "
+        f"threshold {rep['threshold']:.3f} (probability ≥ {rep['threshold_level']}/255, "
+        f"{rep['threshold_source']}); evaluated area {rep['evaluated_km2']:.2f} km².",
+        "",
+        "## Pixels",
+        "",
+        "| MCC | precision | recall | F1 | IoU | average precision | TP | FP | FN | TN |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| "
+        + " | ".join(
+            _fmt(px.get(k))
+            for k in ("mcc", "precision", "recall", "f1", "iou", "average_precision", "tp", "fp", "fn", "tn")
+        )
+        + " |",
+        "",
+        "## Objects",
+        "",
+        f"Predicted objects: {ob['predicted_source']}; minimum area {rep['min_area_m2']:.0f} m². "
+        f"Reference objects: {ob['reference_source']}. {ob['rule']}",
+        "",
+        "| objects | predicted | true positive | false positive | reference | detected | missed | "
+        "precision | recall | F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| all | "
+        + " | ".join(
+            _fmt(ob[k])
+            for k in (
+                "n_predicted",
+                "tp_predicted",
+                "fp_predicted",
+                "n_reference",
+                "detected_reference",
+                "missed_reference",
+                "precision",
+                "recall",
+                "f1",
+            )
+        )
+        + " |",
+    ]
     for c in ob["size_classes"]:
-        lines.append(f"| {c['class']} | " + " | ".join(_fmt(c[k]) for k in (
-            "n_predicted", "tp_predicted", "fp_predicted", "n_reference", "detected", "missed",
-            "precision", "recall")) + " | – |")
+        lines.append(
+            f"| {c['class']} | "
+            + " | ".join(
+                _fmt(c[k])
+                for k in (
+                    "n_predicted",
+                    "tp_predicted",
+                    "fp_predicted",
+                    "n_reference",
+                    "detected",
+                    "missed",
+                    "precision",
+                    "recall",
+                )
+            )
+            + " | – |"
+        )
     if rep.get("blobs"):
         b = rep["blobs"]
-        lines += ["", "## Labelled samples (blobs)", "", f"The labels are samples, not outlines: {b['rule']}.", "",
-                  "| landslide blobs | found | non-landslide blobs | rejected | recall | specificity | precision | MCC |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|",
-                  "| " + " | ".join(_fmt(b[k]) for k in ("landslide_blobs", "found", "non_landslide_blobs", "rejected",
-                                                        "recall", "specificity", "precision", "mcc")) + " |"]
-    lines += ["", f"Predictions matching several references (merges): {ob['merged_predictions']}; "
-              f"references matched by several predictions (splits): {ob['split_references']}.", "",
-              "## Map", "", f"![map]({Path(rep['files']['map']).name})", "",
-              "Yellow: true positives; magenta: false positives; cyan: missed landslides; white: predicted "
-              "outside the inventory area; grey: not evaluated." + (
-                  f" Drawn at 1:{rep['map_step']}, each cell showing its most frequent class."
-                  if rep["map_step"] > 1 else ""), ""]
+        lines += [
+            "",
+            "## Labelled samples (blobs)",
+            "",
+            f"The labels are samples, not outlines: {b['rule']}.",
+            "",
+            "| landslide blobs | found | non-landslide blobs | rejected | recall | specificity | precision | MCC |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| "
+            + " | ".join(
+                _fmt(b[k])
+                for k in (
+                    "landslide_blobs",
+                    "found",
+                    "non_landslide_blobs",
+                    "rejected",
+                    "recall",
+                    "specificity",
+                    "precision",
+                    "mcc",
+                )
+            )
+            + " |",
+        ]
+    lines += [
+        "",
+        f"Predictions matching several references (merges): {ob['merged_predictions']}; "
+        f"references matched by several predictions (splits): {ob['split_references']}.",
+        "",
+        "## Map",
+        "",
+        f"![map]({Path(rep['files']['map']).name})",
+        "",
+        "Yellow: true positives; magenta: false positives; cyan: missed landslides; white: predicted "
+        "outside the inventory area; grey: not evaluated."
+        + (f" Drawn at 1:{rep['map_step']}, each cell showing its most frequent class." if rep["map_step"] > 1 else ""),
+        "",
+    ]
     if rep.get("attribution"):
         lines += ["## Data", "", rep["attribution"], ""]
     return "\n".join(lines)
@@ -313,26 +425,46 @@ def _pixels(pred: xr.Dataset, cb: xr.Dataset, level: int, max_px: int, client=No
     hit = prob >= np.uint8(level)
     truth = label == 1
     evaluated = (label != IGNORE) & valid
-    layers = {"tp": hit & truth & evaluated, "fp": hit & ~truth & evaluated, "fn": ~hit & truth & evaluated,
-              "outside": hit & ~evaluated}
+    layers = {
+        "tp": hit & truth & evaluated,
+        "fp": hit & ~truth & evaluated,
+        "fn": ~hit & truth & evaluated,
+        "outside": hit & ~evaluated,
+    }
     tn = ~hit & ~truth & evaluated
     sums = [layers[k].sum(dtype=np.int64) for k in ("tp", "fp", "fn")] + [tn.sum(dtype=np.int64)]
     # per-level counts of landslide and other pixels: average precision, whatever the threshold
     level_of = prob.astype(np.int16)
-    hists = [da.bincount(da.where(evaluated & cls, level_of, 256).ravel(), minlength=257)[:256]
-             for cls in (truth, ~truth)]
+    hists = [
+        da.bincount(da.where(evaluated & cls, level_of, 256).ravel(), minlength=257)[:256] for cls in (truth, ~truth)
+    ]
     step = max(1, int(np.ceil(max(prob.shape) / max_px)))
     cells = {k: coarse(v, step) for k, v in layers.items()}
-    computed = _compute(*sums, *cells.values(), coarse(~evaluated, step), rgb_lazy(cb, step), valid[::step, ::step],
-                        *hists, client=client)
-    return _Pixels(hit=hit, truth=truth, valid=valid, evaluated=evaluated,
-                   conf=Confusion(*(int(v) for v in computed[:4])), ap=average_precision(computed[11], computed[12]),
-                   step=step, counts=dict(zip(cells, computed[4:8])), unevaluated=computed[8], rgb=computed[9],
-                   rgb_valid=np.asarray(computed[10], dtype=bool))
+    computed = _compute(
+        *sums,
+        *cells.values(),
+        coarse(~evaluated, step),
+        rgb_lazy(cb, step),
+        valid[::step, ::step],
+        *hists,
+        client=client,
+    )
+    return _Pixels(
+        hit=hit,
+        truth=truth,
+        valid=valid,
+        evaluated=evaluated,
+        conf=Confusion(*(int(v) for v in computed[:4])),
+        ap=average_precision(computed[11], computed[12]),
+        step=step,
+        counts=dict(zip(cells, computed[4:8])),
+        unevaluated=computed[8],
+        rgb=computed[9],
+        rgb_valid=np.asarray(computed[10], dtype=bool),
+    )
 
 
-def _predicted_objects(pred: xr.Dataset, polygons, t: float, min_area_m2: float, client=None
-                       ) -> tuple[np.ndarray, str]:
+def _predicted_objects(pred: xr.Dataset, polygons, t: float, min_area_m2: float, client=None) -> tuple[np.ndarray, str]:
     """The predicted polygons (made at ``t``, or the given ones at least ``min_area_m2``) and their source."""
     if polygons is None:
         pg = polygonize(pred, None, threshold=t, min_area_m2=min_area_m2, client=client)
@@ -347,8 +479,9 @@ def _predicted_objects(pred: xr.Dataset, polygons, t: float, min_area_m2: float,
     return np.asarray(pg.geometry.values, dtype=object), source
 
 
-def _reference_objects(pred: xr.Dataset, px: _Pixels, inventory, min_area_m2: float, client=None
-                       ) -> tuple[np.ndarray, str]:
+def _reference_objects(
+    pred: xr.Dataset, px: _Pixels, inventory, min_area_m2: float, client=None
+) -> tuple[np.ndarray, str]:
     """The reference polygons (the inventory file's clipped to the cube, or the label's objects)
     and their source."""
     transform = transform_of(pred)
@@ -362,27 +495,50 @@ def _reference_objects(pred: xr.Dataset, px: _Pixels, inventory, min_area_m2: fl
         rgeoms = rgeoms[~shapely.is_empty(rgeoms) & (shapely.area(rgeoms) > 0)]
         return rgeoms, f"inventory `{inventory}` ({len(inv)} polygons, clipped to the cube)"
     rgeoms, *_ = components(px.truth & px.valid, None, transform, min_area_m2, client)
-    return rgeoms, (f"the cube's label layer ({CONNECTIVITY}-connected objects of label 1 on valid pixels, "
-                    f"at least {min_area_m2:.0f} m² like the predictions)")
+    return rgeoms, (
+        f"the cube's label layer ({CONNECTIVITY}-connected objects of label 1 on valid pixels, "
+        f"at least {min_area_m2:.0f} m² like the predictions)"
+    )
 
 
-def _object_report(pred: xr.Dataset, px: _Pixels, polygons, inventory, t: float, min_area_m2: float,
-                   min_iou: float, min_cover: float, client=None) -> dict:
+def _object_report(
+    pred: xr.Dataset,
+    px: _Pixels,
+    polygons,
+    inventory,
+    t: float,
+    min_area_m2: float,
+    min_iou: float,
+    min_cover: float,
+    client=None,
+) -> dict:
     """Object metrics of the predicted against the reference objects, counting those whose interior
     point lies in the evaluated area, with the rule and sources in words."""
     transform = transform_of(pred)
     pgeoms, predicted_source = _predicted_objects(pred, polygons, t, min_area_m2, client)
     rgeoms, reference_source = _reference_objects(pred, px, inventory, min_area_m2, client)
     pred_in = _sample(px.evaluated, transform, shapely.point_on_surface(pgeoms), client)
-    ref_in = (_sample(px.evaluated, transform, shapely.point_on_surface(rgeoms), client) if len(rgeoms)
-              else np.zeros(0, dtype=bool))
+    ref_in = (
+        _sample(px.evaluated, transform, shapely.point_on_surface(rgeoms), client)
+        if len(rgeoms)
+        else np.zeros(0, dtype=bool)
+    )
     om = object_metrics(pgeoms, rgeoms, min_iou, min_cover, pred_in, ref_in)
     om.pop("_flags")
-    om.update({"rule": (f"A predicted and a reference object match when IoU ≥ {min_iou:g} or the overlap covers "
-                        f"≥ {min_cover:.0%} of the smaller one; matching is many-to-many; only objects whose "
-                        "interior point lies in the evaluated area are counted."),
-               "min_iou": min_iou, "min_cover": min_cover, "connectivity": CONNECTIVITY,
-               "reference_source": reference_source, "predicted_source": predicted_source})
+    om.update(
+        {
+            "rule": (
+                f"A predicted and a reference object match when IoU ≥ {min_iou:g} or the overlap covers "
+                f"≥ {min_cover:.0%} of the smaller one; matching is many-to-many; only objects whose "
+                "interior point lies in the evaluated area are counted."
+            ),
+            "min_iou": min_iou,
+            "min_cover": min_cover,
+            "connectivity": CONNECTIVITY,
+            "reference_source": reference_source,
+            "predicted_source": predicted_source,
+        }
+    )
     return om
 
 
@@ -397,19 +553,41 @@ def _draw_map(rep: dict, px: _Pixels, beside: bool, attribution_latin: str | Non
         img = np.concatenate([plain, np.ones((img.shape[0], max(4, img.shape[1] // 50), 3)), img], axis=1)
     present = {k for k, v in px.counts.items() if np.any(v)}
     drawn = f" (drawn at 1:{step})" if step > 1 else ""
-    title = (f"{rep['region']}{drawn} — pixels: MCC {fmt(conf.mcc(), 2)}, F1 {fmt(conf.f1(), 2)}, "
-             f"precision {fmt(conf.precision(), 2)}, recall {fmt(conf.recall(), 2)}\n"
-             f"objects: precision {om['precision']:.2f}, recall {om['recall']:.2f} "
-             f"({om['detected_reference']}/{om['n_reference']} detected, {om['fp_predicted']} false) · "
-             f"threshold {rep['threshold']:.2f}, min area {rep['min_area_m2']:.0f} m²")
-    draw(img, Path(rep["files"]["map"]), title, present, attribution=rep["attribution"],
-         attribution_latin=attribution_latin)
+    title = (
+        f"{rep['region']}{drawn} — pixels: MCC {fmt(conf.mcc(), 2)}, F1 {fmt(conf.f1(), 2)}, "
+        f"precision {fmt(conf.precision(), 2)}, recall {fmt(conf.recall(), 2)}\n"
+        f"objects: precision {om['precision']:.2f}, recall {om['recall']:.2f} "
+        f"({om['detected_reference']}/{om['n_reference']} detected, {om['fp_predicted']} false) · "
+        f"threshold {rep['threshold']:.2f}, min area {rep['min_area_m2']:.0f} m²"
+    )
+    draw(
+        img,
+        Path(rep["files"]["map"]),
+        title,
+        present,
+        attribution=rep["attribution"],
+        attribution_latin=attribution_latin,
+    )
 
 
-def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, threshold: float | None = None,
-                 min_area_m2: float = MIN_AREA_M2, *, name: str | None = None, min_iou: float = 0.1,
-                 min_cover: float = 0.5, max_px: int = 1600, client=None, attribution: str | None = None,
-                 attribution_latin: str | None = None, beside: bool = False) -> dict:
+def evaluate_map(
+    prediction,
+    cube,
+    out_dir,
+    inventory=None,
+    polygons=None,
+    threshold: float | None = None,
+    min_area_m2: float = MIN_AREA_M2,
+    *,
+    name: str | None = None,
+    min_iou: float = 0.1,
+    min_cover: float = 0.5,
+    max_px: int = 1600,
+    client=None,
+    attribution: str | None = None,
+    attribution_latin: str | None = None,
+    beside: bool = False,
+) -> dict:
     """Evaluate a finished prediction against a labelled cube; write report.md, report.json, map.png.
 
     ``prediction``: prediction zarr (or Dataset); ``cube``: the cube it was made from (with labels);
@@ -426,8 +604,11 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
     pred = open_prediction(prediction, georeferenced=True)
     cb, cube_where = _open_cube(cube)
     _check_same_grid(pred, cb, cube_where)
-    threshold_source = ("given" if threshold is not None
-                        else pred.attrs.get("threshold_rule", "the checkpoint's validation-chosen threshold"))
+    threshold_source = (
+        "given"
+        if threshold is not None
+        else pred.attrs.get("threshold_rule", "the checkpoint's validation-chosen threshold")
+    )
     t = resolve_threshold(pred, threshold)
     level = threshold_level(t)
     transform = transform_of(pred)
@@ -435,8 +616,9 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if name is None:
-        name = cb.attrs.get("region") or (Path(str(cube)).name.removesuffix(".zarr") if not isinstance(cube, xr.Dataset)
-                                          else "region")
+        name = cb.attrs.get("region") or (
+            Path(str(cube)).name.removesuffix(".zarr") if not isinstance(cube, xr.Dataset) else "region"
+        )
     px = _pixels(pred, cb, level, max_px, client)
     om = _object_report(pred, px, polygons, inventory, t, min_area_m2, min_iou, min_cover, client)
     blobs = None
@@ -444,15 +626,28 @@ def evaluate_map(prediction, cube, out_dir, inventory=None, polygons=None, thres
         hit_np, lab_np, ev_np = _compute(px.hit, cb["label"].data.rechunk(px.hit.chunks), px.evaluated, client=client)
         blobs = blob_metrics(np.asarray(hit_np) & np.asarray(ev_np), np.asarray(lab_np), np.asarray(ev_np))
     conf = px.conf
-    rep = {"region": name, "prediction": str(prediction) if not isinstance(prediction, xr.Dataset) else "dataset",
-           "cube": str(cube) if not isinstance(cube, xr.Dataset) else "dataset", "model": pred.attrs.get("model"),
-           "crs": pred.attrs["crs"], "threshold": t, "threshold_level": level, "threshold_source": threshold_source,
-           "min_area_m2": float(min_area_m2), "evaluated_km2": conf.total * pixel_area / 1e6,
-           "attribution": attribution,
-           "pixel": {**conf.scores(), "average_precision": px.ap if defined(px.ap) else None}, "object": om,
-           "map_step": px.step, **({"blobs": blobs} if blobs is not None else {}),
-           "files": {"report_md": str(out_dir / "report.md"), "report_json": str(out_dir / "report.json"),
-                     "map": str(out_dir / "map.png")}}
+    rep = {
+        "region": name,
+        "prediction": str(prediction) if not isinstance(prediction, xr.Dataset) else "dataset",
+        "cube": str(cube) if not isinstance(cube, xr.Dataset) else "dataset",
+        "model": pred.attrs.get("model"),
+        "crs": pred.attrs["crs"],
+        "threshold": t,
+        "threshold_level": level,
+        "threshold_source": threshold_source,
+        "min_area_m2": float(min_area_m2),
+        "evaluated_km2": conf.total * pixel_area / 1e6,
+        "attribution": attribution,
+        "pixel": {**conf.scores(), "average_precision": px.ap if defined(px.ap) else None},
+        "object": om,
+        "map_step": px.step,
+        **({"blobs": blobs} if blobs is not None else {}),
+        "files": {
+            "report_md": str(out_dir / "report.md"),
+            "report_json": str(out_dir / "report.json"),
+            "map": str(out_dir / "map.png"),
+        },
+    }
     _draw_map(rep, px, beside, attribution_latin)
     write_text(out_dir / "report.json", json.dumps(rep, indent=2, default=_json_default) + "\n")
     write_text(out_dir / "report.md", markdown_report(rep))

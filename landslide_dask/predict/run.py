@@ -39,9 +39,20 @@ log = logging.getLogger(__name__)
 __all__ = ["predict", "lazy_probability"]
 
 
-def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None, window: int | None = None,
-            overlap: int | None = None, batch_size: int | None = None, device: str | None = None,
-            progress: bool = True, overwrite: bool = False, threshold_rule: str = "auto") -> Path:
+def predict(
+    cube: str | Path,
+    model: str | Path,
+    out: str | Path,
+    *,
+    client=None,
+    window: int | None = None,
+    overlap: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    threshold_rule: str = "auto",
+) -> Path:
     """Map landslide probability over a cube with blended overlapping windows; resumable.
 
     ``client``: a ``distributed.Client`` (else dask's local threaded scheduler with up to 4
@@ -63,8 +74,9 @@ def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None
     threads = engine.local_threads(device)
     if batch_size is None and device is None and client is not None:
         batch_size = engine.default_batch_size("cuda" if any(client.run(engine.has_cuda).values()) else "cpu")
-    plan, batches, run, extra = engine.prepare(cube, model, window=window, overlap=overlap,
-                                               batch_size=batch_size, device=device, threads=threads)
+    plan, batches, run, extra = engine.prepare(
+        cube, model, window=window, overlap=overlap, batch_size=batch_size, device=device, threads=threads
+    )
     if client is not None:
         plan = dataclasses.replace(plan, worker_threads=engine.worker_threads(client))
     if overwrite or not out.exists():
@@ -85,8 +97,9 @@ def predict(cube: str | Path, model: str | Path, out: str | Path, *, client=None
     if progress:
         from ..common.logs import progress_bar
 
-        bar = progress_bar(total=len(grid), initial=len(grid) - len(todo), desc="predict", unit="chunk",
-                           mininterval=1.0)
+        bar = progress_bar(
+            total=len(grid), initial=len(grid) - len(todo), desc="predict", unit="chunk", mininterval=1.0
+        )
     try:
         if client is not None:
             _stream(plan, batches, todo, str(out), _DistributedPool(client), bar)
@@ -112,18 +125,27 @@ def _set_threshold(out: Path, plan, extra: dict, rule: str) -> None:
 
     t, how = choose_threshold(out, plan.cube, extra["ckpt"], rule)
     zarr.open_group(str(out), mode="r+").attrs.update(
-        {"threshold": t, "threshold_rule": how, "validation_threshold": contract(extra["ckpt"]).threshold})
+        {"threshold": t, "threshold_rule": how, "validation_threshold": contract(extra["ckpt"]).threshold}
+    )
     log.info("threshold %.3f: %s", t, how)
 
 
-def lazy_probability(cube: str | Path, model: str | Path, *, window: int | None = None,
-                     overlap: int | None = None, batch_size: int | None = None, device: str | None = None):
+def lazy_probability(
+    cube: str | Path,
+    model: str | Path,
+    *,
+    window: int | None = None,
+    overlap: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+):
     """The blended probability (uint8, 0 where invalid) as a lazy dask array on the cube's chunks —
     the same computation as :func:`predict`, without writing (benchmarks, in-memory checks)."""
     import dask.array as da
 
-    plan, batches, _, _ = engine.prepare(cube, model, window=window, overlap=overlap, batch_size=batch_size,
-                                         device=device)
+    plan, batches, _, _ = engine.prepare(
+        cube, model, window=window, overlap=overlap, batch_size=batch_size, device=device
+    )
     grid = chunk_grid(plan.shape, plan.chunks)
     tasks = dict(zip(grid, graph(plan, batches, grid)))
     ny, nx = grid[-1][0] + 1, grid[-1][1] + 1
@@ -148,14 +170,21 @@ def graph(plan: Plan, batches: list, todo: list[tuple[int, int]]) -> list:
 
     def batch_task(b: int):
         if b not in batch_tasks:
-            batch_tasks[b] = delayed(engine.run_batch, pure=True)(plan, batches[b],
-                                                                  dask_key_name=f"predict-batch-{tok}-{b}")
+            batch_tasks[b] = delayed(engine.run_batch, pure=True)(
+                plan, batches[b], dask_key_name=f"predict-batch-{tok}-{b}"
+            )
         return batch_tasks[b]
 
-    return [delayed(_probability_block, pure=True)(
-        plan, i, j, [(r, c, h, w, batch_task(b), k) for r, c, h, w, b, k in contrib],
-        dask_key_name=f"predict-block-{tok}-{i}-{j}")
-        for (i, j), contrib in contributions(plan.shape, plan.chunks, batches, todo).items()]
+    return [
+        delayed(_probability_block, pure=True)(
+            plan,
+            i,
+            j,
+            [(r, c, h, w, batch_task(b), k) for r, c, h, w, b, k in contrib],
+            dask_key_name=f"predict-block-{tok}-{i}-{j}",
+        )
+        for (i, j), contrib in contributions(plan.shape, plan.chunks, batches, todo).items()
+    ]
 
 
 def assemble(plan: Plan, i: int, j: int, contributions: list) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -174,9 +203,9 @@ def assemble(plan: Plan, i: int, j: int, contributions: list) -> tuple[np.ndarra
         c0, c1 = max(x0, col), min(x1, col + w)
         if r0 >= r1 or c0 >= c1:
             continue
-        wt = blend_weights(h, w, plan.overlap)[r0 - row:r1 - row, c0 - col:c1 - col]
-        acc[r0 - y0:r1 - y0, c0 - x0:c1 - x0] += wt * p[r0 - py0:r1 - py0, c0 - px0:c1 - px0]
-        wsum[r0 - y0:r1 - y0, c0 - x0:c1 - x0] += wt
+        wt = blend_weights(h, w, plan.overlap)[r0 - row : r1 - row, c0 - col : c1 - col]
+        acc[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] += wt * p[r0 - py0 : r1 - py0, c0 - px0 : c1 - px0]
+        wsum[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] += wt
     prob = np.divide(acc, wsum, out=np.zeros_like(acc), where=wsum > 0)
     valid, _, no_pre = plan.reader.masks(0, y0, x0, y1 - y0, x1 - x0)
     out = np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -256,7 +285,7 @@ class _DistributedPool:
     @staticmethod
     def check(fut) -> None:
         if fut.status != "finished":  # never .result() a finished batch: it would ship its windows here
-            fut.result()              # raises the task's error
+            fut.result()  # raises the task's error
 
     @staticmethod
     def wait_any(futures) -> set:
@@ -290,13 +319,13 @@ class _Stream:
         self.lookahead = max(1, math.ceil(2 * pool.threads / per_row))
         self.tok = hashlib.sha1(repr((plan, out)).encode()).hexdigest()[:12]
         self.users = {b: len(ijs) for b, ijs in self.chunks_of.items()}  # chunks whose write is not submitted yet
-        self.batch_futs: dict[int, object] = {}                             # submitted and still needed
+        self.batch_futs: dict[int, object] = {}  # submitted and still needed
         self.done: set[int] = set()
-        self.waiting: dict[tuple[int, int], set[int]] = {}                  # submitted chunks: batches not done
+        self.waiting: dict[tuple[int, int], set[int]] = {}  # submitted chunks: batches not done
         self.running: dict[object, tuple[str, object]] = {}
-        self.left = {r: len(self.by_row[r]) for r in self.rows}             # chunks of a row not written yet
-        self.submitted = 0                                                  # chunk rows submitted
-        self.first = 0                                                      # chunk rows fully written
+        self.left = {r: len(self.by_row[r]) for r in self.rows}  # chunks of a row not written yet
+        self.submitted = 0  # chunk rows submitted
+        self.first = 0  # chunk rows fully written
 
     def submit_write(self, ij: tuple[int, int]) -> None:
         """Write chunk ``ij`` from its batches' results; release each batch no other chunk still needs."""
@@ -308,15 +337,16 @@ class _Stream:
         for b in self.need[ij]:
             self.users[b] -= 1
             if not self.users[b]:
-                del self.batch_futs[b]   # the write holds the result now
+                del self.batch_futs[b]  # the write holds the result now
 
     def submit_rows(self) -> None:
         """Submit the batches of the chunk rows up to ``lookahead`` past the first unfinished one."""
         while self.submitted < len(self.rows) and self.submitted <= self.first + self.lookahead:
             for ij in self.by_row[self.rows[self.submitted]]:
                 for b in sorted(self.need[ij] - self.done - self.batch_futs.keys()):
-                    self.batch_futs[b] = self.pool.submit(f"predict-batch-{self.tok}-{b}", engine.run_batch,
-                                                          self.plan, self.batches[b])
+                    self.batch_futs[b] = self.pool.submit(
+                        f"predict-batch-{self.tok}-{b}", engine.run_batch, self.plan, self.batches[b]
+                    )
                     self.running[self.batch_futs[b]] = ("batch", b)
                 self.waiting[ij] = self.need[ij] - self.done
                 if not self.waiting[ij]:
@@ -346,7 +376,7 @@ class _Stream:
             while self.running:
                 for f in self.pool.wait_any(list(self.running)):
                     kind, what = self.running.pop(f)
-                    self.pool.check(f)   # a task's error (e.g. a corrupt chunk) is raised here
+                    self.pool.check(f)  # a task's error (e.g. a corrupt chunk) is raised here
                     if kind == "batch":
                         self.batch_done(what)
                     else:
@@ -383,12 +413,18 @@ def _check_any_valid(plan: Plan) -> None:
     try:
         any_valid = bool(valid.any().compute(scheduler="threads"))
     except Exception as exc:
-        raise InputDataError(f"Reading the 'valid' mask of {plan.cube} failed ({type(exc).__name__}: {exc}). "
-                             "The cube is corrupt: rebuild it with `landslide-dask cube`.") from exc
+        raise InputDataError(
+            f"Reading the 'valid' mask of {plan.cube} failed ({type(exc).__name__}: {exc}). "
+            "The cube is corrupt: rebuild it with `landslide-dask cube`."
+        ) from exc
     if not any_valid and needs_pre:
-        raise InputDataError(f"{plan.cube} has no pixel with a pre-event image, and {plan.model} was trained "
-                             "without pre-event dropout, so it cannot map any: use a model trained with "
-                             "--pre-dropout, or rebuild the cube with a wider --pre-days window.")
+        raise InputDataError(
+            f"{plan.cube} has no pixel with a pre-event image, and {plan.model} was trained "
+            "without pre-event dropout, so it cannot map any: use a model trained with "
+            "--pre-dropout, or rebuild the cube with a wider --pre-days window."
+        )
     if not any_valid:
-        raise InputDataError(f"{plan.cube} has no valid pixel (its 'valid' mask is all False): nothing to map. "
-                             "Check the AOI and the pre/post windows (clouds?) and rebuild the cube.")
+        raise InputDataError(
+            f"{plan.cube} has no valid pixel (its 'valid' mask is all False): nothing to map. "
+            "Check the AOI and the pre/post windows (clouds?) and rebuild the cube."
+        )

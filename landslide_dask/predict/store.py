@@ -20,8 +20,18 @@ from ..errors import InputDataError
 from .engine import Plan
 from .windows import WEIGHT_FLOOR, asymptotic_overhead, chunk_grid, grid_origin, overhead, windows_of
 
-__all__ = ["open_prediction", "transform_of", "coverage", "done_chunks", "create_output", "prediction_attrs", "open_existing",
-           "write_block", "mark_done", "finish"]
+__all__ = [
+    "open_prediction",
+    "transform_of",
+    "coverage",
+    "done_chunks",
+    "create_output",
+    "prediction_attrs",
+    "open_existing",
+    "write_block",
+    "mark_done",
+    "finish",
+]
 
 
 def done_chunks(out: Path) -> set[tuple[int, int]]:
@@ -40,9 +50,15 @@ def _copy_coord(src, dst, name: str) -> None:
     if name not in src:
         return
     a = src[name]
-    arr = dst.create_array(name, shape=a.shape, dtype=a.dtype, chunks=a.shape,
-                           fill_value=a.fill_value, dimension_names=a.metadata.dimension_names,
-                           attributes=dict(a.attrs))
+    arr = dst.create_array(
+        name,
+        shape=a.shape,
+        dtype=a.dtype,
+        chunks=a.shape,
+        fill_value=a.fill_value,
+        dimension_names=a.metadata.dimension_names,
+        attributes=dict(a.attrs),
+    )
     if a.shape:
         arr[...] = a[...]
     else:
@@ -62,19 +78,44 @@ def create_output(out: Path, plan: Plan, run: dict, attrs: dict) -> None:
             _copy_coord(src, g, name)
         coords = " ".join(n for n in ("spatial_ref",) if n in src)
         common = {"grid_mapping": "spatial_ref", "coordinates": coords} if coords else {}
-        g.create_array("probability", shape=plan.shape, chunks=plan.chunks, dtype="uint8", fill_value=0,
-                       dimension_names=("y", "x"),
-                       attributes={**common, "long_name": "landslide probability x 255 (0 where not valid)",
-                                   "units": "1/255", "valid_range": [0, 255]})
-        g.create_array("valid", shape=plan.shape, chunks=plan.chunks, dtype="bool", fill_value=False,
-                       dimension_names=("y", "x"),
-                       attributes={**common, "long_name": "mapped: the inputs the model needs are there"})
+        g.create_array(
+            "probability",
+            shape=plan.shape,
+            chunks=plan.chunks,
+            dtype="uint8",
+            fill_value=0,
+            dimension_names=("y", "x"),
+            attributes={
+                **common,
+                "long_name": "landslide probability x 255 (0 where not valid)",
+                "units": "1/255",
+                "valid_range": [0, 255],
+            },
+        )
+        g.create_array(
+            "valid",
+            shape=plan.shape,
+            chunks=plan.chunks,
+            dtype="bool",
+            fill_value=False,
+            dimension_names=("y", "x"),
+            attributes={**common, "long_name": "mapped: the inputs the model needs are there"},
+        )
         if "pre" in plan.streams:
-            mapped = "mapped from post-event imagery and terrain" if not plan.reader.require_pre else \
-                "not mapped (the model was trained without pre-event dropout)"
-            g.create_array("no_pre", shape=plan.shape, chunks=plan.chunks, dtype="bool", fill_value=False,
-                           dimension_names=("y", "x"),
-                           attributes={**common, "long_name": f"no pre-event image: {mapped}"})
+            mapped = (
+                "mapped from post-event imagery and terrain"
+                if not plan.reader.require_pre
+                else "not mapped (the model was trained without pre-event dropout)"
+            )
+            g.create_array(
+                "no_pre",
+                shape=plan.shape,
+                chunks=plan.chunks,
+                dtype="bool",
+                fill_value=False,
+                dimension_names=("y", "x"),
+                attributes={**common, "long_name": f"no pre-event image: {mapped}"},
+            )
         g.attrs.update({**attrs, "run": run, "complete": False})
         zarr.open_group(str(tmp / "_done"), mode="w", zarr_format=3)  # marker files live here while running
         if out.exists():
@@ -93,21 +134,30 @@ def prediction_attrs(plan: Plan, extra: dict, run: dict) -> dict:
     ds, c = extra["ds"], contract(extra["ckpt"])
     keep = ("crs", "epsg", "transform", "resolution", "event_date", "inventory")
     attrs = {k: ds.attrs[k] for k in keep if k in ds.attrs}
-    attrs.update({
-        "landslide_dask_version": __version__, "product": "landslide probability",
-        "cube": plan.cube, "model": plan.model, "model_sha256": run["model_sha256"],
-        "threshold": c.threshold, "bands": list(c.bands),
-        "streams": list(plan.streams), "window": plan.window, "overlap": plan.overlap,
-        "stride": plan.window - plan.overlap, "batch_size": run["batch_size"],
-        "blending": f"Hann-tapered (Tukey) weights, ramp {plan.overlap} px, floor {WEIGHT_FLOOR}",
-        "grid_origin": [grid_origin(plan.overlap, plan.multiple)] * 2,
-        "windows": len(windows_of(plan.shape, plan.window, plan.overlap, plan.multiple)),
-        "overhead": round(overhead(plan.shape, plan.window, plan.overlap, plan.multiple), 4),
-        "overhead_asymptotic": round(asymptotic_overhead(plan.window, plan.overlap), 4),
-        "receptive_field_margin": receptive_field_margin(extra["config"]),
-        "probability_scale": 1.0 / 255.0,
-        "chunks_total": len(chunk_grid(plan.shape, plan.chunks)),
-    })
+    attrs.update(
+        {
+            "landslide_dask_version": __version__,
+            "product": "landslide probability",
+            "cube": plan.cube,
+            "model": plan.model,
+            "model_sha256": run["model_sha256"],
+            "threshold": c.threshold,
+            "bands": list(c.bands),
+            "streams": list(plan.streams),
+            "window": plan.window,
+            "overlap": plan.overlap,
+            "stride": plan.window - plan.overlap,
+            "batch_size": run["batch_size"],
+            "blending": f"Hann-tapered (Tukey) weights, ramp {plan.overlap} px, floor {WEIGHT_FLOOR}",
+            "grid_origin": [grid_origin(plan.overlap, plan.multiple)] * 2,
+            "windows": len(windows_of(plan.shape, plan.window, plan.overlap, plan.multiple)),
+            "overhead": round(overhead(plan.shape, plan.window, plan.overlap, plan.multiple), 4),
+            "overhead_asymptotic": round(asymptotic_overhead(plan.window, plan.overlap), 4),
+            "receptive_field_margin": receptive_field_margin(extra["config"]),
+            "probability_scale": 1.0 / 255.0,
+            "chunks_total": len(chunk_grid(plan.shape, plan.chunks)),
+        }
+    )
     return attrs
 
 
@@ -126,14 +176,18 @@ def open_existing(out: Path, run: dict, overwrite: bool) -> str:
         attrs = {}
     old = attrs.get("run")
     if not isinstance(old, dict):
-        raise InputDataError(f"{out} exists and is not a landslide-dask prediction: choose another --out, or "
-                             "pass overwrite=True (--overwrite) to replace it.")
+        raise InputDataError(
+            f"{out} exists and is not a landslide-dask prediction: choose another --out, or "
+            "pass overwrite=True (--overwrite) to replace it."
+        )
     diff = {k: (old.get(k), v) for k, v in run.items() if old.get(k) != v}
     if diff:
         text = "; ".join(f"{k}: stored {a!r}, now {b!r}" for k, (a, b) in diff.items())
-        raise InputDataError(f"{out} holds a prediction made with other arguments ({text}). Rerun with the "
-                             "same arguments to resume it, choose another --out, or pass overwrite=True "
-                             "(--overwrite) to start again.")
+        raise InputDataError(
+            f"{out} holds a prediction made with other arguments ({text}). Rerun with the "
+            "same arguments to resume it, choose another --out, or pass overwrite=True "
+            "(--overwrite) to start again."
+        )
     return "complete" if attrs.get("complete") is True else "resume"
 
 
@@ -171,8 +225,10 @@ def open_prediction(out, *, georeferenced: bool = False):
     if isinstance(out, xr.Dataset):
         ds, where = out, "the prediction dataset"
         if ds.attrs.get("complete") is not True:
-            raise InputDataError(f"{where} is not a finished prediction (its attribute 'complete' is not true): "
-                                 "rerun `landslide-dask predict` with the same arguments to finish it.")
+            raise InputDataError(
+                f"{where} is not a finished prediction (its attribute 'complete' is not true): "
+                "rerun `landslide-dask predict` with the same arguments to finish it."
+            )
     else:
         out = Path(out)
         where = str(out)
@@ -186,17 +242,21 @@ def open_prediction(out, *, georeferenced: bool = False):
             raise InputDataError(f"{out} is not a landslide-dask prediction.")
         if attrs.get("complete") is not True:
             n = len(done_chunks(out))
-            raise InputDataError(f"{out} is an unfinished prediction ({n} of {attrs.get('chunks_total', '?')} "
-                                 "chunks written): rerun `landslide-dask predict` with the same arguments to "
-                                 "finish it.")
+            raise InputDataError(
+                f"{out} is an unfinished prediction ({n} of {attrs.get('chunks_total', '?')} "
+                "chunks written): rerun `landslide-dask predict` with the same arguments to "
+                "finish it."
+            )
         ds = xr.open_zarr(out, consolidated=False)
     if "probability" not in ds:
         raise InputDataError(f"{where} has no 'probability' variable: it is not a landslide-dask prediction.")
     if georeferenced:
         for key in ("crs", "transform"):
             if key not in ds.attrs:
-                raise InputDataError(f"{where} has no {key!r} attribute, so its polygons cannot be georeferenced. "
-                                     "Rerun `landslide-dask predict`.")
+                raise InputDataError(
+                    f"{where} has no {key!r} attribute, so its polygons cannot be georeferenced. "
+                    "Rerun `landslide-dask predict`."
+                )
     return ds
 
 

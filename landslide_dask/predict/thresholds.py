@@ -39,7 +39,7 @@ def otsu_level(hist: np.ndarray) -> int:
         raise ValueError("an empty histogram has no threshold")
     p = np.clip((np.arange(LEVELS) + 0.5) / LEVELS, 1e-4, 1 - 1e-4)
     x = np.log(p / (1 - p))
-    w0 = np.cumsum(h)[:-1]                   # pixels below level k = 1..255
+    w0 = np.cumsum(h)[:-1]  # pixels below level k = 1..255
     s0 = np.cumsum(h * x)[:-1]
     n, s = h.sum(), (h * x).sum()
     w1 = n - w0
@@ -82,8 +82,11 @@ def region_record(cube: str | Path) -> dict:
     x1, y1 = x0 + float(t[0]) * nx, y0 + float(t[4]) * ny
     tr = Transformer.from_crs(str(a["crs"]), "EPSG:4326", always_xy=True)
     w, s, e, n = tr.transform_bounds(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-    rec = {"name": Path(str(cube)).name.removesuffix(".zarr"), "event_date": str(a.get("event_date", "")),
-           "bounds": [w, s, e, n]}
+    rec = {
+        "name": Path(str(cube)).name.removesuffix(".zarr"),
+        "event_date": str(a.get("event_date", "")),
+        "bounds": [w, s, e, n],
+    }
     if a.get("pseudo_labels_from"):
         rec["pseudo"] = True  # labelled by a model's own map (train.selftrain): not a seen region
     return rec
@@ -127,5 +130,7 @@ def choose_threshold(prediction, cube: str | Path, ckpt: dict, rule: str = "auto
         note = "" if c.regions is not None else "; it records no training regions"
         return validation, f"validation (the checkpoint's, chosen on its validation blocks{note})"
     t = scene_threshold(prediction)
-    return t, (f"scene (Otsu on this map's log-odds, no labels; the checkpoint's validation threshold "
-               f"{validation:.2f} was chosen in other regions)")
+    return t, (
+        f"scene (Otsu on this map's log-odds, no labels; the checkpoint's validation threshold "
+        f"{validation:.2f} was chosen in other regions)"
+    )

@@ -29,9 +29,22 @@ from ..errors import UsageError
 from ..train.config import INPUT_MULTIPLE
 from .config import DEFAULT_OVERLAP, DEFAULT_WINDOW
 
-__all__ = ["DEFAULT_WINDOW", "DEFAULT_OVERLAP", "WEIGHT_FLOOR", "grid_origin", "axis_windows",
-           "windows_of", "overhead", "asymptotic_overhead", "blend_weights", "resolve_window", "batches_of",
-           "chunk_grid", "chunk_bounds", "contributions"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "DEFAULT_OVERLAP",
+    "WEIGHT_FLOOR",
+    "grid_origin",
+    "axis_windows",
+    "windows_of",
+    "overhead",
+    "asymptotic_overhead",
+    "blend_weights",
+    "resolve_window",
+    "batches_of",
+    "chunk_grid",
+    "chunk_bounds",
+    "contributions",
+]
 
 WEIGHT_FLOOR = 1e-3
 
@@ -69,8 +82,9 @@ def windows_of(shape: tuple[int, ...], window: int, overlap: int, multiple: int 
     return [(r, c, h, w) for r, h in ys for c, w in xs]
 
 
-def overhead(shape: tuple[int, ...], window: int | None = None, overlap: int | None = None,
-             multiple: int = INPUT_MULTIPLE) -> float:
+def overhead(
+    shape: tuple[int, ...], window: int | None = None, overlap: int | None = None, multiple: int = INPUT_MULTIPLE
+) -> float:
     """Pixels pushed through the model / pixels written for a ``(..., H, W)`` region (None: the
     defaults). Windows without a valid pixel are skipped at run time: this is an upper bound."""
     window, overlap = resolve_window(window, overlap, multiple)
@@ -92,7 +106,7 @@ def _taper(size: int, overlap: int) -> np.ndarray:
     if r:
         ramp = np.sin(np.pi * (np.arange(r) + 0.5) / (2 * overlap)) ** 2
         w[:r] = np.minimum(w[:r], ramp)
-        w[size - r:] = np.minimum(w[size - r:], ramp[::-1])
+        w[size - r :] = np.minimum(w[size - r :], ramp[::-1])
     return np.maximum(w, WEIGHT_FLOOR)
 
 
@@ -111,8 +125,10 @@ def resolve_window(window: int | None, overlap: int | None, multiple: int = INPU
     if window <= 0 or window % multiple:
         raise UsageError(f"window {window} must be a positive multiple of the model's input multiple {multiple}")
     if overlap < 0 or overlap % multiple or overlap >= window:
-        raise UsageError(f"overlap {overlap} must be a multiple of {multiple} in [0, window={window}) "
-                             f"(a multiple keeps every window at the same phase of the model's {multiple} px cycle)")
+        raise UsageError(
+            f"overlap {overlap} must be a multiple of {multiple} in [0, window={window}) "
+            f"(a multiple keeps every window at the same phase of the model's {multiple} px cycle)"
+        )
     return window, overlap
 
 
@@ -146,8 +162,9 @@ def chunk_bounds(shape: tuple[int, int], chunks: tuple[int, int], i: int, j: int
     return i * cy, min((i + 1) * cy, shape[0]), j * cx, min((j + 1) * cx, shape[1])
 
 
-def contributions(shape: tuple[int, int], chunks: tuple[int, int], batches: list[tuple[Window, ...]],
-                  todo: list[tuple[int, int]]) -> dict[tuple[int, int], list[tuple[int, int, int, int, int, int]]]:
+def contributions(
+    shape: tuple[int, int], chunks: tuple[int, int], batches: list[tuple[Window, ...]], todo: list[tuple[int, int]]
+) -> dict[tuple[int, int], list[tuple[int, int, int, int, int, int]]]:
     """For each chunk of ``todo``: ``(row, col, h, w, batch, k)`` of every window overlapping it, in
     window order (row-major), ``batch``/``k`` locating the window in ``batches``."""
     where = {win: (b, k) for b, batch in enumerate(batches) for k, win in enumerate(batch)}
@@ -156,6 +173,11 @@ def contributions(shape: tuple[int, int], chunks: tuple[int, int], batches: list
     out = {}
     for i, j in todo:
         y0, y1, x0, x1 = chunk_bounds(shape, chunks, i, j)
-        out[(i, j)] = [(r, c, h, w, *where[(r, c, h, w)]) for r, h in ys if r < y1 and r + h > y0
-                       for c, w in xs if c < x1 and c + w > x0]
+        out[(i, j)] = [
+            (r, c, h, w, *where[(r, c, h, w)])
+            for r, h in ys
+            if r < y1 and r + h > y0
+            for c, w in xs
+            if c < x1 and c + w > x0
+        ]
     return out

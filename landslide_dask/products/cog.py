@@ -15,8 +15,7 @@ import numpy as np
 
 from ..predict.store import open_prediction
 
-__all__ = ["STATUS", "STATUS_COLOURS", "export_cog", "export_status", "status_block", "stream_cog",
-           "cog_from_raster"]
+__all__ = ["STATUS", "STATUS_COLOURS", "export_cog", "export_status", "status_block", "stream_cog", "cog_from_raster"]
 
 #: Status codes of the not-mapped layer (uint8; 0 is nodata). What a responder must know of each
 #: pixel before reading its probability.
@@ -29,7 +28,11 @@ STATUS: dict[int, str] = {
 }
 #: RGBA of each status code, shared by the COG's colour table, its QGIS style and the web map.
 STATUS_COLOURS: dict[int, tuple[int, int, int, int]] = {
-    0: (0, 0, 0, 0), 1: (255, 255, 255, 0), 2: (70, 130, 180, 90), 3: (90, 90, 90, 170), 4: (128, 64, 160, 160),
+    0: (0, 0, 0, 0),
+    1: (255, 255, 255, 0),
+    2: (70, 130, 180, 90),
+    3: (90, 90, 90, 170),
+    4: (128, 64, 160, 160),
 }
 
 
@@ -47,10 +50,23 @@ def status_block(valid: np.ndarray, no_pre: np.ndarray | None, inside: np.ndarra
 Reader = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray | None]]
 
 
-def stream_cog(out_tif: str | Path, read: Reader, shape: tuple[int, int], chunks: tuple[int, int], *, crs, transform,
-               dtype: str = "uint8", nodata: float | None = None, tags: dict | None = None,
-               scale: float | None = None, colormap: dict | None = None, description: str | None = None,
-               blocksize: int = 512, overview_resampling: str = "average") -> Path:
+def stream_cog(
+    out_tif: str | Path,
+    read: Reader,
+    shape: tuple[int, int],
+    chunks: tuple[int, int],
+    *,
+    crs,
+    transform,
+    dtype: str = "uint8",
+    nodata: float | None = None,
+    tags: dict | None = None,
+    scale: float | None = None,
+    colormap: dict | None = None,
+    description: str | None = None,
+    blocksize: int = 512,
+    overview_resampling: str = "average",
+) -> Path:
     """Write a one-band COG from ``read(y0, y1, x0, x1) -> (data, mask)`` called once per chunk
     (``mask``: 255 where valid, or None to rely on ``nodata``). ``scale``: GDAL band scale (values
     x scale = physical value). ``colormap``: a colour table {value: RGBA}."""
@@ -64,8 +80,20 @@ def stream_cog(out_tif: str | Path, read: Reader, shape: tuple[int, int], chunks
     out_tif.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_tif.with_name(out_tif.name + ".tmp.tif")
     part = out_tif.with_name(out_tif.name + ".partial")
-    profile = dict(driver="GTiff", width=w, height=h, count=1, dtype=dtype, crs=crs, transform=transform,
-                   tiled=True, blockxsize=blocksize, blockysize=blocksize, compress="DEFLATE", BIGTIFF="IF_SAFER")
+    profile = dict(
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=1,
+        dtype=dtype,
+        crs=crs,
+        transform=transform,
+        tiled=True,
+        blockxsize=blocksize,
+        blockysize=blocksize,
+        compress="DEFLATE",
+        BIGTIFF="IF_SAFER",
+    )
     if nodata is not None:
         profile["nodata"] = nodata
     cog = cog_profiles.get("deflate")
@@ -89,8 +117,17 @@ def stream_cog(out_tif: str | Path, read: Reader, shape: tuple[int, int], chunks
                         dst.write(data, 1, window=win)
                         if mask is not None:
                             dst.write_mask(mask, window=win)
-            cog_translate(tmp, part, cog, overview_resampling=overview_resampling, in_memory=False, quiet=True,
-                          config={"GDAL_TIFF_INTERNAL_MASK": True}, colormap=colormap, forward_band_tags=True)
+            cog_translate(
+                tmp,
+                part,
+                cog,
+                overview_resampling=overview_resampling,
+                in_memory=False,
+                quiet=True,
+                config={"GDAL_TIFF_INTERNAL_MASK": True},
+                colormap=colormap,
+                forward_band_tags=True,
+            )
         ok, errors, _ = cog_validate(str(part), quiet=True)
         if not ok:  # pragma: no cover - rio-cogeo writes valid COGs
             raise RuntimeError(f"rio-cogeo wrote an invalid COG for {out_tif}: {errors}")
@@ -101,8 +138,9 @@ def stream_cog(out_tif: str | Path, read: Reader, shape: tuple[int, int], chunks
     return out_tif
 
 
-def cog_from_raster(src: str | Path, out_tif: str | Path, *, overview_resampling: str = "average",
-                    blocksize: int = 512) -> Path:
+def cog_from_raster(
+    src: str | Path, out_tif: str | Path, *, overview_resampling: str = "average", blocksize: int = 512
+) -> Path:
     """A COG copy of any raster GDAL reads (a VRT mosaic, a tiled GeoTIFF), metadata and masks kept."""
     from rio_cogeo.cogeo import cog_translate
     from rio_cogeo.profiles import cog_profiles
@@ -112,8 +150,16 @@ def cog_from_raster(src: str | Path, out_tif: str | Path, *, overview_resampling
     cog = cog_profiles.get("deflate")
     cog.update(blockxsize=blocksize, blockysize=blocksize, BIGTIFF="IF_SAFER", predictor=2)
     try:
-        cog_translate(str(src), part, cog, overview_resampling=overview_resampling, in_memory=False, quiet=True,
-                      config={"GDAL_TIFF_INTERNAL_MASK": True}, forward_band_tags=True)
+        cog_translate(
+            str(src),
+            part,
+            cog,
+            overview_resampling=overview_resampling,
+            in_memory=False,
+            quiet=True,
+            config={"GDAL_TIFF_INTERNAL_MASK": True},
+            forward_band_tags=True,
+        )
         part.replace(out_tif)
     finally:
         part.unlink(missing_ok=True)
@@ -128,8 +174,9 @@ def _georef(attrs: dict):
     return crs, transform
 
 
-def export_cog(pred: str | Path, out_tif: str | Path, *, blocksize: int = 512,
-               overview_resampling: str = "average") -> Path:
+def export_cog(
+    pred: str | Path, out_tif: str | Path, *, blocksize: int = 512, overview_resampling: str = "average"
+) -> Path:
     """The probability as a COG: one uint8 band, exactly the zarr's values (p x 255), band scale
     1/255 in its metadata (QGIS and ``gdalinfo`` show probabilities).
 
@@ -147,16 +194,37 @@ def export_cog(pred: str | Path, out_tif: str | Path, *, blocksize: int = 512,
     def read(y0: int, y1: int, x0: int, x1: int):
         return prob[y0:y1, x0:x1], np.where(valid[y0:y1, x0:x1], 255, 0).astype(np.uint8)
 
-    tags = dict(product="landslide probability x 255", threshold=attrs.get("threshold"),
-                threshold_rule=attrs.get("threshold_rule"), model=attrs.get("model"), window=attrs.get("window"),
-                overlap=attrs.get("overlap"), event_date=attrs.get("event_date"))
-    return stream_cog(out_tif, read, prob.shape, prob.chunks, crs=crs, transform=transform, tags=tags,
-                      scale=1.0 / 255.0, description="landslide probability x 255", blocksize=blocksize,
-                      overview_resampling=overview_resampling)
+    tags = dict(
+        product="landslide probability x 255",
+        threshold=attrs.get("threshold"),
+        threshold_rule=attrs.get("threshold_rule"),
+        model=attrs.get("model"),
+        window=attrs.get("window"),
+        overlap=attrs.get("overlap"),
+        event_date=attrs.get("event_date"),
+    )
+    return stream_cog(
+        out_tif,
+        read,
+        prob.shape,
+        prob.chunks,
+        crs=crs,
+        transform=transform,
+        tags=tags,
+        scale=1.0 / 255.0,
+        description="landslide probability x 255",
+        blocksize=blocksize,
+        overview_resampling=overview_resampling,
+    )
 
 
-def export_status(pred: str | Path, out_tif: str | Path, inside: Callable[[int, int, int, int], np.ndarray] | None = None,
-                  *, blocksize: int = 512) -> Path:
+def export_status(
+    pred: str | Path,
+    out_tif: str | Path,
+    inside: Callable[[int, int, int, int], np.ndarray] | None = None,
+    *,
+    blocksize: int = 512,
+) -> Path:
     """The not-mapped layer as a COG: status codes (:data:`STATUS`), 0 nodata, a colour table.
     ``inside(y0, y1, x0, x1)``: the area of interest of a block (None: the whole grid)."""
     import zarr
@@ -174,6 +242,17 @@ def export_status(pred: str | Path, out_tif: str | Path, inside: Callable[[int, 
         return status_block(valid[y0:y1, x0:x1], np_, box), None
 
     tags = {"product": "landslide map status", **{f"code_{k}": v for k, v in STATUS.items()}}
-    return stream_cog(out_tif, read, valid.shape, valid.chunks, crs=crs, transform=transform, nodata=0,
-                      tags=tags, colormap=STATUS_COLOURS, description="map status (see tags code_N)",
-                      blocksize=blocksize, overview_resampling="nearest")
+    return stream_cog(
+        out_tif,
+        read,
+        valid.shape,
+        valid.chunks,
+        crs=crs,
+        transform=transform,
+        nodata=0,
+        tags=tags,
+        colormap=STATUS_COLOURS,
+        description="map status (see tags code_N)",
+        blocksize=blocksize,
+        overview_resampling="nearest",
+    )

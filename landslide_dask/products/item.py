@@ -30,25 +30,47 @@ MEDIA_TYPES = {
     ".png": "image/png",
     ".zarr": "application/vnd+zarr",
 }
-ROLES = {"probability": ["data"], "not_mapped": ["data", "quality"], "landslides_gpkg": ["data"],
-         "landslides_parquet": ["data"], "web_map": ["overview"]}
+ROLES = {
+    "probability": ["data"],
+    "not_mapped": ["data", "quality"],
+    "landslides_gpkg": ["data"],
+    "landslides_parquet": ["data"],
+    "web_map": ["overview"],
+}
 
 
 def _source_links(cube_attrs: dict) -> list[dict]:
     url, coll = str(cube_attrs.get("stac_url", "")), cube_attrs.get("collection", "")
     links = []
     if url.startswith(("http://", "https://")):
-        for role, key, collection in (("imagery", "stac_items", coll),
-                                      ("dem", "dem_items", cube_attrs.get("dem_collection", ""))):
+        for role, key, collection in (
+            ("imagery", "stac_items", coll),
+            ("dem", "dem_items", cube_attrs.get("dem_collection", "")),
+        ):
             for iid in cube_attrs.get(key, []) or []:
-                links.append({"rel": "derived_from", "type": "application/geo+json", "title": f"{role} {iid}",
-                              "href": f"{url.rstrip('/')}/collections/{quote(collection)}/items/{quote(iid)}"})
+                links.append(
+                    {
+                        "rel": "derived_from",
+                        "type": "application/geo+json",
+                        "title": f"{role} {iid}",
+                        "href": f"{url.rstrip('/')}/collections/{quote(collection)}/items/{quote(iid)}",
+                    }
+                )
     return links
 
 
-def products_item(item_id: str, *, geometry: dict, bbox: list[float], assets: dict[str, Path], base: Path,
-                  pred_attrs: dict, cube_attrs: dict | None = None, stats: dict | None = None,
-                  title: str | None = None) -> dict:
+def products_item(
+    item_id: str,
+    *,
+    geometry: dict,
+    bbox: list[float],
+    assets: dict[str, Path],
+    base: Path,
+    pred_attrs: dict,
+    cube_attrs: dict | None = None,
+    stats: dict | None = None,
+    title: str | None = None,
+) -> dict:
     """The item as a dict (pystac-validated by :func:`write_item`); ``assets`` are paths made
     relative to ``base`` (the item's folder) so the folder can move."""
     import pystac
@@ -61,8 +83,9 @@ def products_item(item_id: str, *, geometry: dict, bbox: list[float], assets: di
     props = {
         "title": title or f"Landslides {event}",
         "description": "Event landslides mapped from pre- and post-event imagery and terrain by a CNN "
-                       "(landslide-dask): probability, status (where the map is blind) and polygons.",
-        "start_datetime": f"{start}T00:00:00Z", "end_datetime": f"{end}T23:59:59Z",
+        "(landslide-dask): probability, status (where the map is blind) and polygons.",
+        "start_datetime": f"{start}T00:00:00Z",
+        "end_datetime": f"{end}T23:59:59Z",
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "providers": [{"name": "landslide-dask", "roles": ["processor"]}],
         "landslide:event_date": event,
@@ -84,13 +107,26 @@ def products_item(item_id: str, *, geometry: dict, bbox: list[float], assets: di
     }
     if "S2" in " ".join(props["landslide:source_items"]) or "sentinel-2" in str(props["landslide:source_collection"]):
         props["constellation"] = "sentinel-2"
-    item = pystac.Item(id=item_id, geometry=geometry, bbox=bbox, datetime=None, properties=props,
-                       start_datetime=datetime.fromisoformat(f"{start}T00:00:00+00:00"),
-                       end_datetime=datetime.fromisoformat(f"{end}T23:59:59+00:00"))
+    item = pystac.Item(
+        id=item_id,
+        geometry=geometry,
+        bbox=bbox,
+        datetime=None,
+        properties=props,
+        start_datetime=datetime.fromisoformat(f"{start}T00:00:00+00:00"),
+        end_datetime=datetime.fromisoformat(f"{end}T23:59:59+00:00"),
+    )
     for key, path in assets.items():
         path = Path(path)
-        item.add_asset(key, pystac.Asset(href=Path(path).relative_to(base).as_posix(), title=key.replace("_", " "),
-                                         media_type=MEDIA_TYPES.get(path.suffix), roles=ROLES.get(key, ["metadata"])))
+        item.add_asset(
+            key,
+            pystac.Asset(
+                href=Path(path).relative_to(base).as_posix(),
+                title=key.replace("_", " "),
+                media_type=MEDIA_TYPES.get(path.suffix),
+                roles=ROLES.get(key, ["metadata"]),
+            ),
+        )
     for link in _source_links(cube_attrs):
         item.add_link(pystac.Link(rel=link["rel"], target=link["href"], media_type=link["type"], title=link["title"]))
     d = item.to_dict(include_self_link=False, transform_hrefs=False)

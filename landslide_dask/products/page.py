@@ -71,7 +71,7 @@ def _copy_static(out: Path) -> None:
 
 
 def _tile_key(lon: float, lat: float, z: int) -> str:
-    n = 2 ** z
+    n = 2**z
     x = int((lon + 180.0) / 360.0 * n)
     r = math.radians(max(min(lat, 85.0511), -85.0511))
     y = int((1.0 - math.log(math.tan(r) + 1.0 / math.cos(r)) / math.pi) / 2.0 * n)
@@ -98,10 +98,24 @@ def _landslide_vectors(out: Path, polygons, zoom: int, max_single: int, res_m: f
     return {"mode": "tiled", "zoom": zoom, "count": len(gj["features"]), "tiles": sorted(by_tile)}, {}
 
 
-def write_page(out: str | Path, *, title: str, bounds: tuple[float, float, float, float], zmin: int, zmax: int,
-               rasters: list[RasterLayer], polygons=None, outlines: dict | None = None, threshold: float | None = None,
-               threshold_rule: str = "", facts: list[str] = (), files: list[tuple[str, str]] = (),
-               attribution: str = "", res_m: float | None = None, max_single: int | None = None) -> Path:
+def write_page(
+    out: str | Path,
+    *,
+    title: str,
+    bounds: tuple[float, float, float, float],
+    zmin: int,
+    zmax: int,
+    rasters: list[RasterLayer],
+    polygons=None,
+    outlines: dict | None = None,
+    threshold: float | None = None,
+    threshold_rule: str = "",
+    facts: list[str] = (),
+    files: list[tuple[str, str]] = (),
+    attribution: str = "",
+    res_m: float | None = None,
+    max_single: int | None = None,
+) -> Path:
     """Write the web map folder ``out``; returns ``out/index.html``.
 
     ``bounds``: W, S, E, N (degrees) the page opens on. ``rasters``: tiled layers (their tiles
@@ -121,14 +135,36 @@ def write_page(out: str | Path, *, title: str, bounds: tuple[float, float, float
     for name, gdf in (outlines or {}).items():
         if gdf is not None and len(gdf):
             data[name] = web_geojson(gdf, simplify_m=5.0)
-    rasters_conf = [{"id": r.id, "title": r.title, "tiles": r.tiles, "base": r.base, "on": r.on,
-                     "opacity": r.opacity, "attribution": r.attribution} for r in rasters]
+    rasters_conf = [
+        {
+            "id": r.id,
+            "title": r.title,
+            "tiles": r.tiles,
+            "base": r.base,
+            "on": r.on,
+            "opacity": r.opacity,
+            "attribution": r.attribution,
+        }
+        for r in rasters
+    ]
     config = {
-        "title": title, "bounds": [round(float(b), 6) for b in bounds], "zmin": zmin, "zmax": zmax,
-        "rasters": rasters_conf, "vectors": {"landslides": vconf}, "data": data,
-        "legend": {"ramp": [[s, list(c)] for s, c in RAMP], "threshold": threshold, "threshold_rule": threshold_rule,
-                   "status": [{"code": c, "label": STATUS[c], "rgba": list(STATUS_COLOURS[c])} for c in (2, 3, 4)]},
-        "facts": list(facts), "files": [list(f) for f in files], "attribution": attribution, "tile_size": TILE,
+        "title": title,
+        "bounds": [round(float(b), 6) for b in bounds],
+        "zmin": zmin,
+        "zmax": zmax,
+        "rasters": rasters_conf,
+        "vectors": {"landslides": vconf},
+        "data": data,
+        "legend": {
+            "ramp": [[s, list(c)] for s, c in RAMP],
+            "threshold": threshold,
+            "threshold_rule": threshold_rule,
+            "status": [{"code": c, "label": STATUS[c], "rgba": list(STATUS_COLOURS[c])} for c in (2, 3, 4)],
+        },
+        "facts": list(facts),
+        "files": [list(f) for f in files],
+        "attribution": attribution,
+        "tile_size": TILE,
     }
     write_text(out / "data.js", "window.LANDSLIDE_MAP = " + json.dumps(config, separators=(",", ":")) + ";\n")
     return out / "index.html"

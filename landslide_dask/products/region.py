@@ -24,7 +24,19 @@ from .tiles import TILE, imagery_rgba, probability_rgba, status_rgba, warp_to_we
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_products", "MapSource", "gis_files", "web_map", "stac_item", "aoi_reader", "imagery_reader", "web_rasters", "zoom_range", "km2", "source_credit"]
+__all__ = [
+    "write_products",
+    "MapSource",
+    "gis_files",
+    "web_map",
+    "stac_item",
+    "aoi_reader",
+    "imagery_reader",
+    "web_rasters",
+    "zoom_range",
+    "km2",
+    "source_credit",
+]
 
 
 def _cube_of(attrs: dict):
@@ -50,8 +62,9 @@ def aoi_reader(aoi_geoms, transform, crs):
 
     def inside(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         t = transform * transform.translation(x0, y0)
-        return rasterize(geoms, out_shape=(y1 - y0, x1 - x0), transform=t, fill=0, default_value=1,
-                         dtype="uint8").astype(bool)
+        return rasterize(
+            geoms, out_shape=(y1 - y0, x1 - x0), transform=t, fill=0, default_value=1, dtype="uint8"
+        ).astype(bool)
 
     return inside
 
@@ -65,8 +78,11 @@ def _read_aoi(cube_attrs: dict):
     try:
         return read_aoi(src)[0]
     except InputDataError as exc:
-        log.warning("the cube's area of interest %s could not be read (%s): the not-mapped layer covers the "
-                    "whole grid", src, exc)
+        log.warning(
+            "the cube's area of interest %s could not be read (%s): the not-mapped layer covers the whole grid",
+            src,
+            exc,
+        )
         return None
 
 
@@ -98,7 +114,7 @@ def imagery_reader(group, var: str):
 def zoom_range(shape: tuple[int, int], res: float, lat: float) -> tuple[int, int]:
     """(zmin, zmax): zmax resolves the map's pixels; zmin shows the whole map in about 2 x 2 tiles."""
     zmax = zoom_for(res, lat)
-    web_px = max(shape) * res / (2 * 20037508.342789244 * math.cos(math.radians(lat)) / (TILE * 2 ** zmax))
+    web_px = max(shape) * res / (2 * 20037508.342789244 * math.cos(math.radians(lat)) / (TILE * 2**zmax))
     return max(0, zmax - max(2, math.ceil(math.log2(max(web_px / TILE, 1))))), zmax
 
 
@@ -107,12 +123,19 @@ def source_credit(cube_attrs: dict) -> str:
     Sentinel-2 imagery and Copernicus DEM); empty when the cube names neither."""
     parts = []
     items = " ".join(cube_attrs.get("stac_items", []))
-    if "sentinel-2" in str(cube_attrs.get("collection", "")).lower() or "S2A" in items or "S2B" in items or "S2C" in items:
+    if (
+        "sentinel-2" in str(cube_attrs.get("collection", "")).lower()
+        or "S2A" in items
+        or "S2B" in items
+        or "S2C" in items
+    ):
         years = sorted({d[:4] for d in list(cube_attrs.get("pre_dates", [])) + list(cube_attrs.get("post_dates", []))})
         parts.append(f"Contains modified Copernicus Sentinel data {', '.join(years)}".strip())
     if "cop-dem" in str(cube_attrs.get("dem_collection", "")).lower():
-        parts.append("Copernicus DEM GLO-30 © DLR e.V. 2010-2014 and © Airbus Defence and Space GmbH 2014-2018, "
-                     "provided under COPERNICUS by the European Union and ESA")
+        parts.append(
+            "Copernicus DEM GLO-30 © DLR e.V. 2010-2014 and © Airbus Defence and Space GmbH 2014-2018, "
+            "provided under COPERNICUS by the European Union and ESA"
+        )
     return "; ".join(parts)
 
 
@@ -134,18 +157,18 @@ class MapSource:
     """A finished prediction and what the products need of it and of its cube, opened once."""
 
     path: Path
-    group: object            # the prediction's zarr group
+    group: object  # the prediction's zarr group
     attrs: dict
     crs: str
     transform: object
     shape: tuple[int, int]
-    cube: object             # the cube's zarr group, or None when it is gone
+    cube: object  # the cube's zarr group, or None when it is gone
     cube_attrs: dict
-    aoi: object              # GeoDataFrame of the area of interest, or None
-    inside: object           # aoi_reader(...) or None
+    aoi: object  # GeoDataFrame of the area of interest, or None
+    inside: object  # aoi_reader(...) or None
 
     @classmethod
-    def open(cls, prediction: str | Path) -> "MapSource":
+    def open(cls, prediction: str | Path) -> MapSource:
         import zarr
 
         path = Path(prediction)
@@ -156,8 +179,18 @@ class MapSource:
         cube = _cube_of(attrs)
         cube_attrs = dict(cube.attrs) if cube is not None else {}
         aoi = _read_aoi(cube_attrs)
-        return cls(path, g, attrs, attrs["crs"], transform, tuple(g["probability"].shape), cube, cube_attrs, aoi,
-                   aoi_reader(aoi, transform, attrs["crs"]))
+        return cls(
+            path,
+            g,
+            attrs,
+            attrs["crs"],
+            transform,
+            tuple(g["probability"].shape),
+            cube,
+            cube_attrs,
+            aoi,
+            aoi_reader(aoi, transform, attrs["crs"]),
+        )
 
     @property
     def res(self) -> float:
@@ -172,13 +205,24 @@ class MapSource:
         return self.attrs.get("event_date") or self.cube_attrs.get("event_date", "")
 
 
-def write_products(prediction: str | Path, out: str | Path, *, polygons=None, inventory: str | Path | None = None,
-                   attribution: str = "", title: str | None = None, client=None, imagery: bool = True,
-                   credit_sources: bool = True, threshold: float | None = None) -> dict[str, Path]:
+def write_products(
+    prediction: str | Path,
+    out: str | Path,
+    *,
+    polygons=None,
+    inventory: str | Path | None = None,
+    attribution: str = "",
+    title: str | None = None,
+    client=None,
+    imagery: bool = True,
+    credit_sources: bool = True,
+    threshold: float | None = None,
+) -> dict[str, Path]:
     """Every product of a finished prediction into the folder ``out``; returns {name: path}.
 
     ``polygons``: landslide polygons already made (a GeoDataFrame); None makes them at
-    ``threshold`` (0..1; default the prediction's, which the legend, styles and item then name). ``inventory``: reference polygons drawn on the
+    ``threshold`` (0..1; default the prediction's, which the legend, styles and item then name). ``inventory``:
+    reference polygons drawn on the
     web map. ``attribution``: the data's credit line (imagery, inventory), shown on the page;
     ``credit_sources``: add the credit the cube's sources ask for (Copernicus Sentinel-2 and DEM,
     :func:`source_credit`) unless ``attribution`` names Copernicus already (off for data that only
@@ -196,8 +240,9 @@ def write_products(prediction: str | Path, out: str | Path, *, polygons=None, in
     credit = source_credit(src.cube_attrs) if credit_sources else ""
     if credit and "Copernicus" not in attribution:
         attribution = f"{attribution}. {credit}" if attribution else credit
-    files["web_map"] = web_map(src, out / "web", polygons, stats, title=title, inventory=inventory,
-                               attribution=attribution, imagery=imagery)
+    files["web_map"] = web_map(
+        src, out / "web", polygons, stats, title=title, inventory=inventory, attribution=attribution, imagery=imagery
+    )
     files["item"] = stac_item(src, out, files, stats, title)
     return files
 
@@ -220,8 +265,17 @@ def gis_files(src: MapSource, out: Path, polygons, client=None) -> tuple[dict[st
     return files, polygons
 
 
-def web_map(src: MapSource, out: Path, polygons, stats: dict, *, title: str, inventory=None, attribution: str = "",
-            imagery: bool = True) -> Path:
+def web_map(
+    src: MapSource,
+    out: Path,
+    polygons,
+    stats: dict,
+    *,
+    title: str,
+    inventory=None,
+    attribution: str = "",
+    imagery: bool = True,
+) -> Path:
     """The offline web map of one region in ``out`` (the products' ``web/``); returns its index.html."""
     import geopandas as gpd
 
@@ -230,24 +284,50 @@ def web_map(src: MapSource, out: Path, polygons, stats: dict, *, title: str, inv
     work = out.parent / ".web-rasters"
     shutil.rmtree(work, ignore_errors=True)
     prob_web, status_web = web_rasters(src.group, src.crs, src.transform, src.inside, zmax, work)
-    layers = [RasterLayer("probability", "landslide probability", prob_web, probability_rgba, "max"),
-              RasterLayer("status", "not mapped", status_web, status_rgba, "max")]
+    layers = [
+        RasterLayer("probability", "landslide probability", prob_web, probability_rgba, "max"),
+        RasterLayer("status", "not mapped", status_web, status_rgba, "max"),
+    ]
     for var, name in (("post", "post-event image"), ("pre", "pre-event image")):
         if imagery and src.cube is not None and var in src.cube:
-            path = warp_to_web(imagery_reader(src.cube, var), 4, src.shape, src.crs, src.transform, zmax,
-                               work / f"{var}.tif", resampling="bilinear", nodata=None)
+            path = warp_to_web(
+                imagery_reader(src.cube, var),
+                4,
+                src.shape,
+                src.crs,
+                src.transform,
+                zmax,
+                work / f"{var}.tif",
+                resampling="bilinear",
+                nodata=None,
+            )
             layers.insert(0, RasterLayer(var, name, path, imagery_rgba, "mean", base=True, on=var == "post"))
     inv_path = inventory or src.cube_attrs.get("inventory_source")
     inv = gpd.read_file(inv_path) if inv_path and Path(inv_path).exists() else None
-    links = [("probability (COG)", "../probability.tif"), ("not mapped (COG)", "../not-mapped.tif"),
-             ("polygons (GPKG)", "../landslides.gpkg"), ("polygons (GeoParquet)", "../landslides.parquet"),
-             ("STAC item", "../item.json")]
+    links = [
+        ("probability (COG)", "../probability.tif"),
+        ("not mapped (COG)", "../not-mapped.tif"),
+        ("polygons (GPKG)", "../landslides.gpkg"),
+        ("polygons (GeoParquet)", "../landslides.parquet"),
+        ("STAC item", "../item.json"),
+    ]
     try:
-        return write_page(out, title=title, bounds=bounds, zmin=zmin, zmax=zmax, rasters=layers, polygons=polygons,
-                          outlines={"aoi": src.aoi, "inventory": inv}, threshold=src.threshold,
-                          threshold_rule=str(src.attrs.get("threshold_rule", "validation")),
-                          facts=_facts(src.attrs, src.cube_attrs, stats), files=links, attribution=attribution,
-                          res_m=src.res)
+        return write_page(
+            out,
+            title=title,
+            bounds=bounds,
+            zmin=zmin,
+            zmax=zmax,
+            rasters=layers,
+            polygons=polygons,
+            outlines={"aoi": src.aoi, "inventory": inv},
+            threshold=src.threshold,
+            threshold_rule=str(src.attrs.get("threshold_rule", "validation")),
+            facts=_facts(src.attrs, src.cube_attrs, stats),
+            files=links,
+            attribution=attribution,
+            res_m=src.res,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -258,9 +338,17 @@ def stac_item(src: MapSource, out: Path, files: dict[str, Path], stats: dict, ti
 
     bounds = _lonlat_bounds(src.transform, src.shape, src.crs)
     footprint = src.aoi.to_crs(4326).union_all() if src.aoi is not None else shapely.box(*bounds)
-    item = products_item(f"landslides-{src.event}-{src.path.stem}", geometry=shapely.geometry.mapping(footprint),
-                         bbox=[round(float(b), 6) for b in bounds], assets=files, base=out, pred_attrs=src.attrs,
-                         cube_attrs=src.cube_attrs, stats=stats, title=title)
+    item = products_item(
+        f"landslides-{src.event}-{src.path.stem}",
+        geometry=shapely.geometry.mapping(footprint),
+        bbox=[round(float(b), 6) for b in bounds],
+        assets=files,
+        base=out,
+        pred_attrs=src.attrs,
+        cube_attrs=src.cube_attrs,
+        stats=stats,
+        title=title,
+    )
     return write_item(out / "item.json", item)
 
 
@@ -272,15 +360,19 @@ def web_rasters(g, crs, transform, inside, zoom: int, out: Path) -> tuple[Path, 
     shape = tuple(prob.shape)
 
     def status(r: slice, c: slice) -> np.ndarray:
-        return status_block(valid[r, c], None if no_pre is None else no_pre[r, c],
-                            None if inside is None else inside(r.start, r.stop, c.start, c.stop))
+        return status_block(
+            valid[r, c],
+            None if no_pre is None else no_pre[r, c],
+            None if inside is None else inside(r.start, r.stop, c.start, c.stop),
+        )
 
     def prob_and_mask(r: slice, c: slice) -> np.ndarray:
         return np.stack([prob[r, c], np.where(valid[r, c], 255, 0).astype(np.uint8)])
 
-    return (warp_to_web(prob_and_mask, 1, shape, crs, transform, zoom, out / "web_probability.tif", nodata=None,
-                        mask=True),
-            warp_to_web(lambda r, c: status(r, c)[None], 1, shape, crs, transform, zoom, out / "web_status.tif"))
+    return (
+        warp_to_web(prob_and_mask, 1, shape, crs, transform, zoom, out / "web_probability.tif", nodata=None, mask=True),
+        warp_to_web(lambda r, c: status(r, c)[None], 1, shape, crs, transform, zoom, out / "web_status.tif"),
+    )
 
 
 def _statistics(g, inside, res: float, polygons) -> dict:
@@ -293,26 +385,39 @@ def _statistics(g, inside, res: float, polygons) -> dict:
     for y0 in range(0, h, cy):
         for x0 in range(0, w, cx):
             y1, x1 = min(y0 + cy, h), min(x0 + cx, w)
-            s = status_block(valid[y0:y1, x0:x1], None if no_pre is None else no_pre[y0:y1, x0:x1],
-                             None if inside is None else inside(y0, y1, x0, x1))
+            s = status_block(
+                valid[y0:y1, x0:x1],
+                None if no_pre is None else no_pre[y0:y1, x0:x1],
+                None if inside is None else inside(y0, y1, x0, x1),
+            )
             counts += np.bincount(s.ravel(), minlength=5)[:5]
-    return {"mapped_km2": km2(int(counts[1] + counts[2]), res),
-            "mapped_without_pre_event_km2": km2(int(counts[2]), res),
-            "not_mapped_km2": km2(int(counts[3] + counts[4]), res),
-            "not_mapped_no_pre_event_km2": km2(int(counts[4]), res),
-            "landslides": int(len(polygons)) if polygons is not None else 0,
-            "landslide_area_km2": round(float(polygons["area_m2"].sum()) / 1e6, 4) if polygons is not None and len(polygons) else 0.0}
+    return {
+        "mapped_km2": km2(int(counts[1] + counts[2]), res),
+        "mapped_without_pre_event_km2": km2(int(counts[2]), res),
+        "not_mapped_km2": km2(int(counts[3] + counts[4]), res),
+        "not_mapped_no_pre_event_km2": km2(int(counts[4]), res),
+        "landslides": int(len(polygons)) if polygons is not None else 0,
+        "landslide_area_km2": round(float(polygons["area_m2"].sum()) / 1e6, 4)
+        if polygons is not None and len(polygons)
+        else 0.0,
+    }
 
 
 def _facts(attrs: dict, cube_attrs: dict, stats: dict) -> list[str]:
     pre, post = cube_attrs.get("pre_dates", []), cube_attrs.get("post_dates", [])
     lines = [f"event {attrs.get('event_date', cube_attrs.get('event_date', '?'))}"]
     if pre or post:
-        lines.append(f"images: {len(pre)} pre-event ({pre[0] if pre else '–'} … {pre[-1] if pre else '–'}), "
-                     f"{len(post)} post-event ({post[0] if post else '–'} … {post[-1] if post else '–'})"
-                     + (f" from {cube_attrs.get('collection')}" if cube_attrs.get("collection") else ""))
-    lines.append(f"model {Path(str(attrs.get('model', '?'))).name}; threshold {float(attrs.get('threshold', 0.5)):.2f} "
-                 f"({attrs.get('threshold_rule', 'validation')})")
-    lines.append(f"{stats['landslides']} landslides, {stats['landslide_area_km2']:.3f} km²; mapped "
-                 f"{stats['mapped_km2']:.1f} km², not mapped {stats['not_mapped_km2']:.1f} km²")
+        lines.append(
+            f"images: {len(pre)} pre-event ({pre[0] if pre else '–'} … {pre[-1] if pre else '–'}), "
+            f"{len(post)} post-event ({post[0] if post else '–'} … {post[-1] if post else '–'})"
+            + (f" from {cube_attrs.get('collection')}" if cube_attrs.get("collection") else "")
+        )
+    lines.append(
+        f"model {Path(str(attrs.get('model', '?'))).name}; threshold {float(attrs.get('threshold', 0.5)):.2f} "
+        f"({attrs.get('threshold_rule', 'validation')})"
+    )
+    lines.append(
+        f"{stats['landslides']} landslides, {stats['landslide_area_km2']:.3f} km²; mapped "
+        f"{stats['mapped_km2']:.1f} km², not mapped {stats['not_mapped_km2']:.1f} km²"
+    )
     return lines

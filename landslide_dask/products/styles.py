@@ -19,7 +19,10 @@ from .tiles import ALPHA_FROM, ALPHA_FULL, RAMP
 
 __all__ = ["probability_qml", "status_qml", "polygons_qml", "write_qml", "embed_gpkg_style"]
 
-_HEAD = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n<qgis version=\"3.28\" styleCategories=\"AllStyleCategories\">\n"
+_HEAD = (
+    "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+    '<qgis version="3.28" styleCategories="AllStyleCategories">\n'
+)
 
 
 def _hex(rgb) -> str:
@@ -39,42 +42,53 @@ def probability_qml(threshold: float | None = None) -> str:
     for p in stops:
         rgb = [np.interp(p, [s for s, _ in RAMP], [c[i] for _, c in RAMP]) for i in range(3)]
         label = f"{p:.2f}" + (" (threshold)" if threshold is not None and abs(p - threshold) < 1e-9 else "")
-        items.append(f'          <item alpha="{_alpha(p)}" value="{p:g}" label={quoteattr(label)} color="{_hex(rgb)}"/>')
-    return (_HEAD + "  <pipe>\n"
-            '    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" '
-            'classificationMin="0" classificationMax="1">\n'
-            "      <rastershader>\n"
-            '        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" '
-            'minimumValue="0" maximumValue="1">\n' + "\n".join(items) + "\n"
-            "        </colorrampshader>\n      </rastershader>\n    </rasterrenderer>\n  </pipe>\n</qgis>\n")
+        items.append(
+            f'          <item alpha="{_alpha(p)}" value="{p:g}" label={quoteattr(label)} color="{_hex(rgb)}"/>'
+        )
+    return (
+        _HEAD + "  <pipe>\n"
+        '    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" '
+        'classificationMin="0" classificationMax="1">\n'
+        "      <rastershader>\n"
+        '        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" '
+        'minimumValue="0" maximumValue="1">\n' + "\n".join(items) + "\n"
+        "        </colorrampshader>\n      </rastershader>\n    </rasterrenderer>\n  </pipe>\n</qgis>\n"
+    )
 
 
 def status_qml() -> str:
     """Paletted: one class per status code, mapped pixels transparent."""
     entries = "\n".join(
         f'        <paletteEntry value="{code}" alpha="{STATUS_COLOURS[code][3]}" color="{_hex(STATUS_COLOURS[code])}" '
-        f"label={quoteattr(STATUS[code])}/>" for code in sorted(STATUS) if code)
-    return (_HEAD + "  <pipe>\n"
-            '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1">\n'
-            "      <colorPalette>\n" + entries + "\n      </colorPalette>\n"
-            "    </rasterrenderer>\n  </pipe>\n</qgis>\n")
+        f"label={quoteattr(STATUS[code])}/>"
+        for code in sorted(STATUS)
+        if code
+    )
+    return (
+        _HEAD + "  <pipe>\n"
+        '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1">\n'
+        "      <colorPalette>\n" + entries + "\n      </colorPalette>\n"
+        "    </rasterrenderer>\n  </pipe>\n</qgis>\n"
+    )
 
 
 def polygons_qml() -> str:
     """Landslide polygons: red outline over a translucent red fill, the web map's."""
-    return (_HEAD + '  <renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0">\n'
-            "    <symbols>\n"
-            '      <symbol type="fill" name="0" alpha="1" clip_to_extent="1" force_rhr="0">\n'
-            '        <layer class="SimpleFill" enabled="1" pass="0" locked="0">\n'
-            '          <Option type="Map">\n'
-            '            <Option type="QString" name="color" value="227,26,28,90"/>\n'
-            '            <Option type="QString" name="outline_color" value="177,0,38,255"/>\n'
-            '            <Option type="QString" name="outline_width" value="0.4"/>\n'
-            '            <Option type="QString" name="outline_width_unit" value="MM"/>\n'
-            '            <Option type="QString" name="style" value="solid"/>\n'
-            "          </Option>\n        </layer>\n      </symbol>\n    </symbols>\n  </renderer-v2>\n"
-            '  <mapTip>area [% round("area_m2") %] m², mean probability [% round("mean_prob", 2) %]</mapTip>\n'
-            "</qgis>\n")
+    return (
+        _HEAD + '  <renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0">\n'
+        "    <symbols>\n"
+        '      <symbol type="fill" name="0" alpha="1" clip_to_extent="1" force_rhr="0">\n'
+        '        <layer class="SimpleFill" enabled="1" pass="0" locked="0">\n'
+        '          <Option type="Map">\n'
+        '            <Option type="QString" name="color" value="227,26,28,90"/>\n'
+        '            <Option type="QString" name="outline_color" value="177,0,38,255"/>\n'
+        '            <Option type="QString" name="outline_width" value="0.4"/>\n'
+        '            <Option type="QString" name="outline_width_unit" value="MM"/>\n'
+        '            <Option type="QString" name="style" value="solid"/>\n'
+        "          </Option>\n        </layer>\n      </symbol>\n    </symbols>\n  </renderer-v2>\n"
+        '  <mapTip>area [% round("area_m2") %] m², mean probability [% round("mean_prob", 2) %]</mapTip>\n'
+        "</qgis>\n"
+    )
 
 
 def write_qml(path: str | Path, qml: str) -> Path:
@@ -90,10 +104,15 @@ def embed_gpkg_style(gpkg: str | Path, layer: str, qml: str, name: str = "landsl
             "CREATE TABLE IF NOT EXISTS layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT, f_table_catalog TEXT(256), "
             "f_table_schema TEXT(256), f_table_name TEXT(256), f_geometry_column TEXT(256), styleName TEXT(30), "
             "styleQML TEXT, styleSLD TEXT, useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30), "
-            "update_time DATETIME DEFAULT CURRENT_TIMESTAMP)")
-        geom_col = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (layer,)).fetchone()
+            "update_time DATETIME DEFAULT CURRENT_TIMESTAMP)"
+        )
+        geom_col = con.execute(
+            "SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (layer,)
+        ).fetchone()
         con.execute("DELETE FROM layer_styles WHERE f_table_name = ? AND styleName = ?", (layer, name))
-        con.execute("INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
-                    "styleName, styleQML, styleSLD, useAsDefault, description, owner) VALUES "
-                    "('', '', ?, ?, ?, ?, '', 1, 'landslide-dask default style', '')",
-                    (layer, geom_col[0] if geom_col else "geom", name, qml))
+        con.execute(
+            "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+            "styleName, styleQML, styleSLD, useAsDefault, description, owner) VALUES "
+            "('', '', ?, ?, ?, ?, '', 1, 'landslide-dask default style', '')",
+            (layer, geom_col[0] if geom_col else "geom", name, qml),
+        )

@@ -24,8 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TILE", "WebGrid", "zoom_for", "web_grid", "warp_to_web", "tile_layer", "probability_rgba",
-           "status_rgba", "imagery_rgba", "RAMP"]
+__all__ = [
+    "TILE",
+    "WebGrid",
+    "zoom_for",
+    "web_grid",
+    "warp_to_web",
+    "tile_layer",
+    "probability_rgba",
+    "status_rgba",
+    "imagery_rgba",
+    "RAMP",
+]
 
 TILE = 256
 _HALF = 20037508.342789244  # half the Web Mercator world width, metres
@@ -34,7 +44,10 @@ MAX_ZOOM = 18
 #: The probability colour ramp (p -> RGB), shared by tiles, legend and QGIS style: light yellow to
 #: dark red, the ramp of hazard maps; alpha rises from 0 at p = 0.1 so the imagery stays readable.
 RAMP: list[tuple[float, tuple[int, int, int]]] = [
-    (0.0, (255, 255, 178)), (0.25, (254, 204, 92)), (0.5, (253, 141, 60)), (0.75, (240, 59, 32)),
+    (0.0, (255, 255, 178)),
+    (0.25, (254, 204, 92)),
+    (0.5, (253, 141, 60)),
+    (0.75, (240, 59, 32)),
     (1.0, (189, 0, 38)),
 ]
 ALPHA_FROM, ALPHA_FULL = 0.1, 0.5
@@ -58,7 +71,7 @@ class WebGrid:
 
     @property
     def res(self) -> float:
-        return 2 * _HALF / (TILE * 2 ** self.zoom)
+        return 2 * _HALF / (TILE * 2**self.zoom)
 
     @property
     def transform(self):
@@ -69,13 +82,15 @@ class WebGrid:
     def tiles(self, z: int) -> tuple[range, range]:
         """Tile columns and rows at zoom ``z`` <= ``zoom`` that the grid touches."""
         f = TILE * 2 ** (self.zoom - z)
-        return (range(self.col0 // f, (self.col0 + self.width - 1) // f + 1),
-                range(self.row0 // f, (self.row0 + self.height - 1) // f + 1))
+        return (
+            range(self.col0 // f, (self.col0 + self.width - 1) // f + 1),
+            range(self.row0 // f, (self.row0 + self.height - 1) // f + 1),
+        )
 
 
 def web_grid(bounds_3857: tuple[float, float, float, float], zoom: int) -> WebGrid:
     """The grid at ``zoom`` covering ``(left, bottom, right, top)`` in EPSG:3857 metres."""
-    res = 2 * _HALF / (TILE * 2 ** zoom)
+    res = 2 * _HALF / (TILE * 2**zoom)
     left, bottom, right, top = bounds_3857
     c0, c1 = math.floor((left + _HALF) / res), math.ceil((right + _HALF) / res)
     r0, r1 = math.floor((_HALF - top) / res), math.ceil((_HALF - bottom) / res)
@@ -85,9 +100,20 @@ def web_grid(bounds_3857: tuple[float, float, float, float], zoom: int) -> WebGr
 BlockReader = Callable[[slice, slice], np.ndarray]
 
 
-def warp_to_web(read: BlockReader, count: int, src_shape: tuple[int, int], src_crs, src_transform, zoom: int,
-                out: str | Path, *, resampling: str = "nearest", nodata: int | None = 0,
-                mask: bool = False, strip: int = 1024) -> Path:
+def warp_to_web(
+    read: BlockReader,
+    count: int,
+    src_shape: tuple[int, int],
+    src_crs,
+    src_transform,
+    zoom: int,
+    out: str | Path,
+    *,
+    resampling: str = "nearest",
+    nodata: int | None = 0,
+    mask: bool = False,
+    strip: int = 1024,
+) -> Path:
     """Warp a source raster (``read(rows, cols) -> (count, h, w)`` uint8, on ``src_crs`` /
     ``src_transform``) onto the Web Mercator grid of ``zoom`` covering it; a tiled GeoTIFF.
     ``mask``: ``read`` returns one band more, 255 where valid, written as the file's internal mask
@@ -104,15 +130,31 @@ def warp_to_web(read: BlockReader, count: int, src_shape: tuple[int, int], src_c
     h, w = src_shape
     left, top = src_transform * (0, 0)
     right, bottom = src_transform * (w, h)
-    grid = web_grid(transform_bounds(src_crs, "EPSG:3857", min(left, right), min(top, bottom), max(left, right),
-                                     max(top, bottom), densify_pts=21), zoom)
+    grid = web_grid(
+        transform_bounds(
+            src_crs, "EPSG:3857", min(left, right), min(top, bottom), max(left, right), max(top, bottom), densify_pts=21
+        ),
+        zoom,
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".partial")
     n_read = count + (1 if mask else 0)
-    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=count, dtype="uint8",
-                   crs="EPSG:3857", transform=grid.transform, tiled=True, blockxsize=TILE, blockysize=TILE,
-                   compress="DEFLATE", BIGTIFF="IF_SAFER", nodata=nodata)
+    profile = dict(
+        driver="GTiff",
+        width=grid.width,
+        height=grid.height,
+        count=count,
+        dtype="uint8",
+        crs="EPSG:3857",
+        transform=grid.transform,
+        tiled=True,
+        blockxsize=TILE,
+        blockysize=TILE,
+        compress="DEFLATE",
+        BIGTIFF="IF_SAFER",
+        nodata=nodata,
+    )
     how = Resampling[resampling]
     try:
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(part, "w", **profile) as dst:
@@ -130,8 +172,17 @@ def warp_to_web(read: BlockReader, count: int, src_shape: tuple[int, int], src_c
                 if ys1 > ys0 and xs1 > xs0:
                     src = np.ascontiguousarray(read(slice(ys0, ys1), slice(xs0, xs1)), dtype=np.uint8)
                     st = src_transform * src_transform.translation(xs0, ys0)
-                    reproject(src, dest, src_transform=st, src_crs=src_crs, dst_transform=dt, dst_crs="EPSG:3857",
-                              resampling=how, src_nodata=nodata, dst_nodata=nodata if nodata is not None else 0)
+                    reproject(
+                        src,
+                        dest,
+                        src_transform=st,
+                        src_crs=src_crs,
+                        dst_transform=dt,
+                        dst_crs="EPSG:3857",
+                        resampling=how,
+                        src_nodata=nodata,
+                        dst_nodata=nodata if nodata is not None else 0,
+                    )
                 dst.write(dest[:count], window=win)
                 if mask:
                     dst.write_mask(dest[count], window=win)
@@ -153,7 +204,7 @@ def probability_rgba(tile: np.ndarray) -> np.ndarray:
     rgba = np.zeros(p.shape + (4,), np.uint8)
     rgba[..., :3] = _lerp_ramp(p).round().astype(np.uint8)
     rgba[..., 3] = (np.clip((p - ALPHA_FROM) / (ALPHA_FULL - ALPHA_FROM), 0, 1) * 230).round().astype(np.uint8)
-    rgba[rgba[..., 3] == 0] = 0   # invisible pixels all alike: PNG then stores them in almost nothing
+    rgba[rgba[..., 3] == 0] = 0  # invisible pixels all alike: PNG then stores them in almost nothing
     return rgba
 
 
@@ -185,8 +236,15 @@ def _reduce(block: np.ndarray, how: str) -> np.ndarray:
     return np.concatenate([rgb.round().astype(np.uint8), alpha[None]], 0)
 
 
-def tile_layer(src: str | Path, out_dir: str | Path, zmin: int, *, render: Callable[[np.ndarray], np.ndarray],
-               reduce: str = "max", opener=None) -> list[str]:
+def tile_layer(
+    src: str | Path,
+    out_dir: str | Path,
+    zmin: int,
+    *,
+    render: Callable[[np.ndarray], np.ndarray],
+    reduce: str = "max",
+    opener=None,
+) -> list[str]:
     """Write the XYZ PNG pyramid ``out_dir/{z}/{x}/{y}.png`` of a raster on the Web Mercator grid
     (its zoom is ``zmax``) for zooms ``zmin..zmax``; returns the keys ``"z/x/y"`` written."""
     import rasterio
@@ -212,7 +270,7 @@ def tile_layer(src: str | Path, out_dir: str | Path, zmin: int, *, render: Calla
             if not data[-1].any():
                 return None
             out = np.zeros((ds.count, TILE, TILE), np.uint8)
-            out[:, rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = data
+            out[:, rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = data
             return out
 
         def visit(z: int, x: int, y: int) -> np.ndarray | None:
@@ -229,7 +287,7 @@ def tile_layer(src: str | Path, out_dir: str | Path, zmin: int, *, render: Calla
                 for dy in (0, 1):
                     for dx in (0, 1):
                         if kids[dy][dx] is not None:
-                            big[:, dy * TILE:(dy + 1) * TILE, dx * TILE:(dx + 1) * TILE] = kids[dy][dx]
+                            big[:, dy * TILE : (dy + 1) * TILE, dx * TILE : (dx + 1) * TILE] = kids[dy][dx]
                 arr = _reduce(big, reduce)
             if arr is None:
                 return None

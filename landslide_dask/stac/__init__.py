@@ -1,7 +1,7 @@
 """Stage 1a, finding the data: a loopback STAC API over local folders (``server``), STAC
-collections made from GeoTIFF folders as shipped (``catalog``, items from files in ``geotiff``), and searches of any STAC API with
-retries and signing (``search``), or of local catalogues and ItemCollection files without a
-server (``local``)."""
+collections made from GeoTIFF folders as shipped (``catalog``, items from files in ``geotiff``),
+and searches of any STAC API with retries and signing (``search``), or of local catalogues and
+ItemCollection files without a server (``local``)."""
 
 from ..common.lazy import lazy_exports
 

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CatalogWarning", "catalog_geotiffs", "describe_geotiff"]
 
+
 class CatalogWarning(UserWarning):
     """Some files were skipped while cataloguing."""
 
@@ -68,8 +69,10 @@ def _group_key(path: Path, root: Path, group: str | None) -> str:
         return str(rel).replace(os.sep, "_")
     m = re.search(group, str(path.relative_to(root)))
     if not m or "item" not in m.groupdict():
-        raise UsageError(f"--group {group!r} does not match {path.relative_to(root)} with a named group "
-                             "(?P<item>...): the regex must capture what files of one scene share")
+        raise UsageError(
+            f"--group {group!r} does not match {path.relative_to(root)} with a named group "
+            "(?P<item>...): the regex must capture what files of one scene share"
+        )
     return m.group("item")
 
 
@@ -91,8 +94,13 @@ def _sidecar_datetime(path: Path) -> str | None:
     return None
 
 
-def _item_datetime(key: str, files: list[tuple[Path, dict[str, Any]]], fixed: str | None, dates: dict[str, str],
-                   date_pattern: str | None) -> str | None:
+def _item_datetime(
+    key: str,
+    files: list[tuple[Path, dict[str, Any]]],
+    fixed: str | None,
+    dates: dict[str, str],
+    date_pattern: str | None,
+) -> str | None:
     """The acquisition time of one item: --date mapping, --datetime, a date in the path, a sidecar,
     the TIFF tag, in that order; None when nothing says it."""
     for k in (key, *(p.stem for p, _ in files), *(p.name for p, _ in files)):
@@ -155,7 +163,9 @@ def catalog_geotiffs(
     if not src_path.exists():
         raise InputDataError(f"{src_path} does not exist.")
     if not collection or _safe_name(collection) != collection:
-        raise UsageError(f"collection id {collection!r} must be non-empty and use only letters, digits, '.', '_' and '-'.")
+        raise UsageError(
+            f"collection id {collection!r} must be non-empty and use only letters, digits, '.', '_' and '-'."
+        )
     files, root = _source_files(src_path, out_path, pattern)
     groups = _read_groups(files, root, group, f"{len(files)} file(s) matching {pattern!r} under {src_path}")
     fixed_dt = _parse_datetime(datetime, "the datetime argument") if datetime is not None else None
@@ -164,15 +174,25 @@ def catalog_geotiffs(
     scaling = {k: float(v) for k, v in (("scale", dn_scale), ("offset", dn_offset)) if v is not None}
     if scaling and dn_scale is None:
         scaling["scale"] = 1e-4
-    items = [make_item(item_id, members, dt, collection, bands, nodata, group is not None, out_path / "assets",
-                       items_file, scaling) for item_id, members, dt in planned]
+    items = [
+        make_item(
+            item_id, members, dt, collection, bands, nodata, group is not None, out_path / "assets", items_file, scaling
+        )
+        for item_id, members, dt in planned
+    ]
     existing = [] if replace else _existing_items(items_file, {i["id"] for i in items})
     all_items = existing + items
     _write_collection(out_path, collection, src_path, all_items)
     items_file.parent.mkdir(parents=True, exist_ok=True)
     items_file.write_text(json.dumps({"type": "FeatureCollection", "features": all_items}))
-    log.info("catalogued %d item(s) from %s into %s (collection %s, %d items in all)", len(items), src_path,
-             out_path, collection, len(all_items))
+    log.info(
+        "catalogued %d item(s) from %s into %s (collection %s, %d items in all)",
+        len(items),
+        src_path,
+        out_path,
+        collection,
+        len(all_items),
+    )
     return out_path
 
 
@@ -202,15 +222,24 @@ def _read_groups(files: list[Path], root: Path, group: str | None, what: str) ->
             continue
         groups.setdefault(_group_key(path, root, group), []).append((path, info))
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} file(s) that are not readable georeferenced rasters: " + "; ".join(skipped),
-                      CatalogWarning, stacklevel=3)
+        warnings.warn(
+            f"skipped {len(skipped)} file(s) that are not readable georeferenced rasters: " + "; ".join(skipped),
+            CatalogWarning,
+            stacklevel=3,
+        )
     if not groups:
         raise InputDataError(f"none of the {what} is a readable GeoTIFF.")
     return groups
 
 
-def _plan_items(groups: dict[str, Members], group: str | None, static: bool, fixed_dt: str | None,
-                dates: dict[str, str], date_pattern: str | None) -> list[tuple[str, Members, str | None]]:
+def _plan_items(
+    groups: dict[str, Members],
+    group: str | None,
+    static: bool,
+    fixed_dt: str | None,
+    dates: dict[str, str],
+    date_pattern: str | None,
+) -> list[tuple[str, Members, str | None]]:
     """(item id, member files, datetime) per item: unique ids, every item dated unless ``static``."""
     planned: list[tuple[str, Members, str | None]] = []
     no_date: list[str] = []
@@ -242,15 +271,24 @@ def _existing_items(items_file: Path, replaced: set[str]) -> list[dict[str, Any]
     try:
         existing = json.loads(items_file.read_text()).get("features", [])
     except (OSError, ValueError) as e:
-        raise InputDataError(f"{items_file} is not a readable item collection ({e}): catalogue with --replace "
-                             "to start it anew") from None
+        raise InputDataError(
+            f"{items_file} is not a readable item collection ({e}): catalogue with --replace to start it anew"
+        ) from None
     return [i for i in existing if i.get("id") not in replaced]
 
 
 def _write_collection(out_path: Path, collection: str, src_path: Path, items: list[dict[str, Any]]) -> None:
     bb = np.array([i["bbox"] for i in items])
-    times = sorted(t for i in items for t in (i["properties"].get("datetime"), i["properties"].get("start_datetime"),
-                                                i["properties"].get("end_datetime")) if t)
+    times = sorted(
+        t
+        for i in items
+        for t in (
+            i["properties"].get("datetime"),
+            i["properties"].get("start_datetime"),
+            i["properties"].get("end_datetime"),
+        )
+        if t
+    )
     all_names = sorted({k for i in items for k in i["assets"]})
     col = {
         "type": "Collection",
@@ -260,9 +298,12 @@ def _write_collection(out_path: Path, collection: str, src_path: Path, items: li
         "title": f"GeoTIFFs from {src_path.name}",
         "description": f"{len(items)} item(s) of GeoTIFFs catalogued by landslide-dask (latest from {src_path}).",
         "license": "other",
-        "extent": {"spatial": {"bbox": [[float(bb[:, 0].min()), float(bb[:, 1].min()), float(bb[:, 2].max()),
-                                         float(bb[:, 3].max())]]},
-                   "temporal": {"interval": [[times[0], times[-1]]]}},
+        "extent": {
+            "spatial": {
+                "bbox": [[float(bb[:, 0].min()), float(bb[:, 1].min()), float(bb[:, 2].max()), float(bb[:, 3].max())]]
+            },
+            "temporal": {"interval": [[times[0], times[-1]]]},
+        },
         "item_assets": {n: {"roles": ["data"], "eo:bands": [{"name": n}]} for n in all_names},
         "summaries": {"proj:code": sorted({i["properties"].get("proj:code", "custom") for i in items})},
         "links": [],

@@ -37,8 +37,16 @@ GEOTIFF_TYPE = "image/tiff; application=geotiff"
 VRT_TYPE = "application/x-gdal-vrt+xml"
 
 _GDAL_TYPES = {
-    "uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
-    "int32": "Int32", "uint64": "UInt64", "int64": "Int64", "float32": "Float32", "float64": "Float64",
+    "uint8": "Byte",
+    "int8": "Int8",
+    "uint16": "UInt16",
+    "int16": "Int16",
+    "uint32": "UInt32",
+    "int32": "Int32",
+    "uint64": "UInt64",
+    "int64": "Int64",
+    "float32": "Float32",
+    "float64": "Float64",
 }
 
 
@@ -49,10 +57,24 @@ STATIC_RANGE = ("1900-01-01T00:00:00Z", "2100-01-01T00:00:00Z")
 
 # Sentinel-2 band codes as they name per-band downloads (B02.tif, T54TWN_20180910_B04_10m.jp2, ...)
 # -> the Earth Search asset keys the cube asks for.
-S2_BAND_NAMES = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
-                 "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
-                 "B10": "cirrus", "B11": "swir16", "B12": "swir22", "SCL": "scl"}
+S2_BAND_NAMES = {
+    "B01": "coastal",
+    "B02": "blue",
+    "B03": "green",
+    "B04": "red",
+    "B05": "rededge1",
+    "B06": "rededge2",
+    "B07": "rededge3",
+    "B08": "nir",
+    "B8A": "nir08",
+    "B09": "nir09",
+    "B10": "cirrus",
+    "B11": "swir16",
+    "B12": "swir22",
+    "SCL": "scl",
+}
 S2_CODE = re.compile(r"(?<![A-Za-z0-9])(B0?[1-9]|B1[0-2]|B8A|SCL)(?![A-Za-z0-9])", re.IGNORECASE)
+
 
 def _safe_name(text: str) -> str:
     """An id/asset key usable in URLs and file names."""
@@ -103,14 +125,18 @@ def describe_geotiff(path: Path) -> dict[str, Any]:
             raise ValueError("rotated geotransform is not supported")
         bh, bw = src.block_shapes[0]
         last = Window(
-            (src.width - 1) // bw * bw, (src.height - 1) // bh * bh,
-            min(bw, src.width - (src.width - 1) // bw * bw), min(bh, src.height - (src.height - 1) // bh * bh),
+            (src.width - 1) // bw * bw,
+            (src.height - 1) // bh * bh,
+            min(bw, src.width - (src.width - 1) // bw * bw),
+            min(bh, src.height - (src.height - 1) // bh * bh),
         )
         for win in (Window(0, 0, min(bw, src.width), min(bh, src.height)), last):
             try:
                 src.read(window=win)
             except rasterio.errors.RasterioError as e:
-                raise ValueError(f"truncated or corrupt: reading pixel block at {win.col_off},{win.row_off} failed ({e})") from e
+                raise ValueError(
+                    f"truncated or corrupt: reading pixel block at {win.col_off},{win.row_off} failed ({e})"
+                ) from e
         tags = src.tags()
         return {
             "count": src.count,
@@ -146,9 +172,7 @@ def _band_names(info: dict[str, Any], bands: list[str] | None, path: Path) -> li
     return names
 
 
-def _write_band_vrt(
-    dst: Path, source: Path, band: int, info: dict[str, Any], nodata: float | None, name: str
-) -> None:
+def _write_band_vrt(dst: Path, source: Path, band: int, info: dict[str, Any], nodata: float | None, name: str) -> None:
     """A one-band VRT referencing ``band`` of ``source`` by absolute path; source pixels equal to
     the file's own nodata keep ``nodata`` where the two differ."""
     w, h = info["width"], info["height"]
@@ -158,15 +182,34 @@ def _write_band_vrt(
         raise InputDataError(f"{source}: band data type {dtype} is not supported.")
     src_nodata = info["nodata"]
     out_nodata = nodata if nodata is not None else src_nodata
-    differs = src_nodata is not None and out_nodata is not None and not (
-        src_nodata == out_nodata or (np.isnan(src_nodata) and np.isnan(out_nodata))
+    differs = (
+        src_nodata is not None
+        and out_nodata is not None
+        and not (src_nodata == out_nodata or (np.isnan(src_nodata) and np.isnan(out_nodata)))
     )
     bh, bw = info["block"]
-    src = VrtSource(filename=str(source), size=(w, h), block=(bw, bh), data_type=gdal_type, band=band,
-                    nodata=src_nodata if differs else None)
-    write_vrt_xml(dst, vrt_xml(w, h, info["crs"].to_wkt(), info["transform"].to_gdal(), gdal_type, [src],
-                               description=name, nodata=out_nodata,
-                               axis_mapping="1,2" if _xy_crs(info["crs"]) else "2,1"))
+    src = VrtSource(
+        filename=str(source),
+        size=(w, h),
+        block=(bw, bh),
+        data_type=gdal_type,
+        band=band,
+        nodata=src_nodata if differs else None,
+    )
+    write_vrt_xml(
+        dst,
+        vrt_xml(
+            w,
+            h,
+            info["crs"].to_wkt(),
+            info["transform"].to_gdal(),
+            gdal_type,
+            [src],
+            description=name,
+            nodata=out_nodata,
+            axis_mapping="1,2" if _xy_crs(info["crs"]) else "2,1",
+        ),
+    )
 
 
 def _xy_crs(crs: Any) -> bool:
@@ -214,9 +257,18 @@ def _s2_band(path: Path) -> str | None:
     return S2_BAND_NAMES.get(code)
 
 
-def make_item(item_id: str, members: list[tuple[Path, dict[str, Any]]], dt: str | None, collection: str,
-               bands: list[str] | None, nodata: float | None, grouped: bool, assets_root: Path,
-               items_file: Path, scaling: dict[str, float] | None = None) -> dict[str, Any]:
+def make_item(
+    item_id: str,
+    members: list[tuple[Path, dict[str, Any]]],
+    dt: str | None,
+    collection: str,
+    bands: list[str] | None,
+    nodata: float | None,
+    grouped: bool,
+    assets_root: Path,
+    items_file: Path,
+    scaling: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """One STAC item: an asset per band of each member file (a VRT where the file has several bands
     or needs a nodata value it lacks)."""
     item_assets_dir = assets_root / item_id
@@ -234,13 +286,18 @@ def make_item(item_id: str, members: list[tuple[Path, dict[str, Any]]], dt: str 
         else:
             names = _band_names(info, bands, path)
         need_vrt = info["count"] > 1 or (
-            nodata is not None and not (info["nodata"] is not None and (
-                info["nodata"] == nodata or (np.isnan(info["nodata"]) and np.isnan(nodata))))
+            nodata is not None
+            and not (
+                info["nodata"] is not None
+                and (info["nodata"] == nodata or (np.isnan(info["nodata"]) and np.isnan(nodata)))
+            )
         )
         for b, name in enumerate(names, start=1):
             if name in assets:
-                raise InputDataError(f"two files of item {item_id} give band {name!r} ({assets[name]['file:source']} "
-                                     f"and {path}): name the bands (--bands) or group the files differently")
+                raise InputDataError(
+                    f"two files of item {item_id} give band {name!r} ({assets[name]['file:source']} "
+                    f"and {path}): name the bands (--bands) or group the files differently"
+                )
             if need_vrt:
                 vrt = item_assets_dir / f"{name}.vrt"
                 _write_band_vrt(vrt, path, b, info, nodata, name)
@@ -250,14 +307,22 @@ def make_item(item_id: str, members: list[tuple[Path, dict[str, Any]]], dt: str 
             band_nodata = nodata if nodata is not None else info["nodata"]
             # rio-stac's raster:bands (sampling, statistics, histogram from a <= 256 px overview);
             # scale/offset only where recorded: 1 and 0 from a plain file mean "not recorded"
-            raster_band: dict[str, Any] = {k: v for k, v in raster_info[path][b - 1].items()
-                                           if k not in ("scale", "offset", "nodata") and _finite(v)}
+            raster_band: dict[str, Any] = {
+                k: v
+                for k, v in raster_info[path][b - 1].items()
+                if k not in ("scale", "offset", "nodata") and _finite(v)
+            }
             raster_band.update({"data_type": info["dtypes"][b - 1], **(scaling or {})})
             if band_nodata is not None:
                 raster_band["nodata"] = band_nodata if np.isfinite(band_nodata) else str(band_nodata)
             assets[name] = {
-                "href": href, "type": media, "title": f"{name} (band {b} of {path.name})", "roles": ["data"],
-                "eo:bands": [{"name": name}], "raster:bands": [raster_band], "file:source": str(path),
+                "href": href,
+                "type": media,
+                "title": f"{name} (band {b} of {path.name})",
+                "roles": ["data"],
+                "eo:bands": [{"name": name}],
+                "raster:bands": [raster_band],
+                "file:source": str(path),
             }
             if len(grids) > 1:  # bands on different grids (10/20/60 m): each asset says its own
                 assets[name].update({k: v for k, v in _proj_fields(info).items() if v is not None})
@@ -268,11 +333,25 @@ def make_item(item_id: str, members: list[tuple[Path, dict[str, Any]]], dt: str 
     props = {k: v for k, v in props.items() if v is not None or k == "datetime"}
     bboxes = np.array([m[1]["bbox"] for m in members])
     bbox = [float(bboxes[:, 0].min()), float(bboxes[:, 1].min()), float(bboxes[:, 2].max()), float(bboxes[:, 3].max())]
-    geometry = first["geometry"] if len(members) == 1 else {
-        "type": "Polygon", "coordinates": [[[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]],
-                                            [bbox[0], bbox[3]], [bbox[0], bbox[1]]]]}
+    geometry = (
+        first["geometry"]
+        if len(members) == 1
+        else {
+            "type": "Polygon",
+            "coordinates": [
+                [[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]], [bbox[0], bbox[3]], [bbox[0], bbox[1]]]
+            ],
+        }
+    )
     return {
-        "type": "Feature", "stac_version": "1.1.0", "stac_extensions": [PROJ_EXT, EO_EXT, RASTER_EXT],
-        "id": item_id, "collection": collection, "geometry": geometry, "bbox": bbox, "properties": props,
-        "assets": assets, "links": [],
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "stac_extensions": [PROJ_EXT, EO_EXT, RASTER_EXT],
+        "id": item_id,
+        "collection": collection,
+        "geometry": geometry,
+        "bbox": bbox,
+        "properties": props,
+        "assets": assets,
+        "links": [],
     }

@@ -31,12 +31,23 @@ from ..errors import InputDataError, UsageError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STAC_SOURCES", "is_local_source", "local_path", "read_local_items", "filter_items", "collection_ids",
-           "find_stac_folder", "load_stac_dir", "features_of"]
+__all__ = [
+    "STAC_SOURCES",
+    "is_local_source",
+    "local_path",
+    "read_local_items",
+    "filter_items",
+    "collection_ids",
+    "find_stac_folder",
+    "load_stac_dir",
+    "features_of",
+]
 
 #: What ``--stac`` accepts, for messages.
-STAC_SOURCES = ("a STAC API URL (http(s)://...), a folder written by `landslide-dask catalog`, a static STAC "
-                "catalog (a folder holding catalog.json), or an ItemCollection file (.json/.geojson)")
+STAC_SOURCES = (
+    "a STAC API URL (http(s)://...), a folder written by `landslide-dask catalog`, a static STAC "
+    "catalog (a folder holding catalog.json), or an ItemCollection file (.json/.geojson)"
+)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
@@ -85,9 +96,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputDataError(
-            f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})."
-        ) from e
+        raise InputDataError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}).") from e
 
 
 def _is_absolute_href(href: str) -> bool:
@@ -169,17 +178,20 @@ def load_stac_dir(stac_root: str | os.PathLike[str]) -> tuple[list[dict], list[d
             _keep_absolute_links(item)
             items.append(item)
 
-    missing = sorted({
-        a["href"]
-        for it in items
-        for a in (it.get("assets") or {}).values()
-        if isinstance(a, dict) and isinstance(a.get("href"), str)
-        and not _URL.match(a["href"]) and not os.path.exists(a["href"])
-    })
+    missing = sorted(
+        {
+            a["href"]
+            for it in items
+            for a in (it.get("assets") or {}).values()
+            if isinstance(a, dict)
+            and isinstance(a.get("href"), str)
+            and not _URL.match(a["href"])
+            and not os.path.exists(a["href"])
+        }
+    )
     if missing:
         warnings.warn(
-            f"{len(missing)} asset file(s) referenced in {items_dir} do not exist, e.g. "
-            f"{', '.join(missing[:3])}",
+            f"{len(missing)} asset file(s) referenced in {items_dir} do not exist, e.g. {', '.join(missing[:3])}",
             stacklevel=2,
         )
     return collections, items
@@ -197,8 +209,13 @@ def features_of(data: Any, where: Path, expected: str | None = None) -> list[dic
     else:
         feats = None
     if not isinstance(feats, list):
-        raise InputDataError(expected or (f"{where} is neither a STAC ItemCollection (FeatureCollection of items), an "
-                                          "item, nor a catalog or collection: --stac takes " + STAC_SOURCES + "."))
+        raise InputDataError(
+            expected
+            or (
+                f"{where} is neither a STAC ItemCollection (FeatureCollection of items), an "
+                "item, nor a catalog or collection: --stac takes " + STAC_SOURCES + "."
+            )
+        )
     for n, f in enumerate(feats):
         if not isinstance(f, dict) or f.get("type") != "Feature" or not f.get("id"):
             raise InputDataError(f"{where}: feature #{n} is not a STAC item (needs type 'Feature' and an id).")
@@ -240,9 +257,11 @@ def read_local_items(source: str | os.PathLike[str]) -> list[dict[str, Any]]:
             if (path / name).is_file():
                 log.info("walking the static STAC catalog %s", path / name)
                 return _static_catalog_items(path / name)
-        raise UsageError(f"--stac {source}: the folder holds neither stac/collections/ (a `landslide-dask catalog` "
-                         "folder) nor catalog.json (a static STAC catalog). Catalogue GeoTIFFs with `landslide-dask "
-                         f"catalog DIR --out {path}` first; --stac takes {STAC_SOURCES}.")
+        raise UsageError(
+            f"--stac {source}: the folder holds neither stac/collections/ (a `landslide-dask catalog` "
+            "folder) nor catalog.json (a static STAC catalog). Catalogue GeoTIFFs with `landslide-dask "
+            f"catalog DIR --out {path}` first; --stac takes {STAC_SOURCES}."
+        )
     if path.suffix.lower() not in (".json", ".geojson"):
         raise UsageError(f"--stac {source}: not a STAC file (.json or .geojson). --stac takes {STAC_SOURCES}.")
     data = _read_json(path)
@@ -273,8 +292,10 @@ def _interval(dt: Any) -> tuple[datetime | None, datetime | None]:
         a, b = dt.split("/", 1) if "/" in dt else (dt, dt)
     else:
         a, b = dt
-    return (None if a in (None, "", "..") else _parse_time(a, False),
-            None if b in (None, "", "..") else _parse_time(b, True))
+    return (
+        None if a in (None, "", "..") else _parse_time(a, False),
+        None if b in (None, "", "..") else _parse_time(b, True),
+    )
 
 
 def _item_interval(item: dict[str, Any]) -> tuple[datetime, datetime] | None:
@@ -305,8 +326,9 @@ def _footprint(item: dict[str, Any]):
     return None
 
 
-def filter_items(items: Sequence[dict[str, Any]], collections: Sequence[str], bbox: Sequence[float], dt: Any,
-                 max_cloud: float | None) -> tuple[list[dict[str, Any]], tuple[int, int, float | None]]:
+def filter_items(
+    items: Sequence[dict[str, Any]], collections: Sequence[str], bbox: Sequence[float], dt: Any, max_cloud: float | None
+) -> tuple[list[dict[str, Any]], tuple[int, int, float | None]]:
     """The items a STAC API search would return, and (cloudier, without eo:cloud_cover, least
     cloudy of those dropped) for the empty-search message. ``bbox`` W,S,E,N (W > E: across the
     antimeridian), ``dt`` as ``search._datetime_arg`` gives it (whole days inclusive)."""

@@ -246,7 +246,10 @@ def _empty_message(
         if n_over:
             parts.append(f"{n_over} item(s) matched area and dates but were cloudier (least cloudy: {lowest:g} %)")
         if n_unknown:
-            parts.append(f"{n_unknown} item(s) have no eo:cloud_cover (e.g. catalogued GeoTIFFs: search them without a cloud filter)")
+            parts.append(
+                f"{n_unknown} item(s) have no eo:cloud_cover "
+                "(e.g. catalogued GeoTIFFs: search them without a cloud filter)"
+            )
         if parts:
             msg += " " + "; ".join(parts) + "."
     msg += (
@@ -298,8 +301,9 @@ def search_items(
     url = url.rstrip("/")
     client = _open_api(url, modifier, timeout, retries, backoff_factor)
     kwargs, client_side_cloud = _search_kwargs(client, url, collections, box, dt, max_cloud, max_items)
-    items, dropped = _run_search(client, url, kwargs, collections, box, dt, max_cloud, max_items, client_side_cloud,
-                                 timeout, retries)
+    items, dropped = _run_search(
+        client, url, kwargs, collections, box, dt, max_cloud, max_items, client_side_cloud, timeout, retries
+    )
     if not items:
         available = _list_collections(client)
         raise EmptySearchError(_empty_message(url, collections, box, dt, max_cloud, available, dropped))
@@ -324,7 +328,9 @@ def _open_api(url: str, modifier, timeout: float, retries: int, backoff_factor: 
     except APIError as e:
         raise _wrap_api_error(url, e, timeout, retries, "connection") from e
     except (ValueError, KeyError, TypeError) as e:
-        raise LandslideDaskError(f"{url} did not answer with a STAC catalogue/API root ({e}): is it a STAC API URL?") from e
+        raise LandslideDaskError(
+            f"{url} did not answer with a STAC catalogue/API root ({e}): is it a STAC API URL?"
+        ) from e
     except Exception as e:
         if type(e).__module__.startswith("pystac"):
             raise LandslideDaskError(f"{url} did not answer with a STAC API root ({e}).") from e
@@ -337,8 +343,9 @@ def _open_api(url: str, modifier, timeout: float, retries: int, backoff_factor: 
     return client
 
 
-def _search_kwargs(client, url: str, collections: list[str], box: Bbox, dt: Any, max_cloud: float | None,
-                   max_items: int | None) -> tuple[dict[str, Any], bool]:
+def _search_kwargs(
+    client, url: str, collections: list[str], box: Bbox, dt: Any, max_cloud: float | None, max_items: int | None
+) -> tuple[dict[str, Any], bool]:
     """The search's arguments, and whether the cloud filter must be applied here (the server
     offers neither the query nor the filter extension)."""
     from pystac_client.conformance import ConformanceClasses
@@ -361,9 +368,19 @@ def _search_kwargs(client, url: str, collections: list[str], box: Bbox, dt: Any,
     return kwargs, client_side_cloud
 
 
-def _run_search(client, url: str, kwargs: dict[str, Any], collections: list[str], box: Bbox, dt: Any,
-                max_cloud: float | None, max_items: int | None, client_side_cloud: bool, timeout: float,
-                retries: int) -> tuple[list[dict[str, Any]], tuple[int, int, float | None] | None]:
+def _run_search(
+    client,
+    url: str,
+    kwargs: dict[str, Any],
+    collections: list[str],
+    box: Bbox,
+    dt: Any,
+    max_cloud: float | None,
+    max_items: int | None,
+    client_side_cloud: bool,
+    timeout: float,
+    retries: int,
+) -> tuple[list[dict[str, Any]], tuple[int, int, float | None] | None]:
     """Page through the search: (items, what the client-side cloud filter dropped or None)."""
     from pystac_client.exceptions import APIError
 
@@ -391,23 +408,37 @@ def _run_search(client, url: str, kwargs: dict[str, Any], collections: list[str]
         if status is not None and 400 <= status < 500 and status not in RETRY_STATUSES:
             available = _list_collections(client)
             if available is not None and any(c not in available for c in collections):
-                raise EmptySearchError(
-                    _empty_message(url, collections, box, dt, max_cloud, available, None)
-                ) from e
+                raise EmptySearchError(_empty_message(url, collections, box, dt, max_cloud, available, None)) from e
         raise _wrap_api_error(url, e, timeout, retries, "search") from e
     except NotImplementedError as e:
         raise LandslideDaskError(f"{url} cannot run this search: {e}") from e
     return items, ((n_over, n_unknown, lowest) if client_side_cloud else None)
 
 
-def _search_local(source: str, collections: list[str], box: Bbox, dt: Any, max_cloud: float | None,
-                  modifier: Callable[[Any], None] | None, max_items: int | None) -> list[dict[str, Any]]:
+def _search_local(
+    source: str,
+    collections: list[str],
+    box: Bbox,
+    dt: Any,
+    max_cloud: float | None,
+    modifier: Callable[[Any], None] | None,
+    max_items: int | None,
+) -> list[dict[str, Any]]:
     """``search_items`` over files: the items a server would return, the same empty-search message."""
     everything = read_local_items(source)
     items, dropped = filter_items(everything, collections, box, dt, max_cloud)
     if not items:
-        raise EmptySearchError(_empty_message(str(source), collections, box, dt, max_cloud,
-                                              collection_ids(everything), dropped if max_cloud is not None else None))
+        raise EmptySearchError(
+            _empty_message(
+                str(source),
+                collections,
+                box,
+                dt,
+                max_cloud,
+                collection_ids(everything),
+                dropped if max_cloud is not None else None,
+            )
+        )
     if max_items is not None:
         items = items[:max_items]
     if modifier is not None:

@@ -128,7 +128,7 @@ def _port_is_free(host: str, port: int) -> bool:
         return True
 
 
-_LIVE: "weakref.WeakSet[StacServer]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[StacServer] = weakref.WeakSet()
 
 
 @atexit.register
@@ -143,9 +143,7 @@ class StacServer:
     Kept as a class so a CLI can watch the process and tests can check it is really gone.
     """
 
-    def __init__(
-        self, stac_root: str | os.PathLike[str], port: int | None = None, host: str = "127.0.0.1"
-    ) -> None:
+    def __init__(self, stac_root: str | os.PathLike[str], port: int | None = None, host: str = "127.0.0.1") -> None:
         self.stac_root = Path(stac_root)
         self.host = host
         self.requested_port = port
@@ -332,9 +330,7 @@ class _PortTaken(Exception):
 
 
 @contextmanager
-def serve_stac(
-    stac_root: str | os.PathLike[str], port: int | None = None, host: str = "127.0.0.1"
-) -> Iterator[str]:
+def serve_stac(stac_root: str | os.PathLike[str], port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve a STAC folder as a STAC API for the duration of the ``with`` block; yields its URL.
 
     The server is always stopped on exit, including on exceptions and KeyboardInterrupt.

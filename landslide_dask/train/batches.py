@@ -21,12 +21,19 @@ __all__ = ["training_reader", "window_batches", "to_device"]
 
 def training_reader(cfg: TrainConfig, stats: BandStats | dict, bands: list[str]) -> WindowReader:
     """The window reader of a training run (its own 512 MB chunk cache: a rank revisits chunks)."""
-    return WindowReader(cfg.cubes, cfg.streams, stats, bands, require_pre=cfg.pre_dropout <= 0,
-                        cache=ChunkCache(512))
+    return WindowReader(cfg.cubes, cfg.streams, stats, bands, require_pre=cfg.pre_dropout <= 0, cache=ChunkCache(512))
 
 
-def _window_sample(reader: WindowReader, cube: int, row: int, col: int, skip: tuple[int, int], window: int,
-                   rng: np.random.Generator | None, aug: dict) -> dict[str, np.ndarray]:
+def _window_sample(
+    reader: WindowReader,
+    cube: int,
+    row: int,
+    col: int,
+    skip: tuple[int, int],
+    window: int,
+    rng: np.random.Generator | None,
+    aug: dict,
+) -> dict[str, np.ndarray]:
     """One window's sample: its leading ``skip`` rows and columns unknown (evaluation tiles shifted
     inward at the far edges skip what the previous tile counted), augmented when ``rng`` is given."""
     sr, sc = skip
@@ -48,10 +55,19 @@ def _window_sample(reader: WindowReader, cube: int, row: int, col: int, skip: tu
     return s
 
 
-def window_batches(reader: WindowReader, windows: pd.DataFrame, window: int, batch_size: int,
-                   rng: np.random.Generator | None, streams: tuple[str, ...], drop_last: bool = True,
-                   jitter: float = TrainConfig.jitter, pre_dropout: float = TrainConfig.pre_dropout,
-                   haze_p: float = TrainConfig.haze, stream_dropout: dict[str, float] | None = None):
+def window_batches(
+    reader: WindowReader,
+    windows: pd.DataFrame,
+    window: int,
+    batch_size: int,
+    rng: np.random.Generator | None,
+    streams: tuple[str, ...],
+    drop_last: bool = True,
+    jitter: float = TrainConfig.jitter,
+    pre_dropout: float = TrainConfig.pre_dropout,
+    haze_p: float = TrainConfig.haze,
+    stream_dropout: dict[str, float] | None = None,
+):
     """Batches of tensors of ``window`` px samples, read one batch ahead on a background thread (I/O
     overlaps compute); augmented when ``rng`` is given. Training drops a short last batch (equal
     steps on every rank); evaluation keeps it."""
@@ -62,12 +78,15 @@ def window_batches(reader: WindowReader, windows: pd.DataFrame, window: int, bat
     def produce():
         try:
             rows = windows[["cube", "row", "col"]].to_numpy()
-            skips = (windows[["skip_r", "skip_c"]].to_numpy() if "skip_r" in windows
-                     else np.zeros((len(windows), 2), int))
+            skips = (
+                windows[["skip_r", "skip_c"]].to_numpy() if "skip_r" in windows else np.zeros((len(windows), 2), int)
+            )
             for b in range(n):
                 part = slice(b * batch_size, (b + 1) * batch_size)
-                samples = [_window_sample(reader, int(cube), int(row), int(col), (int(sr), int(sc)), window, rng, aug)
-                           for (cube, row, col), (sr, sc) in zip(rows[part], skips[part])]
+                samples = [
+                    _window_sample(reader, int(cube), int(row), int(col), (int(sr), int(sc)), window, rng, aug)
+                    for (cube, row, col), (sr, sc) in zip(rows[part], skips[part])
+                ]
                 q.put({k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in (*streams, "label", "valid")})
         except BaseException as exc:  # surface reader errors in the training thread
             q.put(exc)
@@ -85,8 +104,7 @@ def window_batches(reader: WindowReader, windows: pd.DataFrame, window: int, bat
 
 def to_device(batch: dict, device: torch.device, streams: tuple[str, ...]):
     """A batch's inputs (channels-last), its landslide target and where the label is known, on ``device``."""
-    inputs = {s: batch[s].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-              for s in streams}
+    inputs = {s: batch[s].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last) for s in streams}
     label = batch["label"].to(device)
     known = (label != LABEL_UNKNOWN).unsqueeze(1)
     target = (label == 1).float().unsqueeze(1)

@@ -23,8 +23,19 @@ if TYPE_CHECKING:
     from .config import TrainConfig
     from .model import LandslideNet
 
-__all__ = ["CHECKPOINT_FORMAT", "Contract", "contract", "save_checkpoint", "load_checkpoint", "build_model",
-           "rebuild_model", "training_regions", "stream_dropout_of", "droppable_streams", "checkpoint_reader"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Contract",
+    "contract",
+    "save_checkpoint",
+    "load_checkpoint",
+    "build_model",
+    "rebuild_model",
+    "training_regions",
+    "stream_dropout_of",
+    "droppable_streams",
+    "checkpoint_reader",
+]
 
 #: Version of the checkpoint layout; :func:`load_checkpoint` refuses any other.
 CHECKPOINT_FORMAT = 1
@@ -76,9 +87,15 @@ def _window_of(ckpt: dict) -> int | None:
 def contract(ckpt: dict) -> Contract:
     """The contract of a loaded checkpoint (a dict from :func:`load_checkpoint`)."""
     streams = tuple(str(s) for s in ckpt["streams"])
-    return Contract(streams=streams, bands=tuple(str(b) for b in ckpt["bands"]), stats=ckpt["stats"],
-                    threshold=float(ckpt.get("threshold", 0.5)), window=_window_of(ckpt),
-                    regions=ckpt.get("regions"), droppable=droppable_streams(streams, ckpt.get("train_config")))
+    return Contract(
+        streams=streams,
+        bands=tuple(str(b) for b in ckpt["bands"]),
+        stats=ckpt["stats"],
+        threshold=float(ckpt.get("threshold", 0.5)),
+        window=_window_of(ckpt),
+        regions=ckpt.get("regions"),
+        droppable=droppable_streams(streams, ckpt.get("train_config")),
+    )
 
 
 def checkpoint_reader(ckpt: dict, cubes: list[str | Path]) -> WindowReader:
@@ -87,10 +104,22 @@ def checkpoint_reader(ckpt: dict, cubes: list[str | Path]) -> WindowReader:
     return WindowReader(cubes, c.streams, c.stats, list(c.bands), require_pre=not c.maps_without_pre)
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, model_config: dict, bands: list[str], stats: BandStats,
-                    cfg: TrainConfig, epoch: int, threshold: float, history: list[dict],
-                    optimizer: torch.optim.Optimizer | None = None, scheduler=None, best_mcc: float = -1.0,
-                    stale: int = 0, regions: list[dict] | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    model_config: dict,
+    bands: list[str],
+    stats: BandStats,
+    cfg: TrainConfig,
+    epoch: int,
+    threshold: float,
+    history: list[dict],
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler=None,
+    best_mcc: float = -1.0,
+    stale: int = 0,
+    regions: list[dict] | None = None,
+) -> None:
     """A checkpoint of plain containers and tensors only: loadable with ``weights_only=True``.
     ``regions``: the training regions (``predict.thresholds.region_record``), so a map of another
     region takes the label-free threshold rule."""
@@ -98,11 +127,24 @@ def save_checkpoint(path: Path, model: torch.nn.Module, model_config: dict, band
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     ckpt = {
-        "format": CHECKPOINT_FORMAT, "state_dict": state, "model_config": model_config, "bands": bands,
-        "streams": list(cfg.streams), "stats": stats.to_dict(), "threshold": threshold, "epoch": epoch,
-        "history": history, "train_config": cfg.to_dict(), "best_mcc": best_mcc, "stale": stale,
-        "provenance": {"inventories": [Path(c).stem for c in cfg.cubes], "strategy": cfg.strategy,
-                       "epochs": epoch + 1, "window": cfg.window},
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": state,
+        "model_config": model_config,
+        "bands": bands,
+        "streams": list(cfg.streams),
+        "stats": stats.to_dict(),
+        "threshold": threshold,
+        "epoch": epoch,
+        "history": history,
+        "train_config": cfg.to_dict(),
+        "best_mcc": best_mcc,
+        "stale": stale,
+        "provenance": {
+            "inventories": [Path(c).stem for c in cfg.cubes],
+            "strategy": cfg.strategy,
+            "epochs": epoch + 1,
+            "window": cfg.window,
+        },
         "regions": regions if regions is not None else training_regions(cfg),
     }
     if optimizer is not None:
@@ -132,9 +174,11 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise InputDataError(f"{path} is not a landslide-dask checkpoint (it cannot be loaded safely with "
-                             f"weights_only=True: {exc}). Point --model at a checkpoint written by "
-                             "`landslide-dask train`.") from exc
+        raise InputDataError(
+            f"{path} is not a landslide-dask checkpoint (it cannot be loaded safely with "
+            f"weights_only=True: {exc}). Point --model at a checkpoint written by "
+            "`landslide-dask train`."
+        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "state_dict" not in ckpt:
         raise InputDataError(f"{path} is not a landslide-dask checkpoint (format {CHECKPOINT_FORMAT}).")
     return ckpt

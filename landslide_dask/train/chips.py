@@ -28,9 +28,28 @@ from ..errors import InputDataError, UsageError
 from .config import TrainConfig
 from .reader import DN, REFLECTANCE, radiometry
 
-__all__ = ["SPLITS", "MIN_SPLIT_POSITIVES", "MIN_BLOCKS", "SPARSE_MIN_KNOWN", "auto_block", "build_index", "split_mask", "split_summary",
-           "check_splits", "sampling_weights", "BandStats", "compute_stats", "augment",
-           "WAVELENGTH_NM", "HAZE_MAX", "haze", "drop_pre", "drop_streams", "epoch_windows", "shift_windows"]
+__all__ = [
+    "SPLITS",
+    "MIN_SPLIT_POSITIVES",
+    "MIN_BLOCKS",
+    "SPARSE_MIN_KNOWN",
+    "auto_block",
+    "build_index",
+    "split_mask",
+    "split_summary",
+    "check_splits",
+    "sampling_weights",
+    "BandStats",
+    "compute_stats",
+    "augment",
+    "WAVELENGTH_NM",
+    "HAZE_MAX",
+    "haze",
+    "drop_pre",
+    "drop_streams",
+    "epoch_windows",
+    "shift_windows",
+]
 
 SPLITS = ("train", "val", "test")
 
@@ -118,15 +137,24 @@ def auto_block(counts: list[dict[str, np.ndarray]], window: int, stride: int) ->
     """The split block for ``block=None``: see :data:`MIN_BLOCKS`."""
     for m in (4, 3, 2, 1):
         block = m * window
-        if all(int((_region_blocks(c, block // stride)[0] > 0).sum()) >= MIN_BLOCKS
-               for c in counts if int(c["slide"].sum()) > 0):
+        if all(
+            int((_region_blocks(c, block // stride)[0] > 0).sum()) >= MIN_BLOCKS
+            for c in counts
+            if int(c["slide"].sum()) > 0
+        ):
             return block
     return window
 
 
-def build_index(cubes: list[str | Path], window: int = TrainConfig.window, stride: int = TrainConfig.stride,
-                block: int | None = None, min_usable: float = TrainConfig.min_usable,
-                fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> pd.DataFrame:
+def build_index(
+    cubes: list[str | Path],
+    window: int = TrainConfig.window,
+    stride: int = TrainConfig.stride,
+    block: int | None = None,
+    min_usable: float = TrainConfig.min_usable,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+) -> pd.DataFrame:
     """Windows of ``window`` px every ``stride`` px where at least ``min_usable`` of the pixels are valid
     and inside the inventory (for a cube of sparse labelled samples: valid, with at least
     ``SPARSE_MIN_KNOWN`` labelled pixels), each with its split and landslide fraction.
@@ -169,31 +197,46 @@ def build_index(cubes: list[str | Path], window: int = TrainConfig.window, strid
         # a window's split: that of every block it touches that holds pixels (block >= window: its
         # corners' blocks are all it touches)
         r0, c0 = wy * stride, wx * stride
-        corners = np.stack([dealt[r // block, c // block] for r in (r0, r0 + window - 1)
-                            for c in (c0, c0 + window - 1)])
+        corners = np.stack(
+            [dealt[r // block, c // block] for r in (r0, r0 + window - 1) for c in (c0, c0 + window - 1)]
+        )
         first = corners.max(axis=0)
         same = np.all((corners == first) | (corners < 0), axis=0) & (first >= 0)
         split = np.where(same, np.asarray(SPLITS, dtype=object)[np.maximum(first, 0)], "gap")
-        rows.append(pd.DataFrame({"cube": ci, "path": str(cube), "row": r0, "col": c0, "split": split,
-                                  "usable": usable[wy, wx], "slide": slide[wy, wx]}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "cube": ci,
+                    "path": str(cube),
+                    "row": r0,
+                    "col": c0,
+                    "split": split,
+                    "usable": usable[wy, wx],
+                    "slide": slide[wy, wx],
+                }
+            )
+        )
         _count_splits(totals, rows[-1], counts, dealt, k, stride)
     index = pd.concat(rows, ignore_index=True)
     index.attrs.update(size=window, stride=stride, block=block, splits=totals)
     if not len(index):
-        raise InputDataError(f"No {window}x{window} window in {', '.join(map(str, cubes))} has {min_usable:.0%} "
-                             "valid, inventoried pixels: check the cubes' valid and label layers.")
+        raise InputDataError(
+            f"No {window}x{window} window in {', '.join(map(str, cubes))} has {min_usable:.0%} "
+            "valid, inventoried pixels: check the cubes' valid and label layers."
+        )
     return index
 
 
-def _count_splits(totals: dict, windows: pd.DataFrame, counts: dict[str, np.ndarray], dealt: np.ndarray,
-                  k: int, stride: int) -> None:
+def _count_splits(
+    totals: dict, windows: pd.DataFrame, counts: dict[str, np.ndarray], dealt: np.ndarray, k: int, stride: int
+) -> None:
     """Add one region's windows, blocks and covered pixels per split to ``totals`` (in place); a
     pixel is counted once however many windows of its split cover it."""
     for i, name in enumerate(SPLITS):
         mine = windows[windows["split"] == name]
         cover = np.zeros(counts["usable"].shape, bool)
         for r, c in zip(mine["row"].to_numpy() // stride, mine["col"].to_numpy() // stride):
-            cover[r:r + k, c:c + k] = True
+            cover[r : r + k, c : c + k] = True
         t = totals[name]
         t["windows"] += len(mine)
         t["blocks"] += int((dealt == i).sum())
@@ -207,7 +250,7 @@ def split_mask(index: pd.DataFrame, cube: str | Path, split: str, shape: tuple[i
     mine = index[(index["path"] == str(cube)) & (index["split"] == split)]
     out = np.zeros(shape, bool)
     for r, c in zip(mine["row"].to_numpy(), mine["col"].to_numpy()):
-        out[r:r + window, c:c + window] = True
+        out[r : r + window, c : c + window] = True
     return out
 
 
@@ -216,8 +259,10 @@ def split_summary(index: pd.DataFrame) -> str:
     lines = []
     for name, t in index.attrs["splits"].items():
         share = t["landslide_px"] / t["known_px"] if t["known_px"] else 0.0
-        lines.append(f"{name}: {t['windows']} windows in {t['blocks']} blocks, {t['known_px']:,} known px, "
-                     f"{t['landslide_px']:,} landslide px ({share:.1%})")
+        lines.append(
+            f"{name}: {t['windows']} windows in {t['blocks']} blocks, {t['known_px']:,} known px, "
+            f"{t['landslide_px']:,} landslide px ({share:.1%})"
+        )
     return "; ".join(lines)
 
 
@@ -232,16 +277,25 @@ def check_splits(index: pd.DataFrame, splits: tuple[str, ...] = ("train", "val")
         pos, neg = s["landslide_px"], s["known_px"] - s["landslide_px"]
         if s["windows"] and pos >= MIN_SPLIT_POSITIVES and neg >= MIN_SPLIT_POSITIVES:
             continue
-        what = ("no windows" if not s["windows"] else
-                f"{pos} landslide pixels" if pos < MIN_SPLIT_POSITIVES else f"only {neg} non-landslide pixels")
+        what = (
+            "no windows"
+            if not s["windows"]
+            else f"{pos} landslide pixels"
+            if pos < MIN_SPLIT_POSITIVES
+            else f"only {neg} non-landslide pixels"
+        )
         smaller = max(window, block // 2 // index.attrs["stride"] * index.attrs["stride"])
-        hint = (f"--block {smaller}" if smaller < block else
-                f"a smaller --window (e.g. --window {max(64, window // 2)} --stride {max(32, window // 4)})")
+        hint = (
+            f"--block {smaller}"
+            if smaller < block
+            else f"a smaller --window (e.g. --window {max(64, window // 2)} --stride {max(32, window // 4)})"
+        )
         raise InputDataError(
             f"the {name} split holds {what} (it needs at least {MIN_SPLIT_POSITIVES} of each class to "
             f"{'learn' if name == 'train' else 'choose a threshold'}, and would otherwise score an empty class); "
             f"splits: {split_summary(index)}. The inventories are too small for {block} px split blocks of "
-            f"{window} px windows: use {hint}, or add inventories.")
+            f"{window} px windows: use {hint}, or add inventories."
+        )
 
 
 def sampling_weights(index: pd.DataFrame, positive_boost: float = TrainConfig.positive_boost) -> np.ndarray:
@@ -265,12 +319,13 @@ class BandStats:
         return {"mean": self.mean, "std": self.std, "units": self.units, "normalise": self.normalise}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BandStats":
+    def from_dict(cls, d: dict) -> BandStats:
         return cls(mean=d["mean"], std=d["std"], units=d.get("units", DN), normalise=d.get("normalise", "global"))
 
 
-def _stream_arrays(ds, streams: tuple[str, ...], bands: tuple[str, ...], where: str,
-                   gain_bias: tuple[float, float] = (1.0, 0.0)) -> dict[str, da.Array]:
+def _stream_arrays(
+    ds, streams: tuple[str, ...], bands: tuple[str, ...], where: str, gain_bias: tuple[float, float] = (1.0, 0.0)
+) -> dict[str, da.Array]:
     arrays = {}
     gain, bias = gain_bias
     for s in streams:
@@ -284,21 +339,25 @@ def _stream_arrays(ds, streams: tuple[str, ...], bands: tuple[str, ...], where: 
     return arrays
 
 
-def _window_mask(windows: pd.DataFrame, shape: tuple[int, int], window: int, stride: int,
-                 chunks) -> da.Array:
+def _window_mask(windows: pd.DataFrame, shape: tuple[int, int], window: int, stride: int, chunks) -> da.Array:
     """Lazy pixel mask of the union of windows, built on the coarse cell grid then repeated."""
     k = window // stride
     cells = np.zeros((shape[0] // stride, shape[1] // stride), dtype=bool)
     for r, c in zip(windows["row"].to_numpy() // stride, windows["col"].to_numpy() // stride):
-        cells[r:r + k, c:c + k] = True
+        cells[r : r + k, c : c + k] = True
     m = da.from_array(cells, chunks=max(1, CHUNK // stride)).repeat(stride, axis=0).repeat(stride, axis=1)
     pad = ((0, shape[0] - m.shape[0]), (0, shape[1] - m.shape[1]))
     return da.pad(m, pad, constant_values=False).rechunk(chunks)
 
 
-def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post", "terrain"),
-                  split: str = "train", bands: tuple[str, ...] | None = None, units: str = DN,
-                  normalise: str = "global") -> BandStats:
+def compute_stats(
+    index: pd.DataFrame,
+    streams: tuple[str, ...] = ("pre", "post", "terrain"),
+    split: str = "train",
+    bands: tuple[str, ...] | None = None,
+    units: str = DN,
+    normalise: str = "global",
+) -> BandStats:
     """Mean and std per channel over the valid pixels of the union of the split's windows (the
     pre-event stream: over those that have a pre-event image), in one dask pass (sums and sums of
     squares in float64). ``bands``: the imagery bands, by name (None: every band of the first
@@ -323,8 +382,10 @@ def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post"
     for s, p in parts.items():
         n = sum(int(q[2]) for q in p)
         if n == 0:
-            raise InputDataError(f"no valid pixels of the {s!r} stream in the {split} windows to compute statistics "
-                                 "from (does any training cube hold it?)")
+            raise InputDataError(
+                f"no valid pixels of the {s!r} stream in the {split} windows to compute statistics "
+                "from (does any training cube hold it?)"
+            )
         mu = sum(q[0] for q in p) / n
         var = sum(q[1] for q in p) / n - mu * mu
         mean[s] = [float(v) for v in mu]
@@ -332,8 +393,12 @@ def compute_stats(index: pd.DataFrame, streams: tuple[str, ...] = ("pre", "post"
     return BandStats(mean, std, units, normalise)
 
 
-def augment(sample: dict[str, np.ndarray], rng: np.random.Generator, jitter: float = TrainConfig.jitter,
-            streams: tuple[str, ...] = ("pre", "post")) -> dict[str, np.ndarray]:
+def augment(
+    sample: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    jitter: float = TrainConfig.jitter,
+    streams: tuple[str, ...] = ("pre", "post"),
+) -> dict[str, np.ndarray]:
     """Flips, 90-degree rotations (the same for every layer) and per-band gain/offset jitter of the
     imagery streams (terrain is a measurement, left alone)."""
     k, flip = int(rng.integers(4)), bool(rng.integers(2))
@@ -354,13 +419,31 @@ def augment(sample: dict[str, np.ndarray], rng: np.random.Generator, jitter: flo
 
 
 # Sentinel-2 band centres (nm), for the wavelength dependence of haze
-WAVELENGTH_NM = {"coastal": 443, "blue": 490, "green": 560, "red": 665, "rededge1": 705, "rededge2": 740,
-                 "rededge3": 783, "nir": 842, "nir08": 865, "nir09": 945, "swir16": 1610, "swir22": 2190}
+WAVELENGTH_NM = {
+    "coastal": 443,
+    "blue": 490,
+    "green": 560,
+    "red": 665,
+    "rededge1": 705,
+    "rededge2": 740,
+    "rededge3": 783,
+    "nir": 842,
+    "nir08": 865,
+    "nir09": 945,
+    "swir16": 1610,
+    "swir22": 2190,
+}
 HAZE_MAX = 800.0  # reflectance x 10,000 added to blue at most: path radiance of a hazy top-of-atmosphere scene
 
 
-def haze(sample: dict[str, np.ndarray], rng: np.random.Generator, p: float, bands: tuple[str, ...],
-         std: dict[str, np.ndarray], streams: tuple[str, ...] = ("pre", "post")) -> dict[str, np.ndarray]:
+def haze(
+    sample: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    p: float,
+    bands: tuple[str, ...],
+    std: dict[str, np.ndarray],
+    streams: tuple[str, ...] = ("pre", "post"),
+) -> dict[str, np.ndarray]:
     """Atmospheric path radiance, per acquisition: with probability ``p`` an imagery stream gets
     an additive offset of up to ``HAZE_MAX`` (reflectance x 10,000) at blue, falling with
     wavelength as lambda^-k (k in [1, 4]: aerosol to Rayleigh). Real downloads are often
@@ -405,8 +488,7 @@ def drop_pre(sample: dict[str, np.ndarray], rng: np.random.Generator, p: float) 
     return out
 
 
-def drop_streams(sample: dict[str, np.ndarray], rng: np.random.Generator, p: dict[str, float]
-                 ) -> dict[str, np.ndarray]:
+def drop_streams(sample: dict[str, np.ndarray], rng: np.random.Generator, p: dict[str, float]) -> dict[str, np.ndarray]:
     """Stream dropout beyond the pre-event image: each stream named in ``p`` is hidden whole (0, as
     the reader gives for a cube without it) with its probability, independently per window."""
     out = sample
@@ -417,9 +499,18 @@ def drop_streams(sample: dict[str, np.ndarray], rng: np.random.Generator, p: dic
     return out
 
 
-def epoch_windows(index: pd.DataFrame, split: str, epoch: int, rank: int = 0, world: int = 1,
-                  seed: int = 0, n: int | None = None, positive_boost: float | None = None,
-                  chunk: int = CHUNK, local_shuffle: int = 64) -> pd.DataFrame:
+def epoch_windows(
+    index: pd.DataFrame,
+    split: str,
+    epoch: int,
+    rank: int = 0,
+    world: int = 1,
+    seed: int = 0,
+    n: int | None = None,
+    positive_boost: float | None = None,
+    chunk: int = CHUNK,
+    local_shuffle: int = 64,
+) -> pd.DataFrame:
     """This rank's windows for one epoch: the same draw on every rank, grouped by chunk, shuffled
     anew each epoch, cut into equal contiguous shards (so every rank runs the same number of steps)
     and then shuffled within runs of ``local_shuffle`` windows so a batch mixes nearby chunks."""
@@ -440,10 +531,11 @@ def epoch_windows(index: pd.DataFrame, split: str, epoch: int, rank: int = 0, wo
     per_rank = len(pool) // world
     if per_rank == 0:
         raise InputDataError(f"{len(pool)} {split} windows cannot feed {world} ranks")
-    mine = pool.iloc[rank * per_rank:(rank + 1) * per_rank]
+    mine = pool.iloc[rank * per_rank : (rank + 1) * per_rank]
     local = np.random.default_rng([seed, epoch, rank])
-    idx = np.concatenate([local.permutation(np.arange(i, min(i + local_shuffle, per_rank)))
-                          for i in range(0, per_rank, local_shuffle)])
+    idx = np.concatenate(
+        [local.permutation(np.arange(i, min(i + local_shuffle, per_rank))) for i in range(0, per_rank, local_shuffle)]
+    )
     return mine.iloc[idx].reset_index(drop=True)
 
 
@@ -456,14 +548,17 @@ def shift_windows(windows: pd.DataFrame, index: pd.DataFrame, rng: np.random.Gen
     stride = int(index.attrs["stride"])
     if stride <= 1 or not len(windows):
         return windows
-    have = {(int(c), str(s), int(r), int(q)) for c, s, r, q in
-            zip(index["cube"], index["split"], index["row"] // stride, index["col"] // stride)}
+    have = {
+        (int(c), str(s), int(r), int(q))
+        for c, s, r, q in zip(index["cube"], index["split"], index["row"] // stride, index["col"] // stride)
+    }
     n = len(windows)
     dy = rng.integers(-(stride - 1), stride, n)
     dx = rng.integers(-(stride - 1), stride, n)
     rows, cols = windows["row"].to_numpy(), windows["col"].to_numpy()
-    for i, (cube, split, r, c) in enumerate(zip(windows["cube"].to_numpy(), windows["split"].to_numpy(),
-                                                rows // stride, cols // stride)):
+    for i, (cube, split, r, c) in enumerate(
+        zip(windows["cube"].to_numpy(), windows["split"].to_numpy(), rows // stride, cols // stride)
+    ):
         sy, sx = int(np.sign(dy[i])), int(np.sign(dx[i]))
         key = (int(cube), str(split))
         ok_y = sy == 0 or (*key, r + sy, c) in have

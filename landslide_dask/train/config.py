@@ -116,15 +116,19 @@ class ModelConfig:
         self.encoder_blocks = tuple(int(b) for b in self.encoder_blocks)
         self.encoder_widths = tuple(int(w) for w in self.encoder_widths)
         if len(self.encoder_blocks) != len(self.encoder_widths) or len(self.encoder_blocks) < 2:
-            raise ValueError(f"encoder_blocks {self.encoder_blocks} and encoder_widths {self.encoder_widths} "
-                             "need the same length (>= 2)")
+            raise ValueError(
+                f"encoder_blocks {self.encoder_blocks} and encoder_widths {self.encoder_widths} "
+                "need the same length (>= 2)"
+            )
         if any(b < 1 for b in self.encoder_blocks) or any(w < 1 for w in self.encoder_widths):
             raise ValueError("encoder blocks and widths must be positive")
         if self.decoder_widths is not None:
             self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
             if len(self.decoder_widths) != len(self.encoder_widths) + 1:
-                raise ValueError(f"decoder_widths needs {len(self.encoder_widths) + 1} entries (one per "
-                                 f"upsampling step down to full resolution), got {self.decoder_widths}")
+                raise ValueError(
+                    f"decoder_widths needs {len(self.encoder_widths) + 1} entries (one per "
+                    f"upsampling step down to full resolution), got {self.decoder_widths}"
+                )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         self.dropout = float(self.dropout)

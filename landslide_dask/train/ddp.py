@@ -39,13 +39,24 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import DistributedTrainingError
 from ..common.workers import gone, worker_table
-from .ranks import (RESTARTED, RankContext, RankError, active_ranks, address_host, drop_store, exit_worker,
-                    probe, rank_main, running_ranks)
+from ..errors import DistributedTrainingError
+from .ranks import (
+    RESTARTED,
+    RankContext,
+    RankError,
+    active_ranks,
+    address_host,
+    drop_store,
+    exit_worker,
+    probe,
+    rank_main,
+    running_ranks,
+)
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -56,9 +67,9 @@ T = TypeVar("T")
 # and are re-exported so that callers need only this module.
 __all__ = ["DistributedTrainingError", "RankContext", "RankFailure", "run_ddp", "running_ranks"]
 
-_POLL_S = 0.1           # how often the client looks at the rank futures
-_WORKER_POLL_S = 0.5    # how often it asks the scheduler which workers are alive
-_CONFIRM_S = 1.0        # a worker missing from the scheduler's table is looked for again after this
+_POLL_S = 0.1  # how often the client looks at the rank futures
+_WORKER_POLL_S = 0.5  # how often it asks the scheduler which workers are alive
+_CONFIRM_S = 1.0  # a worker missing from the scheduler's table is looked for again after this
 _RESTART_TIMEOUT_S = 60.0
 
 
@@ -90,15 +101,13 @@ class RankFailure:
         return f"{where} raised {self.error_type}: {self.message}"
 
 
-
-
-
 def _resolve_workers(client: Client, workers: list[str] | None) -> list[str]:
     """Worker addresses in rank order (``workers`` may hold addresses or worker names)."""
     table = worker_table(client)
     if not table:
-        raise DistributedTrainingError("the Dask cluster has no workers: start some (or wait with "
-                                       "client.wait_for_workers(n)) before training")
+        raise DistributedTrainingError(
+            "the Dask cluster has no workers: start some (or wait with client.wait_for_workers(n)) before training"
+        )
     if workers is None:
         chosen = sorted(table)
     else:
@@ -107,8 +116,9 @@ def _resolve_workers(client: Client, workers: list[str] | None) -> list[str]:
         for w in workers:
             addr = w if w in table else by_name.get(str(w))
             if addr is None:
-                raise DistributedTrainingError(f"worker {w!r} is not connected to the scheduler; "
-                                               f"known workers: {sorted(table)}")
+                raise DistributedTrainingError(
+                    f"worker {w!r} is not connected to the scheduler; known workers: {sorted(table)}"
+                )
             chosen.append(addr)
         if len(set(chosen)) != len(chosen):
             raise DistributedTrainingError(f"a worker was given twice in {workers}: one rank per worker")
@@ -132,15 +142,20 @@ def _check_idle(client: Client, addrs: list[str]) -> None:
     held = {a: r for a, r in busy.items() if isinstance(r, dict) and r}
     if held:
         desc = "; ".join(f"{a} runs rank {rank} of run {run}" for a, r in held.items() for run, rank in r.items())
-        raise DistributedTrainingError(f"worker(s) still execute a rank of another run: {desc}. Wait for that "
-                                       "run to end, or give this run other workers (one run at a time per worker)")
+        raise DistributedTrainingError(
+            f"worker(s) still execute a rank of another run: {desc}. Wait for that "
+            "run to end, or give this run other workers (one run at a time per worker)"
+        )
 
 
 def _probe_all(client: Client, addrs: list[str], timeout_s: float, run_id: str) -> list[dict]:
     # polled rather than distributed.wait(), which would use the *default* client, not ``client``
-    futs = [client.submit(probe, address_host(a) if r == 0 else None, run_id, timeout_s,
-                          **_submit_kw(a, f"ddp-probe-{run_id}-{r}"))
-            for r, a in enumerate(addrs)]
+    futs = [
+        client.submit(
+            probe, address_host(a) if r == 0 else None, run_id, timeout_s, **_submit_kw(a, f"ddp-probe-{run_id}-{r}")
+        )
+        for r, a in enumerate(addrs)
+    ]
     deadline = time.monotonic() + timeout_s
     while any(f.status == "pending" for f in futs) and time.monotonic() < deadline:
         time.sleep(_POLL_S / 2)
@@ -148,8 +163,10 @@ def _probe_all(client: Client, addrs: list[str], timeout_s: float, run_id: str) 
     if slow:
         client.cancel(futs, force=True)
         _release_store(client, addrs[0], run_id)
-        raise DistributedTrainingError(f"worker(s) {slow} did not run a tiny probe task within {timeout_s:g}s: "
-                                       "they are busy with other tasks, overloaded or gone")
+        raise DistributedTrainingError(
+            f"worker(s) {slow} did not run a tiny probe task within {timeout_s:g}s: "
+            "they are busy with other tasks, overloaded or gone"
+        )
     infos = []
     for r, f in enumerate(futs):
         try:
@@ -157,8 +174,9 @@ def _probe_all(client: Client, addrs: list[str], timeout_s: float, run_id: str) 
         except Exception as e:
             client.cancel(futs, force=True)
             _release_store(client, addrs[0], run_id)
-            raise DistributedTrainingError(f"probe of worker {addrs[r]} (rank {r}) failed: "
-                                           f"{type(e).__name__}: {e}") from e
+            raise DistributedTrainingError(
+                f"probe of worker {addrs[r]} (rank {r}) failed: {type(e).__name__}: {e}"
+            ) from e
     client.cancel(futs)
     return infos
 
@@ -180,7 +198,8 @@ def _choose_backend(backend: str | None, addrs: list[str], infos: list[dict]) ->
             without = [a for a, c in zip(addrs, cuda) if not c]
             raise DistributedTrainingError(
                 f"workers disagree on the device: {with_gpu} have CUDA but {without} do not. All ranks "
-                "must use the same backend: pass workers= to pick one kind, or backend='gloo' to train on CPU")
+                "must use the same backend: pass workers= to pick one kind, or backend='gloo' to train on CPU"
+            )
     if backend not in ("nccl", "gloo"):
         raise DistributedTrainingError(f"backend must be 'nccl', 'gloo' or None (auto), not {backend!r}")
     if backend == "nccl":
@@ -194,7 +213,8 @@ def _choose_backend(backend: str | None, addrs: list[str], infos: list[dict]) ->
             if k in seen:
                 raise DistributedTrainingError(
                     f"workers {seen[k]} and {a} would both use GPU {first} of host {i['hostname']} (each rank "
-                    "uses cuda:0 of its CUDA_VISIBLE_DEVICES): use dask_cuda.LocalCUDACluster, one worker per GPU")
+                    "uses cuda:0 of its CUDA_VISIBLE_DEVICES): use dask_cuda.LocalCUDACluster, one worker per GPU"
+                )
             seen[k] = a
     return backend
 
@@ -206,7 +226,8 @@ def _check_processes(addrs: list[str], infos: list[dict]) -> None:
         if k in seen:
             raise DistributedTrainingError(
                 f"workers {seen[k]} and {a} share one process (LocalCluster(processes=False)?): torch.distributed "
-                "needs one process per rank")
+                "needs one process per rank"
+            )
         seen[k] = a
 
 
@@ -226,8 +247,9 @@ def _run_with_timeout(f: Callable[[], Any], timeout_s: float) -> tuple[bool, Any
     return (not t.is_alive()), box.get("v")
 
 
-def _stop_ranks(client: Client, futures: list, addrs: list[str], ranks: list[int], alive: set[str], run_id: str
-                ) -> list[int]:
+def _stop_ranks(
+    client: Client, futures: list, addrs: list[str], ranks: list[int], alive: set[str], run_id: str
+) -> list[int]:
     """Cancel the given ranks and end the worker processes in which one still executes.
 
     Returns the ranks that were still executing. Ending the process (``os._exit`` via
@@ -242,18 +264,22 @@ def _stop_ranks(client: Client, futures: list, addrs: list[str], ranks: list[int
     targets = [addrs[r] for r in ranks if addrs[r] in alive]
     if not targets:
         return []
-    ok, running = _run_with_timeout(
-        lambda: client.run(active_ranks, run_id, workers=targets, on_error="return"), 15.0)
+    ok, running = _run_with_timeout(lambda: client.run(active_ranks, run_id, workers=targets, on_error="return"), 15.0)
     if not ok or not isinstance(running, dict):
         stuck = targets
     else:
-        stuck = [a for a in targets if a not in running or isinstance(running[a], BaseException)
-                 or running[a] is not None]
+        stuck = [
+            a for a in targets if a not in running or isinstance(running[a], BaseException) or running[a] is not None
+        ]
     if not stuck:
         return []
-    print(f"[ddp] rank(s) {', '.join(str(r) for r in ranks if addrs[r] in stuck)} still running after the run "
-          f"failed: ending worker process(es) {', '.join(stuck)} so that nothing stays blocked in a collective "
-          "(their nannies start fresh ones)", file=sys.stderr, flush=True)
+    print(
+        f"[ddp] rank(s) {', '.join(str(r) for r in ranks if addrs[r] in stuck)} still running after the run "
+        f"failed: ending worker process(es) {', '.join(stuck)} so that nothing stays blocked in a collective "
+        "(their nannies start fresh ones)",
+        file=sys.stderr,
+        flush=True,
+    )
     _run_with_timeout(lambda: client.run(exit_worker, run_id, workers=stuck, wait=False, on_error="ignore"), 15.0)
     deadline = time.monotonic() + 15.0
     remaining = list(stuck)
@@ -263,8 +289,10 @@ def _stop_ranks(client: Client, futures: list, addrs: list[str], ranks: list[int
         if ok and isinstance(table, dict):
             remaining = [a for a in remaining if a in table]
     if remaining:
-        _run_with_timeout(lambda: client.restart_workers(remaining, timeout=_RESTART_TIMEOUT_S,
-                                                         raise_for_error=False), _RESTART_TIMEOUT_S + 5)
+        _run_with_timeout(
+            lambda: client.restart_workers(remaining, timeout=_RESTART_TIMEOUT_S, raise_for_error=False),
+            _RESTART_TIMEOUT_S + 5,
+        )
     return [r for r in ranks if addrs[r] in stuck]
 
 
@@ -302,7 +330,7 @@ class _Watch:
     def __init__(self, client: Client, futures: list, addrs: list[str], timeout_s: float) -> None:
         self.client, self.futures, self.addrs, self.timeout_s = client, futures, addrs, timeout_s
         self.world = len(addrs)
-        self.settled: dict[int, RankFailure | None] = {}   # rank -> None (finished) or its failure
+        self.settled: dict[int, RankFailure | None] = {}  # rank -> None (finished) or its failure
         self.alive = set(addrs)
         self.first_failure_at: float | None = None
         self._next_worker_check = 0.0
@@ -361,8 +389,9 @@ def _watch(watch: _Watch, run_id: str) -> None:
         with contextlib.suppress(Exception):
             _stop_ranks(watch.client, watch.futures, watch.addrs, watch.pending(), watch.alive, run_id)
         if isinstance(e, Exception):
-            raise DistributedTrainingError(f"lost track of the {watch.world} ranks ({type(e).__name__}: {e}); "
-                                           "the ranks still running were stopped") from e
+            raise DistributedTrainingError(
+                f"lost track of the {watch.world} ranks ({type(e).__name__}: {e}); the ranks still running were stopped"
+            ) from e
         raise
 
 
@@ -386,8 +415,9 @@ def _fail(watch: _Watch, run_id: str, backend: str, started: float) -> None:
     _raise_failure(failures, watch.world, backend, time.monotonic() - started)
 
 
-def _prepare_run(client: Client, workers: list[str] | None, backend: str | None, timeout_s: float, run_id: str
-                 ) -> tuple[list[str], list[dict], str, str]:
+def _prepare_run(
+    client: Client, workers: list[str] | None, backend: str | None, timeout_s: float, run_id: str
+) -> tuple[list[str], list[dict], str, str]:
     """The ranks' workers (checked idle and probed), their probe answers, the backend and the
     rendezvous address (rank 0's store)."""
     addrs = _resolve_workers(client, workers)
@@ -404,8 +434,15 @@ def _prepare_run(client: Client, workers: list[str] | None, backend: str | None,
     return addrs, infos, backend, init_method
 
 
-def run_ddp(client: Client, fn: Callable[..., T], *args: Any, workers: list[str] | None = None,
-            backend: str | None = None, timeout_s: float = 120.0, **kwargs: Any) -> T:
+def run_ddp(
+    client: Client,
+    fn: Callable[..., T],
+    *args: Any,
+    workers: list[str] | None = None,
+    backend: str | None = None,
+    timeout_s: float = 120.0,
+    **kwargs: Any,
+) -> T:
     """Run ``fn(ctx, *args, **kwargs)`` on every chosen worker as one rank each; return rank 0's result.
 
     ``workers`` (addresses or names) default to all workers of ``client``, sorted, rank 0 first.
@@ -421,9 +458,24 @@ def run_ddp(client: Client, fn: Callable[..., T], *args: Any, workers: list[str]
     run_id = uuid.uuid4().hex[:12]
     addrs, infos, backend, init_method = _prepare_run(client, workers, backend, timeout_s, run_id)
     world = len(addrs)
-    futures = [client.submit(rank_main, fn, r, world, init_method, backend, timeout_s, a, infos[r]["pid"], run_id,
-                             args, kwargs, **_submit_kw(a, f"ddp-rank-{run_id}-{r}"))
-               for r, a in enumerate(addrs)]
+    futures = [
+        client.submit(
+            rank_main,
+            fn,
+            r,
+            world,
+            init_method,
+            backend,
+            timeout_s,
+            a,
+            infos[r]["pid"],
+            run_id,
+            args,
+            kwargs,
+            **_submit_kw(a, f"ddp-rank-{run_id}-{r}"),
+        )
+        for r, a in enumerate(addrs)
+    ]
     watch = _Watch(client, futures, addrs, timeout_s)
     _watch(watch, run_id)
     if not any(x is not None for x in watch.settled.values()):

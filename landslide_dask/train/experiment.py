@@ -22,11 +22,19 @@ import pandas as pd
 from ..errors import UsageError
 from .config import TrainConfig
 from .loop import finished, train
-from .scoring import evaluate
 from .metrics import fmt
+from .scoring import evaluate
 
-__all__ = ["STRATEGIES", "SCORES", "region_name", "train_strategy", "score_row", "leave_one_out",
-           "write_table", "markdown_table"]
+__all__ = [
+    "STRATEGIES",
+    "SCORES",
+    "region_name",
+    "train_strategy",
+    "score_row",
+    "leave_one_out",
+    "write_table",
+    "markdown_table",
+]
 
 STRATEGIES = ("local", "combined", "progressive")
 SCORES = ("mcc", "precision", "recall", "f1", "iou")
@@ -50,15 +58,18 @@ def train_strategy(client, strategy: str, cubes: list[str], cfg: TrainConfig, lo
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if strategy == "local" and len(cubes) != 1:
-        raise UsageError(f"the local strategy trains on one inventory, got {len(cubes)} cubes: "
-                             "give one --cube, or use --strategy combined / progressive")
+        raise UsageError(
+            f"the local strategy trains on one inventory, got {len(cubes)} cubes: "
+            "give one --cube, or use --strategy combined / progressive"
+        )
     if strategy != "progressive":
         return _train_once(client, replace(cfg, cubes=list(cubes), strategy=strategy), log)
     parent = cfg.init_from
     result: dict = {}
     for k in range(1, len(cubes) + 1):
-        stage = replace(cfg, cubes=list(cubes[:k]), strategy="progressive", init_from=parent,
-                        out=str(Path(cfg.out) / f"stage-{k}"))
+        stage = replace(
+            cfg, cubes=list(cubes[:k]), strategy="progressive", init_from=parent, out=str(Path(cfg.out) / f"stage-{k}")
+        )
         result = _train_once(client, stage, log)
         parent = result["best"]
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
@@ -68,14 +79,29 @@ def train_strategy(client, strategy: str, cubes: list[str], cfg: TrainConfig, lo
 
 def score_row(region: str, strategy: str, trained_on: list[str], conf, ckpt: str) -> dict:
     scores = conf.scores()
-    return {"region": region, "strategy": strategy, "trained_on": "+".join(trained_on),
-            **{k: (round(float(scores[k]), 4) if scores[k] is not None else None) for k in SCORES},
-            "threshold": conf.threshold, "threshold_rule": conf.threshold_rule,
-            "tp": scores["tp"], "fp": scores["fp"], "fn": scores["fn"], "tn": scores["tn"], "checkpoint": ckpt}
+    return {
+        "region": region,
+        "strategy": strategy,
+        "trained_on": "+".join(trained_on),
+        **{k: (round(float(scores[k]), 4) if scores[k] is not None else None) for k in SCORES},
+        "threshold": conf.threshold,
+        "threshold_rule": conf.threshold_rule,
+        "tp": scores["tp"],
+        "fp": scores["fp"],
+        "fn": scores["fn"],
+        "tn": scores["tn"],
+        "checkpoint": ckpt,
+    }
 
 
-def leave_one_out(client, cubes: list[str], cfg: TrainConfig, strategies: tuple[str, ...] = ("combined",),
-                  local: bool = True, log=print) -> pd.DataFrame:
+def leave_one_out(
+    client,
+    cubes: list[str],
+    cfg: TrainConfig,
+    strategies: tuple[str, ...] = ("combined",),
+    local: bool = True,
+    log=print,
+) -> pd.DataFrame:
     """The generalisation table: for each region, models trained without it scored on all of it,
     and (``local``) a model trained on the region itself scored on its own test blocks."""
     if len(cubes) < 2:
@@ -93,8 +119,10 @@ def leave_one_out(client, cubes: list[str], cfg: TrainConfig, strategies: tuple[
             res = train_strategy(client, strategy, others, run, log)
             conf = evaluate(res["best"], held)
             rows.append(score_row(name, f"{strategy} (unseen)", [region_name(c) for c in others], conf, res["best"]))
-            log(f"[experiment] {name} unseen, {strategy}: MCC {fmt(conf.mcc())} P {fmt(conf.precision())} "
-                f"R {fmt(conf.recall())}")
+            log(
+                f"[experiment] {name} unseen, {strategy}: MCC {fmt(conf.mcc())} P {fmt(conf.precision())} "
+                f"R {fmt(conf.recall())}"
+            )
         if local:
             run = replace(cfg, out=str(out / "local" / name))
             res = train_strategy(client, "local", [held], run, log)

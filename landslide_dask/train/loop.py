@@ -35,8 +35,9 @@ from .scoring import THRESHOLDS, best_threshold, confusion_by_threshold
 __all__ = ["TrainConfig", "stream_channels", "train_rank", "write_history", "prepare", "train", "finished"]
 
 
-def stream_channels(cube: str | Path, streams: tuple[str, ...], bands: tuple[str, ...] | None = None,
-                    droppable: tuple[str, ...] = ()) -> tuple[dict[str, int], list[str]]:
+def stream_channels(
+    cube: str | Path, streams: tuple[str, ...], bands: tuple[str, ...] | None = None, droppable: tuple[str, ...] = ()
+) -> tuple[dict[str, int], list[str]]:
     """Input channels per stream and the model's bands (``bands``, or every band of the cube),
     after the one check of the cube against them (:func:`~landslide_dask.cube.read.check_cube_for_model`);
     a ``droppable`` stream (trained with its dropout) may be missing from the cube."""
@@ -63,16 +64,25 @@ class _Progress:
             self.best_mcc, self.stale, self.threshold = conf.mcc(), 0, th
         else:
             self.stale += 1
-        self.history.append({"epoch": epoch, "train_loss": train_loss, "val_threshold": th, **conf.scores(),
-                             "lr": lr, "seconds": seconds})
+        self.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_threshold": th,
+                **conf.scores(),
+                "lr": lr,
+                "seconds": seconds,
+            }
+        )
         return improved
 
 
 class _RankTrainer:
     """One rank's model, optimiser, schedule and reader, and the steps of an epoch."""
 
-    def __init__(self, ctx, cfg: TrainConfig, index: pd.DataFrame, stats: BandStats, model_config: dict,
-                 bands: list[str]) -> None:
+    def __init__(
+        self, ctx, cfg: TrainConfig, index: pd.DataFrame, stats: BandStats, model_config: dict, bands: list[str]
+    ) -> None:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         self.ctx, self.cfg, self.index, self.stats = ctx, cfg, index, stats
@@ -89,14 +99,15 @@ class _RankTrainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         n_train = int((index["split"] == "train").sum())
         self.steps = cfg.steps_per_epoch or max(1, n_train // (cfg.batch_size * ctx.world_size))
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=cfg.epochs * self.steps,
-                                                         pct_start=0.15)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(
+            self.opt, max_lr=cfg.lr, total_steps=cfg.epochs * self.steps, pct_start=0.15
+        )
         self.progress = self._resume()
         self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.reader = training_reader(cfg, stats, bands)
         self.use_amp = cfg.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.val = index[index["split"] == "val"].iloc[ctx.rank::ctx.world_size]  # every window, once
+        self.val = index[index["split"] == "val"].iloc[ctx.rank :: ctx.world_size]  # every window, once
         self.regions = training_regions(cfg)
 
     def _resume(self) -> _Progress:
@@ -114,18 +125,42 @@ class _RankTrainer:
     def _batches(self, epoch: int):
         """This rank's training batches of an epoch: its share of the draw, randomly cropped and augmented."""
         cfg, ctx = self.cfg, self.ctx
-        windows = epoch_windows(self.index, "train", epoch, ctx.rank, ctx.world_size, cfg.seed,
-                                n=self.steps * cfg.batch_size * ctx.world_size, positive_boost=cfg.positive_boost)
+        windows = epoch_windows(
+            self.index,
+            "train",
+            epoch,
+            ctx.rank,
+            ctx.world_size,
+            cfg.seed,
+            n=self.steps * cfg.batch_size * ctx.world_size,
+            positive_boost=cfg.positive_boost,
+        )
         rng = np.random.default_rng([cfg.seed, epoch, ctx.rank, 7])
         if cfg.crop_shift:
             windows = shift_windows(windows, self.index, rng)
-        batches = window_batches(self.reader, windows, cfg.window, cfg.batch_size, rng, cfg.streams, jitter=cfg.jitter,
-                                 pre_dropout=cfg.pre_dropout, haze_p=cfg.haze, stream_dropout=cfg.stream_dropout)
+        batches = window_batches(
+            self.reader,
+            windows,
+            cfg.window,
+            cfg.batch_size,
+            rng,
+            cfg.streams,
+            jitter=cfg.jitter,
+            pre_dropout=cfg.pre_dropout,
+            haze_p=cfg.haze,
+            stream_dropout=cfg.stream_dropout,
+        )
         if ctx.is_main and cfg.progress:
             from ..common.logs import progress_bar
 
-            batches = progress_bar(batches, total=self.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                                   leave=False, mininterval=2.0)
+            batches = progress_bar(
+                batches,
+                total=self.steps,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                unit="step",
+                leave=False,
+                mininterval=2.0,
+            )
         return batches
 
     def train_epoch(self, epoch: int) -> float:
@@ -155,16 +190,19 @@ class _RankTrainer:
         counts = torch.zeros(len(THRESHOLDS), 4, dtype=torch.float64)
         cfg = self.cfg
         with torch.inference_mode():
-            for batch in window_batches(self.reader, self.val, cfg.window, cfg.batch_size, None, cfg.streams,
-                                        drop_last=False):
+            for batch in window_batches(
+                self.reader, self.val, cfg.window, cfg.batch_size, None, cfg.streams, drop_last=False
+            ):
                 inputs, target, known = to_device(batch, self.device, cfg.streams)
                 with torch.autocast(self.device.type, enabled=self.use_amp):
                     prob = torch.sigmoid(self.model(inputs)["logits"].float())
                 counts += confusion_by_threshold(prob.cpu(), target.cpu(), known.cpu())
         counts = self.ctx.all_reduce_sum(counts)
         if counts[0].sum() == 0:
-            raise InputDataError("the validation windows hold no usable pixel: use larger cubes or a smaller "
-                                 "--block so that every inventory has validation blocks")
+            raise InputDataError(
+                "the validation windows hold no usable pixel: use larger cubes or a smaller "
+                "--block so that every inventory has validation blocks"
+            )
         return counts
 
     def save(self, epoch: int, th: float, conf: Confusion, improved: bool) -> None:
@@ -174,22 +212,42 @@ class _RankTrainer:
         args = (self.model, self.model_config, self.bands, self.stats, self.cfg)
         if improved:
             save_checkpoint(out / "best.pt", *args, epoch, th, p.history, best_mcc=p.best_mcc, regions=self.regions)
-        save_checkpoint(self.last, *args, epoch, p.threshold, p.history, self.opt, self.sched, p.best_mcc, p.stale,
-                        regions=self.regions)
+        save_checkpoint(
+            self.last,
+            *args,
+            epoch,
+            p.threshold,
+            p.history,
+            self.opt,
+            self.sched,
+            p.best_mcc,
+            p.stale,
+            regions=self.regions,
+        )
         write_history(p.history, out)
-        print(f"[train] epoch {epoch + 1}/{self.cfg.epochs} loss {p.history[-1]['train_loss']:.4f} val MCC "
-              f"{conf.mcc():.3f} (P {conf.precision():.2f} R {conf.recall():.2f} @ {th:.2f}) "
-              f"{p.history[-1]['seconds']:.0f}s", flush=True)
+        print(
+            f"[train] epoch {epoch + 1}/{self.cfg.epochs} loss {p.history[-1]['train_loss']:.4f} val MCC "
+            f"{conf.mcc():.3f} (P {conf.precision():.2f} R {conf.recall():.2f} @ {th:.2f}) "
+            f"{p.history[-1]['seconds']:.0f}s",
+            flush=True,
+        )
 
     def summary(self) -> dict:
         """Rank 0's result: the checkpoints, the history and the best validation score."""
         p = self.progress
-        return {"best": str(self.out / "best.pt"), "last": str(self.last), "history": p.history,
-                "best_mcc": p.best_mcc, "threshold": p.threshold, "resumed_from": p.start}
+        return {
+            "best": str(self.out / "best.pt"),
+            "last": str(self.last),
+            "history": p.history,
+            "best_mcc": p.best_mcc,
+            "threshold": p.threshold,
+            "resumed_from": p.start,
+        }
 
 
-def train_rank(ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_config: dict,
-               bands: list[str]) -> dict | None:
+def train_rank(
+    ctx, cfg: TrainConfig, index: pd.DataFrame, stats_d: dict, model_config: dict, bands: list[str]
+) -> dict | None:
     """The per-rank training loop (runs inside a Dask worker process): each epoch trains, validates
     on every rank, picks the threshold and (rank 0) checkpoints, until ``cfg.epochs`` or
     ``cfg.patience`` epochs without a better validation MCC."""
@@ -243,14 +301,18 @@ def prepare(cfg: TrainConfig) -> tuple[pd.DataFrame, BandStats, dict, list[str]]
     if cfg.normalise not in ("global", "scene"):
         raise InputDataError(f"normalise must be 'global' or 'scene', not {cfg.normalise!r}")
     if "pre" in (cfg.stream_dropout or {}):
-        raise InputDataError("the pre-event stream's dropout is --pre-dropout (it also hides parts of windows), "
-                             "not --stream-dropout pre=...")
+        raise InputDataError(
+            "the pre-event stream's dropout is --pre-dropout (it also hides parts of windows), "
+            "not --stream-dropout pre=..."
+        )
     # a stream the model does not have needs no dropout (e.g. the demo's terrain dropout in a run
     # without terrain); a name that is no stream at all is a typo
     unknown = set(cfg.stream_dropout or {}) - set(cfg.streams) - {"post", "terrain"}
     if unknown:
-        raise InputDataError(f"--stream-dropout names {sorted(unknown)}, which are not streams: use "
-                             f"{', '.join(s for s in cfg.streams if s != 'pre')}")
+        raise InputDataError(
+            f"--stream-dropout names {sorted(unknown)}, which are not streams: use "
+            f"{', '.join(s for s in cfg.streams if s != 'pre')}"
+        )
     droppable = droppable_streams(cfg.streams, cfg.to_dict())
     channels, bands = stream_channels(cfg.cubes[0], cfg.streams, cfg.bands, droppable)
     for c in cfg.cubes[1:]:
@@ -258,8 +320,10 @@ def prepare(cfg: TrainConfig) -> tuple[pd.DataFrame, BandStats, dict, list[str]]
     if cfg.init_from:
         parent = list(contract(load_checkpoint(cfg.init_from)).bands)
         if parent != list(bands):
-            raise InputDataError(f"{cfg.init_from} was trained on bands {parent}, not {list(bands)}: continue "
-                                 f"it with --bands {','.join(parent)}.")
+            raise InputDataError(
+                f"{cfg.init_from} was trained on bands {parent}, not {list(bands)}: continue "
+                f"it with --bands {','.join(parent)}."
+            )
     index = build_index(cfg.cubes, cfg.window, cfg.stride, cfg.block, cfg.min_usable, seed=cfg.seed)
     print(f"[train] {index.attrs['block']} px split blocks; {split_summary(index)}", flush=True)
     check_splits(index)
@@ -284,8 +348,8 @@ def train(client, cfg: TrainConfig, workers: list[str] | None = None, timeout_s:
     with ``workers=None``: the replacements have new addresses). A restart never uses a worker
     whose earlier rank may still be running: the lost ones are excluded, and ``run_ddp`` refuses
     any worker that still executes a rank. A failure that is not retried says how to resume."""
-    from .ddp import DistributedTrainingError, run_ddp
     from ..common.workers import wait_for_workers, worker_addresses
+    from .ddp import DistributedTrainingError, run_ddp
 
     index, stats, model_config, bands = prepare(cfg)
     out = Path(cfg.out)
@@ -297,31 +361,44 @@ def train(client, cfg: TrainConfig, workers: list[str] | None = None, timeout_s:
     suspect: set[str] = set()  # workers lost by an earlier attempt: never given a rank again
     for attempt in range(restarts + 1):
         try:
-            result = run_ddp(client, train_rank, cfg, index, stats.to_dict(), model_config, bands,
-                             workers=ranks, timeout_s=timeout_s)
+            result = run_ddp(
+                client, train_rank, cfg, index, stats.to_dict(), model_config, bands, workers=ranks, timeout_s=timeout_s
+            )
             break
         except DistributedTrainingError as exc:
             # lost workers (the cause) and what follows from them (peers' broken collectives), not a
             # rank whose own code raised: that would only raise again
-            lost = (exc.primary is not None and exc.primary.kind in ("died", "hung")
-                    and all(f.kind != "raised" for f in exc.failures))
+            lost = (
+                exc.primary is not None
+                and exc.primary.kind in ("died", "hung")
+                and all(f.kind != "raised" for f in exc.failures)
+            )
             done = _checkpointed_epochs(out / "last.pt")
-            where = (f"epoch {done} of {cfg.epochs} is checkpointed in {out / 'last.pt'}: rerun the same command "
-                     "to resume from it." if done else "no epoch was checkpointed yet: rerun the same command to "
-                     "start again.")
+            where = (
+                f"epoch {done} of {cfg.epochs} is checkpointed in {out / 'last.pt'}: rerun the same command "
+                "to resume from it."
+                if done
+                else "no epoch was checkpointed yet: rerun the same command to start again."
+            )
             if not lost or attempt == restarts or workers is not None:  # named workers: their replacements differ
                 raise DistributedTrainingError(f"{exc}\n{where}", exc.failures) from exc
             suspect |= {f.worker for f in exc.failures if f.kind in ("died", "hung")}
-            since = f"after epoch {done}; resuming from {out / 'last.pt'}" if done else \
-                "before the first checkpoint; starting again from scratch"
-            print(f"[train] {exc.primary.describe()} {since} once {n_ranks} workers are ready "
-                  f"(restart {attempt + 1} of {restarts})", flush=True)
+            since = (
+                f"after epoch {done}; resuming from {out / 'last.pt'}"
+                if done
+                else "before the first checkpoint; starting again from scratch"
+            )
+            print(
+                f"[train] {exc.primary.describe()} {since} once {n_ranks} workers are ready "
+                f"(restart {attempt + 1} of {restarts})",
+                flush=True,
+            )
             try:
                 ranks = wait_for_workers(client, n_ranks, max(120.0, timeout_s), exclude=suspect)[:n_ranks]
             except TimeoutError as gone:
                 raise DistributedTrainingError(
-                    f"{exc}\nthe cluster did not get back to {n_ranks} workers ({gone}); {where}",
-                    exc.failures) from gone
+                    f"{exc}\nthe cluster did not get back to {n_ranks} workers ({gone}); {where}", exc.failures
+                ) from gone
     result["restarts"] = attempt
     # written last: its presence says this run finished (experiments skip finished runs)
     (out / "result.json").write_text(json.dumps(result, indent=1))
@@ -339,5 +416,3 @@ def finished(out: str | Path) -> dict | None:
     """The summary of a finished training run in ``out``, or None if it has not finished."""
     f = Path(out) / "result.json"
     return json.loads(f.read_text()) if f.exists() else None
-
-

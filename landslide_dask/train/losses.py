@@ -24,8 +24,9 @@ def bce_dice(logits: Tensor, target: Tensor, known: Tensor, dice_weight: float =
     return bce + dice_weight * (1.0 - dice)
 
 
-def deep_supervision_loss(out: dict, target: Tensor, known: Tensor,
-                          side_weights: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25)) -> Tensor:
+def deep_supervision_loss(
+    out: dict, target: Tensor, known: Tensor, side_weights: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25)
+) -> Tensor:
     """Full-resolution loss plus weighted losses of the side outputs, upsampled to full size."""
     loss = bce_dice(out["logits"], target, known)
     for w, side in zip(side_weights, out.get("side") or []):

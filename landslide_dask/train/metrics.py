@@ -35,11 +35,11 @@ class Confusion:
     threshold: float | None = field(default=None, compare=False)
     threshold_rule: str | None = field(default=None, compare=False)
 
-    def __add__(self, other: "Confusion") -> "Confusion":
+    def __add__(self, other: Confusion) -> Confusion:
         return Confusion(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
 
     @classmethod
-    def from_arrays(cls, pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> "Confusion":
+    def from_arrays(cls, pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> Confusion:
         """pred, truth: 0/1 arrays; truth == 255 and mask == False are ignored."""
         keep = truth != IGNORE
         if mask is not None:
@@ -96,8 +96,13 @@ class Confusion:
 
     def scores(self) -> dict[str, float | int | None]:
         """The scores and counts; an undefined score is None (JSON null), never a number."""
-        s = {"mcc": self.mcc(), "precision": self.precision(), "recall": self.recall(), "f1": self.f1(),
-             "iou": self.iou()}
+        s = {
+            "mcc": self.mcc(),
+            "precision": self.precision(),
+            "recall": self.recall(),
+            "f1": self.f1(),
+            "iou": self.iou(),
+        }
         counts = {k: v for k, v in asdict(self).items() if v is not None}
         return {**{k: (v if defined(v) else None) for k, v in s.items()}, **counts}
 

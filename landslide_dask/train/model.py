@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_STEM_WIDTHS",
 ]
 
+
 def conv_bn_relu(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
@@ -152,9 +153,7 @@ class LandslideNet(nn.Module):
             cin = cout
         self.decoder = nn.ModuleList(dec)
         self.head = nn.Conv2d(dec_w[-1], 1, 1)
-        self.side_heads = nn.ModuleList(
-            [nn.Conv2d(w, 1, 1) for w in dec_w[:-1]] if config.deep_supervision else []
-        )
+        self.side_heads = nn.ModuleList([nn.Conv2d(w, 1, 1) for w in dec_w[:-1]] if config.deep_supervision else [])
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -225,8 +224,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _dummy_inputs(config: ModelConfig, size: int, device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+def _dummy_inputs(
+    config: ModelConfig, size: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> dict[str, Tensor]:
     return {s: torch.zeros(1, c, size, size, device=device, dtype=dtype) for s, c in config.streams.items()}
 
 

@@ -26,13 +26,24 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-__all__ = ["RESTARTED", "RankContext", "RankError", "address_host", "probe", "drop_store", "running_ranks",
-           "active_ranks", "rank_main", "exit_worker"]
+__all__ = [
+    "RESTARTED",
+    "RankContext",
+    "RankError",
+    "address_host",
+    "probe",
+    "drop_store",
+    "running_ranks",
+    "active_ranks",
+    "rank_main",
+    "exit_worker",
+]
 
 # Error type of a rank re-run by Dask in a new worker process: rank_main raises it, and the client
 # reports that rank as died (its first process is gone), not as raised.
@@ -50,8 +61,7 @@ class RankError(Exception):
     """Raised on a worker for a failing rank; carries text only, so it always unpickles (the client
     turns it into a ``RankFailure``)."""
 
-    def __init__(self, rank: int, worker: str, error_type: str, message: str, tb: str, comm: bool,
-                 at: float):
+    def __init__(self, rank: int, worker: str, error_type: str, message: str, tb: str, comm: bool, at: float):
         super().__init__(rank, worker, error_type, message, tb, comm, at)
 
     def __str__(self) -> str:
@@ -141,8 +151,7 @@ def probe(bind_host: str | None, run_id: str = "", timeout_s: float = 120.0) -> 
     if bind_host is not None:
         import torch.distributed as dist
 
-        store = dist.TCPStore(bind_host, 0, None, True, datetime.timedelta(seconds=timeout_s),
-                              wait_for_workers=False)
+        store = dist.TCPStore(bind_host, 0, None, True, datetime.timedelta(seconds=timeout_s), wait_for_workers=False)
         with _ACTIVE_LOCK:
             _STORES[run_id] = store
         info["port"] = store.port
@@ -186,8 +195,18 @@ def _is_comm_error(exc: BaseException) -> bool:
     if isinstance(exc, getattr(dist, "DistError", ())):
         return True
     text = str(exc)
-    return any(s in text for s in ("gloo", "NCCL", "Connection closed by peer", "Connection reset by peer",
-                                   "Timed out waiting", "Socket Timeout", "timed out"))
+    return any(
+        s in text
+        for s in (
+            "gloo",
+            "NCCL",
+            "Connection closed by peer",
+            "Connection reset by peer",
+            "Timed out waiting",
+            "Socket Timeout",
+            "timed out",
+        )
+    )
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -214,8 +233,19 @@ def active_ranks(run_id: str) -> int | None:
         return _ACTIVE.get(run_id)
 
 
-def rank_main(fn: Callable[..., Any], rank: int, world_size: int, init_method: str, backend: str,
-              timeout_s: float, worker: str, pid: int, run_id: str, args: tuple, kwargs: dict) -> Any:
+def rank_main(
+    fn: Callable[..., Any],
+    rank: int,
+    world_size: int,
+    init_method: str,
+    backend: str,
+    timeout_s: float,
+    worker: str,
+    pid: int,
+    run_id: str,
+    args: tuple,
+    kwargs: dict,
+) -> Any:
     """The task each worker runs: join the group, run ``fn``, always leave the group (the client
     submits it once per rank)."""
     import torch.distributed as dist
@@ -231,8 +261,15 @@ def rank_main(fn: Callable[..., Any], rank: int, world_size: int, init_method: s
     if os.getpid() != pid:
         # the probed process died and Dask re-ran this rank in its replacement (a worker that
         # restarts on the same address): joining now could only hang until the timeout
-        raise RankError(rank, worker, RESTARTED, f"worker process {pid} was replaced by {os.getpid()}; "
-                        f"rank {rank} is not re-run alone", "", True, time.time())
+        raise RankError(
+            rank,
+            worker,
+            RESTARTED,
+            f"worker process {pid} was replaced by {os.getpid()}; rank {rank} is not re-run alone",
+            "",
+            True,
+            time.time(),
+        )
     with _ACTIVE_LOCK:
         _ACTIVE[run_id] = rank
         store = _STORES.pop(run_id, None) if rank == 0 else None
@@ -241,8 +278,10 @@ def rank_main(fn: Callable[..., Any], rank: int, world_size: int, init_method: s
     result: Any = None
     try:
         if dist.is_initialized():
-            raise RuntimeError("this worker process already has a torch.distributed process group "
-                               "(another run_ddp still running on it, or fn left one behind)")
+            raise RuntimeError(
+                "this worker process already has a torch.distributed process group "
+                "(another run_ddp still running on it, or fn left one behind)"
+            )
         if backend == "gloo" and "GLOO_SOCKET_IFNAME" not in os.environ:
             iface = _interface_of(address_host(worker))
             if iface:
@@ -262,10 +301,10 @@ def rank_main(fn: Callable[..., Any], rank: int, world_size: int, init_method: s
         if store is None:
             host, port = init_method.removeprefix("tcp://").rsplit(":", 1)
             store = dist.TCPStore(host.strip("[]"), int(port), world_size, False, timeout)
-        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout,
-                                **extra)
-        ctx = RankContext(rank=rank, world_size=world_size, device=device, backend=backend, worker=worker,
-                          init_method=init_method)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout, **extra)
+        ctx = RankContext(
+            rank=rank, world_size=world_size, device=device, backend=backend, worker=worker, init_method=init_method
+        )
         result = fn(ctx, *args, **kwargs)
         result = _to_cpu(result) if rank == 0 else None
     except BaseException as e:  # noqa: BLE001 - every failure must reach the client as text

@@ -27,8 +27,19 @@ from ..cube.inventory import LABEL_UNKNOWN
 from ..cube.read import TERRAIN, cube_bands, has_stream, model_bands, select_bands
 from ..errors import InputDataError
 
-__all__ = ["REFLECTANCE", "DN", "SCENE", "CACHE_MB", "ChunkCache", "PROCESS_CACHE", "clear_caches",
-           "cube_token", "radiometry", "scene_statistics", "WindowReader"]
+__all__ = [
+    "REFLECTANCE",
+    "DN",
+    "SCENE",
+    "CACHE_MB",
+    "ChunkCache",
+    "PROCESS_CACHE",
+    "clear_caches",
+    "cube_token",
+    "radiometry",
+    "scene_statistics",
+    "WindowReader",
+]
 
 # Imagery units the model sees: reflectance x 10,000, from each cube's recorded DN scale and offset,
 # so scenes with and without Sentinel-2's +1000 DN offset (processing baseline 04.00, 2022 on) or
@@ -103,8 +114,9 @@ def _variables(path: str) -> frozenset[str]:
     try:
         return frozenset(zarr.open_group(path, mode="r").array_keys())
     except Exception as exc:
-        raise InputDataError(f"{path} is not a readable zarr cube ({exc}): rebuild it with "
-                             "`landslide-dask cube`.") from exc
+        raise InputDataError(
+            f"{path} is not a readable zarr cube ({exc}): rebuild it with `landslide-dask cube`."
+        ) from exc
 
 
 def radiometry(path: str | Path) -> tuple[float, float]:
@@ -123,8 +135,13 @@ _SCENE_STATS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 _SCENE_LOCK = threading.Lock()
 
 
-def scene_statistics(path: str | Path, var: str, band_index: Sequence[int], gain_bias: tuple[float, float] = (1.0, 0.0),
-                     token: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def scene_statistics(
+    path: str | Path,
+    var: str,
+    band_index: Sequence[int],
+    gain_bias: tuple[float, float] = (1.0, 0.0),
+    token: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(median, robust spread) per band of one imagery stream of a cube over its valid pixels (the
     pre-event stream: those with a pre-event image), in the units ``gain_bias`` gives; cached per
     process and cube version (``token``: the cube's :func:`cube_token`, if known)."""
@@ -143,9 +160,11 @@ def scene_statistics(path: str | Path, var: str, band_index: Sequence[int], gain
         ok &= np.asarray(g["pre_valid"][::step, ::step]).astype(bool)
     x = np.asarray(g[var][:, ::step, ::step])[list(band_index)][:, ok].astype(np.float64)
     if x.shape[1] < 100:
-        raise InputDataError(f"{path}: only {x.shape[1]} valid pixels of {var!r} in a 1:{step} sample, too few "
-                             "to normalise the scene by its own statistics; map a larger area or use a model "
-                             "trained with global normalisation.")
+        raise InputDataError(
+            f"{path}: only {x.shape[1]} valid pixels of {var!r} in a 1:{step} sample, too few "
+            "to normalise the scene by its own statistics; map a larger area or use a model "
+            "trained with global normalisation."
+        )
     gain, bias = gain_bias
     x = x * gain + bias
     p16, p50, p84 = np.percentile(x, [16, 50, 84], axis=1)
@@ -167,17 +186,24 @@ class WindowReader:
     Picklable: workers get paths and small tuples, never open handles or cached data.
     """
 
-    def __init__(self, paths: Sequence[str | Path], streams: Sequence[str] = ("pre", "post", "terrain"),
-                 stats=None, bands: Sequence[str] | None = None, require_pre: bool = False,
-                 cache: ChunkCache | None = None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        streams: Sequence[str] = ("pre", "post", "terrain"),
+        stats=None,
+        bands: Sequence[str] | None = None,
+        require_pre: bool = False,
+        cache: ChunkCache | None = None,
+    ) -> None:
         self.paths = tuple(str(p) for p in paths)
         self.streams = tuple(streams)
         self.require_pre = bool(require_pre)
         imagery = any(s != "terrain" for s in self.streams)
         have = [cube_bands(p) for p in self.paths] if imagery else [[] for _ in self.paths]
         self.bands = model_bands(bands, self.paths) if imagery else tuple(bands or ())
-        self.band_index = tuple(select_bands(self.bands, h, f"the cube {p}") if imagery else ()
-                                for p, h in zip(self.paths, have))
+        self.band_index = tuple(
+            select_bands(self.bands, h, f"the cube {p}") if imagery else () for p, h in zip(self.paths, have)
+        )
         self.tokens = tuple(cube_token(p) for p in self.paths)
         self.variables = tuple(_variables(p) for p in self.paths)
         if stats is not None and not isinstance(stats, dict):
@@ -185,10 +211,16 @@ class WindowReader:
         self.units = stats.get("units", DN) if stats is not None else DN
         self.scene = stats is not None and stats.get("normalise") == SCENE
         self.gain_bias = tuple(radiometry(p) if self.units == REFLECTANCE else (1.0, 0.0) for p in self.paths)
-        self.mean = ({s: np.asarray(stats["mean"][s], np.float32)[:, None, None] for s in self.streams}
-                     if stats is not None else None)
-        self.std = ({s: np.asarray(stats["std"][s], np.float32)[:, None, None] for s in self.streams}
-                    if stats is not None else None)
+        self.mean = (
+            {s: np.asarray(stats["mean"][s], np.float32)[:, None, None] for s in self.streams}
+            if stats is not None
+            else None
+        )
+        self.std = (
+            {s: np.asarray(stats["std"][s], np.float32)[:, None, None] for s in self.streams}
+            if stats is not None
+            else None
+        )
         self.cache = cache or PROCESS_CACHE
         self.decoded = 0  # chunks this reader decoded (benchmarks and tests)
 
@@ -215,8 +247,9 @@ class WindowReader:
             try:
                 arr = zarr.open_group(path, mode="r")[var]
             except Exception as exc:
-                raise InputDataError(f"{path}: cannot open variable {var!r} ({exc}). Rebuild the cube with "
-                                     "`landslide-dask cube`.") from exc
+                raise InputDataError(
+                    f"{path}: cannot open variable {var!r} ({exc}). Rebuild the cube with `landslide-dask cube`."
+                ) from exc
             with _ARRAYS_LOCK:
                 _ARRAYS[key] = arr
         return arr
@@ -233,7 +266,7 @@ class WindowReader:
 
         def load() -> np.ndarray:
             try:
-                return np.asarray(arr[..., iy * cy:(iy + 1) * cy, ix * cx:(ix + 1) * cx])
+                return np.asarray(arr[..., iy * cy : (iy + 1) * cy, ix * cx : (ix + 1) * cx])
             except MemoryError:
                 raise
             except Exception as exc:
@@ -245,7 +278,8 @@ class WindowReader:
                 raise InputDataError(
                     f"Cannot decode chunk ({iy}, {ix}) of {var!r} in {self.paths[cube]} ({where}): "
                     f"{type(exc).__name__}: {exc}. The cube is corrupt or truncated: rebuild it with "
-                    "`landslide-dask cube`, then rerun (finished work is kept).") from exc
+                    "`landslide-dask cube`, then rerun (finished work is kept)."
+                ) from exc
 
         data, loaded = self.cache.get((self.paths[cube], self.tokens[cube], var, iy, ix), load)
         self.decoded += loaded
@@ -263,13 +297,13 @@ class WindowReader:
                 c = self._chunk(cube, var, iy, ix)
                 r0, r1 = max(y0, iy * cy), min(y1, iy * cy + c.shape[-2])
                 c0, c1 = max(x0, ix * cx), min(x1, ix * cx + c.shape[-1])
-                out[..., r0 - row:r1 - row, c0 - col:c1 - col] = c[..., r0 - iy * cy:r1 - iy * cy,
-                                                                   c0 - ix * cx:c1 - ix * cx]
+                out[..., r0 - row : r1 - row, c0 - col : c1 - col] = c[
+                    ..., r0 - iy * cy : r1 - iy * cy, c0 - ix * cx : c1 - ix * cx
+                ]
         return out
 
     # -- model inputs -----------------------------------------------------------------------
-    def masks(self, cube: int, row: int, col: int, h: int, w: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def masks(self, cube: int, row: int, col: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(valid, pre_valid, no_pre) of a window: the pixels the model maps, those with a pre-event
         image, and those the cube covers without one (None when the model has no pre-event stream,
         whose ``pre_valid`` is then ``valid``; cubes built before ``pre_valid`` existed required a
@@ -286,8 +320,9 @@ class WindowReader:
         no_pre = valid & ~pre_valid
         return (pre_valid if self.require_pre else valid), pre_valid, no_pre
 
-    def inputs(self, cube: int, row: int, col: int, h: int, w: int, skip_empty: bool = False
-               ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    def inputs(
+        self, cube: int, row: int, col: int, h: int, w: int, skip_empty: bool = False
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Normalised float32 streams (C, h, w) of one window, its valid and pre_valid masks.
         ``skip_empty``: no streams when no pixel is valid (inference skips such windows).
         In place, one float copy per stream: an unfused version cost 14 % of a CPU forward pass."""
@@ -315,8 +350,9 @@ class WindowReader:
                     x *= np.float32(gain)
                     x += np.float32(bias)
                 if self.scene:
-                    centre, spread = scene_statistics(self.paths[cube], name, idx, self.gain_bias[cube],
-                                                      self.tokens[cube])
+                    centre, spread = scene_statistics(
+                        self.paths[cube], name, idx, self.gain_bias[cube], self.tokens[cube]
+                    )
                     x -= centre[:, None, None]
                     x /= spread[:, None, None]
             if self.mean is not None and not (self.scene and name != "terrain"):

@@ -17,8 +17,15 @@ from .checkpoint import checkpoint_reader, contract, load_checkpoint, rebuild_mo
 from .config import INPUT_MULTIPLE, TrainConfig
 from .metrics import Confusion
 
-__all__ = ["THRESHOLDS", "SCORING_TILE", "confusion_by_threshold", "best_threshold", "predict_windows", "tiles",
-           "evaluate"]
+__all__ = [
+    "THRESHOLDS",
+    "SCORING_TILE",
+    "confusion_by_threshold",
+    "best_threshold",
+    "predict_windows",
+    "tiles",
+    "evaluate",
+]
 
 # the validation threshold search: 0.05 steps, and finer below 0.05, where under-confident models
 # (few epochs, a new region) put their best MCC (Iburi's local model chose 0.05, the old floor)
@@ -46,15 +53,24 @@ def best_threshold(counts: torch.Tensor) -> tuple[float, Confusion]:
     class: every threshold would score an undefined MCC, and any choice would be arbitrary."""
     confs = [Confusion(*(int(v) for v in row)) for row in counts.tolist()]
     if not confs[0].positives or not confs[0].negatives:
-        raise InputDataError(f"the validation pixels hold {confs[0].positives} landslide and {confs[0].negatives} "
-                             "other pixels: a threshold cannot be chosen on a single class. Use a smaller --block "
-                             "or --window so that validation blocks hold landslides, or add inventories.")
+        raise InputDataError(
+            f"the validation pixels hold {confs[0].positives} landslide and {confs[0].negatives} "
+            "other pixels: a threshold cannot be chosen on a single class. Use a smaller --block "
+            "or --window so that validation blocks hold landslides, or add inventories."
+        )
     i = int(np.argmax([c.mcc() for c in confs]))
     return float(THRESHOLDS[i]), confs[i]
 
 
-def predict_windows(ckpt: dict, cube: str, windows: pd.DataFrame, window: int,
-                    batch_size: int = TrainConfig.batch_size, device: str = "cpu", levels: bool = False):
+def predict_windows(
+    ckpt: dict,
+    cube: str,
+    windows: pd.DataFrame,
+    window: int,
+    batch_size: int = TrainConfig.batch_size,
+    device: str = "cpu",
+    levels: bool = False,
+):
     """Confusion counts per threshold of a checkpoint over the given windows of one cube; with
     ``levels``, also ``(3, 256)`` histograms of probability x 255 (rounded, as maps store it) of
     the landslide, the other labelled and all valid pixels: any threshold's confusion and the
@@ -94,14 +110,22 @@ def tiles(cube: str, window: int = SCORING_TILE, multiple: int = INPUT_MULTIPLE)
             out.append((n - window, out[-1][0] + window - (n - window)))
         return out
 
-    df = pd.DataFrame([(0, r, c, sr, sc) for r, sr in starts(h) for c, sc in starts(w)],
-                      columns=["cube", "row", "col", "skip_r", "skip_c"])
+    df = pd.DataFrame(
+        [(0, r, c, sr, sc) for r, sr in starts(h) for c, sc in starts(w)],
+        columns=["cube", "row", "col", "skip_r", "skip_c"],
+    )
     df.attrs["size"] = window
     return df
 
 
-def evaluate(ckpt_path: str | Path, cube: str | Path, split: str | None = None,
-             index: pd.DataFrame | None = None, tile: int = SCORING_TILE, threshold_rule: str = "auto") -> Confusion:
+def evaluate(
+    ckpt_path: str | Path,
+    cube: str | Path,
+    split: str | None = None,
+    index: pd.DataFrame | None = None,
+    tile: int = SCORING_TILE,
+    threshold_rule: str = "auto",
+) -> Confusion:
     """Pixel confusion of a checkpoint on a cube: every pixel of the cube once (an unseen region),
     or one split of a training index. ``threshold_rule`` (``predict.thresholds``): ``auto`` scores
     a region the model never trained on at the label-free scene threshold, others at the

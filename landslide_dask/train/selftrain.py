@@ -50,10 +50,14 @@ def pseudo_label_cube(prediction: str | Path, cube: str | Path, out: str | Path,
     label[v & (p >= level_hi)] = 1
     label[v & (p < level_lo)] = 0
     out_ds = ds.drop_vars("label", errors="ignore").assign(label=(("y", "x"), label))
-    out_ds.attrs.update({"pseudo_labels_from": str(pred.attrs.get("model")), "pseudo_threshold": t,
-                         "pseudo_low": float(low)})
-    return write_cube(out_ds.chunk({"y": ds["valid"].data.chunksize[0], "x": ds["valid"].data.chunksize[1]}),
-                      Path(out), progress=False)
+    out_ds.attrs.update(
+        {"pseudo_labels_from": str(pred.attrs.get("model")), "pseudo_threshold": t, "pseudo_low": float(low)}
+    )
+    return write_cube(
+        out_ds.chunk({"y": ds["valid"].data.chunksize[0], "x": ds["valid"].data.chunksize[1]}),
+        Path(out),
+        progress=False,
+    )
 
 
 def self_train(client, parent: str | Path, cfg: TrainConfig, target: str | Path, low: float = PSEUDO_LOW) -> dict:
@@ -70,8 +74,9 @@ def self_train(client, parent: str | Path, cfg: TrainConfig, target: str | Path,
         return done
     work = out / "pseudo"
     work.mkdir(parents=True, exist_ok=True)
-    pred = predict(target, parent, work / "parent-map.zarr", client=client, progress=False, overwrite=True,
-                   threshold_rule="scene")
+    pred = predict(
+        target, parent, work / "parent-map.zarr", client=client, progress=False, overwrite=True, threshold_rule="scene"
+    )
     name = Path(str(target)).name.removesuffix(".zarr")
     pseudo = pseudo_label_cube(pred, target, work / f"{name}-pseudo.zarr", low)
     lr = SELF_TRAIN_LR if cfg.lr == TrainConfig.lr else cfg.lr

@@ -18,9 +18,16 @@ from landslide_dask.common.workers import worker_table
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 # each thread of a worker imports another zarr module, all released at once
-RACE = ("import zarr", "from zarr.core.array import DEFAULT_FILL_VALUE", "import xarray.backends.zarr",
-        "from zarr.api.synchronous import open_array", "import zarr.storage", "from zarr.core.group import Group",
-        "import numcodecs.zarr3", "import zarr.codecs")
+RACE = (
+    "import zarr",
+    "from zarr.core.array import DEFAULT_FILL_VALUE",
+    "import xarray.backends.zarr",
+    "from zarr.api.synchronous import open_array",
+    "import zarr.storage",
+    "from zarr.core.group import Group",
+    "import numcodecs.zarr3",
+    "import zarr.codecs",
+)
 WORKERS, THREADS = 6, len(RACE)
 
 
@@ -28,7 +35,7 @@ def _import_at_once(statement: str) -> dict:
     from distributed import get_worker
 
     w = get_worker()
-    barrier = w.__dict__.setdefault("_import_barrier", threading.Barrier(len(RACE)))   # one per worker
+    barrier = w.__dict__.setdefault("_import_barrier", threading.Barrier(len(RACE)))  # one per worker
     barrier.wait(timeout=120)
     try:
         exec(statement, {})
@@ -46,8 +53,11 @@ def _done() -> dict | None:
 
 def _race(client) -> list[dict]:
     """Every worker runs the RACE imports at once, one per thread."""
-    futures = [client.submit(_import_at_once, s, workers=[a], allow_other_workers=False, pure=False)
-               for a in worker_table(client) for s in RACE]
+    futures = [
+        client.submit(_import_at_once, s, workers=[a], allow_other_workers=False, pure=False)
+        for a in worker_table(client)
+        for s in RACE
+    ]
     return client.gather(futures)
 
 
@@ -57,8 +67,10 @@ def test_many_fresh_workers_import_in_many_threads_at_once():
     from landslide_dask.clusters.start import local_cluster
 
     t0 = time.monotonic()
-    with local_cluster(WORKERS, threads_per_worker=THREADS, dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
+    with (
+        local_cluster(WORKERS, threads_per_worker=THREADS, dashboard_address="127.0.0.1:0") as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(WORKERS, timeout=120)
         before = client.run(os.getpid)
         results = _race(client)
@@ -66,13 +78,16 @@ def test_many_fresh_workers_import_in_many_threads_at_once():
         done = client.run(_done)
     took = time.monotonic() - t0
     assert len(results) == WORKERS * len(RACE)
-    assert [r for r in results if r["error"]] == []            # no import failed in any thread
-    assert after == before and len(before) == WORKERS           # no worker died or was replaced
+    assert [r for r in results if r["error"]] == []  # no import failed in any thread
+    assert after == before and len(before) == WORKERS  # no worker died or was replaced
     assert {r["worker"] for r in results} == set(before)
-    for address, d in done.items():                             # each imported before its first task
+    for address, d in done.items():  # each imported before its first task
         assert d is not None and d["pid"] == before[address] and d["failed"] == {}, d
-    print(f"\n[preload] {WORKERS} fresh workers x {THREADS} threads: {took:.1f}s, imports "
-          f"{max(d['seconds'] for d in done.values()):.1f}s at most per worker", file=sys.stderr)
+    print(
+        f"\n[preload] {WORKERS} fresh workers x {THREADS} threads: {took:.1f}s, imports "
+        f"{max(d['seconds'] for d in done.values()):.1f}s at most per worker",
+        file=sys.stderr,
+    )
 
 
 def test_the_plugin_runs_before_the_first_task_of_a_worker_that_joins_later():
@@ -80,14 +95,18 @@ def test_the_plugin_runs_before_the_first_task_of_a_worker_that_joins_later():
     before it takes a task; registering it again does not run it twice."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=0, threads_per_worker=len(RACE), processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=0, threads_per_worker=len(RACE), processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.register_plugin(TaskImports())
         cluster.scale(1)
         client.wait_for_workers(1, timeout=60)
         assert [r["error"] for r in _race(client)] == [None] * len(RACE)
         first = client.run(_done)
-        client.register_plugin(TaskImports())                 # a second client of the same cluster
+        client.register_plugin(TaskImports())  # a second client of the same cluster
         assert client.run(_done) == first and all(d is not None for d in first.values())
 
 

@@ -63,8 +63,12 @@ def _visit(tmp_path: Path, address: str, files: list[str], ca_text: str) -> list
     script = tmp_path / "visitor.py"
     script.write_text(_VISITOR)
     (tmp_path / "visitor.py.ca").write_text(ca_text)
-    out = subprocess.run([sys.executable, str(script), address, str(tmp_path / "ran"), *files],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(script), address, str(tmp_path / "ran"), *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -77,15 +81,15 @@ def test_a_client_without_the_runs_certificate_cannot_connect(tmp_path):
         outsider = _visit(tmp_path, address, [], security.tls_ca_file)
         creds = write_credentials(security, tmp_path / "creds")
         owner = _visit(tmp_path, address, [str(creds.ca), str(creds.cert), str(creds.key)], security.tls_ca_file)
-        assert n_workers(client) == 1          # the cluster is unharmed and still works for its owner
+        assert n_workers(client) == 1  # the cluster is unharmed and still works for its owner
         assert client.submit(sum, [1, 2]).result() == 3
     assert [a["case"] for a in outsider] == ["own-certificate", "trusts-the-cluster-ca", "plain-tcp"]
     for a in outsider:
         assert not a["connected"], a
-        assert a["seconds"] < 10, a            # refused in the handshake, not left to time out
+        assert a["seconds"] < 10, a  # refused in the handshake, not left to time out
         assert not (tmp_path / f"ran.{a['case']}").exists()
     assert owner == [{"case": "owner", "connected": True, "seconds": owner[0]["seconds"]}]
-    assert (tmp_path / "ran.owner").read_text() == "ran"   # the same script, with the files, runs code
+    assert (tmp_path / "ran.owner").read_text() == "ran"  # the same script, with the files, runs code
 
 
 def test_credential_files_are_private_and_removed(tmp_path):
@@ -98,7 +102,7 @@ def test_credential_files_are_private_and_removed(tmp_path):
     assert "PRIVATE KEY" in creds.key.read_text() and "CERTIFICATE" in creds.cert.read_text()
     sec = creds.security()
     assert sec.require_encryption and sec.get_tls_config_for_role("worker")["key"] == str(creds.key)
-    again = write_credentials(sec, tmp_path / "shared")   # from files too, into a folder of its own
+    again = write_credentials(sec, tmp_path / "shared")  # from files too, into a folder of its own
     assert again.folder != creds.folder and again.key.read_text() == creds.key.read_text()
     creds.remove()
     assert not creds.folder.exists() and again.folder.exists()
@@ -113,33 +117,56 @@ def test_joining_a_tls_scheduler_needs_its_credentials(tmp_path):
         address = cluster.scheduler_address
         assert address.startswith("tls://")
         t0 = time.monotonic()
-        with pytest.raises(ClusterStartError, match=r"speaks TLS .*--tls-ca-file, --tls-cert, --tls-key"), \
-                start_cluster(scheduler=address, timeout=5, echo=None):
+        with (
+            pytest.raises(ClusterStartError, match=r"speaks TLS .*--tls-ca-file, --tls-cert, --tls-key"),
+            start_cluster(scheduler=address, timeout=5, echo=None),
+        ):
             pass
-        with pytest.raises(ClusterStartError, match="cannot connect .* certificate files are the cluster's"), \
-                start_cluster(scheduler=address, security=run_security(), timeout=5, echo=None):
+        with (
+            pytest.raises(ClusterStartError, match="cannot connect .* certificate files are the cluster's"),
+            start_cluster(scheduler=address, security=run_security(), timeout=5, echo=None),
+        ):
             pass
         assert time.monotonic() - t0 < 20
         creds = write_credentials(cluster.security, tmp_path)
         with start_cluster(scheduler=address, security=creds.security(), echo=None) as client:
             assert client.submit(sum, [2, 3]).result() == 5
-        assert cluster.status.name == "running" and len(cluster.workers) == 1   # joined, never torn down
+        assert cluster.status.name == "running" and len(cluster.workers) == 1  # joined, never torn down
 
 
 def test_cli_takes_the_credentials_of_a_running_cluster(tmp_path):
     from landslide_dask.cli import build_parser
-    from landslide_dask.cli.options import scheduler_security as _scheduler_security
+    from landslide_dask.cli.options import scheduler_security
 
     creds = write_credentials(run_security(), tmp_path)
     common = ["predict", "--model", "m.pt", "--cube", "c.zarr", "--out", "o.zarr"]
     parse = build_parser().parse_args
-    sec = _scheduler_security(parse([*common, "--scheduler", "tls://127.0.0.1:1", "--tls-ca-file", str(creds.ca),
-                                     "--tls-cert", str(creds.cert), "--tls-key", str(creds.key)]))
-    assert sec.get_tls_config_for_role("client") == {"ca_file": str(creds.ca), "ciphers": None,
-                                                     "cert": str(creds.cert), "key": str(creds.key)}
-    assert _scheduler_security(parse([*common, "--scheduler", "tls://127.0.0.1:1"])) is None  # Dask's config
-    for bad, says in ((["--tls-cert", str(creds.cert)], "credentials of a running cluster"),
-                      (["--scheduler", "tls://h:1", "--tls-cert", str(creds.cert)], "give --tls-ca-file"),
-                      (["--scheduler", "tls://h:1", "--insecure"], "the address says")):
+    sec = scheduler_security(
+        parse(
+            [
+                *common,
+                "--scheduler",
+                "tls://127.0.0.1:1",
+                "--tls-ca-file",
+                str(creds.ca),
+                "--tls-cert",
+                str(creds.cert),
+                "--tls-key",
+                str(creds.key),
+            ]
+        )
+    )
+    assert sec.get_tls_config_for_role("client") == {
+        "ca_file": str(creds.ca),
+        "ciphers": None,
+        "cert": str(creds.cert),
+        "key": str(creds.key),
+    }
+    assert scheduler_security(parse([*common, "--scheduler", "tls://127.0.0.1:1"])) is None  # Dask's config
+    for bad, says in (
+        (["--tls-cert", str(creds.cert)], "credentials of a running cluster"),
+        (["--scheduler", "tls://h:1", "--tls-cert", str(creds.cert)], "give --tls-ca-file"),
+        (["--scheduler", "tls://h:1", "--insecure"], "the address says"),
+    ):
         with pytest.raises(UsageError, match=says):
-            _scheduler_security(parse([*common, *bad]))
+            scheduler_security(parse([*common, *bad]))

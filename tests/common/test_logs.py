@@ -29,9 +29,11 @@ def test_progress_is_silent_when_stderr_is_a_file_and_draws_on_a_terminal(capsys
 
 def test_the_demo_log_in_a_file_has_no_carriage_returns(tmp_path):
     # a worker-side training bar: stderr is the file the user redirected to
-    code = ("from landslide_dask.common.logs import progress_bar\n"
-            "for _ in progress_bar(range(200), desc='epoch 1/10', mininterval=0): pass\n"
-            "print('[train] epoch 1/10 done')\n")
+    code = (
+        "from landslide_dask.common.logs import progress_bar\n"
+        "for _ in progress_bar(range(200), desc='epoch 1/10', mininterval=0): pass\n"
+        "print('[train] epoch 1/10 done')\n"
+    )
     log = tmp_path / "log.txt"
     with open(log, "w") as f:
         subprocess.run([sys.executable, "-c", code], stdout=f, stderr=subprocess.STDOUT, check=True)
@@ -57,8 +59,13 @@ def _records(name: str, message: str) -> list[str]:
 
 
 def test_unactionable_warnings_are_rewritten_and_the_rest_pass_unchanged():
-    assert _records("distributed.worker.state_machine",
-                    "Async instruction for <Task cancelled name=\"execute('ddp-rank-1')\"> ended with CancelledError") == []
+    assert (
+        _records(
+            "distributed.worker.state_machine",
+            "Async instruction for <Task cancelled name=\"execute('ddp-rank-1')\"> ended with CancelledError",
+        )
+        == []
+    )
     nanny = _records("distributed.nanny", "Worker process still alive after 4.0 seconds, killing")
     assert len(nanny) == 1 and "did not stop in time" in nanny[0] and "it was ended" in nanny[0]
     other = "Worker is at 85% memory usage. Pausing worker."
@@ -105,6 +112,8 @@ def test_a_local_cluster_gives_its_workers_time_to_stop_instead_of_killing_them(
             c.register_plugin(plugin)
             nanny = next(iter(cluster.workers.values()))
             proc = nanny.process.process
-    killed = [r.getMessage() for r in caplog.records if "still alive" in r.getMessage() or "did not stop" in r.getMessage()]
+    killed = [
+        r.getMessage() for r in caplog.records if "still alive" in r.getMessage() or "did not stop" in r.getMessage()
+    ]
     assert not killed, killed
     assert proc.exitcode == 0  # it stopped by itself

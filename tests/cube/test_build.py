@@ -14,18 +14,24 @@ import rasterio
 import shapely
 
 from landslide_dask.cli import main as cli_main
-from landslide_dask.cube.composite import SCL_NOT_CLEAR
 from landslide_dask.cube.build import CubeSpec, build_cube, solar_day
+from landslide_dask.cube.composite import SCL_NOT_CLEAR
 from landslide_dask.cube.read import open_cube
 from landslide_dask.errors import EmptySearchError, InputDataError, UsageError
-from landslide_dask.stac.server import serve_stac
 from landslide_dask.stac.local import load_stac_dir
+from landslide_dask.stac.server import serve_stac
 
 
 def _spec(data: Path, region: dict, url: str, out: Path, **kw) -> CubeSpec:
-    return CubeSpec(stac_url=url, event_date=date.fromisoformat(region["event_date"]), aoi=data / region["aoi"],
-                    out=out, inventory=data / region["inventory"], inventory_area=data / region["inventory_area"],
-                    **kw)
+    return CubeSpec(
+        stac_url=url,
+        event_date=date.fromisoformat(region["event_date"]),
+        aoi=data / region["aoi"],
+        out=out,
+        inventory=data / region["inventory"],
+        inventory_area=data / region["inventory_area"],
+        **kw,
+    )
 
 
 def _items(data: Path) -> list[dict]:
@@ -88,8 +94,11 @@ def test_composite_equals_numpy_median_of_clear_pixels(cube_a, demo_data):
     region, path = cube_a
     ds = open_cube(path)
     event = date.fromisoformat(region["event_date"])
-    items = [it for it in _items(demo_data) if _epsg(it) == region["epsg"] and solar_day(it) != event
-             and abs((solar_day(it) - event).days) <= 90]
+    items = [
+        it
+        for it in _items(demo_data)
+        if _epsg(it) == region["epsg"] and solar_day(it) != event and abs((solar_day(it) - event).days) <= 90
+    ]
     rng = np.random.default_rng(0)
     rows = rng.integers(0, ds.sizes["y"], 40)
     cols = rng.integers(0, ds.sizes["x"], 40)
@@ -144,8 +153,9 @@ def test_label_area_matches_the_inventory_within_pixel_tolerance(cube_a, demo_da
 
 def test_chunking_does_not_change_the_cube(cube_a, demo_data, demo_stac, tmp_path):
     region, path = cube_a
-    other = build_cube(_spec(demo_data, region, demo_stac, tmp_path / "b.zarr", chunk=1024),
-                       progress=False, quicklook=False)
+    other = build_cube(
+        _spec(demo_data, region, demo_stac, tmp_path / "b.zarr", chunk=1024), progress=False, quicklook=False
+    )
     a, b = open_cube(path), open_cube(other)
     for name in ("pre", "post", "slope", "hillshade", "valid", "label"):
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
@@ -153,8 +163,9 @@ def test_chunking_does_not_change_the_cube(cube_a, demo_data, demo_stac, tmp_pat
 
 def test_region_across_a_utm_zone_boundary_is_mosaicked_without_a_seam(demo_data, demo_regions, demo_stac, tmp_path):
     region = _straddling(demo_data, demo_regions)
-    ds = open_cube(build_cube(_spec(demo_data, region, demo_stac, tmp_path / "s.zarr", chunk=128),
-                              progress=False, quicklook=False))
+    ds = open_cube(
+        build_cube(_spec(demo_data, region, demo_stac, tmp_path / "s.zarr", chunk=128), progress=False, quicklook=False)
+    )
     assert ds.attrs["epsg"] == region["epsg"]
     # No column of missing data where the two zones' granules meet: every column has data.
     post_ok = (ds["post"] > 0).all("band").values
@@ -185,8 +196,9 @@ def _copy_with(demo_data: Path, tmp_path: Path) -> Path:
 def _post_item_over(data: Path, region: dict) -> dict:
     event = date.fromisoformat(region["event_date"])
     aoi = gpd.read_file(data / region["aoi"]).union_all()
-    return next(it for it in _items(data) if solar_day(it) > event
-                and shapely.geometry.shape(it["geometry"]).intersects(aoi))
+    return next(
+        it for it in _items(data) if solar_day(it) > event and shapely.geometry.shape(it["geometry"]).intersects(aoi)
+    )
 
 
 def test_truncated_cog_is_an_error_naming_the_file_and_leaves_no_cube(demo_data, demo_regions, tmp_path):
@@ -218,8 +230,19 @@ def test_missing_asset_is_an_error_naming_the_item(demo_data, demo_regions, tmp_
 
 def test_cli_reports_bad_input_clearly(demo_data, demo_regions, demo_stac, tmp_path, capsys):
     region = demo_regions[0]
-    code = cli_main(["cube", "--stac", demo_stac, "--event-date", region["event_date"],
-                     "--aoi", str(tmp_path / "missing.geojson"), "--out", str(tmp_path / "c.zarr")])
+    code = cli_main(
+        [
+            "cube",
+            "--stac",
+            demo_stac,
+            "--event-date",
+            region["event_date"],
+            "--aoi",
+            str(tmp_path / "missing.geojson"),
+            "--out",
+            str(tmp_path / "c.zarr"),
+        ]
+    )
     assert code == 2  # an --aoi naming no file is a bad argument: exit 2, the file named, what to pass
     err = capsys.readouterr().err
     assert "missing.geojson does not exist" in err and "W,S,E,N" in err

@@ -11,7 +11,7 @@ def test_median_composite_equals_numpy_median_of_clear_pixels():
     refl[rng.random(refl.shape) < 0.1] = 0  # scattered no-data
     scl = rng.choice(np.array([4, 5, 6, 3, 8, 9, 10, 0, 2]), size=(7, 30, 40))
     out = median_composite(refl, clear_mask(scl))
-    for (b, y, x) in [(0, 0, 0), (1, 5, 7), (3, 29, 39), (2, 13, 21)]:
+    for b, y, x in [(0, 0, 0), (1, 5, 7), (3, 29, 39), (2, 13, 21)]:
         ok = ~np.isin(scl[:, y, x], SCL_NOT_CLEAR) & (refl[:, b, y, x] > 0)
         vals = refl[ok, b, y, x]
         expected = np.rint(np.median(vals)) if vals.size else 0
@@ -35,10 +35,10 @@ def test_median_composite_equals_nanmedian_at_every_pixel_whatever_the_date_coun
     for t in (1, 2, 3, 4, 7, 8, 16):
         refl = rng.integers(1, 12000, size=(t, 3, 40, 50), dtype=np.uint16)
         refl[rng.random(refl.shape) < 0.2] = 0
-        refl[:, :, :5, :5] = 7          # ties: every date the same value
-        refl[::2, :, 5:9, :] = 65535    # the top of the range: the sum of two middle values exceeds uint16
+        refl[:, :, :5, :5] = 7  # ties: every date the same value
+        refl[::2, :, 5:9, :] = 65535  # the top of the range: the sum of two middle values exceeds uint16
         clear = rng.random((t, 40, 50)) < 0.7
-        clear[:, 30:, 45:] = False      # never clear: no composite
+        clear[:, 30:, 45:] = False  # never clear: no composite
         got = median_composite(refl, clear)
         assert got.dtype == np.uint16 and (got == _nanmedian_reference(refl, clear)).all(), t
 
@@ -55,7 +55,7 @@ def test_composite_block_splits_pre_and_post_dates():
 def test_sorting_network_sorts_every_zero_one_input_up_to_16_dates():
     # The 0-1 principle: a comparator network that sorts every sequence of 0s and 1s sorts everything.
     for n in range(1, 17):
-        bits = ((np.arange(2 ** n)[None, :] >> np.arange(n)[:, None]) & 1).astype(np.uint8)
+        bits = ((np.arange(2**n)[None, :] >> np.arange(n)[:, None]) & 1).astype(np.uint8)
         rows = list(bits)
         for i, j in sorting_network(n):
             assert i < j < n

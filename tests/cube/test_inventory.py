@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import shapely
 
-from landslide_dask.errors import InputDataError
 from landslide_dask.cube.grid import Grid
 from landslide_dask.cube.inventory import LABEL_UNKNOWN, check_overlap, label_raster, rasterize_lazy, read_polygons
+from landslide_dask.errors import InputDataError
+
 from ..helpers import SHARED_DATA
 
 SHARED = SHARED_DATA
@@ -21,9 +22,17 @@ def _polys(crs=32644, x0=500000.0, y0=3000000.0):
     geoms = []
     for _ in range(40):
         cx, cy = x0 + rng.uniform(200, 4800), y0 + rng.uniform(200, 4800)
-        geoms.append(shapely.affinity.rotate(shapely.box(cx - rng.uniform(10, 60), cy - rng.uniform(40, 200),
-                                                         cx + rng.uniform(10, 60), cy + rng.uniform(40, 200)),
-                                             rng.uniform(0, 180)))
+        geoms.append(
+            shapely.affinity.rotate(
+                shapely.box(
+                    cx - rng.uniform(10, 60),
+                    cy - rng.uniform(40, 200),
+                    cx + rng.uniform(10, 60),
+                    cy + rng.uniform(40, 200),
+                ),
+                rng.uniform(0, 180),
+            )
+        )
     return gpd.GeoDataFrame(geometry=geoms, crs=crs)
 
 
@@ -63,8 +72,10 @@ def test_inventory_in_another_crs_is_reprojected(tmp_path):
 
 def test_invalid_geometries_are_repaired_and_counted(tmp_path):
     bowtie = shapely.Polygon([(0, 0), (100, 100), (100, 0), (0, 100), (0, 0)])  # self-intersecting
-    gdf = gpd.GeoDataFrame(geometry=[shapely.affinity.translate(bowtie, 500000, 3000000),
-                                     shapely.box(500200, 3000000, 500300, 3000100)], crs=32644)
+    gdf = gpd.GeoDataFrame(
+        geometry=[shapely.affinity.translate(bowtie, 500000, 3000000), shapely.box(500200, 3000000, 500300, 3000100)],
+        crs=32644,
+    )
     assert not gdf.is_valid.all()
     path = tmp_path / "bad.gpkg"
     gdf.to_file(path)
@@ -83,8 +94,8 @@ def test_label_is_unknown_outside_the_inventory_area():
     label = label_raster(gdf, covered, grid, chunks=128).compute()
     assert set(np.unique(label)) <= {0, 1, LABEL_UNKNOWN}
     half = grid.width // 2
-    assert (label[:, half + 1:] == LABEL_UNKNOWN).all()
-    assert (label[:, :half - 1] != LABEL_UNKNOWN).all() and (label == 1).any()
+    assert (label[:, half + 1 :] == LABEL_UNKNOWN).all()
+    assert (label[:, : half - 1] != LABEL_UNKNOWN).all() and (label == 1).any()
 
 
 def test_metres_labelled_as_degrees_is_an_error_naming_the_file(tmp_path):

@@ -37,8 +37,11 @@ def _region_items(data: Path, region: dict, collection: str = "sentinel-2-l2a") 
     aoi, _ = read_polygons(data / region["aoi"])
     grid = Grid.covering(aoi, 10.0, None)
     box = shapely.box(*grid.bounds_lonlat())
-    items = [it for it in _all_items(data)
-             if it["collection"] == collection and shapely.geometry.shape(it["geometry"]).intersects(box)]
+    items = [
+        it
+        for it in _all_items(data)
+        if it["collection"] == collection and shapely.geometry.shape(it["geometry"]).intersects(box)
+    ]
     return grid, items
 
 
@@ -53,10 +56,22 @@ def _stackstac_mosaics(items: list[dict], grid: Grid, chunk: int) -> np.ndarray:
         by_day[solar_day(it)].append(it)
     out = []
     for day in sorted(by_day):
-        st = stackstac.stack(by_day[day], assets=ASSETS, epsg=grid.epsg, resolution=grid.res, bounds=grid.bounds,
-                             snap_bounds=False, xy_coords="center", chunksize=chunk, dtype="uint16",
-                             fill_value=np.uint16(0), rescale=False, resampling=Resampling.nearest,
-                             properties=False, band_coords=False)
+        st = stackstac.stack(
+            by_day[day],
+            assets=ASSETS,
+            epsg=grid.epsg,
+            resolution=grid.res,
+            bounds=grid.bounds,
+            snap_bounds=False,
+            xy_coords="center",
+            chunksize=chunk,
+            dtype="uint16",
+            fill_value=np.uint16(0),
+            rescale=False,
+            resampling=Resampling.nearest,
+            properties=False,
+            band_coords=False,
+        )
         out.append(stackstac.mosaic(st, dim="time", nodata=0).values)
     return np.stack(out)
 
@@ -64,8 +79,18 @@ def _stackstac_mosaics(items: list[dict], grid: Grid, chunk: int) -> np.ndarray:
 def _gdal_exact(href: str, grid: Grid, resampling: Resampling, window: Window, dtype: str) -> np.ndarray:
     """GDAL's own warp of one file onto the grid, with the exact (not approximate) transformer."""
     fill = np.nan if np.dtype(dtype).kind == "f" else 0
-    with rasterio.open(href) as src, WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width,
-                                               height=grid.height, resampling=resampling, tolerance=1e-6) as vrt:
+    with (
+        rasterio.open(href) as src,
+        WarpedVRT(
+            src,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.width,
+            height=grid.height,
+            resampling=resampling,
+            tolerance=1e-6,
+        ) as vrt,
+    ):
         return vrt.read(1, window=window, out_dtype=dtype, masked=True).filled(fill)
 
 
@@ -107,13 +132,18 @@ def test_dem_bilinear_matches_gdals_exact_warp_and_not_the_block(demo_data, demo
     whole = dem.read(slice(0, wide.height), slice(0, wide.width))[0, 0]
     assert np.isfinite(whole).mean() > 0.99
     for block in (37, 64):
-        tiled = np.concatenate([np.concatenate([dem.read(r, c)[0, 0] for c in block_slices(wide.width, block)], axis=1)
-                                for r in block_slices(wide.height, block)])
+        tiled = np.concatenate(
+            [
+                np.concatenate([dem.read(r, c)[0, 0] for c in block_slices(wide.width, block)], axis=1)
+                for r in block_slices(wide.height, block)
+            ]
+        )
         np.testing.assert_array_equal(tiled, whole)  # the block a pixel is read in never changes it
     ref = np.full(wide.shape, np.nan, np.float32)
     for it in dem_items:
-        warped = _gdal_exact(it["assets"]["data"]["href"], wide, Resampling.bilinear,
-                             Window(0, 0, wide.width, wide.height), "float32")
+        warped = _gdal_exact(
+            it["assets"]["data"]["href"], wide, Resampling.bilinear, Window(0, 0, wide.width, wide.height), "float32"
+        )
         ref = np.where(np.isfinite(warped), warped, ref)
     assert np.nanmax(np.abs(whole - ref)) < 1e-3  # metres: float32 rounding, not a resampling difference
 
@@ -126,8 +156,9 @@ def test_a_20m_asset_is_upsampled_by_nearest_as_gdal_does(demo_data, demo_region
     stack = Stack.of_days([date.min], {date.min: [item]}, ["scl"], grid, "uint16", 0)
     win = Window(13, 7, 150, 120)
     ours = stack.read(slice(7, 127), slice(13, 163))[0, 0]
-    np.testing.assert_array_equal(ours, _gdal_exact(item["assets"]["scl"]["href"], grid, Resampling.nearest, win,
-                                                    "uint16"))
+    np.testing.assert_array_equal(
+        ours, _gdal_exact(item["assets"]["scl"]["href"], grid, Resampling.nearest, win, "uint16")
+    )
 
 
 def test_a_file_replaced_on_disk_is_read_afresh(demo_data, demo_regions, tmp_path):

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from landslide_dask.train.chips import build_index, compute_stats
-from landslide_dask.train.reader import WindowReader
+from landslide_dask.cube.patches import L4S_MEAN, PRESETS, BandMap, import_patches, parse_band_map, patch_windows, to_dn
 from landslide_dask.cube.read import open_cube
 from landslide_dask.errors import InputDataError, UsageError
-from landslide_dask.cube.patches import (L4S_MEAN, PRESETS, BandMap, import_patches, parse_band_map, patch_windows,
-                                    to_dn)
+from landslide_dask.train.chips import build_index, compute_stats
+from landslide_dask.train.reader import WindowReader
 
 from ..helpers.l4s import S, write_l4s
 
@@ -46,8 +45,13 @@ def test_l4s_values_land_in_their_slot(l4s):
     data, cube = l4s
     ds = open_cube(cube)
     a = ds.attrs
-    assert a["patch_files"] == ["img/image_1.h5", "img/image_2.h5", "img/image_3.h5", "img/image_4.h5",
-                                "img/image_10.h5"]
+    assert a["patch_files"] == [
+        "img/image_1.h5",
+        "img/image_2.h5",
+        "img/image_3.h5",
+        "img/image_4.h5",
+        "img/image_10.h5",
+    ]
     assert (a["patch_count"], a["patch_size"], a["patch_pitch"], a["patch_rows"], a["patch_cols"]) == (5, S, S, 2, 3)
     assert 0 <= a["dn_saturated_fraction"] < 0.01 and a["band_map"]["dem"] == 13
     assert a["crs"] == "EPSG:3857" and a["event_date"] == "unknown" and a["transform"][:3] == [10.0, 0.0, 0.0]
@@ -81,7 +85,7 @@ def test_hillshade_is_computed_per_patch_from_the_dem(l4s):
     for slot, name in enumerate(open_cube(cube).attrs["patch_files"][:3]):
         dem = data[name][0][..., 13].astype(np.float64) * L4S_MEAN[13]
         alone = hillshade(da.from_array(dem), 10.0, 10.0).compute()
-        np.testing.assert_array_equal(shade[:S, slot * S:(slot + 1) * S], alone)  # edges: no neighbour bleeds in
+        np.testing.assert_array_equal(shade[:S, slot * S : (slot + 1) * S], alone)  # edges: no neighbour bleeds in
         assert np.unique(alone[1:-1, 1:-1]).size == 1  # a tilted plane: one shade inside
 
 
@@ -156,14 +160,22 @@ def test_negative_reflectance_clips_and_warns(tmp_path, caplog):
     ds = open_cube(cube)
     assert (ds["post"].values[0, :S, :S] == 1).all() and ds["valid"].values[:S, :S].all()
     assert ds.attrs["dn_saturated_fraction"] == pytest.approx(0.5) and "clipped to 1 or 65535" in caplog.text
-    shifted = import_patches(root, tmp_path / "s.zarr", bands=PRESETS["l4s"].to_dict() | {"offset": 1000},
-                             progress=False)
+    shifted = import_patches(
+        root, tmp_path / "s.zarr", bands=PRESETS["l4s"].to_dict() | {"offset": 1000}, progress=False
+    )
     assert open_cube(shifted).attrs["dn_saturated_fraction"] < 0.01
 
 
 def _write_tif(path, arr, dtype):
-    with rasterio.open(path, "w", driver="GTiff" if path.suffix == ".tif" else "PNG", width=arr.shape[2],
-                       height=arr.shape[1], count=arr.shape[0], dtype=dtype) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff" if path.suffix == ".tif" else "PNG",
+        width=arr.shape[2],
+        height=arr.shape[1],
+        count=arr.shape[0],
+        dtype=dtype,
+    ) as dst:
         dst.write(arr.astype(dtype))
 
 
@@ -184,8 +196,9 @@ def test_folder_geotiff_images_with_png_masks_and_ignore_value(tmp_path):
         _write_tif(tmp_path / "masks" / f"{name}.png", mask, "uint8")
         imgs[name], masks[name] = img, mask[0]
     bands = {"post": {"red": 2, "green": 1, "blue": 0, "nir": 3}, "dem": 4, "scale": 10000, "offset": 1000}
-    cube = import_patches(tmp_path, tmp_path / "f.zarr", fmt="folder", bands=json.dumps(bands), ignore_value=255,
-                          progress=False)
+    cube = import_patches(
+        tmp_path, tmp_path / "f.zarr", fmt="folder", bands=json.dumps(bands), ignore_value=255, progress=False
+    )
     ds = open_cube(cube)
     assert list(ds["band"].values) == ["red", "green", "blue", "nir"] and "slope" in ds
     post, label, valid = ds["post"].values, ds["label"].values, ds["valid"].values
@@ -198,10 +211,12 @@ def test_folder_geotiff_images_with_png_masks_and_ignore_value(tmp_path):
     for _, w in patch_windows(cube).iterrows():  # slope from the DEM, each patch on its own
         dem = imgs[w["name"].removeprefix("images/").removesuffix(".tif")][4].astype(np.float64)
         alone = slope_degrees(from_array(dem), 10.0, 10.0).compute()
-        np.testing.assert_allclose(ds["slope"].values[w["row"]:w["row"] + S, w["col"]:w["col"] + S], alone, rtol=1e-6)
+        np.testing.assert_allclose(
+            ds["slope"].values[w["row"] : w["row"] + S, w["col"] : w["col"] + S], alone, rtol=1e-6
+        )
     assert post[1][5, 7] == 0 and post[0][5, 7] > 0 and not valid[5, 7], (post[:, 5, 7], valid[5, 7])
     assert valid.sum() == 3 * S * S - 3, valid.sum()
-    np.testing.assert_array_equal(label[:S, S:2 * S], np.where(masks["b"] == 255, 255, masks["b"]))
+    np.testing.assert_array_equal(label[:S, S : 2 * S], np.where(masks["b"] == 255, 255, masks["b"]))
     assert (label[20:S, :S] == 255).all() and (label[3:9, 3:9] == 1).all()
 
 
@@ -221,11 +236,15 @@ def test_band_map_parsing(tmp_path):
     assert m == BandMap(post={"red": 3}, slope=12, dem=13, scale=(1.0, 2.0, 3.0, 4.0))
     (tmp_path / "m.json").write_text(json.dumps(m.to_dict()))
     assert parse_band_map(str(tmp_path / "m.json")) == m
-    for bad, msg in (("{post: 1}", "not valid JSON"), ('{"post": {"red": -1}}', "0-based"),
-                     ('{"post": {"red": 3}, "slope": 12}', "no dem"), ('{"post": {"red": 1}, "pre": {"nir": 2}}',
-                                                                     "pre bands"), ("nope", "preset"),
-                     ('{"post": {"red": 1}, "colour": 2}', "unknown keys"),
-                     ('{"post": {"red": 1}, "scale": "x"}', "must be numbers")):
+    for bad, msg in (
+        ("{post: 1}", "not valid JSON"),
+        ('{"post": {"red": -1}}', "0-based"),
+        ('{"post": {"red": 3}, "slope": 12}', "no dem"),
+        ('{"post": {"red": 1}, "pre": {"nir": 2}}', "pre bands"),
+        ("nope", "preset"),
+        ('{"post": {"red": 1}, "colour": 2}', "unknown keys"),
+        ('{"post": {"red": 1}, "scale": "x"}', "must be numbers"),
+    ):
         with pytest.raises(UsageError, match=msg):
             parse_band_map(bad)
 
@@ -289,12 +308,18 @@ def test_folder_dataset_of_mixed_non_square_sizes_is_packed_with_masks_in_0_255_
     for k, (name, (h, w)) in enumerate(sizes.items()):
         img = rng.uniform(0.01, 0.5, (3, h, w)).astype(np.float32)
         mask = np.zeros((1, h, w), np.uint8)
-        mask[0, h // 4:h // 2, w // 4:w // 2] = 255 if k % 2 else 1
+        mask[0, h // 4 : h // 2, w // 4 : w // 2] = 255 if k % 2 else 1
         _write_tif(tmp_path / "images" / f"{name}.tif", img, "float32")
         _write_tif(tmp_path / "masks" / f"{name}.{'png' if k % 2 else 'tif'}", mask, "uint8")
         imgs[name], masks[name] = img, mask[0]
-    cube = import_patches(tmp_path, tmp_path / "mixed.zarr", fmt="folder", bands={"post": {"red": 0, "green": 1,
-                          "blue": 2}, "scale": 10000}, chunk=64, progress=False)
+    cube = import_patches(
+        tmp_path,
+        tmp_path / "mixed.zarr",
+        fmt="folder",
+        bands={"post": {"red": 0, "green": 1, "blue": 2}, "scale": 10000},
+        chunk=64,
+        progress=False,
+    )
     ds = open_cube(cube)
     a = ds.attrs
     assert a["patch_layout"] == "packed" and a["patch_count"] == 5 and a["patch_gap"] >= 1
@@ -307,11 +332,11 @@ def test_folder_dataset_of_mixed_non_square_sizes_is_packed_with_masks_in_0_255_
         h, wd = sizes[name]
         assert (w["h"], w["w"]) == (h, wd)
         r, c = w["row"], w["col"]
-        assert not inside[max(r - 1, 0):r + h + 1, max(c - 1, 0):c + wd + 1].any()  # apart, never touching
-        inside[r:r + h, c:c + wd] = True
-        np.testing.assert_array_equal(post[0, r:r + h, c:c + wd], np.rint(imgs[name][0].astype(np.float64) * 10000))
-        np.testing.assert_array_equal(label[r:r + h, c:c + wd], (masks[name] > 0).astype(np.uint8))  # 255 or 1
-        assert label[r:r + h, c:c + wd].sum() == masks[name].astype(bool).sum() > 0
+        assert not inside[max(r - 1, 0) : r + h + 1, max(c - 1, 0) : c + wd + 1].any()  # apart, never touching
+        inside[r : r + h, c : c + wd] = True
+        np.testing.assert_array_equal(post[0, r : r + h, c : c + wd], np.rint(imgs[name][0].astype(np.float64) * 10000))
+        np.testing.assert_array_equal(label[r : r + h, c : c + wd], (masks[name] > 0).astype(np.uint8))  # 255 or 1
+        assert label[r : r + h, c : c + wd].sum() == masks[name].astype(bool).sum() > 0
     assert valid.sum() == sum(h * w for h, w in sizes.values()) and (valid == inside).all()
     assert (label[~inside] == 255).all() and (post[:, ~inside] == 0).all()
     # the stored index settings find windows on it, and the reader reads them

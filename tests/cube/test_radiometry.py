@@ -16,9 +16,9 @@ from rasterio.transform import from_origin
 
 from landslide_dask.cube.bands import resolve_asset, resolve_bands
 from landslide_dask.cube.build import CubeSpec, build_cube, daily_mosaics, harmonisation
-from landslide_dask.cube.read import open_cube
 from landslide_dask.cube.grid import Grid
 from landslide_dask.cube.radiometry import asset_radiometry, harmonise, is_sentinel2_l2a
+from landslide_dask.cube.read import open_cube
 from landslide_dask.errors import InputDataError, UsageError
 from landslide_dask.stac.local import read_local_items
 from landslide_dask.train.reader import radiometry as reader_radiometry
@@ -36,8 +36,9 @@ def _fixture(name: str) -> dict:
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("asked", [("blue", "green", "red", "nir"), ("B02", "B03", "B04", "B08"),
-                                   ("B2", "green", "B04", "nir")])
+@pytest.mark.parametrize(
+    "asked", [("blue", "green", "red", "nir"), ("B02", "B03", "B04", "B08"), ("B2", "green", "B04", "nir")]
+)
 def test_real_items_of_both_apis_resolve_the_same_bands(name, asked):
     item = _fixture(name)
     res = resolve_bands([item], list(asked), ["scl"])
@@ -69,12 +70,15 @@ def test_a_band_no_asset_has_names_what_the_item_has():
         resolve_bands([_fixture(PC_2024)], ["rededge"])
 
 
-@pytest.mark.parametrize("name, scale, offset, source", [
-    (ES_C1, 1e-4, -0.1, "raster:bands"),
-    (PC_2024, 1e-4, -0.1, "s2:processing_baseline 05.10"),
-    (PC_2019, 1e-4, 0.0, "s2:processing_baseline 02.12"),
-    (ES_L2A, 1e-4, 0.0, "earthsearch:boa_offset_applied"),  # its raster:bands say -0.1, the pixels do not
-])
+@pytest.mark.parametrize(
+    "name, scale, offset, source",
+    [
+        (ES_C1, 1e-4, -0.1, "raster:bands"),
+        (PC_2024, 1e-4, -0.1, "s2:processing_baseline 05.10"),
+        (PC_2019, 1e-4, 0.0, "s2:processing_baseline 02.12"),
+        (ES_L2A, 1e-4, 0.0, "earthsearch:boa_offset_applied"),  # its raster:bands say -0.1, the pixels do not
+    ],
+)
 def test_per_item_scale_and_offset_of_real_items(name, scale, offset, source):
     item = resolve_bands([_fixture(name)], ["red"]).items[0]
     r = asset_radiometry(item, "red")
@@ -89,8 +93,11 @@ def test_without_a_baseline_the_date_decides_for_sentinel2_and_nothing_for_own_f
     assert asset_radiometry(item, "red").gain_bias == (1.0, -1000.0)
     item["properties"]["datetime"] = "2022-01-24T10:00:00Z"
     assert asset_radiometry(item, "red").gain_bias == (1.0, 0.0)
-    own = {"id": "tile", "properties": {"datetime": "2024-06-20T04:30:00Z"},
-           "assets": {"red": {"href": "x.tif", "raster:bands": [{"data_type": "uint16"}]}}}
+    own = {
+        "id": "tile",
+        "properties": {"datetime": "2024-06-20T04:30:00Z"},
+        "assets": {"red": {"href": "x.tif", "raster:bands": [{"data_type": "uint16"}]}},
+    }
     r = asset_radiometry(own, "red")
     assert r.identity and "none recorded" in r.source
     own["assets"]["red"]["raster:bands"][0].update(scale=1e-4, offset=-0.1)  # catalog --dn-offset -0.1
@@ -124,9 +131,21 @@ EO = {it: a.get("eo:bands") for it, a in _fixture(PC_2024)["assets"].items()}  #
 
 def _tif(path: Path, data: np.ndarray, res: float, x0: float = X0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
-                       dtype=data.dtype, crs=f"EPSG:{EPSG}", transform=from_origin(x0, Y0, res, res), nodata=0,
-                       tiled=True, blockxsize=16, blockysize=16) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype,
+        crs=f"EPSG:{EPSG}",
+        transform=from_origin(x0, Y0, res, res),
+        nodata=0,
+        tiled=True,
+        blockxsize=16,
+        blockysize=16,
+    ) as dst:
         dst.write(data, 1)
 
 
@@ -139,22 +158,40 @@ def _granule(root: Path, item_id: str, when: str, baseline: str, cols: slice) ->
         data = np.zeros((N, N), np.uint16)
         data[:, cols] = SURFACE[b][:, cols] + offset
         _tif(root / item_id / f"{code}.tif", data, 10.0)
-        assets[code] = pystac.Asset(str(root / item_id / f"{code}.tif"), media_type=pystac.MediaType.COG,
-                                    roles=["data"], extra_fields={"eo:bands": EO[code], "proj:shape": [N, N],
-                                                                  "proj:transform": [10.0, 0, X0, 0, -10.0, Y0]})
+        assets[code] = pystac.Asset(
+            str(root / item_id / f"{code}.tif"),
+            media_type=pystac.MediaType.COG,
+            roles=["data"],
+            extra_fields={"eo:bands": EO[code], "proj:shape": [N, N], "proj:transform": [10.0, 0, X0, 0, -10.0, Y0]},
+        )
     _tif(root / item_id / "SCL.tif", np.full((N // 2, N // 2), 4, np.uint8), 20.0)  # clear: vegetation
     assets["SCL"] = pystac.Asset(str(root / item_id / "SCL.tif"), media_type=pystac.MediaType.COG, roles=["data"])
     from pyproj import Transformer
 
     lon, lat = Transformer.from_crs(EPSG, 4326, always_xy=True).transform([X0, X0 + 10 * N], [Y0 - 10 * N, Y0])
     bbox = [min(lon), min(lat), max(lon), max(lat)]
-    geom = {"type": "Polygon", "coordinates": [[[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]],
-                                                [bbox[0], bbox[3]], [bbox[0], bbox[1]]]]}
+    geom = {
+        "type": "Polygon",
+        "coordinates": [
+            [[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]], [bbox[0], bbox[3]], [bbox[0], bbox[1]]]
+        ],
+    }
     from datetime import datetime
 
-    item = pystac.Item(item_id, geom, bbox, datetime.fromisoformat(when), properties={
-        "platform": "Sentinel-2A", "constellation": "Sentinel 2", "s2:product_type": "S2MSI2A",
-        "s2:processing_baseline": baseline, "proj:epsg": EPSG, "eo:cloud_cover": 1.0})
+    item = pystac.Item(
+        item_id,
+        geom,
+        bbox,
+        datetime.fromisoformat(when),
+        properties={
+            "platform": "Sentinel-2A",
+            "constellation": "Sentinel 2",
+            "s2:product_type": "S2MSI2A",
+            "s2:processing_baseline": baseline,
+            "proj:epsg": EPSG,
+            "eo:cloud_cover": 1.0,
+        },
+    )
     for k, a in assets.items():
         item.add_asset(k, a)
     return item
@@ -166,12 +203,18 @@ def two_baselines(tmp_path_factory) -> Path:
     03.01 as a mosaic of two granules, one of them reprocessed at 05.00 (+1000 DN), and post-event
     2022 at baseline 04.00 (+1000 DN), all of one unchanged surface."""
     root = tmp_path_factory.mktemp("baselines")
-    items = [_granule(root / "data", "pre-west", "2021-12-20T10:00:00+00:00", "03.01", slice(0, 40)),
-             _granule(root / "data", "pre-east", "2021-12-20T10:00:05+00:00", "05.00", slice(24, N)),
-             _granule(root / "data", "post", "2022-02-10T10:00:00+00:00", "04.00", slice(0, N))]
-    col = pystac.Collection("sentinel-2-l2a", "two baselines",
-                            pystac.Extent(pystac.SpatialExtent([items[0].bbox]),
-                                          pystac.TemporalExtent([[items[0].datetime, items[-1].datetime]])))
+    items = [
+        _granule(root / "data", "pre-west", "2021-12-20T10:00:00+00:00", "03.01", slice(0, 40)),
+        _granule(root / "data", "pre-east", "2021-12-20T10:00:05+00:00", "05.00", slice(24, N)),
+        _granule(root / "data", "post", "2022-02-10T10:00:00+00:00", "04.00", slice(0, N)),
+    ]
+    col = pystac.Collection(
+        "sentinel-2-l2a",
+        "two baselines",
+        pystac.Extent(
+            pystac.SpatialExtent([items[0].bbox]), pystac.TemporalExtent([[items[0].datetime, items[-1].datetime]])
+        ),
+    )
     col.add_items(items)
     cat = pystac.Catalog("events", "scenes of two processing baselines")
     cat.add_child(col)
@@ -196,8 +239,15 @@ def _aoi_bbox() -> str:
 
 
 def test_pre_and_post_of_two_baselines_agree_in_one_cube(two_baselines, tmp_path):
-    spec = CubeSpec(stac_url=str(two_baselines), event_date=EVENT, aoi=_aoi_bbox(), out=tmp_path / "c.zarr",
-                    bands=CODES, dem_collection=None, chunk=32)
+    spec = CubeSpec(
+        stac_url=str(two_baselines),
+        event_date=EVENT,
+        aoi=_aoi_bbox(),
+        out=tmp_path / "c.zarr",
+        bands=CODES,
+        dem_collection=None,
+        chunk=32,
+    )
     ds = open_cube(build_cube(spec, progress=False, quicklook=False))
     assert list(ds["band"].values) == ["blue", "green", "red", "nir"]  # PC's B02.. under the common names
     pre, post, valid = ds["pre"].values.astype(int), ds["post"].values.astype(int), ds["valid"].values
@@ -206,7 +256,7 @@ def test_pre_and_post_of_two_baselines_agree_in_one_cube(two_baselines, tmp_path
     # and that unit is reflectance x 10,000 (the surface itself)
     grid = Grid.covering(_aoi_gdf(spec.aoi), 10.0, None)
     c0, r0 = int(round((grid.x0 - X0) / 10)), int(round((Y0 - grid.y0) / 10))
-    truth = SURFACE[:, r0:r0 + grid.height, c0:c0 + grid.width].astype(int)
+    truth = SURFACE[:, r0 : r0 + grid.height, c0 : c0 + grid.width].astype(int)
     assert np.abs(post - truth)[:, valid].max() <= 1
     assert ds.attrs["dn_scale_offset"] == [1e-4, 0.0]
     items = ds.attrs["radiometry"]["items"]
@@ -230,7 +280,14 @@ def test_without_the_correction_the_two_baselines_differ_by_1000(two_baselines):
 
 
 def test_a_missing_band_in_a_real_cube_build_names_the_assets(two_baselines, tmp_path):
-    spec = CubeSpec(stac_url=str(two_baselines), event_date=EVENT, aoi=_aoi_bbox(), out=tmp_path / "m.zarr",
-                    bands=("blue", "swir16"), dem_collection=None, chunk=32)
+    spec = CubeSpec(
+        stac_url=str(two_baselines),
+        event_date=EVENT,
+        aoi=_aoi_bbox(),
+        out=tmp_path / "m.zarr",
+        bands=("blue", "swir16"),
+        dem_collection=None,
+        chunk=32,
+    )
     with pytest.raises(InputDataError, match=r"no asset for band 'swir16'.*B02 \(blue\)"):
         build_cube(spec, progress=False, quicklook=False)

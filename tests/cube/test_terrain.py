@@ -38,8 +38,10 @@ def test_hillshade_faces_the_sun_from_the_north_west():
     flat = np.zeros_like(east)
     toward_nw = -0.5 * east + 0.5 * north  # rises to the NW: faces the sun
     away = -toward_nw
-    hs = {k: hillshade(da.from_array(z, chunks=32), 10, 10).compute()[10:-10, 10:-10]
-          for k, z in {"flat": flat, "nw": toward_nw, "se": away}.items()}
+    hs = {
+        k: hillshade(da.from_array(z, chunks=32), 10, 10).compute()[10:-10, 10:-10]
+        for k, z in {"flat": flat, "nw": toward_nw, "se": away}.items()
+    }
     # A flat surface under a 45-degree sun: cos(45) of full light.
     assert abs(float(hs["flat"].mean()) - (1 + 254 * np.sin(np.radians(45)))) < 1
     # Rising towards the NW means the slope faces SE, away from the sun: darker than flat.

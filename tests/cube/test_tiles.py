@@ -21,8 +21,17 @@ CHATTOGRAM = SHARED_DATA / "chattogram_s2_tiles"
 
 def _write(path: Path, a: np.ndarray, row: int, col: int, crs="EPSG:32646") -> None:
     t = from_origin(400_000 + col * 10, 2_500_000 - row * 10, 10, 10)
-    with rasterio.open(path, "w", driver="GTiff", height=a.shape[-2], width=a.shape[-1], count=a.shape[0],
-                       dtype=a.dtype, crs=crs, transform=t) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=a.shape[-2],
+        width=a.shape[-1],
+        count=a.shape[0],
+        dtype=a.dtype,
+        crs=crs,
+        transform=t,
+    ) as dst:
         dst.write(a)
 
 
@@ -33,8 +42,8 @@ def _export(root: Path, image: np.ndarray, label: np.ndarray, size: int = 32, st
     k = 0
     for r in range(0, image.shape[1] - size + 1, step):
         for c in range(0, image.shape[2] - size + 1, step):
-            _write(root / "images" / f"{k:04d}.tif", image[:, r:r + size, c:c + size], r, c)
-            _write(root / "labels" / f"{k:04d}.tif", label[None, r:r + size, c:c + size], r, c)
+            _write(root / "images" / f"{k:04d}.tif", image[:, r : r + size, c : c + size], r, c)
+            _write(root / "labels" / f"{k:04d}.tif", label[None, r : r + size, c : c + size], r, c)
             k += 1
     return root
 
@@ -43,11 +52,11 @@ def _export(root: Path, image: np.ndarray, label: np.ndarray, size: int = 32, st
 def scene():
     rng = np.random.default_rng(0)
     image = rng.uniform(200, 3000, (4, 64, 80))
-    image[:, :, :8] = 0                      # outside the AOI
+    image[:, :, :8] = 0  # outside the AOI
     label = np.zeros((64, 80), np.uint16)
-    label[10:14, 20:24] = 2                  # two landslide samples
+    label[10:14, 20:24] = 2  # two landslide samples
     label[40:43, 60:63] = 2
-    label[30:33, 30:33] = 1                  # three non-landslide samples
+    label[30:33, 30:33] = 1  # three non-landslide samples
     label[50:52, 10:13] = 1
     label[5:7, 70:72] = 1
     return image, label
@@ -97,7 +106,7 @@ def test_bad_exports_are_refused_with_what_to_do(tmp_path, scene):
 
 def test_blob_counts_are_8_connected():
     a = np.zeros((6, 6), np.uint8)
-    a[0, 0] = a[1, 1] = 1      # diagonal neighbours: one blob
+    a[0, 0] = a[1, 1] = 1  # diagonal neighbours: one blob
     a[4, 4] = 1
     assert blob_counts(a, {"x": 1}) == {"x": 2}
 
@@ -106,10 +115,10 @@ def test_blob_counts_are_8_connected():
 def test_the_chattogram_tiles_import_with_their_blob_counts(tmp_path):
     ds = open_cube(import_tiles(CHATTOGRAM, tmp_path / "chattogram.zarr", region="chattogram"))
     a = ds.attrs
-    assert a["crs"] == "EPSG:32646" and a["source_tiles"] == 100       # UTM 46N, Bangladesh
+    assert a["crs"] == "EPSG:32646" and a["source_tiles"] == 100  # UTM 46N, Bangladesh
     assert a["blobs_source"] == a["blobs"] == {"landslide": 120, "non_landslide": 214}
     lab, valid = ds["label"].values, ds["valid"].values
     assert set(np.unique(lab)) == {0, 1, 255} and (lab[~valid] == 255).all()
     assert (lab == 1).sum() > 1000 and (lab == 0).sum() > 1000 and 0.3 < valid.mean() < 0.5
     red = ds["post"].values[0][valid]
-    assert 500 < np.median(red) < 800                                    # Sentinel-2 DN, reflectance x 10,000
+    assert 500 < np.median(red) < 800  # Sentinel-2 DN, reflectance x 10,000

@@ -18,7 +18,6 @@ import shapely
 import yaml
 from rasterio.windows import from_bounds
 
-from landslide_dask.jobs.cells import make_cells
 from landslide_dask.demo.run import country_object_scores
 from landslide_dask.demo.synth import (
     CountryWorld,
@@ -27,6 +26,8 @@ from landslide_dask.demo.synth import (
     utm_epsg,
 )
 from landslide_dask.demo.synth import zone_reach as _zone_reach
+from landslide_dask.jobs.cells import make_cells
+
 from ..helpers import REPO
 
 ROOT = REPO
@@ -105,10 +106,17 @@ def test_small_country_layout_and_both_zones(small, entry, s2_items):
         for a in it["assets"].values():
             assert (small / "stac" / "items" / a["href"]).resolve().is_file()
     # Items of both zones cover the area: each zone's footprints reach its side of 84 E.
-    for epsg, side in ((32644, shapely.box(SMALL_BBOX[0], SMALL_BBOX[1], 84.0, SMALL_BBOX[3])),
-                       (32645, shapely.box(84.0, SMALL_BBOX[1], SMALL_BBOX[2], SMALL_BBOX[3]))):
-        foot = shapely.union_all([shapely.geometry.shape(it["geometry"]) for it in s2_items
-                                  if it["properties"]["proj:code"] == f"EPSG:{epsg}"])
+    for epsg, side in (
+        (32644, shapely.box(SMALL_BBOX[0], SMALL_BBOX[1], 84.0, SMALL_BBOX[3])),
+        (32645, shapely.box(84.0, SMALL_BBOX[1], SMALL_BBOX[2], SMALL_BBOX[3])),
+    ):
+        foot = shapely.union_all(
+            [
+                shapely.geometry.shape(it["geometry"])
+                for it in s2_items
+                if it["properties"]["proj:code"] == f"EPSG:{epsg}"
+            ]
+        )
         assert foot.buffer(1e-4).contains(side)
 
 
@@ -119,7 +127,7 @@ def test_overlapping_granules_of_a_zone_agree_pixel_for_pixel(small, s2_items):
     compared = 0
     for items in by_key.values():
         for i, a in enumerate(items):
-            for b in items[i + 1:]:
+            for b in items[i + 1 :]:
                 ba, bb = shapely.box(*a["properties"]["proj:bbox"]), shapely.box(*b["properties"]["proj:bbox"])
                 ov = ba.intersection(bb)
                 if ov.area <= 0:
@@ -145,8 +153,9 @@ def test_inventory_collected_by_strips_is_the_whole_inventory(small, entry):
     world = CountryWorld(spec)
     whole = [f for f in world.features("slide", world.aoi_home.bounds) if f.poly.intersects(world.aoi_home)]
     assert len(whole) == len(feats)
-    np.testing.assert_allclose(sorted(f["properties"]["area_m2"] for f in feats),
-                               sorted(round(f.poly.area, 1) for f in whole))
+    np.testing.assert_allclose(
+        sorted(f["properties"]["area_m2"] for f in feats), sorted(round(f.poly.area, 1) for f in whole)
+    )
     inv = shapely.union_all([shapely.geometry.shape(f["geometry"]) for f in feats])
     assert shapely.box(*SMALL_BBOX).buffer(0.01).contains(inv)
     assert inv.intersects(shapely.box(SMALL_BBOX[0], SMALL_BBOX[1], 84.0, SMALL_BBOX[3]))
@@ -164,7 +173,7 @@ def test_country_object_scores(small, entry, tmp_path):
     box = shapely.box(*entry["bbox"])
     inside = shapely.within(shapely.point_on_surface(ref.geometry.values), box)
     assert inside.sum() > 0.8 * len(ref)
-    half = ref[inside].iloc[::2]           # counted predictions: their point on surface is in the bbox
+    half = ref[inside].iloc[::2]  # counted predictions: their point on surface is in the bbox
     utm = ref.to_crs(entry["epsg"])
     x0, y0, x1, y1 = gpd.GeoSeries([box], crs=4326).to_crs(entry["epsg"]).buffer(-100.0).total_bounds
     rng = np.random.default_rng(0)

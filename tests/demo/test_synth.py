@@ -47,8 +47,11 @@ def dem_items(data) -> list[dict]:
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _href(data: Path, href: str) -> Path:
@@ -88,8 +91,14 @@ def _dem_on(data: Path, dem_items: list[dict], epsg: int, tf: Affine, shape: tup
     for it in dem_items:
         with rasterio.open(_href(data, it["assets"]["data"]["href"])) as src:
             tmp = np.full(shape, np.nan, dtype=np.float32)
-            reproject(rasterio.band(src, 1), tmp, dst_transform=tf, dst_crs=f"EPSG:{epsg}",
-                      resampling=Resampling.bilinear, dst_nodata=np.nan)
+            reproject(
+                rasterio.band(src, 1),
+                tmp,
+                dst_transform=tf,
+                dst_crs=f"EPSG:{epsg}",
+                resampling=Resampling.bilinear,
+                dst_nodata=np.nan,
+            )
         out = np.where(np.isnan(out), tmp, out)
     return out
 
@@ -272,8 +281,10 @@ def test_landslides_sit_on_steep_ground_not_on_flat_land(data, regions, dem_item
 def _granule_composites(data: Path, items: list[dict], event: str) -> dict:
     """Median of the clear observations before and after the event, one granule's grid."""
     out = {}
-    for when, sel in (("pre", [i for i in items if i["properties"]["datetime"][:10] < event]),
-                      ("post", [i for i in items if i["properties"]["datetime"][:10] > event])):
+    for when, sel in (
+        ("pre", [i for i in items if i["properties"]["datetime"][:10] < event]),
+        ("post", [i for i in items if i["properties"]["datetime"][:10] > event]),
+    ):
         stack = []
         for it in sel:
             bands = []
@@ -287,6 +298,7 @@ def _granule_composites(data: Path, items: list[dict], event: str) -> dict:
             stack.append(arr)
         with np.errstate(all="ignore"):
             import warnings
+
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 out[when] = np.nanmedian(np.stack(stack), axis=0)
@@ -307,8 +319,11 @@ def test_post_event_change_marks_landslides_and_little_else(data, regions, s2_it
         comp = _granule_composites(data, tile_items, r["event_date"])
         inv = _to_crs(_geojson_union(data / r["inventory"]), epsg)
         area = _to_crs(_geojson_union(data / r["inventory_area"]), epsg)
-        core = rasterize([inv.buffer(-8)], out_shape=shape, transform=tf).astype(bool) if not inv.buffer(-8).is_empty \
+        core = (
+            rasterize([inv.buffer(-8)], out_shape=shape, transform=tf).astype(bool)
+            if not inv.buffer(-8).is_empty
             else np.zeros(shape, bool)
+        )
         core &= rasterize([area], out_shape=shape, transform=tf).astype(bool)
         near = rasterize([inv.buffer(60)], out_shape=shape, transform=tf).astype(bool)
         slope = _slope(_dem_on(data, dem_items, epsg, tf, shape))
@@ -338,9 +353,12 @@ def test_confounders_exist(data, regions, s2_items, dem_items):
     for r in regions:
         epsg = r["epsg"]
         items = [i for i in _region_items(s2_items, r, data) if _epsg(i) == epsg]
-        tile = max({i["properties"]["grid:code"] for i in items},
-                   key=lambda c: -next(i for i in items if i["properties"]["grid:code"] == c)
-                   ["properties"]["s2:nodata_pixel_percentage"])
+        tile = max(
+            {i["properties"]["grid:code"] for i in items},
+            key=lambda c: (
+                -next(i for i in items if i["properties"]["grid:code"] == c)["properties"]["s2:nodata_pixel_percentage"]
+            ),
+        )
         tile_items = [i for i in items if i["properties"]["grid:code"] == tile]
         asset = tile_items[0]["assets"]["red"]
         tf, shape = Affine(*asset["proj:transform"]), tuple(asset["proj:shape"])

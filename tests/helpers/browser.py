@@ -32,9 +32,9 @@ def chromium() -> str | None:
 
 @dataclass
 class PageResult:
-    errors: list[str] = field(default_factory=list)       # console errors, exceptions, failed loads
-    requested: list[str] = field(default_factory=list)    # every URL the page asked for
-    values: dict = field(default_factory=dict)            # expression -> value at the end
+    errors: list[str] = field(default_factory=list)  # console errors, exceptions, failed loads
+    requested: list[str] = field(default_factory=list)  # every URL the page asked for
+    values: dict = field(default_factory=dict)  # expression -> value at the end
     screenshot: bytes = b""
 
 
@@ -91,8 +91,15 @@ class _Pipe:
             pass
 
 
-def open_page(url: str, *, ready: str = "true", values: tuple[str, ...] = (), timeout: float = 30,
-              size: tuple[int, int] = (1100, 800), settle: float = 1.0) -> PageResult:
+def open_page(
+    url: str,
+    *,
+    ready: str = "true",
+    values: tuple[str, ...] = (),
+    timeout: float = 30,
+    size: tuple[int, int] = (1100, 800),
+    settle: float = 1.0,
+) -> PageResult:
     """Load ``url`` offline, wait until the JS expression ``ready`` is true, then settle and collect."""
     exe = chromium()
     if exe is None:
@@ -100,21 +107,36 @@ def open_page(url: str, *, ready: str = "true", values: tuple[str, ...] = (), ti
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
-    args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-default-apps", "--disable-extensions", "--host-resolver-rules=MAP * ~NOTFOUND",
-            "--allow-file-access-from-files", f"--user-data-dir={profile}", "--remote-debugging-pipe",
-            f"--window-size={size[0]},{size[1]}", "about:blank"]
+    args = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--allow-file-access-from-files",
+        f"--user-data-dir={profile}",
+        "--remote-debugging-pipe",
+        f"--window-size={size[0]},{size[1]}",
+        "about:blank",
+    ]
 
     def child_fds() -> None:  # the protocol wants the browser's fd 3 (reads) and 4 (writes)
-        r, w = os.dup(to_child_r), os.dup(from_child_w)   # above 4, so neither dup2 clobbers the other
+        r, w = os.dup(to_child_r), os.dup(from_child_w)  # above 4, so neither dup2 clobbers the other
         os.dup2(r, 3)
         os.dup2(w, 4)
         os.set_inheritable(3, True)
         os.set_inheritable(4, True)
 
-    proc = subprocess.Popen(args, close_fds=False, preexec_fn=child_fds,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args, close_fds=False, preexec_fn=child_fds, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     os.close(to_child_r)
     os.close(from_child_w)
     pipe = _Pipe(proc, to_child_w, from_child_r)
@@ -124,13 +146,17 @@ def open_page(url: str, *, ready: str = "true", values: tuple[str, ...] = (), ti
         session = pipe.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             pipe.call(f"{domain}.enable", session=session)
-        pipe.call("Emulation.setDeviceMetricsOverride", {"width": size[0], "height": size[1], "deviceScaleFactor": 1,
-                                                         "mobile": False}, session=session)
+        pipe.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         pipe.call("Page.navigate", {"url": url}, session=session)
         deadline = time.monotonic() + timeout
         while True:
-            got = pipe.call("Runtime.evaluate", {"expression": f"Boolean({ready})", "returnByValue": True},
-                            session=session)
+            got = pipe.call(
+                "Runtime.evaluate", {"expression": f"Boolean({ready})", "returnByValue": True}, session=session
+            )
             if got.get("result", {}).get("value") is True:
                 break
             if time.monotonic() > deadline:
@@ -147,7 +173,9 @@ def open_page(url: str, *, ready: str = "true", values: tuple[str, ...] = (), ti
         for ev in pipe.events:
             method, p = ev.get("method", ""), ev.get("params", {})
             if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                res.errors.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
+                res.errors.append(
+                    "console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"])
+                )
             elif method == "Runtime.exceptionThrown":
                 d = p.get("exceptionDetails", {})
                 res.errors.append("exception: " + str(d.get("exception", {}).get("description") or d.get("text")))

@@ -14,7 +14,7 @@ def l4s_patch(rng: np.random.Generator, i: int) -> tuple[np.ndarray, np.ndarray]
     img[..., 12] = rng.uniform(0, 2, (S, S))  # slope / 20.29
     img[..., 13] = (1.0 + 0.002 * i + 0.0005 * xx + 0.0003 * yy).astype(np.float32)  # DEM / 772.8: a ramp
     mask = np.zeros((S, S), np.uint8)
-    mask[4 + i:12 + i, 6:14] = 1
+    mask[4 + i : 12 + i, 6:14] = 1
     return img, mask
 
 

@@ -8,12 +8,20 @@ import shapely
 import xarray as xr
 
 X0, Y0, RES = 500_000.0, 2_000_000.0, 10.0
-ATTRS = {"crs": "EPSG:32618", "epsg": 32618, "transform": [RES, 0.0, X0, 0.0, -RES, Y0], "threshold": 0.5,
-         "model": "test.pt", "complete": True, "run": {"test": True}}
+ATTRS = {
+    "crs": "EPSG:32618",
+    "epsg": 32618,
+    "transform": [RES, 0.0, X0, 0.0, -RES, Y0],
+    "threshold": 0.5,
+    "model": "test.pt",
+    "complete": True,
+    "run": {"test": True},
+}
 
 
-def write_prediction(path, prob: np.ndarray, chunk: int = 64, valid: np.ndarray | None = None,
-                     no_pre: np.ndarray | None = None, **attrs) -> str:
+def write_prediction(
+    path, prob: np.ndarray, chunk: int = 64, valid: np.ndarray | None = None, no_pre: np.ndarray | None = None, **attrs
+) -> str:
     """A prediction group as predict.py writes it: uint8 probability, optional valid and no_pre masks, attrs."""
     data = {"probability": (("y", "x"), prob.astype(np.uint8))}
     if valid is not None:

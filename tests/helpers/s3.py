@@ -42,8 +42,11 @@ class MotoS3:
         self.ro: tuple[str, str] = ("", "")
 
     def __enter__(self) -> MotoS3:
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             self._wait()
             self._setup()
@@ -81,15 +84,23 @@ class MotoS3:
     def _setup(self) -> None:
         import boto3
 
-        admin = {"endpoint_url": self.endpoint, "region_name": REGION, "aws_access_key_id": "admin",
-                 "aws_secret_access_key": "admin"}
+        admin = {
+            "endpoint_url": self.endpoint,
+            "region_name": REGION,
+            "aws_access_key_id": "admin",
+            "aws_secret_access_key": "admin",
+        }
         iam = boto3.client("iam", **admin)
 
         def user(name: str, actions: list[str]) -> tuple[str, str]:
             iam.create_user(UserName=name)
-            iam.put_user_policy(UserName=name, PolicyName=f"{name}-s3", PolicyDocument=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+            iam.put_user_policy(
+                UserName=name,
+                PolicyName=f"{name}-s3",
+                PolicyDocument=json.dumps(
+                    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+                ),
+            )
             key = iam.create_access_key(UserName=name)["AccessKey"]
             return key["AccessKeyId"], key["SecretAccessKey"]
 
@@ -98,8 +109,12 @@ class MotoS3:
         boto3.client("s3", **admin).create_bucket(Bucket=self.bucket)
 
     def _set_auth(self, no_auth_requests: str) -> None:
-        req = urllib.request.Request(self.endpoint + "/moto-api/reset-auth", data=no_auth_requests.encode(),
-                                     method="POST", headers={"Content-Type": "text/plain"})
+        req = urllib.request.Request(
+            self.endpoint + "/moto-api/reset-auth",
+            data=no_auth_requests.encode(),
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
         urllib.request.urlopen(req, timeout=10).read()
 
     @contextlib.contextmanager
@@ -114,8 +129,12 @@ class MotoS3:
     # -- clients ------------------------------------------------------------------------------------
     def storage_options(self, keys: tuple[str, str] | None = None, endpoint: str | None = None, **extra) -> dict:
         key, secret = keys or self.rw
-        return {"key": key, "secret": secret,
-                "client_kwargs": {"endpoint_url": endpoint or self.endpoint, "region_name": REGION}, **extra}
+        return {
+            "key": key,
+            "secret": secret,
+            "client_kwargs": {"endpoint_url": endpoint or self.endpoint, "region_name": REGION},
+            **extra,
+        }
 
     def fs(self, keys: tuple[str, str] | None = None):
         import s3fs
@@ -128,7 +147,12 @@ class MotoS3:
         from rasterio.session import AWSSession
 
         key, secret = keys or self.rw
-        session = AWSSession(aws_access_key_id=key, aws_secret_access_key=secret, region_name=REGION,
-                             endpoint_url=f"127.0.0.1:{self.port}")
-        return rasterio.Env(session=session, AWS_HTTPS="NO", AWS_VIRTUAL_HOSTING="FALSE",
-                            GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
+        session = AWSSession(
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            region_name=REGION,
+            endpoint_url=f"127.0.0.1:{self.port}",
+        )
+        return rasterio.Env(
+            session=session, AWS_HTTPS="NO", AWS_VIRTUAL_HOSTING="FALSE", GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"
+        )

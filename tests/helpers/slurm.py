@@ -44,8 +44,8 @@ class SlurmInfo:
     node: str
     cpus: int
     pids: dict[str, int] = field(default_factory=dict)
-    install_s: float = 0.0          # 0 when the packages were already there
-    start_s: float = 0.0            # daemons launched -> node idle
+    install_s: float = 0.0  # 0 when the packages were already there
+    start_s: float = 0.0  # daemons launched -> node idle
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
@@ -79,18 +79,36 @@ def ensure_installed(timeout: float = 600) -> tuple[bool, str, float]:
     if not missing_binaries():
         return True, "", 0.0
     if os.environ.get(INSTALL_ENV) != "1":  # installing system packages is for CI to ask, not a test run
-        return False, (f"SLURM is not installed ({', '.join(missing_binaries())} missing); set {INSTALL_ENV}=1 "
-                       "(as .ci/run does) to let the tests install it with apt-get"), 0.0
+        return (
+            False,
+            (
+                f"SLURM is not installed ({', '.join(missing_binaries())} missing); set {INSTALL_ENV}=1 "
+                "(as .ci/run does) to let the tests install it with apt-get"
+            ),
+            0.0,
+        )
     if os.geteuid() != 0:
-        return False, f"SLURM is not installed ({', '.join(missing_binaries())} missing) and installing it needs root", 0.0
+        return (
+            False,
+            f"SLURM is not installed ({', '.join(missing_binaries())} missing) and installing it needs root",
+            0.0,
+        )
     if shutil.which("apt-get") is None:
         return False, "SLURM is not installed and there is no apt-get to install it (not Debian/Ubuntu)", 0.0
     t0 = time.monotonic()
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        upd = subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, text=True, check=False, timeout=timeout)
-        inst = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], env=env,
-                              capture_output=True, text=True, check=False, timeout=timeout)
+        upd = subprocess.run(
+            ["apt-get", "update", "-qq"], env=env, capture_output=True, text=True, check=False, timeout=timeout
+        )
+        inst = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return False, f"apt-get did not finish within {timeout:g}s (no network to the Debian registry?)", 0.0
     dt = time.monotonic() - t0
@@ -129,7 +147,7 @@ def write_config(root: Path, cpus: int = 2) -> Path:
     for d in ("state", "spool", "munge"):
         (root / d).mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
-    os.chmod(root / "munge", 0o755)   # munged refuses a socket directory writable by others
+    os.chmod(root / "munge", 0o755)  # munged refuses a socket directory writable by others
     conf = root / "slurm.conf"
     conf.write_text(f"""\
 # one-node test cluster written by tests/slurm.py
@@ -141,13 +159,13 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={root / 'munge' / 'munge.socket.2'}
-StateSaveLocation={root / 'state'}
-SlurmdSpoolDir={root / 'spool'}
-SlurmctldPidFile={root / 'slurmctld.pid'}
-SlurmdPidFile={root / 'slurmd.pid'}
-SlurmctldLogFile={root / 'slurmctld.log'}
-SlurmdLogFile={root / 'slurmd.log'}
+AuthInfo=socket={root / "munge" / "munge.socket.2"}
+StateSaveLocation={root / "state"}
+SlurmdSpoolDir={root / "spool"}
+SlurmctldPidFile={root / "slurmctld.pid"}
+SlurmdPidFile={root / "slurmd.pid"}
+SlurmctldLogFile={root / "slurmctld.log"}
+SlurmdLogFile={root / "slurmd.log"}
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -194,22 +212,35 @@ def start(root: Path, cpus: int = 2, timeout: float = 60) -> SlurmInfo:
     procs: list[subprocess.Popen] = []
     t0 = time.monotonic()
     try:
+
         def launch(name: str, cmd: list[str]) -> subprocess.Popen:
-            with open(root / f"{name}.out", "wb") as log:   # the child keeps its own copy of the descriptor
-                p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+            with open(root / f"{name}.out", "wb") as log:  # the child keeps its own copy of the descriptor
+                p = subprocess.Popen(
+                    cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
             procs.append(p)
             info.pids[name] = p.pid
             return p
 
-        munged = launch("munged", [sbin("munged"), "-F", "-f", f"--socket={m / 'munge.socket.2'}",
-                                   f"--key-file={m / 'munge.key'}", f"--pid-file={m / 'munged.pid'}",
-                                   f"--log-file={root / 'munged.log'}", f"--seed-file={m / 'munged.seed'}"])
+        munged = launch(
+            "munged",
+            [
+                sbin("munged"),
+                "-F",
+                "-f",
+                f"--socket={m / 'munge.socket.2'}",
+                f"--key-file={m / 'munge.key'}",
+                f"--pid-file={m / 'munged.pid'}",
+                f"--log-file={root / 'munged.log'}",
+                f"--seed-file={m / 'munged.seed'}",
+            ],
+        )
         deadline = time.monotonic() + 15
         while not (m / "munge.socket.2").exists():
             if munged.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("munged did not start:\n" + (root / "munged.out").read_text(errors="replace")
-                                   + info.logs())
+                raise RuntimeError(
+                    "munged did not start:\n" + (root / "munged.out").read_text(errors="replace") + info.logs()
+                )
             time.sleep(0.05)
         launch("slurmctld", [sbin("slurmctld"), "-D", "-i", "-f", str(conf)])
         launch("slurmd", [sbin("slurmd"), "-D", "-N", NODE, "-f", str(conf)])
@@ -276,7 +307,7 @@ def stop(info: SlurmInfo, timeout: float = 20) -> list[str]:
                 if not left:
                     break
                 time.sleep(0.2)
-    for name in ("slurmd", "slurmctld", "munged"):   # reverse order of start
+    for name in ("slurmd", "slurmctld", "munged"):  # reverse order of start
         pid = info.pids.get(name)
         if pid:
             _kill(pid)
@@ -304,8 +335,19 @@ def slurm_cluster(root: Path, cpus: int = 2) -> Iterator[SlurmInfo]:
 def overrides(info, tmp_path, **options) -> dict:
     """Cluster-definition overrides that put the shipped ``slurm`` example on this one-node cluster
     (the run's TLS certificate for the jobs under ``tmp_path/tls``)."""
-    return {"workers": 2, "timeout": 60,
-            "options": {"queue": info.partition, "cores": 1, "memory": "2GB", "walltime": "00:10:00",
-                        "interface": "lo", "log_directory": str(tmp_path / "logs"), "death_timeout": 30,
-                        "shared_temp_directory": str(tmp_path / "tls"),
-                        "scheduler_options": {"dashboard_address": "127.0.0.1:0"}, **options}}
+    return {
+        "workers": 2,
+        "timeout": 60,
+        "options": {
+            "queue": info.partition,
+            "cores": 1,
+            "memory": "2GB",
+            "walltime": "00:10:00",
+            "interface": "lo",
+            "log_directory": str(tmp_path / "logs"),
+            "death_timeout": 30,
+            "shared_temp_directory": str(tmp_path / "tls"),
+            "scheduler_options": {"dashboard_address": "127.0.0.1:0"},
+            **options,
+        },
+    }

@@ -13,15 +13,32 @@ import sys
 import time
 from pathlib import Path
 
-TINY = {"encoder_blocks": [1, 1, 1, 1], "encoder_widths": [8, 16, 32, 32],
-        "stem_widths": {"pre": 8, "post": 8, "terrain": 8}}
+TINY = {
+    "encoder_blocks": [1, 1, 1, 1],
+    "encoder_widths": [8, 16, 32, 32],
+    "stem_widths": {"pre": 8, "post": 8, "terrain": 8},
+}
 
 
 def config(cubes: list[str], out: str):
     from landslide_dask.train.loop import TrainConfig
 
-    return TrainConfig(cubes=cubes, out=out, window=64, stride=32, block=128, batch_size=4, epochs=2,
-                       steps_per_epoch=6, lr=3e-3, patience=10, model=TINY, progress=False, threads=1, restarts=2)
+    return TrainConfig(
+        cubes=cubes,
+        out=out,
+        window=64,
+        stride=32,
+        block=128,
+        batch_size=4,
+        epochs=2,
+        steps_per_epoch=6,
+        lr=3e-3,
+        patience=10,
+        model=TINY,
+        progress=False,
+        threads=1,
+        restarts=2,
+    )
 
 
 def main(out: str, cubes: list[str]) -> dict:

@@ -9,9 +9,9 @@ import pytest
 import shapely
 from pyproj import Geod
 
-from landslide_dask.jobs.cells import Cell, cells_to_geodataframe, make_cells
-from landslide_dask.errors import InputDataError
 from landslide_dask.cube.grid import Grid
+from landslide_dask.errors import InputDataError
+from landslide_dask.jobs.cells import Cell, cells_to_geodataframe, make_cells
 
 GEOD = Geod(ellps="WGS84")
 
@@ -34,7 +34,7 @@ def _assert_covers(cells: list[Cell], area) -> None:
 
 
 def test_cells_cover_area_in_two_zones():
-    area = _wobbly(84.0, 28.2, 0.5, 0.35)   # straddles 84°E: zones 44N and 45N
+    area = _wobbly(84.0, 28.2, 0.5, 0.35)  # straddles 84°E: zones 44N and 45N
     cells = make_cells(area, 10)
     zones = {c.epsg for c in cells}
     assert zones == {32644, 32645}
@@ -60,7 +60,7 @@ def test_no_overlap_and_shared_edges_within_a_zone():
         assert sq[0] <= c.bounds[0] < c.bounds[2] <= sq[2] and sq[1] <= c.bounds[1] < c.bounds[3] <= sq[3]
         assert c.aoi_utm.within(shapely.box(*c.square).buffer(1e-6))
         right = by_pos.get((c.col + 1, c.row))
-        if right is not None:   # neighbours share their edge exactly, with zero-area overlap
+        if right is not None:  # neighbours share their edge exactly, with zero-area overlap
             assert c.bounds[2] == right.bounds[0] == c.square[2]
             assert c.aoi_utm.intersection(right.aoi_utm).area == 0
         up = by_pos.get((c.col, c.row + 1))
@@ -94,7 +94,7 @@ def test_grid_matches_cube_grid():
 def test_ids_are_stable_and_positional():
     area = _wobbly(84.0, 28.2, 0.4, 0.3, n=1000)
     a = make_cells(area, 10)
-    b = make_cells(shapely.Polygon(list(area.exterior.coords)[::-1]), 10)   # same area, reversed ring
+    b = make_cells(shapely.Polygon(list(area.exterior.coords)[::-1]), 10)  # same area, reversed ring
     assert [c.id for c in a] == [c.id for c in b]
     assert len({c.id for c in a}) == len(a)
     c = a[0]
@@ -115,8 +115,7 @@ def test_equator_gives_north_and_south_zones():
 
 def test_multipolygon_and_holes():
     hole = shapely.Point(85.5, 28.0).buffer(0.1)
-    area = shapely.MultiPolygon([shapely.box(85, 27.5, 86, 28.5).difference(hole),
-                                 shapely.box(87.0, 27.0, 87.3, 27.2)])
+    area = shapely.MultiPolygon([shapely.box(85, 27.5, 86, 28.5).difference(hole), shapely.box(87.0, 27.0, 87.3, 27.2)])
     cells = make_cells(area, 20)
     _assert_covers(cells, area)
     assert not any(c.aoi_4326.contains(shapely.Point(85.5, 28.0)) for c in cells)
@@ -128,25 +127,28 @@ def test_geodataframe():
     assert list(gdf["id"]) == [c.id for c in cells] and gdf.crs.to_epsg() == 4326
     assert set(gdf["epsg"]) == {32644, 32645}
     assert gdf["area_km2"].sum() == pytest.approx(sum(c.area_km2 for c in cells))
-    gdf.to_json()   # writable
+    gdf.to_json()  # writable
 
 
 def test_country_sized_area_is_fast():
-    area = _wobbly(84.2, 28.2, 4.0, 1.9, n=20000)   # ~Nepal-sized, 20,000 vertices, zones 44 & 45
+    area = _wobbly(84.2, 28.2, 4.0, 1.9, n=20000)  # ~Nepal-sized, 20,000 vertices, zones 44 & 45
     t0 = time.perf_counter()
     cells = make_cells(area, 20)
     dt = time.perf_counter() - t0
     assert dt < 2.0, f"{dt:.2f} s"
     km2 = _geodesic_km2(area)
     assert 100_000 < km2 < 300_000
-    assert km2 / 400 < len(cells) < km2 / 400 * 1.6   # squares of 400 km², plus the edge cells
+    assert km2 / 400 < len(cells) < km2 / 400 * 1.6  # squares of 400 km², plus the edge cells
     _assert_covers(cells, area)
 
 
-@pytest.mark.parametrize("area", [
-    shapely.box(179.5, -18, 180.5, -17),                                  # coordinates beyond 180
-    shapely.Polygon([(179.5, -18), (-179.5, -18), (-179.5, -17), (179.5, -17)]),   # jumps the line
-])
+@pytest.mark.parametrize(
+    "area",
+    [
+        shapely.box(179.5, -18, 180.5, -17),  # coordinates beyond 180
+        shapely.Polygon([(179.5, -18), (-179.5, -18), (-179.5, -17), (179.5, -17)]),  # jumps the line
+    ],
+)
 def test_antimeridian_is_refused_with_a_way_out(area):
     with pytest.raises(InputDataError, match="antimeridian") as ei:
         make_cells(area, 20)

@@ -75,12 +75,21 @@ def ckpt(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("country-model") / "tiny.pt")
 
 
-
 def write_spec(folder: Path, stac: str, ckpt: Path, **over) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    job = {"name": "tiny-country", "area": {"bbox": BBOX}, "event": {"date": "2023-04-25"},
-           "stac": {"url": stac}, "model": str(ckpt), "cell_size_km": CELL_KM, "output": str(folder / "out"),
-           "threshold": 0.5, "min_area_m2": 200, "retries": 1, "predict": PREDICT}
+    job = {
+        "name": "tiny-country",
+        "area": {"bbox": BBOX},
+        "event": {"date": "2023-04-25"},
+        "stac": {"url": stac},
+        "model": str(ckpt),
+        "cell_size_km": CELL_KM,
+        "output": str(folder / "out"),
+        "threshold": 0.5,
+        "min_area_m2": 200,
+        "retries": 1,
+        "predict": PREDICT,
+    }
     job.update(over)
     path = folder / "job.yaml"
     path.write_text(yaml.safe_dump(job))
@@ -92,11 +101,12 @@ def reference(tmp_path_factory, stac, ckpt, client):
     """A clean, uninterrupted run: the outputs every fault test must reproduce exactly."""
     spec = load_jobspec(write_spec(tmp_path_factory.mktemp("reference"), stac, ckpt))
     t0 = time.perf_counter()
-    assert client.scheduler.address.startswith("tls://")   # the job runs over TLS, as every package cluster
+    assert client.scheduler.address.startswith("tls://")  # the job runs over TLS, as every package cluster
     res = run_job(spec, client, progress=False)
     res.wall_s = time.perf_counter() - t0
-    print(f"\n[country] clean run: {res.summary.total} cells in {res.wall_s:.1f}s; stages {res.seconds}",
-          file=sys.stderr)
+    print(
+        f"\n[country] clean run: {res.summary.total} cells in {res.wall_s:.1f}s; stages {res.seconds}", file=sys.stderr
+    )
     return spec, res
 
 
@@ -119,8 +129,10 @@ def assert_same_outputs(a: Path, b: Path) -> None:
     assert list(pa.geometry.to_wkb()) == list(pb.geometry.to_wkb())
     for cid, status in sa.items():
         if status == "done":
-            with rasterio.open(a / "cells" / cid / "probability.tif") as ra, \
-                    rasterio.open(b / "cells" / cid / "probability.tif") as rb:
+            with (
+                rasterio.open(a / "cells" / cid / "probability.tif") as ra,
+                rasterio.open(b / "cells" / cid / "probability.tif") as rb,
+            ):
                 assert ra.transform == rb.transform
                 np.testing.assert_array_equal(ra.read(1), rb.read(1))
                 np.testing.assert_array_equal(ra.read_masks(1), rb.read_masks(1))
@@ -137,9 +149,9 @@ def test_job_maps_done_and_empty_cells_and_writes_country_outputs(reference):
     assert s.n_failed == 0 and s.unfinished == 0 and s.done >= 5 and s.n_empty >= 1, str(s)
     assert all(r.startswith("no imagery") for r in s.empty.values()), s.empty
     cells = make_cells(spec.area.geometry(), spec.cell_size_km)
-    assert {c.epsg for c in cells} == {32644, 32645}           # the job spans two UTM zones
+    assert {c.epsg for c in cells} == {32644, 32645}  # the job spans two UTM zones
     assert {c.epsg for c in cells if _statuses(out)[c.id] == "done"} == {32644, 32645}
-    for c in cells:   # each cube is on its cell's grid: the zone's 10 m pixel grid, so neighbours align
+    for c in cells:  # each cube is on its cell's grid: the zone's 10 m pixel grid, so neighbours align
         if _statuses(out)[c.id] == "done":
             with rasterio.open(out / "cells" / c.id / "probability.tif") as cog:
                 g = c.grid()
@@ -156,8 +168,9 @@ def test_job_maps_done_and_empty_cells_and_writes_country_outputs(reference):
     assert ((merged.mean_prob >= 0.5 - 1e-9) & (merged.mean_prob <= merged.max_prob + 1e-12)).all()
 
     # every landslide cut by a cell border is one polygon again ...
-    per_cell = [gpd.read_parquet(out / "cells" / c.id / "landslides.parquet") for c in cells
-                if _statuses(out)[c.id] == "done"]
+    per_cell = [
+        gpd.read_parquet(out / "cells" / c.id / "landslides.parquet") for c in cells if _statuses(out)[c.id] == "done"
+    ]
     n_parts = sum(len(g) for g in per_cell)
     joined = merged[merged.cells.str.contains(",")]
     assert len(joined) >= 1 and len(merged) < n_parts
@@ -171,7 +184,9 @@ def test_job_maps_done_and_empty_cells_and_writes_country_outputs(reference):
     # a same-zone joined polygon's area is its UTM area (pixel areas summed)
     same = joined[joined.cells.map(lambda t: len({c.split("_")[0] for c in t.split(",")}) == 1)]
     for _, row in same.iterrows():
-        assert gpd.GeoSeries([row.geometry], crs=4326).to_crs(row.epsg).area.iloc[0] == pytest.approx(row.area_m2, rel=1e-6)
+        assert gpd.GeoSeries([row.geometry], crs=4326).to_crs(row.epsg).area.iloc[0] == pytest.approx(
+            row.area_m2, rel=1e-6
+        )
 
     # mosaic index: one VRT per zone over the per-cell COGs, opened by rasterio (GDAL)
     index = json.loads((out / "mosaic" / "index.json").read_text())
@@ -187,12 +202,21 @@ def test_job_maps_done_and_empty_cells_and_writes_country_outputs(reference):
                     with rasterio.open(out / "cells" / c.id / "probability.tif") as cog:
                         win = rasterio.windows.from_bounds(*cog.bounds, transform=src.transform)
                         r0, c0 = round(win.row_off), round(win.col_off)
-                        np.testing.assert_array_equal(mosaic[r0:r0 + cog.height, c0:c0 + cog.width], cog.read(1))
+                        np.testing.assert_array_equal(mosaic[r0 : r0 + cog.height, c0 : c0 + cog.width], cog.read(1))
 
     # summary table and overview map
     table = pd.read_csv(out / "summary.csv")
     assert sorted(table.cell) == sorted(c.id for c in cells)
-    assert {"status", "reason", "landslides", "landslide_area_m2", "search_s", "cube_s", "predict_s", "polygons_s"} <= set(table.columns)
+    assert {
+        "status",
+        "reason",
+        "landslides",
+        "landslide_area_m2",
+        "search_s",
+        "cube_s",
+        "predict_s",
+        "polygons_s",
+    } <= set(table.columns)
     done = table[table.status == "done"]
     assert done.landslides.sum() == n_parts and (done.cube_s > 0).all()
     assert (table[table.status == "empty"].reason.str.startswith("no imagery")).all()
@@ -200,8 +224,11 @@ def test_job_maps_done_and_empty_cells_and_writes_country_outputs(reference):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     # the manifest has per-stage timings of every finished cell
     m = json.loads((out / "manifest.json").read_text())
-    assert all(set(r["timings"]) >= {"search", "cube", "predict", "polygons"} for r in m["cells"].values()
-               if r["status"] == "done")
+    assert all(
+        set(r["timings"]) >= {"search", "cube", "predict", "polygons"}
+        for r in m["cells"].values()
+        if r["status"] == "done"
+    )
 
 
 def test_country_products_one_mosaic_a_web_map_and_a_stac_item(reference):
@@ -226,7 +253,7 @@ def test_country_products_one_mosaic_a_web_map_and_a_stac_item(reference):
         prob = src.read(1)
         mask = src.read_masks(1) > 0
         assert set(np.unique(status)) <= {0, 1, 2, 3, 4} and (status == 1).sum() > 1000
-        assert (mask == np.isin(status, (1, 2))).mean() > 0.999   # mapped pixels, and only those, carry data
+        assert (mask == np.isin(status, (1, 2))).mean() > 0.999  # mapped pixels, and only those, carry data
         # every merged landslide lies on high probability in the mosaic
         pts = merged.to_crs(3857).geometry.representative_point()
         rows, cols = rasterio.transform.rowcol(src.transform, pts.x.to_numpy(), pts.y.to_numpy())
@@ -236,8 +263,9 @@ def test_country_products_one_mosaic_a_web_map_and_a_stac_item(reference):
     item.validate()
     assert item.properties["landslide:landslides"] == len(merged)
     if chromium() is not None:
-        page = open_page((out / "web" / "index.html").as_uri(),
-                         ready=f"document.body.dataset.polygons === '{len(merged)}'")
+        page = open_page(
+            (out / "web" / "index.html").as_uri(), ready=f"document.body.dataset.polygons === '{len(merged)}'"
+        )
         save_screenshot(page, Path(__file__).resolve().parents[2] / "test-artefacts" / "country-web-map.png")
         assert page.errors == []
         assert [u for u in page.requested if not u.startswith(("file:", "data:"))] == []
@@ -258,16 +286,19 @@ def test_rerun_of_a_finished_job_recomputes_nothing(reference, client):
 def _parts_gdf(geoms, epsg, areas=None, means=None, maxes=None):
     n = len(geoms)
     areas = [g.area for g in geoms] if areas is None else areas
-    return gpd.GeoDataFrame({"id": np.arange(1, n + 1), "area_m2": areas, "mean_prob": means or [0.6] * n,
-                             "max_prob": maxes or [0.8] * n}, geometry=list(geoms), crs=f"EPSG:{epsg}")
+    return gpd.GeoDataFrame(
+        {"id": np.arange(1, n + 1), "area_m2": areas, "mean_prob": means or [0.6] * n, "max_prob": maxes or [0.8] * n},
+        geometry=list(geoms),
+        crs=f"EPSG:{epsg}",
+    )
 
 
 def test_merge_joins_a_polygon_cut_by_a_cell_border():
-    cells = make_cells(shapely.box(83.90, 28.1, 83.95, 28.15), 1.0)     # zone 44N only
+    cells = make_cells(shapely.box(83.90, 28.1, 83.95, 28.15), 1.0)  # zone 44N only
     by = {(c.col, c.row): c for c in cells}
     (col, row) = sorted(by)[len(by) // 2]
     left, right, up = by[(col, row)], by[(col + 1, row)], by[(col, row + 1)]
-    x = right.square[0]                       # the shared edge of left and right
+    x = right.square[0]  # the shared edge of left and right
     y0 = left.square[1] + 300.0
     # a landslide cut by the left|right border: two parts sharing an edge exactly
     a = shapely.box(x - 50, y0, x, y0 + 80)
@@ -281,12 +312,14 @@ def test_merge_joins_a_polygon_cut_by_a_cell_border():
     ytop = left.square[3]
     e1 = shapely.box(left.square[0] + 600, ytop - 40, left.square[0] + 640, ytop)
     e2 = shapely.box(left.square[0] + 610, ytop, left.square[0] + 650, ytop + 70)
-    parts = [(left, _parts_gdf([a, c1, d, e1], left.epsg, means=[0.6, 0.6, 0.7, 0.5], maxes=[0.7, 0.7, 0.9, 0.6])),
-             (right, _parts_gdf([b, c2], right.epsg, means=[0.9, 0.6], maxes=[0.95, 0.7])),
-             (up, _parts_gdf([e2], up.epsg, means=[0.7], maxes=[0.8]))]
+    parts = [
+        (left, _parts_gdf([a, c1, d, e1], left.epsg, means=[0.6, 0.6, 0.7, 0.5], maxes=[0.7, 0.7, 0.9, 0.6])),
+        (right, _parts_gdf([b, c2], right.epsg, means=[0.9, 0.6], maxes=[0.95, 0.7])),
+        (up, _parts_gdf([e2], up.epsg, means=[0.7], maxes=[0.8])),
+    ]
     merged = merge_cell_polygons(parts)
     assert merged.crs.to_epsg() == 4326
-    assert len(merged) == 5                                # a+b, c1, c2, d, e1+e2
+    assert len(merged) == 5  # a+b, c1, c2, d, e1+e2
     utm = merged.to_crs(left.epsg)
     joined = merged[merged.cells.str.contains(",")]
     assert len(joined) == 2
@@ -311,16 +344,25 @@ def test_merge_joins_a_polygon_cut_by_a_cell_border():
 def test_merge_joins_across_the_utm_zone_meridian():
     cells = make_cells(shapely.box(83.98, 28.19, 84.02, 28.21), 1.0)
     west = next(c for c in cells if c.epsg == 32644 and c.aoi_4326.bounds[2] >= 84.0 - 1e-9 and c.area_km2 > 0.3)
-    east = next(c for c in cells if c.epsg == 32645 and c.aoi_4326.bounds[0] <= 84.0 + 1e-9 and c.area_km2 > 0.3
-                and c.aoi_4326.intersects(shapely.box(83.9, west.aoi_4326.bounds[1], 84.1, west.aoi_4326.bounds[3])))
-    y = (max(west.aoi_4326.bounds[1], east.aoi_4326.bounds[1]) + min(west.aoi_4326.bounds[3], east.aoi_4326.bounds[3])) / 2
+    east = next(
+        c
+        for c in cells
+        if c.epsg == 32645
+        and c.aoi_4326.bounds[0] <= 84.0 + 1e-9
+        and c.area_km2 > 0.3
+        and c.aoi_4326.intersects(shapely.box(83.9, west.aoi_4326.bounds[1], 84.1, west.aoi_4326.bounds[3]))
+    )
+    y = (
+        max(west.aoi_4326.bounds[1], east.aoi_4326.bounds[1]) + min(west.aoi_4326.bounds[3], east.aoi_4326.bounds[3])
+    ) / 2
     # a landslide 60 m wide across the meridian, each zone's part ending ~4 m short of it (pixel grids differ)
     d = 4.0 / 98_000.0
     w_part = gpd.GeoSeries([shapely.box(84.0 - 0.0006, y, 84.0 - d, y + 0.0004)], crs=4326).to_crs(west.epsg)
     e_part = gpd.GeoSeries([shapely.box(84.0 + d, y, 84.0 + 0.0006, y + 0.0004)], crs=4326).to_crs(east.epsg)
     far = gpd.GeoSeries([shapely.box(84.0 + 0.002, y, 84.0 + 0.0025, y + 0.0004)], crs=4326).to_crs(east.epsg)
-    merged = merge_cell_polygons([(west, _parts_gdf(list(w_part), west.epsg)),
-                                  (east, _parts_gdf([e_part.iloc[0], far.iloc[0]], east.epsg))])
+    merged = merge_cell_polygons(
+        [(west, _parts_gdf(list(w_part), west.epsg)), (east, _parts_gdf([e_part.iloc[0], far.iloc[0]], east.epsg))]
+    )
     assert len(merged) == 2
     j = merged[merged.cells.str.contains(",")].iloc[0]
     assert j.cells == f"{west.id},{east.id}" and j.geometry.geom_type == "Polygon"
@@ -356,9 +398,19 @@ def test_killed_job_process_resumes_without_recomputing_finished_cells(reference
     driver.write_text(_DRIVER)
     # the driver is another process of the cluster's owner: it joins with the run's certificate
     creds = write_credentials(client.cluster.security, tmp_path)
-    proc = subprocess.Popen([sys.executable, str(driver), str(spec_path), client.scheduler.address,
-                             str(creds.ca), str(creds.cert), str(creds.key)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(driver),
+            str(spec_path),
+            client.scheduler.address,
+            str(creds.ca),
+            str(creds.cert),
+            str(creds.key),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -378,15 +430,15 @@ def test_killed_job_process_resumes_without_recomputing_finished_cells(reference
         proc.stderr.close()
     st = _statuses(out)
     finished = [c for c, s in st.items() if s in ("done", "empty")]
-    assert 1 <= len(finished) < len(st), st          # killed in the middle of the job
+    assert 1 <= len(finished) < len(st), st  # killed in the middle of the job
     assert not (out / "landslides.parquet").exists()
     before = {c: _files(out / "cells" / c) for c in finished}
 
     res = run_job(spec, client, progress=False, echo=None)
     assert res.ok
-    assert not set(res.computed) & set(finished)       # no finished cell recomputed ...
+    assert not set(res.computed) & set(finished)  # no finished cell recomputed ...
     assert set(res.computed) == set(st) - set(finished)
-    for c in finished:                                  # ... nor any of its files touched
+    for c in finished:  # ... nor any of its files touched
         assert _files(out / "cells" / c) == before[c]
     m = json.loads((out / "manifest.json").read_text())
     assert m["runs"] == 2
@@ -430,15 +482,16 @@ def test_worker_killed_mid_job_still_finishes_with_the_same_outputs(reference, s
     finally:
         client.unregister_worker_plugin("kill-on-task-start")
     assert fired.exists(), "no task started after the first cell finished: nothing was killed"
-    victim = json.loads(fired.read_text())               # it was starting a task when killed
+    victim = json.loads(fired.read_text())  # it was starting a task when killed
     assert res.ok, str(res.summary)
     assert_same_outputs(spec.output_path, ref_spec.output_path)
-    client.wait_for_workers(2, timeout=60)             # the nanny restarted it
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it
     assert victim["worker"] not in worker_table(client)
 
 
-def test_a_failing_cell_is_retried_then_recorded_while_the_others_finish(reference, stac, ckpt, client, tmp_path,
-                                                                        monkeypatch):
+def test_a_failing_cell_is_retried_then_recorded_while_the_others_finish(
+    reference, stac, ckpt, client, tmp_path, monkeypatch
+):
     ref_spec, _ = reference
     spec = load_jobspec(write_spec(tmp_path, stac, ckpt, retries=1))
     out = spec.output_path
@@ -458,12 +511,12 @@ def test_a_failing_cell_is_retried_then_recorded_while_the_others_finish(referen
     assert res.failed and not res.ok
     s = res.summary
     assert s.n_failed == 1 and list(s.failed) == [bad] and "timed out" in s.failed[bad]
-    assert calls[bad] == 2                              # 1 + retries attempts
-    assert s.done + s.n_empty == s.total - 1            # the others finished
+    assert calls[bad] == 2  # 1 + retries attempts
+    assert s.done + s.n_empty == s.total - 1  # the others finished
     assert f"FAILED {bad}" in str(s)
     table = pd.read_csv(out / "summary.csv").set_index("cell")
     assert table.loc[bad, "status"] == "failed" and "timed out" in table.loc[bad, "reason"]
-    assert (out / "landslides.parquet").exists()        # outputs of the finished cells
+    assert (out / "landslides.parquet").exists()  # outputs of the finished cells
 
     # the STAC API answers again: a rerun computes only the failed cell and completes the job
     monkeypatch.setattr(cube_mod, "assemble", real)
@@ -481,7 +534,7 @@ def test_a_fully_clouded_cell_is_empty_not_failed(stac, ckpt, client, tmp_path, 
     clouded = cells[0].id
     real = cube_mod.assemble
 
-    def clouds(cspec):   # every pixel of one cell masked, as under a complete cloud cover
+    def clouds(cspec):  # every pixel of one cell masked, as under a complete cloud cover
         ds = real(cspec)
         if Path(cspec.out).parent.name == clouded:
             ds["valid"] = ds["valid"] & False
@@ -490,7 +543,7 @@ def test_a_fully_clouded_cell_is_empty_not_failed(stac, ckpt, client, tmp_path, 
     monkeypatch.setattr(cube_mod, "assemble", clouds)
     res = run_job(spec, client, progress=False, echo=None)
     assert res.ok and res.summary.done == 1 and res.summary.empty == {clouded: NO_VALID_PIXEL}
-    assert not (spec.output_path / "cells" / clouded / "probability.zarr").exists()   # no prediction made
+    assert not (spec.output_path / "cells" / clouded / "probability.zarr").exists()  # no prediction made
     assert pd.read_csv(spec.output_path / "summary.csv").set_index("cell").loc[clouded, "status"] == "empty"
 
 
@@ -521,10 +574,19 @@ def test_job_to_s3_resumes_and_gives_the_same_outputs_as_a_local_run(reference, 
     ref_spec, ref = reference
     fs = s3.fs()
     root = f"{s3.bucket}/tiny-country"
-    fs.put_file(str(ckpt), f"{s3.bucket}/models/tiny.pt")          # the checkpoint, by URL too
+    fs.put_file(str(ckpt), f"{s3.bucket}/models/tiny.pt")  # the checkpoint, by URL too
     scratch = tmp_path / "scratch"
-    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, output=f"s3://{root}", model=f"s3://{s3.bucket}/models/tiny.pt",
-                                   storage_options=s3.storage_options(), scratch=str(scratch)))
+    spec = load_jobspec(
+        write_spec(
+            tmp_path,
+            stac,
+            ckpt,
+            output=f"s3://{root}",
+            model=f"s3://{s3.bucket}/models/tiny.pt",
+            storage_options=s3.storage_options(),
+            scratch=str(scratch),
+        )
+    )
     assert not spec.output_is_local and spec.scratch_dir() == scratch
 
     # first run: the driver stops after 2 finished cells (one cell in flight at a time, so none is left half done)
@@ -537,15 +599,15 @@ def test_job_to_s3_resumes_and_gives_the_same_outputs_as_a_local_run(reference, 
 
     with pytest.raises(_StopDriver):
         run_job(spec, client, progress=False, concurrency=1, on_cell=stop_after_two, echo=None)
-    m = json.loads(fs.cat_file(f"{root}/manifest.json"))             # the manifest is on S3, up to date
+    m = json.loads(fs.cat_file(f"{root}/manifest.json"))  # the manifest is on S3, up to date
     st = {cid: rec["status"] for cid, rec in m["cells"].items()}
     assert sorted(c for c, x in st.items() if x in ("done", "empty")) == sorted(finished)
     assert {x for c, x in st.items() if c not in finished} == {"pending"}
     assert not fs.exists(f"{root}/landslides.parquet")
     before = _objects(fs, f"{root}/cells")
-    assert {k.split("/")[3] for k in before} == set(finished)          # only finished cells were uploaded
+    assert {k.split("/")[3] for k in before} == set(finished)  # only finished cells were uploaded
     assert not any((scratch / "cells" / c).exists() for c in finished)  # ... and freed in scratch
-    (cached,) = list((scratch / "models").glob("*/tiny.pt"))           # the checkpoint, fetched once
+    (cached,) = list((scratch / "models").glob("*/tiny.pt"))  # the checkpoint, fetched once
     cached_mtime = cached.stat().st_mtime_ns
 
     # rerun: resumes from the S3 manifest, computes only the rest, leaves the finished cells' objects alone
@@ -558,10 +620,12 @@ def test_job_to_s3_resumes_and_gives_the_same_outputs_as_a_local_run(reference, 
     assert res.n_polygons == ref.n_polygons and "upload" in res.seconds
     m = json.loads(fs.cat_file(f"{root}/manifest.json"))
     ref_m = json.loads((ref_spec.output_path / "manifest.json").read_text())
-    assert m["runs"] == 2 and m["fingerprint"] == ref_m["fingerprint"]   # same job: the checkpoint's bytes count
+    assert m["runs"] == 2 and m["fingerprint"] == ref_m["fingerprint"]  # same job: the checkpoint's bytes count
     assert s3.rw[1] not in json.dumps(m) and m["meta"]["storage_options"]["secret"] == "***"
-    assert all(r["outputs"]["cog"].startswith(f"s3://{root}/cells/") for r in m["cells"].values() if r["status"] == "done")
-    assert not (scratch / "country").exists() and not (scratch / "cells").exists()   # scratch freed
+    assert all(
+        r["outputs"]["cog"].startswith(f"s3://{root}/cells/") for r in m["cells"].values() if r["status"] == "done"
+    )
+    assert not (scratch / "country").exists() and not (scratch / "cells").exists()  # scratch freed
 
     # the same polygons, statuses and COG pixels as the local job; the same summary
     local = tmp_path / "downloaded"
@@ -575,8 +639,10 @@ def test_job_to_s3_resumes_and_gives_the_same_outputs_as_a_local_run(reference, 
     # the country mosaic and the web map (its whole folder) are published too, the same as the local job's
     assert res.outputs["web_map"] == f"s3://{root}/web/index.html"
     assert (local / "web" / "data.js").exists() and list((local / "web" / "tiles" / "probability").rglob("*.png"))
-    with rasterio.open(local / "mosaic" / "probability_EPSG3857.tif") as a, \
-            rasterio.open(ref_spec.output_path / "mosaic" / "probability_EPSG3857.tif") as b:
+    with (
+        rasterio.open(local / "mosaic" / "probability_EPSG3857.tif") as a,
+        rasterio.open(ref_spec.output_path / "mosaic" / "probability_EPSG3857.tif") as b,
+    ):
         np.testing.assert_array_equal(a.read(1), b.read(1))
 
     # the VRTs on S3 open in GDAL through /vsis3/ and mosaic exactly what the local VRTs do
@@ -607,18 +673,28 @@ def test_a_bad_s3_output_fails_before_any_cell_runs(case, s3, stac, ckpt, client
         keys = s3.ro
     elif case == "wrong-secret":
         keys = (s3.rw[0], "not-the-secret")
-    else:   # nothing listens there; one attempt per request, so the test is quick (defaults retry ~6 s)
+    else:  # nothing listens there; one attempt per request, so the test is quick (defaults retry ~6 s)
         from ..helpers.s3 import free_port
 
         endpoint = f"http://127.0.0.1:{free_port()}"
         extra = {"config_kwargs": {"retries": {"total_max_attempts": 1}, "connect_timeout": 2}}
-    words = {"no-bucket": ["no-such-bucket", "does not exist", "bucket"],
-             "read-only": ["Access Denied", "credentials"],
-             "wrong-secret": ["signature", "credentials"],
-             "unreachable": ["cannot be reached", "endpoint_url"]}[case]
+    words = {
+        "no-bucket": ["no-such-bucket", "does not exist", "bucket"],
+        "read-only": ["Access Denied", "credentials"],
+        "wrong-secret": ["signature", "credentials"],
+        "unreachable": ["cannot be reached", "endpoint_url"],
+    }[case]
     scratch = tmp_path / "scratch"
-    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, output=f"s3://{bucket}/job", scratch=str(scratch),
-                                   storage_options=s3.storage_options(keys, endpoint=endpoint, **extra)))
+    spec = load_jobspec(
+        write_spec(
+            tmp_path,
+            stac,
+            ckpt,
+            output=f"s3://{bucket}/job",
+            scratch=str(scratch),
+            storage_options=s3.storage_options(keys, endpoint=endpoint, **extra),
+        )
+    )
     calls = []
     t0 = time.perf_counter()
     with s3.authenticated(), pytest.raises(JobSpecError) as ei:
@@ -627,7 +703,7 @@ def test_a_bad_s3_output_fails_before_any_cell_runs(case, s3, stac, ckpt, client
     assert ei.value.fields() == ["output"]
     for w in words:
         assert w in str(ei.value), str(ei.value)
-    assert calls == [] and not scratch.exists()                      # nothing ran, nothing was written
+    assert calls == [] and not scratch.exists()  # nothing ran, nothing was written
     assert not s3.fs().exists(f"{s3.bucket}/job")
 
 
@@ -659,22 +735,26 @@ def test_a_missing_fsspec_backend_names_the_pip_package(stac, ckpt, tmp_path):
 
 # --------------------------------------------------------------------------- a real SLURM cluster
 
+
 def test_the_job_through_a_real_slurm_cluster_gives_the_same_outputs(reference, slurm, stac, ckpt, tmp_path):  # noqa: F811
     from landslide_dask.clusters.start import start_cluster
 
     ref_spec, ref = reference
-    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, cluster="slurm"))   # the shipped example, by name
+    spec = load_jobspec(write_spec(tmp_path, stac, ckpt, cluster="slurm"))  # the shipped example, by name
     t0 = time.perf_counter()
     with start_cluster(spec.cluster, overrides=_overrides(slurm, tmp_path), echo=None) as slurm_client:
         t_up = time.perf_counter() - t0
         jobs = slurm.job_ids()
-        assert len(jobs) == 2                               # one SLURM job per Dask worker
+        assert len(jobs) == 2  # one SLURM job per Dask worker
         assert all(a.startswith("tls://") for a in [slurm_client.scheduler.address, *worker_table(slurm_client)])
         res = run_job(spec, slurm_client, progress=False, echo=None)
         where = slurm_client.run(lambda: os.environ.get("SLURM_JOB_ID"))
-    assert sorted(where.values()) == sorted(jobs)          # the work ran inside the SLURM jobs
-    assert slurm.job_ids() == []                            # and they were cancelled after
+    assert sorted(where.values()) == sorted(jobs)  # the work ran inside the SLURM jobs
+    assert slurm.job_ids() == []  # and they were cancelled after
     assert res.ok
     assert_same_outputs(spec.output_path, ref_spec.output_path)
-    print(f"\n[country] SLURM: 2 workers up in {t_up:.1f}s, job {time.perf_counter() - t0 - t_up:.1f}s "
-          f"(LocalCluster: {ref.wall_s:.1f}s)", file=sys.stderr)
+    print(
+        f"\n[country] SLURM: 2 workers up in {t_up:.1f}s, job {time.perf_counter() - t0 - t_up:.1f}s "
+        f"(LocalCluster: {ref.wall_s:.1f}s)",
+        file=sys.stderr,
+    )

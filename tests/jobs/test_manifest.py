@@ -11,7 +11,7 @@ import pytest
 import landslide_dask.jobs.manifest as mf
 from landslide_dask.jobs.manifest import Manifest, ManifestError
 
-IDS = [f"32645_{c:04d}_{r:04d}" for c in range(3) for r in range(2)]   # 6 cells
+IDS = [f"32645_{c:04d}_{r:04d}" for c in range(3) for r in range(2)]  # 6 cells
 FP = "a" * 64
 
 
@@ -30,16 +30,16 @@ def test_create_and_record(tmp_path):
             pass
         m.mark_done(IDS[0], outputs={"probability": "cells/x/prob.zarr"}, timings=timings | {"cube": 2.5})
         m.mark_empty(IDS[1], "no imagery in the post-event window")
-    data = json.loads(path.read_text())           # plain JSON, readable by anyone
+    data = json.loads(path.read_text())  # plain JSON, readable by anyone
     rec = data["cells"][IDS[0]]
     assert rec["status"] == "done" and rec["attempts"] == 1 and rec["finished_at"]
     assert rec["outputs"] == {"probability": "cells/x/prob.zarr"} and set(rec["timings"]) == {"search", "cube"}
     assert data["cells"][IDS[1]]["reason"] == "no imagery in the post-event window"
     assert data["meta"] == {"name": "job"}
-    m2 = Manifest(path)                            # read-only view
+    m2 = Manifest(path)  # read-only view
     assert m2.todo() == IDS[2:]
     assert m2.timings()["cube"] == 2.5
-    assert not list(path.parent.glob(".*tmp*"))   # no temporary file left behind
+    assert not list(path.parent.glob(".*tmp*"))  # no temporary file left behind
 
 
 def test_resume_returns_only_unfinished(tmp_path):
@@ -47,9 +47,9 @@ def test_resume_returns_only_unfinished(tmp_path):
     with _open(path) as m:
         m.mark_done(IDS[0])
         m.mark_empty(IDS[1], "fully clouded")
-        m.mark_running(IDS[2])                     # the process dies here
-    with _open(path) as m:                         # rerun of the same job
-        assert m.todo() == IDS[2:]                 # interrupted cell is redone, finished are not
+        m.mark_running(IDS[2])  # the process dies here
+    with _open(path) as m:  # rerun of the same job
+        assert m.todo() == IDS[2:]  # interrupted cell is redone, finished are not
         assert m.status(IDS[2]) == "pending" and m.record(IDS[2])["attempts"] == 0
         with pytest.raises(ManifestError, match="already done"):
             m.mark_running(IDS[0])
@@ -60,7 +60,7 @@ def test_failed_cells_retried_then_reported(tmp_path):
     path = tmp_path / "manifest.json"
     with _open(path, retries=2) as m:
         bad = IDS[3]
-        for attempt in range(1, 4):                # 1 try + 2 retries
+        for attempt in range(1, 4):  # 1 try + 2 retries
             assert bad in m.todo()
             m.mark_running(bad)
             again = m.mark_failed(bad, TimeoutError(f"STAC search timed out (attempt {attempt})"))
@@ -74,7 +74,7 @@ def test_failed_cells_retried_then_reported(tmp_path):
         assert "FAILED " + bad in str(s) and "1 failed" in str(s)
         rec = m.record(bad)
         assert rec["attempts"] == 3 and len(rec["errors"]) == 3
-    with _open(path, retries=2) as m:              # a rerun gives the failed cell a new budget
+    with _open(path, retries=2) as m:  # a rerun gives the failed cell a new budget
         assert m.todo() == [IDS[3]]
         m.mark_done(IDS[3])
         assert m.summary().ok and m.record(IDS[3])["total_attempts"] == 4
@@ -103,7 +103,7 @@ def test_fingerprint_mismatch_refused_then_forced(tmp_path):
         _open(path, fp="b" * 64)
     text = str(ei.value)
     assert "another configuration" in text and "new output location" in text and "--force" in text
-    assert Manifest(path).fingerprint == FP        # untouched
+    assert Manifest(path).fingerprint == FP  # untouched
     with pytest.raises(ManifestError, match="cells"):
         _open(path, ids=IDS[:3])
     with _open(path, fp="b" * 64, force=True) as m:
@@ -117,7 +117,7 @@ def test_crash_between_tmp_write_and_replace_keeps_old_manifest(tmp_path, monkey
     m.mark_done(IDS[0])
     before = path.read_bytes()
 
-    def killed(src, dst):                          # the process dies before the rename
+    def killed(src, dst):  # the process dies before the rename
         raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(mf.os, "replace", killed)
@@ -125,7 +125,7 @@ def test_crash_between_tmp_write_and_replace_keeps_old_manifest(tmp_path, monkey
         m.mark_done(IDS[1])
     monkeypatch.undo()
     m.close()
-    assert path.read_bytes() == before             # the old manifest is intact and readable
+    assert path.read_bytes() == before  # the old manifest is intact and readable
     assert Manifest(path).todo() == IDS[1:]
     # a temp file left by a real crash (no cleanup ran) is ignored and removed on the next open
     stale = tmp_path / ".manifest.tmp-99999-1.json"  # a writer that died (common.files.temp_sibling)
@@ -149,11 +149,12 @@ m.mark_done(sys.argv[3].split(",")[1])
 
 def test_killed_process_leaves_readable_manifest(tmp_path):
     path = tmp_path / "manifest.json"
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), FP, ",".join(IDS)], timeout=60,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), FP, ",".join(IDS)], timeout=60, capture_output=True, text=True
+    )
     assert proc.returncode == 9, proc.stderr
-    assert list(tmp_path.glob(".manifest.tmp-*.json"))      # it died with the new version unrenamed
-    with _open(path) as m:                                   # the lock died with the process
+    assert list(tmp_path.glob(".manifest.tmp-*.json"))  # it died with the new version unrenamed
+    with _open(path) as m:  # the lock died with the process
         assert m.status(IDS[0]) == "done" and m.todo() == IDS[1:]
 
 
@@ -161,7 +162,7 @@ def test_second_driver_is_refused(tmp_path):
     path = tmp_path / "manifest.json"
     with _open(path), pytest.raises(ManifestError, match="in use by another run"):
         _open(path)
-    with _open(path):                              # released on close
+    with _open(path):  # released on close
         pass
 
 
@@ -183,12 +184,12 @@ def test_corrupt_and_foreign_files(tmp_path):
 def test_mirror_hooks_see_every_write_and_can_supply_the_manifest(tmp_path):
     """What a job with an object-storage output relies on: before_read may put the remote copy in
     place before the manifest is read, and on_write sees every state the file goes through."""
-    mirror: dict[str, str] = {}                    # a stand-in for the remote: name -> JSON text
+    mirror: dict[str, str] = {}  # a stand-in for the remote: name -> JSON text
     seen: list[tuple[str, str]] = []
 
     def push(path):
         text = path.read_text()
-        json.loads(text)                           # always a whole, valid manifest
+        json.loads(text)  # always a whole, valid manifest
         mirror[path.name] = text
         seen.append((path.name, json.loads(text)["cells"][IDS[0]]["status"]))
 
@@ -220,7 +221,10 @@ def test_mirror_hooks_see_every_write_and_can_supply_the_manifest(tmp_path):
         assert m.todo() == IDS
     names = [n for n, _ in seen]
     assert names[0].startswith("manifest.json.replaced-") and names[-1] == "manifest.json"
-    assert json.loads(mirror[names[0]])["fingerprint"] == FP and json.loads(mirror["manifest.json"])["fingerprint"] == "b" * 64
+    assert (
+        json.loads(mirror[names[0]])["fingerprint"] == FP
+        and json.loads(mirror["manifest.json"])["fingerprint"] == "b" * 64
+    )
 
 
 def test_a_failing_mirror_stops_the_job_with_its_error(tmp_path):
@@ -233,9 +237,9 @@ def test_a_failing_mirror_stops_the_job_with_its_error(tmp_path):
 
     path = tmp_path / "manifest.json"
     with _open(path, on_write=broken) as m, pytest.raises(OSError, match="store is down"):
-        m.mark_done(IDS[0])                        # the first write (on opening) was mirrored
-    assert json.loads(path.read_text())["cells"][IDS[0]]["status"] == "done"   # the local file is written first
+        m.mark_done(IDS[0])  # the first write (on opening) was mirrored
+    assert json.loads(path.read_text())["cells"][IDS[0]]["status"] == "done"  # the local file is written first
     with pytest.raises(OSError, match="store is down"):
-        _open(path, on_write=broken)               # opening writes, so it fails too ...
-    with _open(path) as m:                         # ... and releases the lock
+        _open(path, on_write=broken)  # opening writes, so it fails too ...
+    with _open(path) as m:  # ... and releases the lock
         assert m.status(IDS[0]) == "done"

@@ -13,6 +13,7 @@ import yaml
 
 from landslide_dask.errors import InputDataError
 from landslide_dask.jobs.spec import JobSpec, JobSpecError, load_jobspec, parse_jobspec
+
 from ..helpers import CLUSTER
 
 JOBS = CLUSTER / "jobs"
@@ -21,9 +22,16 @@ VALID = {
     "name": "test-job",
     "area": {"bbox": [84.0, 27.3, 86.8, 28.6]},
     "event": {"date": "2015-04-25", "pre_days": 30, "post_days": 60},
-    "stac": {"url": "https://earth-search.aws.element84.com/v1", "collection": "sentinel-2-l2a",
-             "bands": ["blue", "green", "red", "nir"], "scl_asset": "scl", "max_cloud": 80,
-             "sign": None, "dem_collection": "cop-dem-glo-30", "dem_asset": "data"},
+    "stac": {
+        "url": "https://earth-search.aws.element84.com/v1",
+        "collection": "sentinel-2-l2a",
+        "bands": ["blue", "green", "red", "nir"],
+        "scl_asset": "scl",
+        "max_cloud": 80,
+        "sign": None,
+        "dem_collection": "cop-dem-glo-30",
+        "dem_asset": "data",
+    },
     "model": "model.pt",
     "cell_size_km": 20,
     "output": "out",
@@ -77,8 +85,13 @@ def test_valid_spec_loads_with_resolved_paths(tmp_path):
 
 
 def test_defaults_and_name_from_file(tmp_path):
-    minimal = {"area": {"bbox": [10, 45, 11, 46]}, "event": {"date": "2020-01-01"},
-               "stac": {"url": "http://127.0.0.1:7822"}, "model": "m.pt", "output": "out"}
+    minimal = {
+        "area": {"bbox": [10, 45, 11, 46]},
+        "event": {"date": "2020-01-01"},
+        "stac": {"url": "http://127.0.0.1:7822"},
+        "model": "m.pt",
+        "output": "out",
+    }
     spec = load_jobspec(_write(tmp_path, minimal, "alps-2020.yaml"))
     assert spec.name == "alps-2020"
     assert spec.cell_size_km == 20.0 and spec.retries == 2 and spec.min_area_m2 == 400.0
@@ -99,45 +112,48 @@ def test_unquoted_yaml_date_and_bad_date(tmp_path):
     assert err.fields() == ["event.date"]
 
 
-@pytest.mark.parametrize("dotted, value, field, words", [
-    ("area", ..., "area", "missing"),
-    ("event__date", ..., "event.date", "missing"),
-    ("stac__url", ..., "stac.url", "missing"),
-    ("model", ..., "model", "missing"),
-    ("output", ..., "output", "missing"),
-    ("cell_size_km", "20", "cell_size_km", "not a number"),
-    ("cell_size_km", True, "cell_size_km", "not a number"),
-    ("cell_size_km", 0.005, "cell_size_km", "out of range"),
-    ("cell_size_km", 20.0005, "cell_size_km", "10 m"),
-    ("retries", -1, "retries", "out of range"),
-    ("retries", 1.5, "retries", "whole number"),
-    ("event__pre_days", "ninety", "event.pre_days", "whole number"),
-    ("event__post_days", 0, "event.post_days", "out of range"),
-    ("event__post_only", "yes please", "event.post_only", "true or false"),
-    ("threshold", 1.0, "threshold", "out of range"),
-    ("threshold", 0, "threshold", "out of range"),
-    ("min_area_m2", -5, "min_area_m2", "out of range"),
-    ("stac__max_cloud", 150, "stac.max_cloud", "out of range"),
-    ("stac__bands", "blue,green", "stac.bands", "YAML list"),
-    ("stac__bands", [], "stac.bands", "non-empty list"),
-    ("stac__bands", ["blue", 3], "stac.bands[1]", "not an asset key"),
-    ("stac__bands", ["blue", "blue"], "stac.bands", "more than once"),
-    ("stac__collection", "sentinel 2", "stac.collection", "spaces"),
-    ("stac__url", "ftp://example.org/stac", "stac.url", "http(s)"),
-    ("stac__url", "catalog.json", "stac.url", "serve-stac"),
-    ("stac__sign", "azure", "stac.sign", "unknown signing method"),
-    ("name", "my job!", "name", "file names"),
-    ("area", [84, 27, 86, 28], "area", "mapping"),
-    ("event", "2015-04-25", "event", "mapping"),
-    ("cluster", 3, "cluster", "not text"),
-    ("cluster", "https://example.org/c.yaml", "cluster", "local YAML"),
-])
+@pytest.mark.parametrize(
+    "dotted, value, field, words",
+    [
+        ("area", ..., "area", "missing"),
+        ("event__date", ..., "event.date", "missing"),
+        ("stac__url", ..., "stac.url", "missing"),
+        ("model", ..., "model", "missing"),
+        ("output", ..., "output", "missing"),
+        ("cell_size_km", "20", "cell_size_km", "not a number"),
+        ("cell_size_km", True, "cell_size_km", "not a number"),
+        ("cell_size_km", 0.005, "cell_size_km", "out of range"),
+        ("cell_size_km", 20.0005, "cell_size_km", "10 m"),
+        ("retries", -1, "retries", "out of range"),
+        ("retries", 1.5, "retries", "whole number"),
+        ("event__pre_days", "ninety", "event.pre_days", "whole number"),
+        ("event__post_days", 0, "event.post_days", "out of range"),
+        ("event__post_only", "yes please", "event.post_only", "true or false"),
+        ("threshold", 1.0, "threshold", "out of range"),
+        ("threshold", 0, "threshold", "out of range"),
+        ("min_area_m2", -5, "min_area_m2", "out of range"),
+        ("stac__max_cloud", 150, "stac.max_cloud", "out of range"),
+        ("stac__bands", "blue,green", "stac.bands", "YAML list"),
+        ("stac__bands", [], "stac.bands", "non-empty list"),
+        ("stac__bands", ["blue", 3], "stac.bands[1]", "not an asset key"),
+        ("stac__bands", ["blue", "blue"], "stac.bands", "more than once"),
+        ("stac__collection", "sentinel 2", "stac.collection", "spaces"),
+        ("stac__url", "ftp://example.org/stac", "stac.url", "http(s)"),
+        ("stac__url", "catalog.json", "stac.url", "serve-stac"),
+        ("stac__sign", "azure", "stac.sign", "unknown signing method"),
+        ("name", "my job!", "name", "file names"),
+        ("area", [84, 27, 86, 28], "area", "mapping"),
+        ("event", "2015-04-25", "event", "mapping"),
+        ("cluster", 3, "cluster", "not text"),
+        ("cluster", "https://example.org/c.yaml", "cluster", "local YAML"),
+    ],
+)
 def test_bad_field_is_named(tmp_path, dotted, value, field, words):
     err = _problems(tmp_path, _with(**{dotted: value}))
     assert field in err.fields(), str(err)
     text = str(err)
     assert words in text, text
-    assert "e.g." in text, text   # says what is expected, with an example
+    assert "e.g." in text, text  # says what is expected, with an example
 
 
 def test_unknown_keys_with_suggestions(tmp_path):
@@ -150,7 +166,7 @@ def test_unknown_keys_with_suggestions(tmp_path):
     assert "did you mean 'sign'" in msgs["stac.sgin"]
     assert "did you mean 'cell_size_km'" in msgs["cellsize_km"]
     assert "did you mean 'bbox'" in msgs["area.bboxx"]
-    assert str(err).count("\n  - ") == 3     # all problems at once, one per line
+    assert str(err).count("\n  - ") == 3  # all problems at once, one per line
 
 
 def test_duplicate_key_and_bad_yaml(tmp_path):
@@ -165,15 +181,18 @@ def test_duplicate_key_and_bad_yaml(tmp_path):
         load_jobspec(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("bbox, field, words", [
-    ([86.8, 27.3, 84.0, 28.6], "area.bbox", "antimeridian"),
-    ([84.0, 28.6, 86.8, 27.3], "area.bbox", "south (28.6) must be less than north"),
-    ([84.0, 27.3, 186.8, 28.6], "area.bbox[2]", "outside -180..180"),
-    ([500000, 3000000, 600000, 3100000], "area.bbox[0]", "metres"),
-    ([84.0, 27.3, 86.8], "area.bbox", "list of 4 numbers"),
-    ([10.0, 80.0, 20.0, 85.0], "area.bbox", "outside the UTM zones"),
-    ([84.0, "27.3", 86.8, 28.6], "area.bbox[1]", "not a number"),
-])
+@pytest.mark.parametrize(
+    "bbox, field, words",
+    [
+        ([86.8, 27.3, 84.0, 28.6], "area.bbox", "antimeridian"),
+        ([84.0, 28.6, 86.8, 27.3], "area.bbox", "south (28.6) must be less than north"),
+        ([84.0, 27.3, 186.8, 28.6], "area.bbox[2]", "outside -180..180"),
+        ([500000, 3000000, 600000, 3100000], "area.bbox[0]", "metres"),
+        ([84.0, 27.3, 86.8], "area.bbox", "list of 4 numbers"),
+        ([10.0, 80.0, 20.0, 85.0], "area.bbox", "outside the UTM zones"),
+        ([84.0, "27.3", 86.8, 28.6], "area.bbox[1]", "not a number"),
+    ],
+)
 def test_bad_bbox(tmp_path, bbox, field, words):
     err = _problems(tmp_path, _with(area={"bbox": bbox}))
     assert field in err.fields(), str(err)
@@ -202,9 +221,11 @@ def test_country_selects_from_boundary_file(tmp_path):
     import geopandas as gpd
     import shapely
 
-    world = gpd.GeoDataFrame({"ADM0_A3": ["NPL", "BTN"], "NAME": ["Nepal", "Bhutan"]},
-                             geometry=[shapely.box(80, 26, 88, 30), shapely.box(89, 26.5, 92, 28.3)],
-                             crs="EPSG:4326")
+    world = gpd.GeoDataFrame(
+        {"ADM0_A3": ["NPL", "BTN"], "NAME": ["Nepal", "Bhutan"]},
+        geometry=[shapely.box(80, 26, 88, 30), shapely.box(89, 26.5, 92, 28.3)],
+        crs="EPSG:4326",
+    )
     world.to_file(tmp_path / "world.gpkg")
     spec = load_jobspec(_write(tmp_path, _with(area={"file": "world.gpkg", "country": "btn"})))
     assert spec.area.country == "BTN" and spec.area.file == (tmp_path / "world.gpkg").resolve()
@@ -221,8 +242,11 @@ def test_output_schemes(tmp_path):
     for ok in ("s3://bucket/prefix", "gs://bucket/x", "az://container/x", "memory://x", "file:///tmp/x"):
         spec = load_jobspec(_write(tmp_path, _with(output=ok)))
         assert spec.output_is_local == ok.startswith("file:")
-    for bad, words in (("https://example.org/out", "read-only"), ("s4://bucket/x", "did you mean 's3'"),
-                       ("s3:///prefix", "no bucket")):
+    for bad, words in (
+        ("https://example.org/out", "read-only"),
+        ("s4://bucket/x", "did you mean 's3'"),
+        ("s3:///prefix", "no bucket"),
+    ):
         err = _problems(tmp_path, _with(output=bad))
         assert err.fields() == ["output"] and words in str(err), str(err)
 
@@ -243,9 +267,8 @@ def test_check_paths(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"weights")
     (tmp_path / "a.geojson").write_text('{"type": "FeatureCollection", "features": []}')
     (tmp_path / "c.yaml").write_text("type: local\n")
-    spec = load_jobspec(_write(tmp_path, _with(area={"file": "a.geojson"}, cluster="c.yaml",
-                                               output="deep/new/out")))
-    spec.check_paths()                           # nothing created by the check
+    spec = load_jobspec(_write(tmp_path, _with(area={"file": "a.geojson"}, cluster="c.yaml", output="deep/new/out")))
+    spec.check_paths()  # nothing created by the check
     assert not (tmp_path / "deep").exists()
     assert not list(tmp_path.glob(".landslide-dask-write-test-*"))
 
@@ -259,8 +282,10 @@ def test_output_under_a_file_is_refused(tmp_path):
     assert ei.value.fields() == ["output"] and "is a file" in str(ei.value)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root writes through mode bits; see the /sys and monkeypatched tests")
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="root writes through mode bits; see the /sys and monkeypatched tests",
+)
 def test_unwritable_output_chmod(tmp_path):  # pragma: no cover - runs only as a normal user
     (tmp_path / "model.pt").write_bytes(b"w")
     ro = tmp_path / "ro"
@@ -319,9 +344,15 @@ def test_fingerprint_tracks_results_not_logistics(tmp_path):
     for change in ({"name": "other"}, {"output": "elsewhere"}, {"retries": 5}, {"cluster": "c.yaml"}):
         assert load_jobspec(_write(tmp_path, _with(**change))).fingerprint() == fp, change
     # anything that changes the map does
-    for change in ({"cell_size_km": 10}, {"threshold": 0.4}, {"min_area_m2": 100},
-                   {"event__post_days": 30}, {"stac__max_cloud": 50}, {"stac__bands": ["red", "nir"]},
-                   {"area": {"bbox": [84.0, 27.3, 86.8, 28.7]}}):
+    for change in (
+        {"cell_size_km": 10},
+        {"threshold": 0.4},
+        {"min_area_m2": 100},
+        {"event__post_days": 30},
+        {"stac__max_cloud": 50},
+        {"stac__bands": ["red", "nir"]},
+        {"area": {"bbox": [84.0, 27.3, 86.8, 28.7]}},
+    ):
         assert load_jobspec(_write(tmp_path, _with(**change))).fingerprint() != fp, change
     # the model's content counts, not its path
     (tmp_path / "copy.pt").write_bytes(b"weights-1")
@@ -338,7 +369,7 @@ def test_cube_kwargs_fit_cubespec(tmp_path):
     assert set(kw) <= {f.name for f in fields(CubeSpec)}
     cs = CubeSpec(aoi=tmp_path / "aoi.geojson", out=tmp_path / "c.zarr", epsg=32645, **kw)
     assert cs.pre_window == spec.event.pre_window and cs.post_window == spec.event.post_window
-    json.dumps(spec.to_dict())     # provenance is JSON-serialisable
+    json.dumps(spec.to_dict())  # provenance is JSON-serialisable
 
 
 def test_errors_are_input_errors(tmp_path):
@@ -367,7 +398,7 @@ def test_a_cluster_named_by_a_shipped_example_is_that_example(tmp_path):
 
     for job, name in (("demo-country", "local"), ("nepal-2015", "slurm"), ("planetary-computer", "kubernetes")):
         assert load_jobspec(JOBS / f"{job}.yaml").cluster == EXAMPLES / f"{name}.yaml"
-    mine = load_jobspec(_write(tmp_path, _with(cluster="slurm.yaml")))   # a file name is a file, beside the spec
+    mine = load_jobspec(_write(tmp_path, _with(cluster="slurm.yaml")))  # a file name is a file, beside the spec
     assert mine.cluster == tmp_path / "slurm.yaml"
 
 
@@ -383,14 +414,17 @@ def test_parse_jobspec_in_memory():
 
 def test_storage_options_and_scratch(tmp_path, monkeypatch):
     monkeypatch.setenv("LS_TEST_SECRET", "s3cr3t-value")
-    opts = {"key": "AKIAEXAMPLE", "secret": "${LS_TEST_SECRET}",
-            "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "us-east-1"}}
+    opts = {
+        "key": "AKIAEXAMPLE",
+        "secret": "${LS_TEST_SECRET}",
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "us-east-1"},
+    }
     spec = load_jobspec(_write(tmp_path, _with(output="s3://bucket/job", storage_options=opts, scratch="work")))
-    assert spec.storage_options["secret"] == "s3cr3t-value"              # ${VAR} from the environment
+    assert spec.storage_options["secret"] == "s3cr3t-value"  # ${VAR} from the environment
     assert spec.fsspec_options(spec.output) == {**opts, "secret": "s3cr3t-value"}
     assert spec.scratch == tmp_path.resolve() / "work" == spec.scratch_dir()
-    assert spec.scratch_dir(tmp_path / "cli") == (tmp_path / "cli").resolve()   # --scratch wins
-    d = spec.to_dict()                                                    # provenance: no secrets
+    assert spec.scratch_dir(tmp_path / "cli") == (tmp_path / "cli").resolve()  # --scratch wins
+    d = spec.to_dict()  # provenance: no secrets
     assert d["storage_options"]["secret"] == "***" and d["storage_options"]["key"] == "***"
     assert d["storage_options"]["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:9000"
     assert "s3cr3t" not in json.dumps(d) and "AKIAEXAMPLE" not in json.dumps(d)
@@ -398,8 +432,16 @@ def test_storage_options_and_scratch(tmp_path, monkeypatch):
     (tmp_path / "model.pt").write_bytes(b"weights")
     assert spec.fingerprint() == load_jobspec(_write(tmp_path, VALID)).fingerprint()
     # keyed by protocol when output and model use different stores
-    spec = load_jobspec(_write(tmp_path, _with(output="s3://bucket/job", model="gs://models/m.pt",
-                                               storage_options={"s3": {"anon": False}, "gs": {"token": "anon"}})))
+    spec = load_jobspec(
+        _write(
+            tmp_path,
+            _with(
+                output="s3://bucket/job",
+                model="gs://models/m.pt",
+                storage_options={"s3": {"anon": False}, "gs": {"token": "anon"}},
+            ),
+        )
+    )
     assert spec.fsspec_options(spec.output) == {"anon": False}
     assert spec.fsspec_options(spec.model) == {"token": "anon"}
 
@@ -417,7 +459,7 @@ def test_default_scratch_is_per_job_and_overridable_by_environment(tmp_path, mon
 def test_bad_storage_options_and_scratch_are_named(tmp_path):
     err = _problems(tmp_path, _with(output="s3://bucket/x", storage_options="key=abc"))
     assert err.fields() == ["storage_options"] and "mapping" in str(err)
-    err = _problems(tmp_path, _with(storage_options={"anon": True}))      # local output and model
+    err = _problems(tmp_path, _with(storage_options={"anon": True}))  # local output and model
     assert err.fields() == ["storage_options"] and "neither" in str(err)
     err = _problems(tmp_path, _with(output="s3://bucket/x", scratch="s3://bucket/tmp"))
     assert err.fields() == ["scratch"] and "local" in str(err)
@@ -434,7 +476,7 @@ def test_url_locations_are_checked_for_real(tmp_path):
     mem = fsspec.filesystem("memory")
     spec = load_jobspec(_write(tmp_path, _with(output="memory://jobs/out")))
     spec.check_paths()
-    assert not mem.exists("/jobs/out") or not mem.ls("/jobs/out")          # the probe object was removed
+    assert not mem.exists("/jobs/out") or not mem.ls("/jobs/out")  # the probe object was removed
     spec = load_jobspec(_write(tmp_path, _with(model="memory://models/missing.pt")))
     with pytest.raises(JobSpecError) as ei:
         spec.check_paths()
@@ -470,7 +512,7 @@ def test_a_checkpoint_url_is_fetched_once_and_refetched_when_it_changes(tmp_path
     assert a.read_bytes() == b"weights-1" and a.name == "model.pt"
     t = a.stat().st_mtime_ns
     assert fetch_cached("memory://ckpt/model.pt", tmp_path / "models") == a and a.stat().st_mtime_ns == t
-    mem.pipe_file("/ckpt/model.pt", b"weights-2")                        # retrained: same size, new object
+    mem.pipe_file("/ckpt/model.pt", b"weights-2")  # retrained: same size, new object
     b = fetch_cached("memory://ckpt/model.pt", tmp_path / "models")
     assert b != a and b.read_bytes() == b"weights-2"
 
@@ -484,24 +526,28 @@ def test_predict_section_defaults_and_values(tmp_path):
     spec = load_jobspec(_write(tmp_path, VALID))
     assert (spec.predict.window, spec.predict.overlap) == (DEFAULT_WINDOW, DEFAULT_OVERLAP)
     assert spec.predict.batch_size is None and spec.predict.device is None
-    spec = load_jobspec(_write(tmp_path, _with(predict={"window": 256, "overlap": 32, "batch_size": 2,
-                                                        "device": "CUDA:1"})))
+    spec = load_jobspec(
+        _write(tmp_path, _with(predict={"window": 256, "overlap": 32, "batch_size": 2, "device": "CUDA:1"}))
+    )
     assert spec.predict.kwargs() == {"window": 256, "overlap": 32, "batch_size": 2, "device": "cuda:1"}
     assert spec.to_dict()["predict"] == spec.predict.kwargs()
     assert load_jobspec(_write(tmp_path, _with(predict=None))).predict == load_jobspec(_write(tmp_path, VALID)).predict
 
 
-@pytest.mark.parametrize("predict, field, words", [
-    ({"window": 100}, "predict.window", "multiple of the model's input multiple 32"),
-    ({"window": 0}, "predict.window", "positive multiple"),
-    ({"window": "768"}, "predict.window", "not a whole number"),
-    ({"window": 256, "overlap": 256}, "predict.overlap", "[0, window=256)"),
-    ({"overlap": 40}, "predict.overlap", "multiple of 32"),
-    ({"batch_size": 0}, "predict.batch_size", "out of range"),
-    ({"device": "gpu"}, "predict.device", "unknown device"),
-    ({"windw": 512}, "predict.windw", "did you mean 'window'"),
-    ([768, 64], "predict", "not a mapping"),
-])
+@pytest.mark.parametrize(
+    "predict, field, words",
+    [
+        ({"window": 100}, "predict.window", "multiple of the model's input multiple 32"),
+        ({"window": 0}, "predict.window", "positive multiple"),
+        ({"window": "768"}, "predict.window", "not a whole number"),
+        ({"window": 256, "overlap": 256}, "predict.overlap", "[0, window=256)"),
+        ({"overlap": 40}, "predict.overlap", "multiple of 32"),
+        ({"batch_size": 0}, "predict.batch_size", "out of range"),
+        ({"device": "gpu"}, "predict.device", "unknown device"),
+        ({"windw": 512}, "predict.windw", "did you mean 'window'"),
+        ([768, 64], "predict", "not a mapping"),
+    ],
+)
 def test_bad_predict_section_is_named(tmp_path, predict, field, words):
     err = _problems(tmp_path, _with(predict=predict))
     assert err.fields() == [field], str(err)
@@ -535,7 +581,7 @@ def test_a_job_resumed_with_another_predict_window_is_refused(tmp_path, monkeypa
     seen = []
 
     def cell_without_imagery(spec, cell, out, client, *, chunk=1024):
-        seen.append(spec.predict.window)      # the cells get the spec's inference settings
+        seen.append(spec.predict.window)  # the cells get the spec's inference settings
         return {"status": "empty", "reason": "no imagery (test)", "timings": {}}
 
     monkeypatch.setattr(country, "run_cell", cell_without_imagery)
@@ -544,12 +590,12 @@ def test_a_job_resumed_with_another_predict_window_is_refused(tmp_path, monkeypa
     spec = load_jobspec(_write(tmp_path, job))
     res = country.run_job(spec, None, progress=False, echo=None)
     assert res.summary.total > 0 and seen == [256] * res.summary.total
-    assert country.run_job(spec, None, progress=False, echo=None).computed == []   # same settings: resumes
+    assert country.run_job(spec, None, progress=False, echo=None).computed == []  # same settings: resumes
     manifest = (spec.output_path / "manifest.json").read_bytes()
 
     other = load_jobspec(_write(tmp_path, _with(area=job["area"], predict={"window": 512, "overlap": 32})))
     assert other.fingerprint() != spec.fingerprint()
     with pytest.raises(ManifestError, match="belongs to another configuration of this job.*--force"):
         country.run_job(other, None, progress=False, echo=None)
-    assert len(seen) == res.summary.total                                    # no cell ran with window 512
-    assert (spec.output_path / "manifest.json").read_bytes() == manifest     # and the manifest is untouched
+    assert len(seen) == res.summary.total  # no cell ran with window 512
+    assert (spec.output_path / "manifest.json").read_bytes() == manifest  # and the manifest is untouched

@@ -17,7 +17,7 @@ from ..helpers.predictions import pixel_box, write_prediction
 def test_square_blob_area_and_probabilities(tmp_path):
     prob = np.zeros((100, 100), np.uint8)
     prob[20:40, 30:50] = 230  # p = 0.9
-    prob[25, 35] = 250        # the maximum
+    prob[25, 35] = 250  # the maximum
     gdf = polygonize(write_prediction(tmp_path / "p.zarr", prob), None)
     assert len(gdf) == 1
     row = gdf.iloc[0]
@@ -45,9 +45,9 @@ def test_hole_is_kept(tmp_path):
 
 def test_minimum_area_applies_after_merge(tmp_path):
     prob = np.zeros((64, 64), np.uint8)
-    prob[5:8, 5:6] = 255     # 3 px = 300 m2: dropped
+    prob[5:8, 5:6] = 255  # 3 px = 300 m2: dropped
     prob[20:22, 20:22] = 255  # 4 px = 400 m2: kept (the limit is inclusive)
-    prob[31:33, 40] = 255     # 2 + 2 px across the chunk seam at row 32: only 400 m2 once merged
+    prob[31:33, 40] = 255  # 2 + 2 px across the chunk seam at row 32: only 400 m2 once merged
     prob[31:33, 41] = 255
     path = write_prediction(tmp_path / "p.zarr", prob, chunk=32)
     gdf = polygonize(path, None)
@@ -63,15 +63,15 @@ def _tricky(h: int = 160, w: int = 160) -> np.ndarray:
     yy, xx = np.mgrid[:h, :w]
     r = np.hypot(yy - 64, xx - 64)
     prob[(r < 20) & (r >= 7)] = 180 + (rng.random(((r < 20) & (r >= 7)).sum()) * 70).astype(np.uint8)
-    prob[100:104, 5:150] = 220   # crosses four vertical seams
+    prob[100:104, 5:150] = 220  # crosses four vertical seams
     prob[104:140, 146:150] = 220  # ... and turns down across a horizontal seam
-    prob[20:31, 90:96] = 200     # ends on row 30 ...
+    prob[20:31, 90:96] = 200  # ends on row 30 ...
     prob[31, 96] = 0
-    prob[32:40, 96:100] = 200    # ... starts on row 32 diagonally: never joined (4-connectivity)
+    prob[32:40, 96:100] = 200  # ... starts on row 32 diagonally: never joined (4-connectivity)
     prob[28:32, 120:132] = 140
-    prob[32:36, 124:128] = 140   # T across the row-32 seam
+    prob[32:36, 124:128] = 140  # T across the row-32 seam
     prob[140:145, 10:15] = 210
-    prob[145:150, 15:20] = 210   # corner contact inside one chunk: two objects too
+    prob[145:150, 15:20] = 210  # corner contact inside one chunk: two objects too
     return prob
 
 
@@ -95,7 +95,7 @@ def test_object_crossing_chunk_borders_is_one_polygon_as_with_one_chunk(tmp_path
 
 def test_threshold_default_from_attrs_and_override(tmp_path):
     prob = np.zeros((64, 64), np.uint8)
-    prob[5:15, 5:15] = 140    # p = 0.55
+    prob[5:15, 5:15] = 140  # p = 0.55
     prob[30:40, 30:40] = 100  # p = 0.39
     assert len(polygonize(write_prediction(tmp_path / "a.zarr", prob, threshold=0.5), None)) == 1
     assert len(polygonize(write_prediction(tmp_path / "b.zarr", prob, threshold=0.6), None)) == 0

@@ -24,10 +24,18 @@ def write_cube(path, label: np.ndarray, valid: np.ndarray, chunk: int = 40) -> s
     h, w = label.shape
     rng = np.random.default_rng(0)
     post = (800 + rng.integers(0, 400, (4, h, w))).astype(np.uint16)
-    ds = xr.Dataset({"post": (("band", "y", "x"), post), "label": (("y", "x"), label.astype(np.uint8)),
-                     "valid": (("y", "x"), valid)},
-                    coords={"band": np.array(["blue", "green", "red", "nir"], dtype=object),
-                            "y": Y0 - (np.arange(h) + 0.5) * RES, "x": X0 + (np.arange(w) + 0.5) * RES})
+    ds = xr.Dataset(
+        {
+            "post": (("band", "y", "x"), post),
+            "label": (("y", "x"), label.astype(np.uint8)),
+            "valid": (("y", "x"), valid),
+        },
+        coords={
+            "band": np.array(["blue", "green", "red", "nir"], dtype=object),
+            "y": Y0 - (np.arange(h) + 0.5) * RES,
+            "x": X0 + (np.arange(w) + 0.5) * RES,
+        },
+    )
     ds.attrs.update({k: ATTRS[k] for k in ("crs", "epsg", "transform")})
     ds.chunk({"y": chunk, "x": chunk}).to_zarr(path, mode="w", consolidated=False)
     return str(path)
@@ -35,11 +43,11 @@ def write_cube(path, label: np.ndarray, valid: np.ndarray, chunk: int = 40) -> s
 
 # Reference (label) and predicted objects, as pixel boxes (r0, r1, c0, c1).
 L1, L2, L3 = (10, 30, 10, 30), (60, 65, 10, 15), (90, 93, 90, 93)  # 40,000 / 2,500 / 900 m2
-L_CLOUD = (112, 116, 40, 50)                                       # under clouds: not evaluated
-L_TINY = (70, 71, 70, 72)                                          # 200 m2 label fragment: a pixel miss only
-P1, P2 = (12, 30, 12, 30), (60, 65, 12, 17)                         # TP: inside L1; shifted L2 (IoU 0.43)
-P3, P4 = (40, 50, 60, 70), (80, 82, 40, 42)                         # FP: 10,000 m2 and 400 m2
-P_OUT = (10, 20, 105, 115)                                          # in the unmapped strip (label 255)
+L_CLOUD = (112, 116, 40, 50)  # under clouds: not evaluated
+L_TINY = (70, 71, 70, 72)  # 200 m2 label fragment: a pixel miss only
+P1, P2 = (12, 30, 12, 30), (60, 65, 12, 17)  # TP: inside L1; shifted L2 (IoU 0.43)
+P3, P4 = (40, 50, 60, 70), (80, 82, 40, 42)  # FP: 10,000 m2 and 400 m2
+P_OUT = (10, 20, 105, 115)  # in the unmapped strip (label 255)
 
 
 def _case(tmp_path, chunk: int = 40):
@@ -70,9 +78,9 @@ def _check_objects(ob: dict) -> None:
     assert (small["n_reference"], small["detected"], small["recall"]) == (1, 0, 0.0)
     assert (mid["n_reference"], mid["detected"], mid["recall"]) == (1, 1, 1.0)
     assert (large["n_reference"], large["detected"], large["recall"]) == (1, 1, 1.0)
-    assert (small["n_predicted"], small["tp_predicted"]) == (1, 0)   # P4
-    assert (mid["n_predicted"], mid["tp_predicted"]) == (1, 1)       # P2
-    assert (large["n_predicted"], large["tp_predicted"]) == (2, 1)   # P1, P3 (10,000 m2 is "large")
+    assert (small["n_predicted"], small["tp_predicted"]) == (1, 0)  # P4
+    assert (mid["n_predicted"], mid["tp_predicted"]) == (1, 1)  # P2
+    assert (large["n_predicted"], large["tp_predicted"]) == (2, 1)  # P1, P3 (10,000 m2 is "large")
 
 
 def test_evaluation_exact_counts_reports_and_map(tmp_path):
@@ -105,15 +113,18 @@ def test_evaluation_exact_counts_reports_and_map(tmp_path):
 def test_evaluation_with_inventory_file_and_given_polygons(tmp_path):
     pred, cube = _case(tmp_path, chunk=32)
     boxes = [pixel_box(*b) for b in (L1, L2, L3, L_CLOUD)]
-    boxes += [pixel_box(10, 20, 105, 115),                # in the unmapped strip: not counted
-              shapely.box(X0 - 5000, Y0 - 500, X0 - 4000, Y0)]  # outside the cube
+    boxes += [
+        pixel_box(10, 20, 105, 115),  # in the unmapped strip: not counted
+        shapely.box(X0 - 5000, Y0 - 500, X0 - 4000, Y0),
+    ]  # outside the cube
     inv = gpd.GeoDataFrame(geometry=boxes, crs="EPSG:32618").to_crs("EPSG:4326")
     inv.to_file(tmp_path / "inventory.geojson", driver="GeoJSON")
     from landslide_dask.predict.polygons import polygonize
 
     polygonize(pred, tmp_path / "polys")
-    rep = evaluate_map(pred, cube, tmp_path / "eval", inventory=tmp_path / "inventory.geojson",
-                       polygons=tmp_path / "polys.parquet")
+    rep = evaluate_map(
+        pred, cube, tmp_path / "eval", inventory=tmp_path / "inventory.geojson", polygons=tmp_path / "polys.parquet"
+    )
     assert {k: rep["pixel"][k] for k in EXPECTED_PIXELS} == EXPECTED_PIXELS
     _check_objects(rep["object"])
     assert "inventory" in rep["object"]["reference_source"]
@@ -121,9 +132,9 @@ def test_evaluation_with_inventory_file_and_given_polygons(tmp_path):
 
 def test_threshold_and_min_area_change_the_objects(tmp_path):
     pred, cube = _case(tmp_path)
-    rep = evaluate_map(pred, cube, tmp_path / "a", min_area_m2=500)   # drops P4 (400 m2)
+    rep = evaluate_map(pred, cube, tmp_path / "a", min_area_m2=500)  # drops P4 (400 m2)
     assert (rep["object"]["n_predicted"], rep["object"]["fp_predicted"]) == (3, 1)
-    rep = evaluate_map(pred, cube, tmp_path / "b", threshold=0.9)     # 220 < 230: nothing predicted
+    rep = evaluate_map(pred, cube, tmp_path / "b", threshold=0.9)  # 220 < 230: nothing predicted
     assert rep["pixel"]["tp"] == rep["pixel"]["fp"] == 0
     assert rep["object"]["n_predicted"] == 0 and rep["object"]["recall"] == 0.0
 
@@ -150,21 +161,33 @@ def test_mismatched_grid_or_unlabelled_cube_is_refused(tmp_path):
 
 
 def test_matching_rule_is_many_to_many():
-    refs = np.array([shapely.box(0, 0, 10, 10), shapely.box(20, 0, 30, 10), shapely.box(40, 0, 50, 10),
-                     shapely.box(100, 0, 200, 100)], dtype=object)
-    preds = np.array([shapely.box(-5, -5, 55, 15),     # covers the three small refs: a merge
-                      shapely.box(100, 0, 140, 100),   # two halves of the big ref: a split
-                      shapely.box(160, 0, 200, 100),
-                      shapely.box(300, 0, 310, 10),    # nothing there
-                      shapely.box(195, 95, 215, 115)],  # grazes a corner: IoU 0.02, cover 0.06 -> no match
-                     dtype=object)
+    refs = np.array(
+        [
+            shapely.box(0, 0, 10, 10),
+            shapely.box(20, 0, 30, 10),
+            shapely.box(40, 0, 50, 10),
+            shapely.box(100, 0, 200, 100),
+        ],
+        dtype=object,
+    )
+    preds = np.array(
+        [
+            shapely.box(-5, -5, 55, 15),  # covers the three small refs: a merge
+            shapely.box(100, 0, 140, 100),  # two halves of the big ref: a split
+            shapely.box(160, 0, 200, 100),
+            shapely.box(300, 0, 310, 10),  # nothing there
+            shapely.box(195, 95, 215, 115),
+        ],  # grazes a corner: IoU 0.02, cover 0.06 -> no match
+        dtype=object,
+    )
     om = object_metrics(preds, refs)
     assert (om["tp_predicted"], om["detected_reference"]) == (3, 4)
     assert om["merged_predictions"] == 1 and om["split_references"] == 1
     assert om["precision"] == pytest.approx(3 / 5) and om["recall"] == 1.0
     # objects not counted (outside the evaluated area) still match those that are
-    counted = object_metrics(preds, refs, pred_counted=[True, False, False, True, False],
-                             ref_counted=[False, False, True, False])
+    counted = object_metrics(
+        preds, refs, pred_counted=[True, False, False, True, False], ref_counted=[False, False, True, False]
+    )
     assert (counted["n_predicted"], counted["tp_predicted"]) == (2, 1)
     assert (counted["n_reference"], counted["detected_reference"]) == (1, 1)
     # nothing predicted, nothing there: perfect; nothing predicted but slides exist: recall 0
@@ -188,11 +211,11 @@ def test_sparse_samples_are_scored_per_blob():
     from landslide_dask.predict.report import blob_metrics
 
     label = np.full((40, 40), 255, np.uint8)
-    label[2:6, 2:6] = 1        # found (all mapped)
-    label[10:14, 10:14] = 1    # missed (4 of 16 mapped)
-    label[20:23, 20:23] = 0    # wrongly mapped (6 of 9)
-    label[30:33, 30:33] = 0    # rejected
-    label[30:33, 2:5] = 0      # rejected
+    label[2:6, 2:6] = 1  # found (all mapped)
+    label[10:14, 10:14] = 1  # missed (4 of 16 mapped)
+    label[20:23, 20:23] = 0  # wrongly mapped (6 of 9)
+    label[30:33, 30:33] = 0  # rejected
+    label[30:33, 2:5] = 0  # rejected
     hit = np.zeros((40, 40), bool)
     hit[0:8, 0:8] = True
     hit[10, 10:14] = True

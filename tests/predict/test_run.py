@@ -20,16 +20,15 @@ import pytest
 import torch
 
 import landslide_dask.predict as P
+from landslide_dask.errors import InputDataError
 from landslide_dask.predict import engine, store
 from landslide_dask.predict import run as R
 from landslide_dask.predict import windows as W
-from landslide_dask.errors import InputDataError
 from landslide_dask.products.cog import export_cog
 from landslide_dask.train.model import LandslideNet, ModelConfig
 
 from ..helpers.cubes import BANDS, make_arrays, write_test_cube
 from ..helpers.models import OV, WIN, make_checkpoint
-
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,7 @@ def ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def arrays() -> dict[str, np.ndarray]:
     a = make_arrays()
-    a["valid"][:, :30] = False          # an invalid strip (outside the AOI)
+    a["valid"][:, :30] = False  # an invalid strip (outside the AOI)
     a["valid"][120:140, 100:150] = False  # a cloud hole
     return a
 
@@ -53,8 +52,9 @@ def cube64(tmp_path_factory, arrays) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cube64, ckpt) -> np.ndarray:
     """An uninterrupted prediction of cube64 (probability array)."""
-    out = P.predict(cube64, ckpt, tmp_path_factory.mktemp("ref") / "pred.zarr", window=WIN, overlap=OV,
-                    batch_size=3, progress=False)
+    out = P.predict(
+        cube64, ckpt, tmp_path_factory.mktemp("ref") / "pred.zarr", window=WIN, overlap=OV, batch_size=3, progress=False
+    )
     return P.open_prediction(out)["probability"].values
 
 
@@ -105,13 +105,15 @@ def direct_blend(arrays: dict, ckpt_path: Path, window: int, overlap: int) -> np
     wsum = np.zeros_like(acc)
     with torch.inference_mode():
         for r, c, wh, ww in wins:
-            inp = {s: torch.from_numpy(v[None, :, r + pad:r + pad + wh, c + pad:c + pad + ww].copy())
-                   for s, v in x.items()}
+            inp = {
+                s: torch.from_numpy(v[None, :, r + pad : r + pad + wh, c + pad : c + pad + ww].copy())
+                for s, v in x.items()
+            }
             p = torch.sigmoid(model(inp)["logits"])[0, 0].numpy()
             wt = np.outer(_tukey(wh, overlap), _tukey(ww, overlap))
-            acc[r + pad:r + pad + wh, c + pad:c + pad + ww] += wt * p
-            wsum[r + pad:r + pad + wh, c + pad:c + pad + ww] += wt
-    prob = (acc / np.maximum(wsum, 1e-12))[pad:pad + h, pad:pad + w]
+            acc[r + pad : r + pad + wh, c + pad : c + pad + ww] += wt * p
+            wsum[r + pad : r + pad + wh, c + pad : c + pad + ww] += wt
+    prob = (acc / np.maximum(wsum, 1e-12))[pad : pad + h, pad : pad + w]
     out = np.rint(prob * 255).astype(np.uint8)
     out[~arrays["valid"]] = 0
     return out
@@ -142,7 +144,7 @@ def test_overhead_at_defaults_is_at_most_1_3_and_reported(cube64, ckpt, tmp_path
     assert worst <= 1.3, worst
     assert max(P.overhead((n, 3 * n + 17)) for n in range(1000, 6000, 11)) <= 1.3
     # the function measures what it says: windows x area / pixels
-    assert P.overhead((1000, 1000), 512, 0) == pytest.approx(1024 ** 2 / 1000 ** 2)
+    assert P.overhead((1000, 1000), 512, 0) == pytest.approx(1024**2 / 1000**2)
     assert P.overhead((10000, 10000), 512, 256) > 3.5  # 50 % overlap costs ~4x
     # ...and predict records it
     out = P.predict(cube64, ckpt, tmp_path / "p.zarr", window=WIN, overlap=OV, progress=True)
@@ -328,9 +330,10 @@ def test_distributed_client_gives_the_local_result(tmp_path, cube64, ckpt, refer
     from landslide_dask.clusters.start import local_cluster
 
     with local_cluster(2, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
-        assert client.scheduler.address.startswith("tls://")   # the package's cluster: TLS by default
-        out = P.predict(cube64, ckpt, tmp_path / "d.zarr", client=client, window=WIN, overlap=OV,
-                        batch_size=3, progress=True)
+        assert client.scheduler.address.startswith("tls://")  # the package's cluster: TLS by default
+        out = P.predict(
+            cube64, ckpt, tmp_path / "d.zarr", client=client, window=WIN, overlap=OV, batch_size=3, progress=True
+        )
         loaded = client.run(lambda: len(engine._MODELS))
     assert (_prob(out) == reference).all()
     assert sum(loaded.values()) >= 1 and max(loaded.values()) == 1  # one model per worker process
@@ -360,7 +363,7 @@ def test_cog_export_validates_and_matches(tmp_path, cube64, ckpt, reference, arr
     with rasterio.open(tif) as src:
         assert src.dtypes == ("uint8",) and src.count == 1 and src.crs.to_epsg() == 32633
         assert tuple(src.transform)[:6] == (10.0, 0.0, 500.0, 0.0, -10.0, 1000.0)
-        assert (src.read(1) == reference).all()                    # exactly the zarr's values
+        assert (src.read(1) == reference).all()  # exactly the zarr's values
         assert ((src.read_masks(1) > 0) == arrays["valid"]).all()  # invalid pixels masked
 
 
@@ -382,8 +385,16 @@ def test_checkpoint_bands_or_streams_not_matching_the_cube(tmp_path, ckpt, array
     rev = {k: (v[::-1].copy() if k in ("pre", "post") else v) for k, v in arrays.items()}
     reordered = write_test_cube(tmp_path / "r.zarr", rev, bands=BANDS[::-1])
     a = _prob(P.predict(reordered, ckpt, tmp_path / "r1.zarr", window=WIN, overlap=OV, progress=False))
-    b = _prob(P.predict(write_test_cube(tmp_path / "s.zarr", arrays), ckpt, tmp_path / "r2.zarr",
-                        window=WIN, overlap=OV, progress=False))
+    b = _prob(
+        P.predict(
+            write_test_cube(tmp_path / "s.zarr", arrays),
+            ckpt,
+            tmp_path / "r2.zarr",
+            window=WIN,
+            overlap=OV,
+            progress=False,
+        )
+    )
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 

@@ -38,8 +38,8 @@ def _ckpt(folder: Path, regions: list[dict] | None) -> Path:
 
 def test_otsu_level_splits_two_modes_in_log_odds():
     hist = np.zeros(256)
-    hist[2:6] = 10_000   # most pixels: probability ~0.01-0.02
-    hist[25:45] = 400    # an under-confident model's landslides: ~0.1-0.18
+    hist[2:6] = 10_000  # most pixels: probability ~0.01-0.02
+    hist[25:45] = 400  # an under-confident model's landslides: ~0.1-0.18
     k = otsu_level(hist)
     assert 6 <= k <= 25  # between the modes
     with pytest.raises(ValueError):
@@ -64,8 +64,9 @@ def test_a_region_the_model_never_saw_takes_the_scene_threshold(tmp_path, cube):
     a = P.open_prediction(out).attrs
     assert a["threshold"] == pytest.approx(0.4) and a["threshold_rule"].startswith("validation")
     # asked for explicitly, either rule; an unknown one is refused before any work
-    out = P.predict(cube, unseen, tmp_path / "p.zarr", window=WIN, overlap=OV, progress=False,
-                    threshold_rule="validation")
+    out = P.predict(
+        cube, unseen, tmp_path / "p.zarr", window=WIN, overlap=OV, progress=False, threshold_rule="validation"
+    )
     assert P.open_prediction(out).attrs["threshold"] == pytest.approx(0.4)
     with pytest.raises(UsageError, match="threshold rule"):
         P.predict(cube, unseen, tmp_path / "r.zarr", threshold_rule="otsu", progress=False)
@@ -94,8 +95,9 @@ def test_pseudo_labels_come_from_the_map_alone_and_leave_the_region_unseen(tmp_p
     from landslide_dask.train.selftrain import pseudo_label_cube
 
     (tmp_path / "a").mkdir()
-    out = P.predict(cube, _ckpt(tmp_path / "a", [FAR_AWAY]), tmp_path / "p.zarr", window=WIN, overlap=OV,
-                    progress=False)
+    out = P.predict(
+        cube, _ckpt(tmp_path / "a", [FAR_AWAY]), tmp_path / "p.zarr", window=WIN, overlap=OV, progress=False
+    )
     pred = P.open_prediction(out)
     t, prob, valid = pred.attrs["threshold"], pred["probability"].values, pred["valid"].values
     pseudo = pseudo_label_cube(out, cube, tmp_path / "pseudo.zarr", low=0.5)

@@ -20,8 +20,12 @@ from landslide_dask.products.tiles import TILE, web_grid, zoom_for
 from tests.helpers.browser import chromium, open_page, save_screenshot
 from tests.helpers.predictions import write_prediction
 
-needs_chromium = pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-ARTEFACTS = Path(os.environ.get("LANDSLIDE_DASK_TEST_ARTEFACTS", Path(__file__).resolve().parents[2] / "test-artefacts"))
+needs_chromium = pytest.mark.skipif(
+    chromium() is None, reason="Debian's chromium is not installed (.ci/run installs it)"
+)
+ARTEFACTS = Path(
+    os.environ.get("LANDSLIDE_DASK_TEST_ARTEFACTS", Path(__file__).resolve().parents[2] / "test-artefacts")
+)
 DISCS = [(50, 60), (150, 200), (250, 350), (100, 300)]
 
 
@@ -31,12 +35,12 @@ def _prediction(path: Path) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[:300, :400]
     prob = (rng.random((300, 400)) * 20).astype(np.uint8)
     for cy, cx in DISCS:
-        prob[(yy - cy) ** 2 + (xx - cx) ** 2 < 15 ** 2] = 220
+        prob[(yy - cy) ** 2 + (xx - cx) ** 2 < 15**2] = 220
     valid = np.ones_like(prob, bool)
-    valid[:, :40] = False                 # cloud: not mapped
+    valid[:, :40] = False  # cloud: not mapped
     no_pre = np.zeros_like(valid)
-    no_pre[:30, 100:] = True              # no pre-event image ...
-    valid[:30, 100:250] = False           # ... not mapped here, mapped from post-event only beyond
+    no_pre[:30, 100:] = True  # no pre-event image ...
+    valid[:30, 100:250] = False  # ... not mapped here, mapped from post-event only beyond
     prob[~valid] = 0
     p = write_prediction(path, prob, valid=valid, no_pre=no_pre, event_date="2020-01-01", resolution=10.0)
     return p, prob, valid, no_pre
@@ -53,7 +57,7 @@ def products(tmp_path_factory):
 def test_probability_cog_holds_the_zarr_values_scale_and_mask(products):
     files, prob, valid, _ = products
     assert cog_validate(str(files["probability"]), quiet=True)[0]
-    with rasterio.open(files["probability"]) as src:   # GDAL, as QGIS opens it
+    with rasterio.open(files["probability"]) as src:  # GDAL, as QGIS opens it
         np.testing.assert_array_equal(src.read(1), prob)
         np.testing.assert_array_equal(src.read_masks(1) > 0, valid)
         assert src.scales[0] == pytest.approx(1 / 255) and src.crs.to_epsg() == 32618
@@ -67,9 +71,9 @@ def test_not_mapped_layer_says_why(products):
         s = src.read(1)
         assert src.nodata == 0 and src.colormap(1)[3][:3] == (90, 90, 90)
         assert "not mapped" in src.tags()["code_3"]
-    assert (s[:, :40] == 3).all()                 # no image: not mapped
-    assert (s[:30, 100:250] == 4).all()           # no pre-event image: not mapped
-    assert (s[:30, 250:] == 2).all()              # mapped from post-event imagery only
+    assert (s[:, :40] == 3).all()  # no image: not mapped
+    assert (s[:30, 100:250] == 4).all()  # no pre-event image: not mapped
+    assert (s[:30, 250:] == 2).all()  # mapped from post-event imagery only
     assert (s[100:, 50:] == 1).all()
 
 
@@ -80,7 +84,7 @@ def test_styles_are_qgis_xml_and_the_gpkg_carries_its_default_style(products):
         assert root.tag == "qgis"
     ramp = ET.fromstring(files["probability_style"].read_text().split("\n", 1)[1])
     values = [float(i.get("value")) for i in ramp.iter("item")]
-    assert min(values) == 0 and max(values) == 1          # QGIS applies the band scale: 0..1
+    assert min(values) == 0 and max(values) == 1  # QGIS applies the band scale: 0..1
     with sqlite3.connect(files["landslides_gpkg"]) as con:
         rows = con.execute("SELECT f_table_name, useAsDefault, styleQML FROM layer_styles").fetchall()
     assert rows and rows[0][0] == "landslides" and rows[0][1] == 1 and "<qgis" in rows[0][2]
@@ -90,7 +94,7 @@ def test_stac_item_validates_offline_and_names_products_and_figures(products):
     files = products[0]
     d = json.loads(files["item"].read_text())
     item = pystac.Item.from_dict(d)
-    item.validate()   # the core schema pystac carries: no network
+    item.validate()  # the core schema pystac carries: no network
     assert {"probability", "not_mapped", "landslides_gpkg", "landslides_parquet", "web_map"} <= set(item.assets)
     for a in item.assets.values():
         assert (files["item"].parent / a.href).exists(), a.href
@@ -112,13 +116,19 @@ def test_web_grid_and_zoom():
 @needs_chromium
 def test_web_map_opens_offline_and_draws_the_polygons(products):
     files = products[0]
-    res = open_page(files["web_map"].as_uri(), ready="document.body.dataset.ready === '1'",
-                    values=("document.body.dataset.polygons", "document.querySelectorAll('.leaflet-tile-loaded').length",
-                            "document.querySelector('.leaflet-control-attribution').textContent",
-                            "document.querySelectorAll('.leaflet-control-layers-overlays label').length"))
+    res = open_page(
+        files["web_map"].as_uri(),
+        ready="document.body.dataset.ready === '1'",
+        values=(
+            "document.body.dataset.polygons",
+            "document.querySelectorAll('.leaflet-tile-loaded').length",
+            "document.querySelector('.leaflet-control-attribution').textContent",
+            "document.querySelectorAll('.leaflet-control-layers-overlays label').length",
+        ),
+    )
     save_screenshot(res, ARTEFACTS / "web-map.png")
     assert res.errors == []
-    assert [u for u in res.requested if not u.startswith(("file:", "data:"))] == []   # nothing from a network
+    assert [u for u in res.requested if not u.startswith(("file:", "data:"))] == []  # nothing from a network
     v = res.values
     assert v["document.body.dataset.polygons"] == str(len(DISCS))
     assert v["document.querySelectorAll('.leaflet-tile-loaded').length"] > 0
@@ -147,8 +157,8 @@ def test_cli_predict_products_on_an_existing_prediction(products, tmp_path, caps
     out = tmp_path / "pred-products"
     assert (out / "web" / "index.html").exists() and (out / "item.json").exists()
     item = json.loads((out / "item.json").read_text())
-    assert item["properties"]["landslide:landslides"] == 0     # no pixel reaches 0.9
-    assert item["properties"]["landslide:threshold"] == 0.9     # and the item, legend and styles say so
+    assert item["properties"]["landslide:landslides"] == 0  # no pixel reaches 0.9
+    assert item["properties"]["landslide:threshold"] == 0.9  # and the item, legend and styles say so
     assert '"threshold":0.9' in (out / "web" / "data.js").read_text()
     assert "offline web map" in capsys.readouterr().out
 
@@ -161,16 +171,34 @@ def test_cli_predict_writes_the_products_by_default_with_the_cube_s_imagery_and_
 
     cube = write_test_cube(tmp_path / "c.zarr", make_arrays((160, 200)))
     _zarr.open_group(str(cube), mode="a").attrs.update(
-        event_date="2021-06-01", pre_dates=["2021-05-01"], post_dates=["2021-06-10", "2021-06-20"],
-        stac_url="https://earth-search.aws.element84.com/v1", collection="sentinel-2-l2a",
-        stac_items=["S2A_T33_20210501", "S2B_T33_20210610"])
+        event_date="2021-06-01",
+        pre_dates=["2021-05-01"],
+        post_dates=["2021-06-10", "2021-06-20"],
+        stac_url="https://earth-search.aws.element84.com/v1",
+        collection="sentinel-2-l2a",
+        stac_items=["S2A_T33_20210501", "S2B_T33_20210610"],
+    )
     ckpt = make_checkpoint(tmp_path / "m.pt")
-    assert main(["predict", "--model", str(ckpt), "--cube", str(cube), "--out", str(tmp_path / "map.zarr"),
-                 "--window", str(WIN), "--overlap", str(OV), "--quiet"]) in (0, None)
+    assert main(
+        [
+            "predict",
+            "--model",
+            str(ckpt),
+            "--cube",
+            str(cube),
+            "--out",
+            str(tmp_path / "map.zarr"),
+            "--window",
+            str(WIN),
+            "--overlap",
+            str(OV),
+            "--quiet",
+        ]
+    ) in (0, None)
     out = tmp_path / "map-products"
     assert "offline web map" in capsys.readouterr().out
     web = out / "web"
-    assert (web / "tiles" / "post").is_dir() and (web / "tiles" / "pre").is_dir()    # the images as backgrounds
+    assert (web / "tiles" / "post").is_dir() and (web / "tiles" / "pre").is_dir()  # the images as backgrounds
     item = pystac.Item.from_dict(json.loads((out / "item.json").read_text()))
     item.validate()
     links = [lk.href for lk in item.links if lk.rel == "derived_from"]
@@ -178,6 +206,21 @@ def test_cli_predict_writes_the_products_by_default_with_the_cube_s_imagery_and_
     assert item.properties["landslide:post_event_dates"] == ["2021-06-10", "2021-06-20"]
     assert item.properties["start_datetime"].startswith("2021-05-01")
     assert "Contains modified Copernicus Sentinel data 2021" in (web / "data.js").read_text()
-    assert main(["predict", "--model", str(ckpt), "--cube", str(cube), "--out", str(tmp_path / "b.zarr"),
-                 "--window", str(WIN), "--overlap", str(OV), "--quiet", "--no-products"]) in (0, None)
+    assert main(
+        [
+            "predict",
+            "--model",
+            str(ckpt),
+            "--cube",
+            str(cube),
+            "--out",
+            str(tmp_path / "b.zarr"),
+            "--window",
+            str(WIN),
+            "--overlap",
+            str(OV),
+            "--quiet",
+            "--no-products",
+        ]
+    ) in (0, None)
     assert not (tmp_path / "b-products").exists()

@@ -13,11 +13,12 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import box, shape
 
-from landslide_dask.stac.catalog import CatalogWarning, catalog_geotiffs
 from landslide_dask.errors import InputDataError, UsageError
+from landslide_dask.stac.catalog import CatalogWarning, catalog_geotiffs
+from landslide_dask.stac.local import load_stac_dir
 from landslide_dask.stac.search import search_items
 from landslide_dask.stac.server import serve_stac
-from landslide_dask.stac.local import load_stac_dir
+
 from ..helpers import SHARED_DATA
 
 DATA = SHARED_DATA
@@ -125,8 +126,16 @@ def test_band_count_mismatch_and_missing_date(images, tmp_path):
 def _write(path: Path, crs: str, transform, arr: np.ndarray, nodata=None, tags=None, descriptions=None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
-        path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
-        dtype=arr.dtype, crs=crs, transform=transform, nodata=nodata,
+        path,
+        "w",
+        driver="GTiff",
+        width=arr.shape[2],
+        height=arr.shape[1],
+        count=arr.shape[0],
+        dtype=arr.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
     ) as dst:
         dst.write(arr)
         if tags:
@@ -139,11 +148,23 @@ def test_several_crs_dates_from_tags_and_band_names(tmp_path):
     rng = np.random.default_rng(0)
     src = tmp_path / "src"
     utm = rng.integers(1, 1000, (1, 20, 30)).astype("uint16")
-    _write(src / "a" / "scene.tif", "EPSG:32646", from_origin(400000, 2480000, 10, 10), utm,
-           tags={"TIFFTAG_DATETIME": "2021:03:04 05:06:07"})
+    _write(
+        src / "a" / "scene.tif",
+        "EPSG:32646",
+        from_origin(400000, 2480000, 10, 10),
+        utm,
+        tags={"TIFFTAG_DATETIME": "2021:03:04 05:06:07"},
+    )
     geo = rng.random((2, 10, 12)).astype("float32")
-    _write(src / "b" / "scene.tif", "EPSG:4326", from_origin(91.0, 22.5, 0.001, 0.001), geo, nodata=-9999.0,
-           tags={"TIFFTAG_DATETIME": "2021:03:05 00:00:00"}, descriptions=["swir16", "swir22"])
+    _write(
+        src / "b" / "scene.tif",
+        "EPSG:4326",
+        from_origin(91.0, 22.5, 0.001, 0.001),
+        geo,
+        nodata=-9999.0,
+        tags={"TIFFTAG_DATETIME": "2021:03:05 00:00:00"},
+        descriptions=["swir16", "swir22"],
+    )
     (src / "readme.txt").write_text("not matched by the pattern")
 
     out = catalog_geotiffs(src, tmp_path / "out", collection="mixed")
@@ -198,8 +219,17 @@ def test_output_is_relocatable_and_sources_untouched(images, tmp_path):
 def _band_tif(path: Path, res: float, value: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     n = int(200 / res)
-    with rasterio.open(path, "w", driver="GTiff", width=n, height=n, count=1, dtype="uint16", crs="EPSG:32645",
-                       transform=from_origin(500000, 3100000, res, res)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=n,
+        height=n,
+        count=1,
+        dtype="uint16",
+        crs="EPSG:32645",
+        transform=from_origin(500000, 3100000, res, res),
+    ) as dst:
         dst.write(np.full((1, n, n), value, np.uint16))
 
 
@@ -211,8 +241,9 @@ def test_per_band_scenes_by_regex_with_dates_from_names_and_sidecars(tmp_path):
         _band_tif(src / f"T45RUL_20230420_{b}.tif", res, 100)
         _band_tif(src / f"S2_scene7_{b}.tif", res, 200)
         (src / f"S2_scene7_{b}.json").write_text(json.dumps({"properties": {"system:time_start": 1682899200000}}))
-    out = catalog_geotiffs(src, tmp_path / "cat", collection="dl", group=r"(?P<item>.+)_B\d\d",
-                           date_pattern=r"_(?P<date>\d{8})_")
+    out = catalog_geotiffs(
+        src, tmp_path / "cat", collection="dl", group=r"(?P<item>.+)_B\d\d", date_pattern=r"_(?P<date>\d{8})_"
+    )
     items = {i["id"]: i for i in _items(out, "dl")}
     assert sorted(items) == ["S2_scene7", "T45RUL_20230420"]
     for it in items.values():

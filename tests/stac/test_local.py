@@ -17,9 +17,10 @@ from rasterio.transform import from_origin
 from landslide_dask.cli import main as cli_main
 from landslide_dask.cube.read import open_cube
 from landslide_dask.errors import EmptySearchError, UsageError
+from landslide_dask.stac.local import load_stac_dir
 from landslide_dask.stac.search import search_items
 from landslide_dask.stac.server import serve_stac
-from landslide_dask.stac.local import load_stac_dir
+
 from .test_search import COL, DEM, REGION_A, REGION_B, WORLD, _inside, build_stac_folder, ids
 
 
@@ -82,8 +83,12 @@ QUERIES = [
 
 @pytest.mark.parametrize("kind", ["catalog folder", "static catalog", "catalog.json", "item collection"])
 def test_a_local_source_finds_what_the_server_finds(kind, server, stac_dir, static_catalog, item_collection):
-    source = {"catalog folder": stac_dir, "static catalog": static_catalog,
-              "catalog.json": static_catalog / "catalog.json", "item collection": item_collection}[kind]
+    source = {
+        "catalog folder": stac_dir,
+        "static catalog": static_catalog,
+        "catalog.json": static_catalog / "catalog.json",
+        "item collection": item_collection,
+    }[kind]
     for q in QUERIES:
         q = dict(q)
         cols, bbox = q.pop("collections"), q.pop("bbox")
@@ -103,8 +108,9 @@ def test_a_local_source_finds_what_the_server_finds(kind, server, stac_dir, stat
 
 def test_an_empty_local_search_says_what_to_widen_as_the_api_does(stac_dir):
     with pytest.raises(EmptySearchError) as ei:
-        search_items(str(stac_dir), [COL], (150.0, -10.0, 151.0, -9.0), datetime=("2024-05-01", "2024-05-31"),
-                     max_cloud=20)
+        search_items(
+            str(stac_dir), [COL], (150.0, -10.0, 151.0, -9.0), datetime=("2024-05-01", "2024-05-31"), max_cloud=20
+        )
     msg = str(ei.value)
     for part in (COL, "150.0", "-9.0", "2024-05-01", "2024-05-31", "20", "widen"):
         assert part in msg, (part, msg)
@@ -141,8 +147,17 @@ def _own_geotiffs(folder: Path) -> np.ndarray:
     """One 4-band GeoTIFF (red, green, blue, nir) without date or STAC, as users have them."""
     data = np.random.default_rng(1).integers(1, 3000, (4, N, N)).astype(np.uint16)
     folder.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(folder / "scene.tif", "w", driver="GTiff", width=N, height=N, count=4, dtype="uint16",
-                       crs=f"EPSG:{EPSG}", transform=from_origin(X0, Y0, 10, 10)) as dst:
+    with rasterio.open(
+        folder / "scene.tif",
+        "w",
+        driver="GTiff",
+        width=N,
+        height=N,
+        count=4,
+        dtype="uint16",
+        crs=f"EPSG:{EPSG}",
+        transform=from_origin(X0, Y0, 10, 10),
+    ) as dst:
         dst.write(data)
     return data
 
@@ -150,17 +165,53 @@ def _own_geotiffs(folder: Path) -> np.ndarray:
 def test_readme_two_commands_from_own_geotiffs_to_a_cube(tmp_path, capsys):
     data = _own_geotiffs(tmp_path / "tiles")
     stac = tmp_path / "my-stac"
-    assert cli_main(["catalog", str(tmp_path / "tiles"), "--out", str(stac), "--bands", "red,green,blue,nir",
-                     "--datetime", "2024-06-20T04:30:00Z", "--nodata", "0"]) == 0
+    assert (
+        cli_main(
+            [
+                "catalog",
+                str(tmp_path / "tiles"),
+                "--out",
+                str(stac),
+                "--bands",
+                "red,green,blue,nir",
+                "--datetime",
+                "2024-06-20T04:30:00Z",
+                "--nodata",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert f"--stac {stac}" in capsys.readouterr().out  # it says the next command
     from pyproj import Transformer
 
     (w, e), (s, n) = Transformer.from_crs(EPSG, 4326, always_xy=True).transform(
-        [X0 + 30, X0 + 10 * N - 30], [Y0 - 10 * N + 30, Y0 - 30])
+        [X0 + 30, X0 + 10 * N - 30], [Y0 - 10 * N + 30, Y0 - 30]
+    )
     out = tmp_path / "own.zarr"
-    rc = cli_main(["cube", "--stac", str(stac), "--collection", "local-geotiffs", "--bands", "red,green,blue,nir",
-                   "--no-cloud-mask", "--no-dem", "--post-only", "--event-date", "2024-06-18",
-                   "--aoi", f"{w:.6f},{s:.6f},{e:.6f},{n:.6f}", "--chunk", "32", "--quiet", "--out", str(out)])
+    rc = cli_main(
+        [
+            "cube",
+            "--stac",
+            str(stac),
+            "--collection",
+            "local-geotiffs",
+            "--bands",
+            "red,green,blue,nir",
+            "--no-cloud-mask",
+            "--no-dem",
+            "--post-only",
+            "--event-date",
+            "2024-06-18",
+            "--aoi",
+            f"{w:.6f},{s:.6f},{e:.6f},{n:.6f}",
+            "--chunk",
+            "32",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     ds = open_cube(out)
     assert list(ds["band"].values) == ["red", "green", "blue", "nir"]
@@ -168,13 +219,24 @@ def test_readme_two_commands_from_own_geotiffs_to_a_cube(tmp_path, capsys):
     assert valid.mean() > 0.9
     c0, r0 = int(round((float(ds["x"][0]) - 5 - X0) / 10)), int(round((Y0 - float(ds["y"][0]) - 5) / 10))
     h, w_ = valid.shape
-    np.testing.assert_array_equal(ds["post"].values[:, valid], data[:, r0:r0 + h, c0:c0 + w_][:, valid])
+    np.testing.assert_array_equal(ds["post"].values[:, valid], data[:, r0 : r0 + h, c0 : c0 + w_][:, valid])
     r = ds.attrs["radiometry"]
     assert r["items_unchanged"] == 1 and "none recorded" in next(iter(r["items"].values()))["from"]
 
 
 def test_cube_with_a_stac_path_that_is_not_there_exits_2(tmp_path, capsys):
-    rc = cli_main(["cube", "--stac", str(tmp_path / "nope"), "--event-date", "2024-06-18",
-                   "--aoi", "85.30,27.70,85.32,27.72", "--out", str(tmp_path / "x.zarr")])
+    rc = cli_main(
+        [
+            "cube",
+            "--stac",
+            str(tmp_path / "nope"),
+            "--event-date",
+            "2024-06-18",
+            "--aoi",
+            "85.30,27.70,85.32,27.72",
+            "--out",
+            str(tmp_path / "x.zarr"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "no such file or folder" in err and "landslide-dask catalog" in err

@@ -22,9 +22,10 @@ import requests
 from rasterio.transform import from_bounds
 
 from landslide_dask.errors import EmptySearchError, InputDataError, LandslideDaskError, StacUnreachableError, UsageError
+from landslide_dask.stac.local import load_stac_dir
 from landslide_dask.stac.search import search_items
 from landslide_dask.stac.server import StacServer, serve_stac
-from landslide_dask.stac.local import load_stac_dir
+
 from ..helpers import REPO
 
 COL = "s2-test"
@@ -46,8 +47,18 @@ def _write_cog(path: Path, bounds: tuple[float, float, float, float], value: int
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.full((1, 8, 8), value, dtype="uint16")
     with rasterio.open(
-        path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint16", crs="EPSG:4326",
-        transform=from_bounds(*bounds, 8, 8), tiled=True, blockxsize=16, blockysize=16,
+        path,
+        "w",
+        driver="GTiff",
+        width=8,
+        height=8,
+        count=1,
+        dtype="uint16",
+        crs="EPSG:4326",
+        transform=from_bounds(*bounds, 8, 8),
+        tiled=True,
+        blockxsize=16,
+        blockysize=16,
     ) as dst:
         dst.write(data)
 
@@ -72,8 +83,15 @@ def _item(item_id: str, collection: str, bounds, dt: str, cc: float | None, href
 
 def _collection(cid: str) -> dict:
     return {
-        "type": "Collection", "stac_version": "1.1.0", "id": cid, "description": cid, "license": "other",
-        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [["2024-01-01T00:00:00Z", None]]}},
+        "type": "Collection",
+        "stac_version": "1.1.0",
+        "id": cid,
+        "description": cid,
+        "license": "other",
+        "extent": {
+            "spatial": {"bbox": [[-180, -90, 180, 90]]},
+            "temporal": {"interval": [["2024-01-01T00:00:00Z", None]]},
+        },
         "links": [],
     }
 
@@ -277,8 +295,9 @@ def _wait_gone(pid: int, seconds: float = 10) -> bool:
 
 def _python(code: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def test_run_stac_server_stops_on_ctrl_c(stac_dir):
@@ -428,8 +447,11 @@ class FlakyProxy:
                     payload.pop("query", None)  # rustac would answer [] to it
                     body = json.dumps(payload).encode()
                 r = requests.request(
-                    method, proxy.upstream + self.path, data=body or None,
-                    headers={"Content-Type": "application/json"} if body else {}, timeout=10,
+                    method,
+                    proxy.upstream + self.path,
+                    data=body or None,
+                    headers={"Content-Type": "application/json"} if body else {},
+                    timeout=10,
                 )
                 text = r.text.replace(proxy.upstream, proxy.url)
                 if self.path == "/" and proxy.advertise_query:

@@ -7,11 +7,19 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from landslide_dask.errors import InputDataError
-from landslide_dask.train.chips import (MIN_SPLIT_POSITIVES, augment, build_index, check_splits, compute_stats,
-                                        epoch_windows, sampling_weights, shift_windows)
-from landslide_dask.train.reader import ChunkCache, WindowReader
 from landslide_dask.cube.build import write_cube
+from landslide_dask.errors import InputDataError
+from landslide_dask.train.chips import (
+    MIN_SPLIT_POSITIVES,
+    augment,
+    build_index,
+    check_splits,
+    compute_stats,
+    epoch_windows,
+    sampling_weights,
+    shift_windows,
+)
+from landslide_dask.train.reader import ChunkCache, WindowReader
 
 
 def _cube(path, h=700, w=900, seed=0, chunk=256):
@@ -20,15 +28,18 @@ def _cube(path, h=700, w=900, seed=0, chunk=256):
     valid[:40, :] = False
     valid[300:320, 100:700] = False
     label = (rng.random((h, w)) < 0.02).astype(np.uint8)
-    label[h // 2:, :] = 0  # the lower half has no landslides
+    label[h // 2 :, :] = 0  # the lower half has no landslides
     label[200:260, 300:380] = 1
     label[:, 800:] = 255
     ds = xr.Dataset(
-        {"pre": (("band", "y", "x"), rng.integers(1, 4000, (4, h, w), dtype=np.uint16)),
-         "post": (("band", "y", "x"), rng.integers(1, 4000, (4, h, w), dtype=np.uint16)),
-         "slope": (("y", "x"), rng.uniform(0, 60, (h, w)).astype(np.float32)),
-         "hillshade": (("y", "x"), rng.integers(1, 255, (h, w), dtype=np.uint8)),
-         "valid": (("y", "x"), valid), "label": (("y", "x"), label)},
+        {
+            "pre": (("band", "y", "x"), rng.integers(1, 4000, (4, h, w), dtype=np.uint16)),
+            "post": (("band", "y", "x"), rng.integers(1, 4000, (4, h, w), dtype=np.uint16)),
+            "slope": (("y", "x"), rng.uniform(0, 60, (h, w)).astype(np.float32)),
+            "hillshade": (("y", "x"), rng.integers(1, 255, (h, w), dtype=np.uint8)),
+            "valid": (("y", "x"), valid),
+            "label": (("y", "x"), label),
+        },
         coords={"band": np.array(["blue", "green", "red", "nir"], dtype=object)},
     ).chunk({"band": -1, "y": chunk, "x": chunk})
     write_cube(ds, path, progress=False)
@@ -50,8 +61,8 @@ def test_windows_meet_the_usable_threshold(index, cubes):
     assert len(index) > 20 and set(index["split"]) <= {"train", "val", "test", "gap"}
     for _, w in index.sample(15, random_state=0).iterrows():
         ds = cubes[w["cube"]][1]
-        v = ds["valid"].values[w["row"]:w["row"] + 128, w["col"]:w["col"] + 128]
-        lab = ds["label"].values[w["row"]:w["row"] + 128, w["col"]:w["col"] + 128]
+        v = ds["valid"].values[w["row"] : w["row"] + 128, w["col"] : w["col"] + 128]
+        lab = ds["label"].values[w["row"] : w["row"] + 128, w["col"] : w["col"] + 128]
         usable = (v & (lab != 255)).mean()
         assert usable >= 0.5 and usable == pytest.approx(w["usable"])
         assert ((lab == 1) & v).mean() == pytest.approx(w["slide"])
@@ -73,7 +84,7 @@ def test_normalisation_statistics_equal_numpy(index, cubes):
         ds = cubes[ci][1]
         mask = np.zeros(ds["valid"].shape, bool)
         for r, c in zip(windows["row"], windows["col"]):
-            mask[r:r + 128, c:c + 128] = True
+            mask[r : r + 128, c : c + 128] = True
         mask &= ds["valid"].values
         vals["pre"].append(ds["pre"].values[:, mask])
         vals["post"].append(ds["post"].values[:, mask])
@@ -94,8 +105,9 @@ def test_reader_matches_direct_slicing_and_decodes_each_chunk_once(index, cubes)
         sl = (slice(w["row"], w["row"] + 128), slice(w["col"], w["col"] + 128))
         valid = ds["valid"].values[sl]
         assert (got["valid"] == valid).all()
-        expected = (ds["post"].values[(slice(None),) + sl] - np.array(stats.mean["post"])[:, None, None]) \
-            / np.array(stats.std["post"])[:, None, None]
+        expected = (ds["post"].values[(slice(None),) + sl] - np.array(stats.mean["post"])[:, None, None]) / np.array(
+            stats.std["post"]
+        )[:, None, None]
         np.testing.assert_allclose(got["post"][:, valid], expected[:, valid], rtol=1e-5, atol=1e-5)
         assert (got["post"][:, ~valid] == 0).all()
         assert (got["label"][~valid] == 255).all()
@@ -129,8 +141,7 @@ def test_positive_oversampling_draws_landslide_windows_more_often(index):
 def test_augment_moves_every_layer_together():
     rng = np.random.default_rng(0)
     x = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
-    sample = {"post": x.copy(), "terrain": x.copy(), "label": x[0].astype(np.uint8),
-              "valid": np.ones((4, 4), bool)}
+    sample = {"post": x.copy(), "terrain": x.copy(), "label": x[0].astype(np.uint8), "valid": np.ones((4, 4), bool)}
     for _ in range(8):
         out = augment(sample, rng, jitter=0.0)
         np.testing.assert_array_equal(out["post"], out["terrain"])
@@ -154,12 +165,15 @@ def _few_slides_cube(path, blocks_with_slides: list[tuple[int, int]], h=768, w=7
     rng = np.random.default_rng(3)
     label = np.zeros((h, w), np.uint8)
     for by, bx in blocks_with_slides:
-        label[by * block + 20:by * block + 60, bx * block + 20:bx * block + 70] = 1
+        label[by * block + 20 : by * block + 60, bx * block + 20 : bx * block + 70] = 1
     ds = xr.Dataset(
-        {"post": (("band", "y", "x"), rng.integers(1, 4000, (3, h, w), dtype=np.uint16)),
-         "slope": (("y", "x"), rng.uniform(0, 60, (h, w)).astype(np.float32)),
-         "hillshade": (("y", "x"), rng.integers(1, 255, (h, w), dtype=np.uint8)),
-         "valid": (("y", "x"), np.ones((h, w), bool)), "label": (("y", "x"), label)},
+        {
+            "post": (("band", "y", "x"), rng.integers(1, 4000, (3, h, w), dtype=np.uint16)),
+            "slope": (("y", "x"), rng.uniform(0, 60, (h, w)).astype(np.float32)),
+            "hillshade": (("y", "x"), rng.integers(1, 255, (h, w), dtype=np.uint8)),
+            "valid": (("y", "x"), np.ones((h, w), bool)),
+            "label": (("y", "x"), label),
+        },
         coords={"band": np.array(["blue", "green", "red"], dtype=object)},
     ).chunk({"band": -1, "y": 256, "x": 256})
     write_cube(ds, path, progress=False)
@@ -177,8 +191,7 @@ def test_every_split_holds_landslides_when_three_blocks_do(tmp_path):
         check_splits(index)
         # the counted pixels are those of the split's windows
         for s in ("val", "test"):
-            assert splits[s]["landslide_px"] == pytest.approx(
-                index[index["split"] == s]["slide"].sum() * 64 * 64)
+            assert splits[s]["landslide_px"] == pytest.approx(index[index["split"] == s]["slide"].sum() * 64 * 64)
 
 
 def test_a_validation_part_without_landslides_is_refused_never_scored(tmp_path):
@@ -190,8 +203,11 @@ def test_a_validation_part_without_landslides_is_refused_never_scored(tmp_path):
     from landslide_dask.train.loop import TrainConfig, prepare
 
     with pytest.raises(InputDataError, match="it needs at least"):
-        prepare(TrainConfig(cubes=[cube], out=str(tmp_path / "run"), streams=("post", "terrain"), window=64,
-                            stride=64, block=128))
+        prepare(
+            TrainConfig(
+                cubes=[cube], out=str(tmp_path / "run"), streams=("post", "terrain"), window=64, stride=64, block=128
+            )
+        )
 
 
 def test_windows_may_span_blocks_of_one_split_and_the_default_block_fits_small_regions(tmp_path):
@@ -218,9 +234,9 @@ def test_random_crops_stay_inside_their_split_and_vary(index):
         shape = (700, 900)
         own = np.zeros(shape, bool)
         for r, c in index[(index["cube"] == ci) & (index["split"] == "train")][["row", "col"]].to_numpy():
-            own[r:r + size, c:c + size] = True
+            own[r : r + size, c : c + size] = True
         for r, c in mine[["row", "col"]].to_numpy():
-            assert r >= 0 and c >= 0 and own[r:r + size, c:c + size].all()
+            assert r >= 0 and c >= 0 and own[r : r + size, c : c + size].all()
 
 
 def test_stream_dropout_hides_whole_streams_at_their_rate():
@@ -233,4 +249,4 @@ def test_stream_dropout_hides_whole_streams_at_their_rate():
         out = drop_streams(sample, rng, {"terrain": 0.25})
         assert out["post"].all() and (out["terrain"].all() or not out["terrain"].any())
         hidden += not out["terrain"].any()
-    assert 400 < hidden < 600 and sample["terrain"].all()   # the input itself is never changed
+    assert 400 < hidden < 600 and sample["terrain"].all()  # the input itself is never changed

@@ -12,14 +12,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from landslide_dask.common.workers import n_workers, worker_addresses
 from landslide_dask.train.ddp import DistributedTrainingError, RankContext, _check_processes, _choose_backend, run_ddp
-from landslide_dask.train.ranks import RankError as _RankError, address_host as _address_host, rank_main as _rank_main
-from landslide_dask.common.workers import worker_addresses, n_workers
+from landslide_dask.train.ranks import RankError as _RankError
+from landslide_dask.train.ranks import address_host as _address_host
+from landslide_dask.train.ranks import rank_main as _rank_main
 
 distributed = pytest.importorskip("distributed")
 
 LOOPBACK = {"host": "127.0.0.1", "dashboard_address": None}  # everything on 127.0.0.1, no dashboard
-B = 4          # rows per rank per step
+B = 4  # rows per rank per step
 LR = 0.1
 # Functions of this module run on the workers: ship them by value, so the workers never have to
 # import the test module (which depends on how pytest put it on sys.path).
@@ -40,11 +42,17 @@ def _data(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _batch(x: torch.Tensor, y: torch.Tensor, step: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     i = (step * 2 + rank) * B
-    return x[i:i + B], y[i:i + B]
+    return x[i : i + B], y[i : i + B]
 
 
-def _train(ctx: RankContext, steps: int, ckpt: str | None = None, die_at: int | None = None,
-           fail_at: int | None = None, hang_at: int | None = None) -> dict:
+def _train(
+    ctx: RankContext,
+    steps: int,
+    ckpt: str | None = None,
+    die_at: int | None = None,
+    fail_at: int | None = None,
+    hang_at: int | None = None,
+) -> dict:
     """DDP SGD with momentum; rank 0 checkpoints after each step and a rerun resumes from it."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -80,9 +88,17 @@ def _train(ctx: RankContext, steps: int, ckpt: str | None = None, die_at: int | 
     flat = nn.utils.parameters_to_vector(model.parameters()).detach()
     spread = max(float((g - flat).abs().max()) for g in ctx.all_gather(flat))
     mean_rank = float(ctx.all_reduce_mean(torch.tensor([ctx.rank]))[0])
-    return {"state": model.state_dict(), "start": start, "spread": spread, "mean_rank": mean_rank,
-            "world": ctx.world_size, "backend": ctx.backend, "worker": ctx.worker,
-            "init_method": ctx.init_method, "ifname": os.environ.get("GLOO_SOCKET_IFNAME")}
+    return {
+        "state": model.state_dict(),
+        "start": start,
+        "spread": spread,
+        "mean_rank": mean_rank,
+        "world": ctx.world_size,
+        "backend": ctx.backend,
+        "worker": ctx.worker,
+        "init_method": ctx.init_method,
+        "ifname": os.environ.get("GLOO_SOCKET_IFNAME"),
+    }
 
 
 def _reference(steps: int) -> dict[str, torch.Tensor]:
@@ -128,14 +144,13 @@ def _assert_clean(client, n: int = 2) -> None:
     assert all(client.run(_no_pg).values())
 
 
-
 def test_ddp_equals_single_process_on_union(client):
     steps = 3
-    assert client.scheduler.address.startswith("tls://")   # the package's cluster trains over TLS
+    assert client.scheduler.address.startswith("tls://")  # the package's cluster trains over TLS
     out = run_ddp(client, _train, steps, timeout_s=30)
     assert out["world"] == 2 and out["backend"] == "gloo"
     assert out["worker"] == _workers(client)[0]  # rank 0 is the first worker in sorted order
-    assert out["spread"] == 0.0                  # every rank holds the same parameters
+    assert out["spread"] == 0.0  # every rank holds the same parameters
     assert out["mean_rank"] == 0.5
     assert all(v.device.type == "cpu" for v in out["state"].values())
     assert out["ifname"] == "lo"  # gloo pinned to the interface of the worker's 127.0.0.1 address ...
@@ -240,10 +255,12 @@ def test_busy_worker_is_reported_not_waited_for(client):
 def test_workers_sharing_one_process_are_rejected():
     # LocalCluster(processes=False): all workers in one process, which has one default group
     with pytest.raises(DistributedTrainingError, match="share one process"):
-        _check_processes(["inproc://a/1/1", "inproc://a/1/2"],
-                         [{"hostname": "h", "pid": 1}, {"hostname": "h", "pid": 1}])
-    _check_processes(["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"],
-                     [{"hostname": "h", "pid": 1}, {"hostname": "h", "pid": 2}])
+        _check_processes(
+            ["inproc://a/1/1", "inproc://a/1/2"], [{"hostname": "h", "pid": 1}, {"hostname": "h", "pid": 1}]
+        )
+    _check_processes(
+        ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"], [{"hostname": "h", "pid": 1}, {"hostname": "h", "pid": 2}]
+    )
     assert _address_host("inproc://192.0.2.2/123/4") == "127.0.0.1"
     assert _address_host("tcp://[::1]:8786") == "::1"
     assert _address_host("tcp://127.0.0.1:8786") == "127.0.0.1"
@@ -253,8 +270,9 @@ def test_rank_rerun_in_a_replacement_process_refuses_to_start():
     # Dask re-runs a task whose worker died; if the worker came back on the same address, the
     # lone rank must fail at once instead of waiting for peers that are gone
     with pytest.raises(_RankError) as ei:
-        _rank_main(_train, 1, 2, "tcp://127.0.0.1:9", "gloo", 5.0, "tcp://127.0.0.1:1", os.getpid() + 1,
-                   "run", (1,), {})
+        _rank_main(
+            _train, 1, 2, "tcp://127.0.0.1:9", "gloo", 5.0, "tcp://127.0.0.1:1", os.getpid() + 1, "run", (1,), {}
+        )
     assert ei.value.args[2] == "WorkerRestarted"
     assert not dist.is_initialized()
 
@@ -281,8 +299,12 @@ def _gpu_step(ctx: RankContext) -> dict:
     x = torch.randn(8, 4, device=ctx.device)
     model(x).sum().backward()
     total = ctx.all_reduce_sum(torch.ones(1, device=ctx.device))
-    return {"backend": ctx.backend, "device": str(ctx.device), "total": float(total),
-            "state": model.module.state_dict()}
+    return {
+        "backend": ctx.backend,
+        "device": str(ctx.device),
+        "total": float(total),
+        "state": model.module.state_dict(),
+    }
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nccl)")
@@ -329,9 +351,11 @@ def test_a_live_worker_is_never_reported_dead_when_the_client_cache_is_refreshed
 
     monkeypatch.setattr(ddp, "_WORKER_POLL_S", 0.02)
     conf = {"distributed.client.scheduler-info-interval": "2ms", "distributed.client.heartbeat": "1h"}
-    with dask.config.set(conf), \
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **LOOPBACK) as cluster, \
-            Client(cluster) as c:
+    with (
+        dask.config.set(conf),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **LOOPBACK) as cluster,
+        Client(cluster) as c,
+    ):
         c.wait_for_workers(2, timeout=60)
         cached_short = sum(len(c.scheduler_info(n_workers=-1)["workers"]) < 2 for _ in range(300))
         assert run_ddp(c, _sleepy, 8.0, timeout_s=60) == 2
@@ -357,8 +381,9 @@ def test_a_worker_still_running_a_rank_of_another_run_is_never_given_a_new_one(c
     w1 = _workers(client)[1]
     busy = client.submit(_pretend_rank, 4.0, workers=[w1], pure=False)
     deadline = time.monotonic() + 30
-    while not client.run(lambda: __import__("landslide_dask.train.ranks").train.ranks.running_ranks(),
-                         workers=[w1])[w1]:
+    while not client.run(lambda: __import__("landslide_dask.train.ranks").train.ranks.running_ranks(), workers=[w1])[
+        w1
+    ]:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     t0 = time.monotonic()

@@ -16,16 +16,19 @@ import pytest
 import torch
 
 from landslide_dask.cube.read import open_cube
-from landslide_dask.train.ddp import DistributedTrainingError
 from landslide_dask.errors import InputDataError, UsageError
-from landslide_dask.train.experiment import leave_one_out, train_strategy
 from landslide_dask.train.checkpoint import load_checkpoint
 from landslide_dask.train.config import TrainConfig
+from landslide_dask.train.ddp import DistributedTrainingError
+from landslide_dask.train.experiment import leave_one_out, train_strategy
 from landslide_dask.train.loop import train
 from landslide_dask.train.scoring import evaluate, tiles
 
-TINY = {"encoder_blocks": [1, 1, 1, 1], "encoder_widths": [8, 16, 32, 32],
-        "stem_widths": {"pre": 8, "post": 8, "terrain": 8}}
+TINY = {
+    "encoder_blocks": [1, 1, 1, 1],
+    "encoder_widths": [8, 16, 32, 32],
+    "stem_widths": {"pre": 8, "post": 8, "terrain": 8},
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +37,22 @@ def cubes(train_cubes) -> list[str]:
 
 
 def _cfg(cubes: list[str], out: Path, **kw) -> TrainConfig:
-    base = dict(cubes=cubes, out=str(out), window=64, stride=32, block=128, batch_size=8, epochs=4,
-                steps_per_epoch=12, lr=3e-3, patience=10, model=TINY, progress=False, threads=1, restarts=0)
+    base = dict(
+        cubes=cubes,
+        out=str(out),
+        window=64,
+        stride=32,
+        block=128,
+        batch_size=8,
+        epochs=4,
+        steps_per_epoch=12,
+        lr=3e-3,
+        patience=10,
+        model=TINY,
+        progress=False,
+        threads=1,
+        restarts=0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -56,8 +73,10 @@ def test_short_training_learns_and_checkpoints_load_safely(client, cubes, tmp_pa
     assert len(pd.read_csv(tmp_path / "metrics.csv")) == 4
     # the score reported for validation is what evaluate() recomputes from the checkpoint
     index = pd.read_csv(tmp_path / "windows.csv")
-    conf = sum((evaluate(res["best"], c, split="val", index=index) for c in cubes[1:]),
-               evaluate(res["best"], cubes[0], split="val", index=index))
+    conf = sum(
+        (evaluate(res["best"], c, split="val", index=index) for c in cubes[1:]),
+        evaluate(res["best"], cubes[0], split="val", index=index),
+    )
     assert conf.mcc() == pytest.approx(res["best_mcc"], abs=2e-3)
 
 
@@ -164,9 +183,9 @@ def test_scoring_tiles_count_every_pixel_exactly_once(tmp_path, h, w, size):
     seen = np.zeros((h, w), int)
     for _, r in t.iterrows():
         win = np.ones((s, s), int)
-        win[:r["skip_r"]] = 0
-        win[:, :r["skip_c"]] = 0
-        seen[r["row"]:r["row"] + s, r["col"]:r["col"] + s] += win
+        win[: r["skip_r"]] = 0
+        win[:, : r["skip_c"]] = 0
+        seen[r["row"] : r["row"] + s, r["col"] : r["col"] + s] += win
     assert s % 32 == 0 and (seen == 1).all()
 
 
@@ -177,9 +196,18 @@ def test_landslide4sense_patches_train_and_evaluate_per_patch(client, tmp_path):
 
     write_l4s(tmp_path / "TrainData", n=20)
     cube = str(import_patches(tmp_path / "TrainData", tmp_path / "l4s.zarr", progress=False))
-    cfg = _cfg([cube], tmp_path / "model", streams=("post", "terrain"), window=S, stride=S, block=S, batch_size=2,
-               epochs=1, steps_per_epoch=2,
-               model={**TINY, "stem_widths": {"post": 8, "terrain": 8}})
+    cfg = _cfg(
+        [cube],
+        tmp_path / "model",
+        streams=("post", "terrain"),
+        window=S,
+        stride=S,
+        block=S,
+        batch_size=2,
+        epochs=1,
+        steps_per_epoch=2,
+        model={**TINY, "stem_widths": {"post": 8, "terrain": 8}},
+    )
     res = train(client, cfg)
     ck = load_checkpoint(res["best"])
     assert ck["streams"] == ["post", "terrain"] and set(ck["stats"]["mean"]) == {"post", "terrain"}
@@ -222,8 +250,10 @@ def test_an_rgb_model_trained_on_four_band_cubes_maps_and_scores_a_three_band_cu
     import landslide_dask.predict as P
     from landslide_dask.cube.build import write_cube
 
-    res = train(client, _cfg(cubes, tmp_path / "rgb", epochs=1, steps_per_epoch=4, bands=("blue", "green", "red"),
-                             pre_dropout=0.2))
+    res = train(
+        client,
+        _cfg(cubes, tmp_path / "rgb", epochs=1, steps_per_epoch=4, bands=("blue", "green", "red"), pre_dropout=0.2),
+    )
     ck = load_checkpoint(res["best"])
     assert ck["bands"] == ["blue", "green", "red"] and ck["train_config"]["pre_dropout"] == 0.2
     assert len(ck["stats"]["mean"]["post"]) == 3 and ck["stats"]["units"] == "reflectance_x10000"
@@ -249,24 +279,38 @@ def test_stream_dropout_trains_on_cubes_with_and_without_a_stream_and_maps_a_pos
     from landslide_dask.cube.build import write_cube
 
     ds = open_cube(cubes[1])
-    post_only = write_cube(ds.drop_vars(["pre", "pre_valid", "slope", "hillshade"], errors="ignore"),
-                           tmp_path / "post_only.zarr", progress=False)
+    post_only = write_cube(
+        ds.drop_vars(["pre", "pre_valid", "slope", "hillshade"], errors="ignore"),
+        tmp_path / "post_only.zarr",
+        progress=False,
+    )
     with pytest.raises(InputDataError, match="--stream-dropout terrain"):
-        train(client, _cfg([cubes[0], str(post_only)], tmp_path / "no-dropout", epochs=1, steps_per_epoch=2,
-                           pre_dropout=0.2))
+        train(
+            client,
+            _cfg([cubes[0], str(post_only)], tmp_path / "no-dropout", epochs=1, steps_per_epoch=2, pre_dropout=0.2),
+        )
     from landslide_dask.train.loop import prepare
 
     with pytest.raises(InputDataError, match=r"\['terain'\], which are not streams"):
         prepare(_cfg([cubes[0]], tmp_path / "typo", stream_dropout={"terain": 0.2}))
-    res = train(client, _cfg([cubes[0], str(post_only)], tmp_path / "both", epochs=1, steps_per_epoch=4,
-                             pre_dropout=0.2, stream_dropout={"terrain": 0.3}))
+    res = train(
+        client,
+        _cfg(
+            [cubes[0], str(post_only)],
+            tmp_path / "both",
+            epochs=1,
+            steps_per_epoch=4,
+            pre_dropout=0.2,
+            stream_dropout={"terrain": 0.3},
+        ),
+    )
     ck = load_checkpoint(res["best"])
     assert ck["train_config"]["stream_dropout"] == {"terrain": 0.3} and len(ck["stats"]["mean"]["terrain"]) == 2
     out = P.predict(post_only, res["best"], tmp_path / "p.zarr", progress=False)
     pred = P.open_prediction(out)
     valid = open_cube(post_only)["valid"].values
-    np.testing.assert_array_equal(pred["valid"].values, valid)           # every valid pixel mapped
-    assert pred["no_pre"].values[valid].all()                            # from post-event imagery alone
+    np.testing.assert_array_equal(pred["valid"].values, valid)  # every valid pixel mapped
+    assert pred["no_pre"].values[valid].all()  # from post-event imagery alone
     assert evaluate(res["best"], post_only).positives > 0
     # a model trained without terrain dropout does not map it, and says why
     plain = tmp_path / "plain.pt"

@@ -35,15 +35,18 @@ def test_confusions_add_up_like_the_union():
 NAN = float("nan")
 
 
-@pytest.mark.parametrize("c, mcc, precision, recall", [
-    (Confusion(tn=100), NAN, NAN, NAN),           # nothing there, nothing predicted: undefined, never 1
-    (Confusion(fn=10, tn=90), 0.0, 0.0, 0.0),     # predicts nothing while landslides exist
-    (Confusion(fp=10, tn=90), NAN, 0.0, NAN),     # false alarms where there is nothing to find
-    (Confusion(tp=100), NAN, 1.0, 1.0),           # landslides everywhere: MCC has no negatives
-    (Confusion(tp=10, fp=90), 0.0, 0.1, 1.0),     # predicts everything
-    (Confusion(tp=5, fn=5, fp=5, tn=5), 0.0, 0.5, 0.5),
-    (Confusion(fp=5, fn=5), -1.0, 0.0, 0.0),      # every pixel wrong
-])
+@pytest.mark.parametrize(
+    "c, mcc, precision, recall",
+    [
+        (Confusion(tn=100), NAN, NAN, NAN),  # nothing there, nothing predicted: undefined, never 1
+        (Confusion(fn=10, tn=90), 0.0, 0.0, 0.0),  # predicts nothing while landslides exist
+        (Confusion(fp=10, tn=90), NAN, 0.0, NAN),  # false alarms where there is nothing to find
+        (Confusion(tp=100), NAN, 1.0, 1.0),  # landslides everywhere: MCC has no negatives
+        (Confusion(tp=10, fp=90), 0.0, 0.1, 1.0),  # predicts everything
+        (Confusion(tp=5, fn=5, fp=5, tn=5), 0.0, 0.5, 0.5),
+        (Confusion(fp=5, fn=5), -1.0, 0.0, 0.0),  # every pixel wrong
+    ],
+)
 def test_degenerate_cases(c, mcc, precision, recall):
     assert c.mcc() == pytest.approx(mcc, nan_ok=True)
     assert c.precision() == pytest.approx(precision, nan_ok=True)

@@ -85,14 +85,17 @@ def test_bad_inputs_refused():
 
 
 # ------------------------------------------------------------------------------------ gradients
-@pytest.mark.parametrize("streams", [
-    {"pre": 3, "post": 3, "terrain": 2},
-    {"post": 3},
-    {"post": 3, "terrain": 2},
-    {"pre": 4, "post": 4, "terrain": 2},
-    {"post": 4},
-    {"terrain": 2, "post": 4, "pre": 4},  # order is the user's
-])
+@pytest.mark.parametrize(
+    "streams",
+    [
+        {"pre": 3, "post": 3, "terrain": 2},
+        {"post": 3},
+        {"post": 3, "terrain": 2},
+        {"pre": 4, "post": 4, "terrain": 2},
+        {"post": 4},
+        {"terrain": 2, "post": 4, "pre": 4},  # order is the user's
+    ],
+)
 def test_gradients_reach_every_stream(streams):
     torch.manual_seed(0)
     cfg = small(streams, stem_widths=None)  # default widths: 24/24/16, fused to 8 by 1x1
@@ -103,7 +106,8 @@ def test_gradients_reach_every_stream(streams):
     loss = F.binary_cross_entropy_with_logits(out["logits"], target)
     for s in out["side"]:
         loss = loss + F.binary_cross_entropy_with_logits(
-            F.interpolate(s, size=(64, 64), mode="bilinear", align_corners=False), target)
+            F.interpolate(s, size=(64, 64), mode="bilinear", align_corners=False), target
+        )
     loss.backward()
     for name in streams:
         g = model.stems[name][0].weight.grad
@@ -148,8 +152,15 @@ def test_flops_per_pixel_constant_and_matches_flop_counter():
 
 # ------------------------------------------------------------------------------- serialisation
 def test_config_round_trip():
-    cfg = ModelConfig(streams={"post": 4, "terrain": 2}, stem_widths={"post": 32}, decoder_widths=(64, 32, 16, 16, 8),
-                      dropout=0.2, deep_supervision=False, prior=None, fullres_width=12)
+    cfg = ModelConfig(
+        streams={"post": 4, "terrain": 2},
+        stem_widths={"post": 32},
+        decoder_widths=(64, 32, 16, 16, 8),
+        dropout=0.2,
+        deep_supervision=False,
+        prior=None,
+        fullres_width=12,
+    )
     d = cfg.to_dict()
     assert json.loads(json.dumps(d)) == d
     back = ModelConfig.from_dict(json.loads(json.dumps(d)))

@@ -10,16 +10,16 @@ import pytest
 import torch
 
 import landslide_dask.predict as P
-from landslide_dask.predict import engine
-from landslide_dask.train.chips import BandStats, drop_pre
 from landslide_dask.errors import InputDataError
-from landslide_dask.train.reader import WindowReader
+from landslide_dask.predict import engine
 from landslide_dask.train.batches import training_reader, window_batches
 from landslide_dask.train.checkpoint import checkpoint_reader, load_checkpoint
+from landslide_dask.train.chips import BandStats, drop_pre
 from landslide_dask.train.config import TrainConfig
+from landslide_dask.train.reader import WindowReader
+
 from ..helpers.cubes import make_arrays, write_test_cube
-from ..helpers.models import make_checkpoint
-from ..helpers.models import OV, WIN
+from ..helpers.models import OV, WIN, make_checkpoint
 
 CUBE_BANDS = ["nir", "red", "green", "blue"]  # not the model's order on purpose
 MODEL_BANDS = ["blue", "green", "red"]
@@ -28,11 +28,11 @@ STREAMS = ("pre", "post", "terrain")
 
 def _gappy_arrays() -> dict[str, np.ndarray]:
     a = make_arrays((200, 232), seed=4)
-    a["valid"][:, :20] = False                          # outside the AOI
-    a["slope"][50:53, 60:64] = np.nan                   # float inputs may hold NaN ...
-    a["slope"][70, 80] = np.inf                         # ... and inf
+    a["valid"][:, :20] = False  # outside the AOI
+    a["slope"][50:53, 60:64] = np.nan  # float inputs may hold NaN ...
+    a["slope"][70, 80] = np.inf  # ... and inf
     pre_valid = a["valid"].copy()
-    pre_valid[:90, 120:] = False                        # a pre-event mosaic gap
+    pre_valid[:90, 120:] = False  # a pre-event mosaic gap
     a["pre"][:, ~pre_valid] = 0
     a["pre_valid"] = pre_valid
     return a
@@ -64,8 +64,9 @@ def _expected(a: dict, ck: dict, row: int, col: int, s: int, require_pre: bool) 
             x = np.stack([a["hillshade"][sl], a["slope"][sl]]).astype(np.float32)
         else:
             x = a[name][idx][(slice(None),) + sl].astype(np.float32)
-        x = (x - np.asarray(ck["stats"]["mean"][name], np.float32)[:, None, None]) \
-            / np.asarray(ck["stats"]["std"][name], np.float32)[:, None, None]
+        x = (x - np.asarray(ck["stats"]["mean"][name], np.float32)[:, None, None]) / np.asarray(
+            ck["stats"]["std"][name], np.float32
+        )[:, None, None]
         x[~np.isfinite(x)] = 0
         keep = valid & a["pre_valid"][sl] if name == "pre" else valid
         x[:, ~keep] = 0
@@ -74,16 +75,16 @@ def _expected(a: dict, ck: dict, row: int, col: int, s: int, require_pre: bool) 
 
 
 @pytest.mark.parametrize("pre_dropout", [0.0, 0.3])
-def test_the_same_window_gives_identical_tensors_in_training_evaluation_and_inference(gappy, tmp_path,
-                                                                                    pre_dropout):
+def test_the_same_window_gives_identical_tensors_in_training_evaluation_and_inference(gappy, tmp_path, pre_dropout):
     cube, a = gappy
     ck = load_checkpoint(_ckpt(tmp_path / "m.pt", pre_dropout))
     cfg = TrainConfig(cubes=[str(cube)], out=str(tmp_path), bands=tuple(MODEL_BANDS), pre_dropout=pre_dropout)
     s = 64
     # windows over the gap's edge, the NaN/inf slope pixels and the invalid strip
     windows = pd.DataFrame({"cube": 0, "row": [0, 40, 60, 128], "col": [100, 50, 0, 160]})
-    train_batches = list(window_batches(training_reader(cfg, ck["stats"], MODEL_BANDS), windows, s, 4, None, STREAMS,
-                                  drop_last=False))
+    train_batches = list(
+        window_batches(training_reader(cfg, ck["stats"], MODEL_BANDS), windows, s, 4, None, STREAMS, drop_last=False)
+    )
     eval_batches = list(window_batches(checkpoint_reader(ck, [cube]), windows, s, 4, None, STREAMS, drop_last=False))
     plan = P.prepare(cube, tmp_path / "m.pt", window=WIN, overlap=OV, batch_size=1, device="cpu", threads=1).plan
     for k, (_, w) in enumerate(windows.iterrows()):
@@ -100,8 +101,9 @@ def test_the_same_window_gives_identical_tensors_in_training_evaluation_and_infe
 
 def test_a_cube_that_lacks_a_model_band_is_named(tmp_path):
     a = make_arrays((96, 96))
-    cube = write_test_cube(tmp_path / "rgn.zarr", {**a, "pre": a["pre"][:3], "post": a["post"][:3]},
-                           bands=["red", "green", "nir"])
+    cube = write_test_cube(
+        tmp_path / "rgn.zarr", {**a, "pre": a["pre"][:3], "post": a["post"][:3]}, bands=["red", "green", "nir"]
+    )
     make_checkpoint(tmp_path / "m.pt", bands=MODEL_BANDS)
     with pytest.raises(InputDataError, match=r"missing \['blue'\]"):
         P.predict(cube, tmp_path / "m.pt", tmp_path / "p.zarr", window=WIN, overlap=OV, progress=False)
@@ -113,8 +115,9 @@ def test_a_cube_that_lacks_a_model_band_is_named(tmp_path):
 def _map_gap(gappy, tmp_path, pre_dropout: float):
     """The gappy cube mapped by a model trained with or without pre-event dropout; the gap's mask."""
     cube, a = gappy
-    out = P.predict(cube, _ckpt(tmp_path / "m.pt", pre_dropout), tmp_path / "p.zarr", window=WIN, overlap=OV,
-                    progress=False)
+    out = P.predict(
+        cube, _ckpt(tmp_path / "m.pt", pre_dropout), tmp_path / "p.zarr", window=WIN, overlap=OV, progress=False
+    )
     return P.open_prediction(out), a, a["valid"] & ~a["pre_valid"]
 
 
@@ -125,8 +128,12 @@ def test_a_model_trained_without_pre_dropout_leaves_the_gap_unmapped_and_says_so
     assert (pred["probability"].values[gap] == 0).all()
     assert "not mapped" in pred["no_pre"].attrs["long_name"]
     cov = P.coverage(pred)
-    assert cov == {"mapped": int(a["pre_valid"].sum()), "no_pre": int(gap.sum()), "no_pre_mapped": 0,
-                   "no_pre_unmapped": int(gap.sum())}
+    assert cov == {
+        "mapped": int(a["pre_valid"].sum()),
+        "no_pre": int(gap.sum()),
+        "no_pre_mapped": 0,
+        "no_pre_unmapped": int(gap.sum()),
+    }
 
 
 def test_a_model_trained_with_pre_dropout_maps_the_gap_and_records_it(gappy, tmp_path):
@@ -172,7 +179,7 @@ def test_statistics_of_the_pre_stream_skip_its_gap(gappy):
     assert isinstance(stats, BandStats)
     covered = np.zeros(a["valid"].shape, bool)
     for r, c in zip(index["row"], index["col"]):
-        covered[r:r + 64, c:c + 64] = True
+        covered[r : r + 64, c : c + 64] = True
     m = covered & a["pre_valid"]
     idx = [CUBE_BANDS.index(b) for b in MODEL_BANDS]
     np.testing.assert_allclose(stats.mean["pre"], a["pre"][idx][:, m].mean(axis=1), rtol=1e-9)
@@ -180,14 +187,14 @@ def test_statistics_of_the_pre_stream_skip_its_gap(gappy):
 
 
 def test_reflectance_units_put_scenes_with_and_without_the_dn_offset_on_one_scale(tmp_path):
+    import zarr
+
     from landslide_dask.train.chips import build_index, compute_stats
     from landslide_dask.train.reader import DN, REFLECTANCE, radiometry
 
-    import zarr
-
     a = make_arrays((96, 96), seed=2)
-    old = write_test_cube(tmp_path / "old.zarr", a)                          # reflectance x 10,000
-    shifted = {**a, "pre": a["pre"] + 1000, "post": a["post"] + 1000}        # the 2022+ +1000 offset
+    old = write_test_cube(tmp_path / "old.zarr", a)  # reflectance x 10,000
+    shifted = {**a, "pre": a["pre"] + 1000, "post": a["post"] + 1000}  # the 2022+ +1000 offset
     new = write_test_cube(tmp_path / "new.zarr", shifted)
     zarr.open_group(str(old), mode="r+").attrs["dn_scale_offset"] = [1e-4, 0.0]
     zarr.open_group(str(new), mode="r+").attrs["dn_scale_offset"] = [1e-4, -0.1]
@@ -202,11 +209,15 @@ def test_reflectance_units_put_scenes_with_and_without_the_dn_offset_on_one_scal
     # the same statistics in DN leave the offset in: 1000 DN apart
     dn = WindowReader([old, new], STREAMS, {**stats.to_dict(), "units": DN})
     d = dn.inputs(1, 0, 0, 64, 64)[0]["post"] - dn.inputs(0, 0, 0, 64, 64)[0]["post"]
-    np.testing.assert_allclose(d, np.broadcast_to(1000 / np.asarray(stats.std["post"], np.float32)[:, None, None],
-                                                  d.shape), rtol=1e-4)
+    np.testing.assert_allclose(
+        d, np.broadcast_to(1000 / np.asarray(stats.std["post"], np.float32)[:, None, None], d.shape), rtol=1e-4
+    )
     # and statistics computed on the shifted cube in reflectance equal those of the other
-    s_new = compute_stats(build_index([new], window=64, stride=32, block=64, min_usable=0.5).assign(split="train"),
-                          STREAMS, units=REFLECTANCE)
+    s_new = compute_stats(
+        build_index([new], window=64, stride=32, block=64, min_usable=0.5).assign(split="train"),
+        STREAMS,
+        units=REFLECTANCE,
+    )
     np.testing.assert_allclose(s_new.mean["post"], stats.mean["post"], rtol=1e-9)
 
 
@@ -252,9 +263,9 @@ def test_scene_normalisation_makes_a_hazy_brighter_scene_look_like_the_clear_one
     x0, x1 = scene.inputs(0, 0, 0, 128, 128)[0], scene.inputs(1, 0, 0, 128, 128)[0]
     g0, g1 = glob.inputs(0, 0, 0, 128, 128)[0], glob.inputs(1, 0, 0, 128, 128)[0]
     for s in ("pre", "post"):
-        assert np.abs(x1[s] - x0[s]).mean() < 0.02        # alike, up to rounding to whole DN
-        assert np.abs(g1[s] - g0[s]).mean() > 0.3         # apart with the training set's statistics
-        assert abs(float(np.median(x0[s]))) < 0.05        # centred on the scene's median
+        assert np.abs(x1[s] - x0[s]).mean() < 0.02  # alike, up to rounding to whole DN
+        assert np.abs(g1[s] - g0[s]).mean() > 0.3  # apart with the training set's statistics
+        assert abs(float(np.median(x0[s]))) < 0.05  # centred on the scene's median
     np.testing.assert_array_equal(x0["terrain"], g0["terrain"])
     med, spread = scene_statistics(clear, "post", (0, 1, 2, 3))
     np.testing.assert_allclose(med, np.median(a["post"].reshape(4, -1), axis=1), rtol=1e-6)

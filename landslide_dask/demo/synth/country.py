@@ -23,8 +23,15 @@ from .noise import smoothstep
 from .regions import REGION_TEMPLATES, RegionSpec
 from .world import World
 
-__all__ = ["DEMO_COUNTRY_BBOX", "DEMO_COUNTRY_EVENTS", "CountrySpec", "world_of", "country_spec", "CountryWorld",
-           "country_area_km2"]
+__all__ = [
+    "DEMO_COUNTRY_BBOX",
+    "DEMO_COUNTRY_EVENTS",
+    "CountrySpec",
+    "world_of",
+    "country_spec",
+    "CountryWorld",
+    "country_area_km2",
+]
 
 
 # The bbox of cluster/jobs/demo-country.yaml: ~2,180 km² around gorkha_like, across 84 E (44N/45N).
@@ -32,11 +39,15 @@ DEMO_COUNTRY_BBOX = (83.75, 28.0, 84.25, 28.4)
 # Event clusters as (x, y) fractions of the bbox (0, 0 = south-west), e-folding distance as a
 # fraction of the bbox's mean side (at least 1.5 km), and relative intensity. Two clusters lie in
 # each zone; the main one is 8 km east of the zone boundary, so its slides straddle it.
-DEMO_COUNTRY_EVENTS = ((0.66, 0.62, 0.12, 1.0), (0.22, 0.30, 0.08, 0.85),
-                       (0.86, 0.14, 0.06, 0.7), (0.30, 0.86, 0.05, 0.6))
-_TRIB_D_CUT = 4000.0               # m: a tributary's influence ends smoothly at this distance ...
-_TRIB_FADES = 3.0                  # ... and this many e-folding lengths upstream
-_MAIN_CUT_WIDTHS = 5.0             # a main valley's influence ends at this many valley widths
+DEMO_COUNTRY_EVENTS = (
+    (0.66, 0.62, 0.12, 1.0),
+    (0.22, 0.30, 0.08, 0.85),
+    (0.86, 0.14, 0.06, 0.7),
+    (0.30, 0.86, 0.05, 0.6),
+)
+_TRIB_D_CUT = 4000.0  # m: a tributary's influence ends smoothly at this distance ...
+_TRIB_FADES = 3.0  # ... and this many e-folding lengths upstream
+_MAIN_CUT_WIDTHS = 5.0  # a main valley's influence ends at this many valley widths
 
 
 @dataclass(frozen=True)
@@ -63,9 +74,12 @@ def _bbox_km(bbox: tuple[float, float, float, float]) -> tuple[float, float]:
     return (e - w) * 111.32 * math.cos(mid), (n - s) * 110.95
 
 
-def country_spec(seed: int = 0, bbox: tuple[float, float, float, float] | None = None,
-                 events: tuple[tuple[float, float, float, float], ...] = DEMO_COUNTRY_EVENTS,
-                 name: str = "gorkha_country") -> CountrySpec:
+def country_spec(
+    seed: int = 0,
+    bbox: tuple[float, float, float, float] | None = None,
+    events: tuple[tuple[float, float, float, float], ...] = DEMO_COUNTRY_EVENTS,
+    name: str = "gorkha_country",
+) -> CountrySpec:
     """The demo country: the ``gorkha_like`` look over ``bbox`` (default: the demo-country job's
     ~2,180 km² across the UTM 44N/45N boundary), with the event clusters ``events`` (fractions of
     the bbox, see ``DEMO_COUNTRY_EVENTS``). Deterministic by seed."""
@@ -79,12 +93,22 @@ def country_spec(seed: int = 0, bbox: tuple[float, float, float, float] | None =
     side = 0.5 * (kx + ky)
     ev = tuple((w + fx * (e - w), s + fy * (n - s), max(1.5, fd * side), float(wt)) for fx, fy, fd, wt in events)
     rng = np.random.default_rng([seed, 99, 11])
-    return CountrySpec(**{**t.__dict__, "name": name, "lon": 0.5 * (w + e), "lat": 0.5 * (s + n),
-                          "description": "A demo country with the gorkha_like look: Himalayan foothills with "
-                                         "parallel main valleys, several earthquake-triggered landslide clusters, "
-                                         "across the UTM 44N/45N boundary when it spans 84 E.",
-                          "size_km": float(max(kx, ky)), "margin_km": 1.0 if max(kx, ky) > 10 else 0.4,
-                          "seed": int(rng.integers(0, 2**31 - 1)), "bbox": (w, s, e, n), "events": ev})
+    return CountrySpec(
+        **{
+            **t.__dict__,
+            "name": name,
+            "lon": 0.5 * (w + e),
+            "lat": 0.5 * (s + n),
+            "description": "A demo country with the gorkha_like look: Himalayan foothills with "
+            "parallel main valleys, several earthquake-triggered landslide clusters, "
+            "across the UTM 44N/45N boundary when it spans 84 E.",
+            "size_km": float(max(kx, ky)),
+            "margin_km": 1.0 if max(kx, ky) > 10 else 0.4,
+            "seed": int(rng.integers(0, 2**31 - 1)),
+            "bbox": (w, s, e, n),
+            "events": ev,
+        }
+    )
 
 
 class CountryWorld(World):
@@ -115,8 +139,15 @@ class CountryWorld(World):
         for k in range(int(math.floor(cv.min() / spacing)) - 1, int(math.ceil(cv.max() / spacing)) + 2):
             r = np.random.default_rng([spec.seed, 21, k + 10_000])
             off = k * spacing + float(r.uniform(-0.15, 0.15)) * spacing
-            meander = (off, float(r.uniform(150, 320)), float(r.uniform(900, 1500)), float(r.uniform(0, 6.28)),
-                       float(r.uniform(40, 90)), float(r.uniform(250, 400)), float(r.uniform(0, 6.28)))
+            meander = (
+                off,
+                float(r.uniform(150, 320)),
+                float(r.uniform(900, 1500)),
+                float(r.uniform(0, 6.28)),
+                float(r.uniform(40, 90)),
+                float(r.uniform(250, 400)),
+                float(r.uniform(0, 6.28)),
+            )
             tribs = []
             t0 = int(math.floor((cu.min() - reach) / spec.trib_spacing)) - 1
             t1 = int(math.ceil((cu.max() + reach) / spec.trib_spacing)) + 1
@@ -125,8 +156,17 @@ class CountryWorld(World):
                 u0 = t * spec.trib_spacing + float(rt.uniform(-0.25, 0.25)) * spec.trib_spacing
                 side = 1.0 if (t + k) % 2 == 0 else -1.0
                 ang = math.radians(side * float(rt.uniform(55, 100)))
-                tribs.append((u0, ang, float(rt.uniform(40, 120)), float(rt.uniform(400, 800)),
-                              float(rt.uniform(0, 6.28)), float(rt.uniform(1800, 3500)), float(rt.uniform(0.6, 1.0))))
+                tribs.append(
+                    (
+                        u0,
+                        ang,
+                        float(rt.uniform(40, 120)),
+                        float(rt.uniform(400, 800)),
+                        float(rt.uniform(0, 6.28)),
+                        float(rt.uniform(1800, 3500)),
+                        float(rt.uniform(0.6, 1.0)),
+                    )
+                )
             # Per tributary: junction (u0, c0), direction, meander and fade, as arrays for the culling.
             tr = np.array(tribs, dtype=np.float64).reshape(-1, 7)
             c0 = self._main_centreline(meander, tr[:, 0])[0]
@@ -177,8 +217,12 @@ class CountryWorld(World):
             ta = du_ * cas[:, None] + dv_ * sas[:, None]
             tb = -du_ * sas[:, None] + dv_ * cas[:, None]
             bcut = _TRIB_D_CUT + 2.0 * tr[:, 2]
-            reach = ((ta.max(axis=1) >= -_TRIB_D_CUT) & (ta.min(axis=1) <= _TRIB_FADES * tr[:, 5])
-                     & (tb.min(axis=1) <= bcut) & (tb.max(axis=1) >= -bcut))
+            reach = (
+                (ta.max(axis=1) >= -_TRIB_D_CUT)
+                & (ta.min(axis=1) <= _TRIB_FADES * tr[:, 5])
+                & (tb.min(axis=1) <= bcut)
+                & (tb.max(axis=1) >= -bcut)
+            )
             for t in np.flatnonzero(reach):
                 u0, _, amp, lam, ph, fade, depth = (float(q) for q in tr[t])
                 c0, ca, sa = float(c0s[t]), float(cas[t]), float(sas[t])
@@ -188,14 +232,23 @@ class CountryWorld(World):
                 bc = amp * np.sin(a / lam + ph) - amp * math.sin(ph)
                 d = np.where(a >= 0, np.abs(b - bc), np.hypot(a, b)).astype(np.float32)
                 p = self._profile(d, 0.25 * s.floor_width, 0.8 * s.valley_width)
-                keep = (np.exp(-np.maximum(a, 0) / fade).astype(np.float32) * np.float32(depth)
-                        * smoothstep(_TRIB_D_CUT, 0.6 * _TRIB_D_CUT, d)
-                        * smoothstep(_TRIB_FADES * fade, (_TRIB_FADES - 1.0) * fade, a))
+                keep = (
+                    np.exp(-np.maximum(a, 0) / fade).astype(np.float32)
+                    * np.float32(depth)
+                    * smoothstep(_TRIB_D_CUT, 0.6 * _TRIB_D_CUT, d)
+                    * smoothstep(_TRIB_FADES * fade, (_TRIB_FADES - 1.0) * fade, a)
+                )
                 p = np.float32(1) - (np.float32(1) - p) * keep
                 prof = np.minimum(prof, p)
                 d_trib = np.minimum(d_trib, np.where((a >= 0) & (d < _TRIB_D_CUT), d, 1e6).astype(np.float32))
-        return {"u": u, "v": v, "signed": signed, "d_main": d_main, "d_trib": d_trib,
-                "profile": prof.astype(np.float32)}
+        return {
+            "u": u,
+            "v": v,
+            "signed": signed,
+            "d_main": d_main,
+            "d_trib": d_trib,
+            "profile": prof.astype(np.float32),
+        }
 
 
 def country_area_km2(spec: CountrySpec) -> float:

@@ -27,19 +27,21 @@ __all__ = ["DemTask", "dem_tile_transform", "render_dem", "add_dem_tasks"]
 @dataclass(frozen=True)
 class DemTask:
     spec: RegionSpec
-    ti: int          # tile index of the south edge, in DEM_TILE_ARCSEC units
-    tj: int          # tile index of the west edge
+    ti: int  # tile index of the south edge, in DEM_TILE_ARCSEC units
+    tj: int  # tile index of the west edge
     item_id: str
     out_dir: str
 
 
 def _dem_name(ti: int, tj: int) -> str:
     """Copernicus-style tile name from the south-west corner, in degrees and arc-minutes."""
+
     def part(idx: int, pos: str, neg: str, width: int) -> str:
         minutes = idx * DEM_TILE_ARCSEC // 60
         sign = pos if minutes >= 0 else neg
         minutes = abs(minutes)
         return f"{sign}{minutes // 60:0{width}d}_{minutes % 60:02d}"
+
     return f"Copernicus_DSM_COG_10_{part(ti, 'N', 'S', 2)}_{part(tj, 'E', 'W', 3)}_DEM"
 
 

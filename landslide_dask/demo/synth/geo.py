@@ -29,6 +29,7 @@ def geojson_geometry(geom: shapely.Geometry, nd: int = 7) -> dict:
         if isinstance(c[0], (int, float)):
             return [rounded(c[0], nd), rounded(c[1], nd)]
         return [rnd(x) for x in c]
+
     return {"type": g["type"], "coordinates": rnd(g["coordinates"])}
 
 

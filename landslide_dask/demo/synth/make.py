@@ -13,10 +13,10 @@ import json
 import math
 import multiprocessing as mp
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import shapely
 
@@ -66,8 +66,9 @@ def _run_task(task) -> object:
     return render_dem(task)
 
 
-def make_demo_data(out_dir: str | Path, seed: int = 0, size_km: float = 6.0, n_regions: int = 4,
-                   workers: int | None = None) -> Path:
+def make_demo_data(
+    out_dir: str | Path, seed: int = 0, size_km: float = 6.0, n_regions: int = 4, workers: int | None = None
+) -> Path:
     """Generate the demo regions under out_dir; deterministic by seed. Returns out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +88,7 @@ def make_demo_data(out_dir: str | Path, seed: int = 0, size_km: float = 6.0, n_r
 
     tasks: list = list(granule_tasks) + list(dem_tasks.values())
     results = _pool_map(_run_task, tasks, workers)
-    gran_results = results[:len(granule_tasks)]
+    gran_results = results[: len(granule_tasks)]
 
     s2_items = []
     for task, res in zip(granule_tasks, gran_results):
@@ -103,34 +104,57 @@ def make_demo_data(out_dir: str | Path, seed: int = 0, size_km: float = 6.0, n_r
         aoi_ll = to_lonlat(shapely.segmentize(aoi, 100.0), world.epsg)
         area_ll = to_lonlat(shapely.segmentize(area, 100.0), world.epsg)
         feats = []
-        for k, (f, poly) in enumerate(inv, start=1):
+        for k, (_f, poly) in enumerate(inv, start=1):
             geom = shapely.geometry.polygon.orient(to_lonlat(poly, world.epsg), 1.0)
-            feats.append({"type": "Feature", "properties": {
-                "id": k, "event_date": spec.event_date.isoformat(), "area_m2": rounded(poly.area, 1)},
-                "geometry": geojson_geometry(geom, 8)})
+            feats.append(
+                {
+                    "type": "Feature",
+                    "properties": {
+                        "id": k,
+                        "event_date": spec.event_date.isoformat(),
+                        "area_m2": rounded(poly.area, 1),
+                    },
+                    "geometry": geojson_geometry(geom, 8),
+                }
+            )
         for fname, geom in (("aoi.geojson", aoi_ll), ("inventory_area.geojson", area_ll)):
-            write_json(rdir / fname, feature_collection([{"type": "Feature", "properties": {"name": spec.name},
-                                            "geometry": geojson_geometry(shapely.geometry.polygon.orient(geom, 1.0))}]))
+            write_json(
+                rdir / fname,
+                feature_collection(
+                    [
+                        {
+                            "type": "Feature",
+                            "properties": {"name": spec.name},
+                            "geometry": geojson_geometry(shapely.geometry.polygon.orient(geom, 1.0)),
+                        }
+                    ]
+                ),
+            )
         write_json(rdir / "inventory.geojson", feature_collection(feats))
         zones = sorted({t.granule.epsg for t in granule_tasks if t.spec.name == spec.name})
-        regions.append({
-            "name": spec.name, "event_date": spec.event_date.isoformat(), "epsg": world.epsg,
-            "bbox": [rounded(v) for v in aoi_ll.bounds],
-            "aoi": f"regions/{spec.name}/aoi.geojson",
-            "inventory": f"regions/{spec.name}/inventory.geojson",
-            "inventory_area": f"regions/{spec.name}/inventory_area.geojson",
-            "description": spec.description,
-            "imagery_epsg": zones,
-            "pre_dates": [a.day.isoformat() for a in acqs if a.pre],
-            "post_dates": [a.day.isoformat() for a in acqs if not a.pre],
-            "landslides": len(feats), "landslide_area_m2": rounded(sum(p.area for _, p in inv), 1),
-            "seed": seed,
-        })
+        regions.append(
+            {
+                "name": spec.name,
+                "event_date": spec.event_date.isoformat(),
+                "epsg": world.epsg,
+                "bbox": [rounded(v) for v in aoi_ll.bounds],
+                "aoi": f"regions/{spec.name}/aoi.geojson",
+                "inventory": f"regions/{spec.name}/inventory.geojson",
+                "inventory_area": f"regions/{spec.name}/inventory_area.geojson",
+                "description": spec.description,
+                "imagery_epsg": zones,
+                "pre_dates": [a.day.isoformat() for a in acqs if a.pre],
+                "post_dates": [a.day.isoformat() for a in acqs if not a.pre],
+                "landslides": len(feats),
+                "landslide_area_m2": rounded(sum(p.area for _, p in inv), 1),
+                "seed": seed,
+            }
+        )
     write_json(out / "regions.json", regions)
     return out
 
 
-COUNTRY_INVENTORY_BLOCK_KM = 5.0   # the inventory is collected in strips of this height
+COUNTRY_INVENTORY_BLOCK_KM = 5.0  # the inventory is collected in strips of this height
 
 
 def country_inventory(spec: CountrySpec, path: Path, block_km: float = COUNTRY_INVENTORY_BLOCK_KM) -> dict:
@@ -151,7 +175,7 @@ def country_inventory(spec: CountrySpec, path: Path, block_km: float = COUNTRY_I
     with atomic_path(path, tag="partial") as tmp, tmp.open("w", encoding="utf-8") as fh:
         fh.write('{"type": "FeatureCollection", "features": [')
         for j in range(int(math.floor(y0 / step)), int(math.floor(y1 / step)) + 1):
-            world = CountryWorld(spec)   # a fresh cache per strip
+            world = CountryWorld(spec)  # a fresh cache per strip
             lo, hi = j * step, (j + 1) * step
             feats = world.features("slide", (x0, max(lo, y0), x1, min(hi, y1)))
             own = [f for f in feats if lo <= f.key[1] * CELL < hi and aoi.intersects(f.poly)]
@@ -160,17 +184,28 @@ def country_inventory(spec: CountrySpec, path: Path, block_km: float = COUNTRY_I
                 n += 1
                 total += f.poly.area
                 geom = shapely.geometry.polygon.orient(to_lonlat(f.poly, world.epsg), 1.0)
-                feat = {"type": "Feature", "properties": {"id": n, "event_date": spec.event_date.isoformat(),
-                                                          "area_m2": rounded(f.poly.area, 1)},
-                        "geometry": geojson_geometry(geom, 8)}
+                feat = {
+                    "type": "Feature",
+                    "properties": {
+                        "id": n,
+                        "event_date": spec.event_date.isoformat(),
+                        "area_m2": rounded(f.poly.area, 1),
+                    },
+                    "geometry": geojson_geometry(geom, 8),
+                }
                 fh.write(("\n" if n == 1 else ",\n") + json.dumps(feat))
         fh.write("\n]}\n")
     return {"landslides": n, "landslide_area_m2": rounded(total, 1)}
 
 
-def make_demo_country(out_dir: str | Path, seed: int = 0, bbox: tuple[float, float, float, float] | None = None,
-                      workers: int | None = None, echo: Callable[[str], None] | None = None,
-                      inventory_block_km: float = COUNTRY_INVENTORY_BLOCK_KM) -> Path:
+def make_demo_country(
+    out_dir: str | Path,
+    seed: int = 0,
+    bbox: tuple[float, float, float, float] | None = None,
+    workers: int | None = None,
+    echo: Callable[[str], None] | None = None,
+    inventory_block_km: float = COUNTRY_INVENTORY_BLOCK_KM,
+) -> Path:
     """Generate the demo country under out_dir (default bbox: ~2,180 km² across UTM 44N/45N).
 
     The same layout and STAC conventions as :func:`make_demo_data` (``regions.json`` holds one
@@ -189,14 +224,17 @@ def make_demo_country(out_dir: str | Path, seed: int = 0, bbox: tuple[float, flo
     dem_tasks: dict[str, DemTask] = {}
     add_dem_tasks(spec, world, out, dem_tasks)
     if echo:
-        echo(f"[country] {spec.name}: {country_area_km2(spec):,.0f} km² in "
-             f"{', '.join(f'EPSG:{e}' for e, _ in zones)}; {n_gran} granules x {len(acqs)} dates, "
-             f"{len(dem_tasks)} DEM tiles, {len(spec.events)} event clusters")
+        echo(
+            f"[country] {spec.name}: {country_area_km2(spec):,.0f} km² in "
+            f"{', '.join(f'EPSG:{e}' for e, _ in zones)}; {n_gran} granules x {len(acqs)} dates, "
+            f"{len(dem_tasks)} DEM tiles, {len(spec.events)} event clusters"
+        )
     t0 = datetime.now()
     s2_items, zones_used = [], set()
     used_ids: set[str] = set()
-    for k, (task, res) in enumerate(_pool_imap(_run_task, iter_granule_tasks(spec, world, acqs, out, used_ids),
-                                               workers), start=1):
+    for k, (task, res) in enumerate(
+        _pool_imap(_run_task, iter_granule_tasks(spec, world, acqs, out, used_ids), workers), start=1
+    ):
         for acq, r in zip(task.acquisitions, res):
             s2_items.append(s2_item(spec, task.granule, acq, r))
         if res:
@@ -214,14 +252,30 @@ def make_demo_country(out_dir: str | Path, seed: int = 0, bbox: tuple[float, flo
     inv = country_inventory(spec, rdir / "inventory.geojson", inventory_block_km)
     aoi_ll = shapely.segmentize(shapely.box(*spec.bbox), 0.01)
     for fname in ("aoi.geojson", "inventory_area.geojson"):
-        write_json(rdir / fname, feature_collection([{"type": "Feature", "properties": {"name": spec.name},
-                                        "geometry": geojson_geometry(shapely.geometry.polygon.orient(aoi_ll, 1.0))}]))
+        write_json(
+            rdir / fname,
+            feature_collection(
+                [
+                    {
+                        "type": "Feature",
+                        "properties": {"name": spec.name},
+                        "geometry": geojson_geometry(shapely.geometry.polygon.orient(aoi_ll, 1.0)),
+                    }
+                ]
+            ),
+        )
     if echo:
-        echo(f"[country] inventory: {inv['landslides']} landslides, {inv['landslide_area_m2'] / 1e6:.2f} km² "
-             f"({(datetime.now() - t0).total_seconds():.0f} s)")
+        echo(
+            f"[country] inventory: {inv['landslides']} landslides, {inv['landslide_area_m2'] / 1e6:.2f} km² "
+            f"({(datetime.now() - t0).total_seconds():.0f} s)"
+        )
     entry = {
-        "name": spec.name, "kind": "country", "event_date": spec.event_date.isoformat(), "epsg": world.epsg,
-        "bbox": [rounded(v) for v in spec.bbox], "area_km2": rounded(country_area_km2(spec), 1),
+        "name": spec.name,
+        "kind": "country",
+        "event_date": spec.event_date.isoformat(),
+        "epsg": world.epsg,
+        "bbox": [rounded(v) for v in spec.bbox],
+        "area_km2": rounded(country_area_km2(spec), 1),
         "aoi": f"regions/{spec.name}/aoi.geojson",
         "inventory": f"regions/{spec.name}/inventory.geojson",
         "inventory_area": f"regions/{spec.name}/inventory_area.geojson",
@@ -229,9 +283,13 @@ def make_demo_country(out_dir: str | Path, seed: int = 0, bbox: tuple[float, flo
         "imagery_epsg": sorted(zones_used),
         "pre_dates": [a.day.isoformat() for a in acqs if a.pre],
         "post_dates": [a.day.isoformat() for a in acqs if not a.pre],
-        "epicentres": [{"lon": rounded(lo, 5), "lat": rounded(la, 5), "decay_km": rounded(d, 2), "weight": w}
-                       for lo, la, d, w in spec.events],
-        "granules": n_gran, **inv, "seed": seed,
+        "epicentres": [
+            {"lon": rounded(lo, 5), "lat": rounded(la, 5), "decay_km": rounded(d, 2), "weight": w}
+            for lo, la, d, w in spec.events
+        ],
+        "granules": n_gran,
+        **inv,
+        "seed": seed,
     }
     write_json(out / "regions.json", [entry])
     return out

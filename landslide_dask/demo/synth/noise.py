@@ -8,8 +8,8 @@ evaluated for, which is why any tile of a world can be computed alone and overla
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 
@@ -108,8 +108,9 @@ def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
     return t * t * (np.float32(3) - np.float32(2) * t)
 
 
-def lattice_sample(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray,
-                   step: float) -> np.ndarray:
+def lattice_sample(
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, step: float
+) -> np.ndarray:
     """``fn`` evaluated on the global lattice of spacing ``step`` and interpolated bilinearly.
 
     Why: smooth fields (clouds, haze) need not be evaluated per pixel. The lattice is anchored

@@ -22,19 +22,32 @@ from rasterio.features import shapes
 
 from .country import world_of
 from .geo import geojson_geometry, to_lonlat
-from .regions import (BANDS, DN_OFFSET, GRANULE_SIZE, GRANULE_STRIDE, RES, SCL_CIRRUS, SCL_CLOUD_HIGH,
-                      SCL_CLOUD_MED, SCL_NODATA, SCL_RES, ZONE_OVERLAP_DEG, RegionSpec, zone_lon_range, zone_of)
+from .regions import (
+    BANDS,
+    DN_OFFSET,
+    GRANULE_SIZE,
+    GRANULE_STRIDE,
+    RES,
+    SCL_CIRRUS,
+    SCL_CLOUD_HIGH,
+    SCL_CLOUD_MED,
+    SCL_NODATA,
+    SCL_RES,
+    ZONE_OVERLAP_DEG,
+    RegionSpec,
+    zone_lon_range,
+    zone_of,
+)
 from .surface import Surface
 from .world import Acquisition, World
 
-__all__ = ["Granule", "GranuleTask", "zone_reach", "granules_for", "iter_granule_tasks", "write_cog",
-           "render_granule"]
+__all__ = ["Granule", "GranuleTask", "zone_reach", "granules_for", "iter_granule_tasks", "write_cog", "render_granule"]
 
 
 # When four 10 m classes fall in one 20 m pixel, the most "alarming" wins (clouds dilate a little,
 # as Sen2Cor's do), and no data only where all four are empty.
 _SCL_PRIORITY = np.array([0, 2, 5, 8, 3, 4, 6, 1, 10, 11, 9, 7], dtype=np.uint8)  # class -> rank
-_SCL_OF_RANK = np.argsort(_SCL_PRIORITY).astype(np.uint8)                          # rank -> class
+_SCL_OF_RANK = np.argsort(_SCL_PRIORITY).astype(np.uint8)  # rank -> class
 _MGRS_COLS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 _MGRS_ROWS = "ABCDEFGHJKLMNPQRSTUV"
 _LAT_BANDS = "CDEFGHJKLMNPQRSTUVWX"
@@ -111,9 +124,16 @@ def granules_for(world: World, epsg: int, clip: tuple[float, float] | None) -> l
     """The granules of zone ``epsg`` (within ``clip``) over the world: tasks and the country's count."""
     x0, y0, x1, y1 = world.world_box
     ring = shapely.segmentize(shapely.box(x0, y0, x1, y1), 100.0)
-    poly = ring if epsg == world.epsg else shapely.transform(
-        ring, lambda xy: np.stack(Transformer.from_crs(world.epsg, epsg, always_xy=True)
-                                  .transform(xy[:, 0], xy[:, 1]), axis=1))
+    poly = (
+        ring
+        if epsg == world.epsg
+        else shapely.transform(
+            ring,
+            lambda xy: np.stack(
+                Transformer.from_crs(world.epsg, epsg, always_xy=True).transform(xy[:, 0], xy[:, 1]), axis=1
+            ),
+        )
+    )
     if clip is not None:
         lat0, lat1 = world.spec.lat - 1.0, world.spec.lat + 1.0
         band = shapely.segmentize(shapely.box(clip[0], lat0, clip[1], lat1), 0.01)
@@ -149,15 +169,31 @@ def iter_granule_tasks(spec: RegionSpec, world: World, acqs: list[Acquisition], 
             yield GranuleTask(spec, g, tuple(acqs), tuple(ids), str(out / "sentinel-2-l2a"), clip)
 
 
-def _cog_profile(width: int, height: int, dtype: str, crs: str, transform: Affine, nodata: float,
-                 resampling: str) -> dict:
-    return dict(driver="COG", width=width, height=height, count=1, dtype=dtype, crs=crs, transform=transform,
-                nodata=nodata, compress="deflate", level=6, predictor=2, blocksize=256,
-                overview_resampling=resampling, num_threads=1, bigtiff="NO")
+def _cog_profile(
+    width: int, height: int, dtype: str, crs: str, transform: Affine, nodata: float, resampling: str
+) -> dict:
+    return dict(
+        driver="COG",
+        width=width,
+        height=height,
+        count=1,
+        dtype=dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        compress="deflate",
+        level=6,
+        predictor=2,
+        blocksize=256,
+        overview_resampling=resampling,
+        num_threads=1,
+        bigtiff="NO",
+    )
 
 
-def write_cog(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata: float,
-               resampling: str = "average") -> None:
+def write_cog(
+    path: Path, data: np.ndarray, crs: str, transform: Affine, nodata: float, resampling: str = "average"
+) -> None:
     """Write one band as a COG: every granule band and every DEM tile goes through here."""
     path.parent.mkdir(parents=True, exist_ok=True)
     prof = _cog_profile(data.shape[1], data.shape[0], data.dtype.name, crs, transform, nodata, resampling)
@@ -238,19 +274,25 @@ def render_granule(task: GranuleTask) -> list[dict]:
             nvalid20 = counts[1:].sum()
             footprint = _footprint(scl20 > 0, tf20, g.epsg)
         pct = 100.0 * counts / max(nvalid20, 1.0)
-        results.append({
-            "id": item_id, "footprint": footprint,
-            "nodata_pct": 100.0 * counts[0] / counts.sum(),
-            "cloud_pct": float(pct[SCL_CLOUD_MED] + pct[SCL_CLOUD_HIGH] + pct[SCL_CIRRUS]),
-            "scl_pct": {c: float(pct[c]) for c in range(1, 12)},
-        })
+        results.append(
+            {
+                "id": item_id,
+                "footprint": footprint,
+                "nodata_pct": 100.0 * counts[0] / counts.sum(),
+                "cloud_pct": float(pct[SCL_CLOUD_MED] + pct[SCL_CLOUD_HIGH] + pct[SCL_CIRRUS]),
+                "scl_pct": {c: float(pct[c]) for c in range(1, 12)},
+            }
+        )
     return results
 
 
 def _footprint(mask: np.ndarray, transform: Affine, epsg: int) -> dict:
     """The valid-data footprint as an EPSG:4326 polygon (what Earth Search puts in ``geometry``)."""
-    polys = [shapely.geometry.shape(geom) for geom, val in
-             shapes(mask.astype(np.uint8), mask=mask, transform=transform) if val == 1]
+    polys = [
+        shapely.geometry.shape(geom)
+        for geom, val in shapes(mask.astype(np.uint8), mask=mask, transform=transform)
+        if val == 1
+    ]
     geom = shapely.union_all(polys).simplify(SCL_RES * 1.5)
     if geom.geom_type == "MultiPolygon":
         geom = max(geom.geoms, key=lambda p: p.area)

@@ -19,8 +19,18 @@ from pyproj import Transformer
 from rasterio.features import rasterize
 
 from .noise import fbm, hash_u32, lattice_sample, smoothstep, u01
-from .regions import (RES, SCL_BARE, SCL_CIRRUS, SCL_CLOUD_HIGH, SCL_CLOUD_MED, SCL_DARK, SCL_SHADOW,
-                      SCL_UNCLASSIFIED, SCL_VEG, SCL_WATER)
+from .regions import (
+    RES,
+    SCL_BARE,
+    SCL_CIRRUS,
+    SCL_CLOUD_HIGH,
+    SCL_CLOUD_MED,
+    SCL_DARK,
+    SCL_SHADOW,
+    SCL_UNCLASSIFIED,
+    SCL_VEG,
+    SCL_WATER,
+)
 from .world import EDGE_HI, EDGE_LO, Acquisition, World
 
 __all__ = ["Surface"]
@@ -29,8 +39,9 @@ __all__ = ["Surface"]
 class Surface:
     """The land surface of one granule window: static components, observed per acquisition."""
 
-    def __init__(self, world: World, X: np.ndarray, Y: np.ndarray, dzdx: np.ndarray, dzdy: np.ndarray,
-                 win_tf: Affine, epsg: int):
+    def __init__(
+        self, world: World, X: np.ndarray, Y: np.ndarray, dzdx: np.ndarray, dzdy: np.ndarray, win_tf: Affine, epsg: int
+    ):
         self.world = world
         s = world.spec
         self.X, self.Y = X, Y
@@ -84,8 +95,14 @@ class Surface:
         flat = smoothstep(s.field_max_slope + 2.0, s.field_max_slope - 1.0, self.slope)
         # Farmland on the valley floors and low terraces; only the odd clearing up on the hills.
         lowland = np.clip(((0.35 - vals["profile"]) / 0.2), 0, 1) + (suit > 0.25)
-        self.f_field = (flat * np.clip(lowland, 0, 1) * (self.p_type < s.field_share) * (suit > -0.25)
-                        * (1 - np.clip(self.f_water * 3, 0, 1)) * (d > half + 25.0)).astype(np.float32)
+        self.f_field = (
+            flat
+            * np.clip(lowland, 0, 1)
+            * (self.p_type < s.field_share)
+            * (suit > -0.25)
+            * (1 - np.clip(self.f_water * 3, 0, 1))
+            * (d > half + 25.0)
+        ).astype(np.float32)
         # A road along the valley floor's edge, and villages beside it.
         d_road = np.abs(vals["signed"] - world.road_side * (s.floor_width * 0.75 + 10.0))
         self.f_road = np.clip((4.0 - d_road) / RES + 0.5, 0, 1).astype(np.float32)
@@ -96,7 +113,7 @@ class Surface:
         cell_h = hash_u32(np.floor(X / RES).astype(np.int64), np.floor(Y / RES).astype(np.int64), world.s_tex)
         t = u01(cell_h)
         roofs = np.where(t < 0.35, 0.85, np.where(t < 0.6, 0.55, 0.25)).astype(np.float32)
-        self.village = (spec((0.13, 0.14, 0.15, 0.17)) * roofs * 1.4 + spec(s.grass_spec) * (1 - roofs))
+        self.village = spec((0.13, 0.14, 0.15, 0.17)) * roofs * 1.4 + spec(s.grass_spec) * (1 - roofs)
 
         # Vector features: event landslides and old scars, rasterised with 2x2 supersampling.
         wb = self._home_bounds(X, Y)
@@ -122,15 +139,20 @@ class Surface:
     def _to_grid(self, geoms: list, to_gran: Transformer | None) -> list:
         if to_gran is None:
             return geoms
-        return [shapely.transform(g, lambda xy: np.stack(to_gran.transform(xy[:, 0], xy[:, 1]), axis=1))
-                for g in geoms]
+        return [shapely.transform(g, lambda xy: np.stack(to_gran.transform(xy[:, 0], xy[:, 1]), axis=1)) for g in geoms]
 
     def _coverage(self, geoms: list, win_tf: Affine, to_gran: Transformer | None) -> np.ndarray:
         h, w = self.shape
         if not geoms:
             return np.zeros((h, w), dtype=np.float32)
-        fine = rasterize(self._to_grid(geoms, to_gran), out_shape=(2 * h, 2 * w),
-                         transform=win_tf @ Affine.scale(0.5), fill=0, default_value=1, dtype="uint8")
+        fine = rasterize(
+            self._to_grid(geoms, to_gran),
+            out_shape=(2 * h, 2 * w),
+            transform=win_tf @ Affine.scale(0.5),
+            fill=0,
+            default_value=1,
+            dtype="uint8",
+        )
         return fine.reshape(h, 2, w, 2).mean(axis=(1, 3), dtype=np.float32)
 
     def _burn(self, pairs: list, win_tf: Affine, to_gran: Transformer | None) -> np.ndarray:
@@ -138,14 +160,18 @@ class Surface:
         if not pairs:
             return np.zeros((h, w), dtype=np.float32)
         geoms = self._to_grid([p for p, _ in pairs], to_gran)
-        out = rasterize([(g, int(round(v * 250))) for g, (_, v) in zip(geoms, pairs)], out_shape=(h, w),
-                        transform=win_tf, fill=0, dtype="uint8")
+        out = rasterize(
+            [(g, int(round(v * 250))) for g, (_, v) in zip(geoms, pairs)],
+            out_shape=(h, w),
+            transform=win_tf,
+            fill=0,
+            dtype="uint8",
+        )
         return out.astype(np.float32) / np.float32(250)
 
     # One acquisition
 
-    def observe(self, acq: Acquisition, abs_col: np.ndarray, abs_row: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def observe(self, acq: Acquisition, abs_col: np.ndarray, abs_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Surface reflectance as the satellite sees it (4, h, w) and the 10 m scene class."""
         w = self.world
         s = w.spec
@@ -192,8 +218,9 @@ class Surface:
         refl = land * illum
         # Atmosphere left over after correction: smooth, blue-heavy haze, unflagged.
         X, Y = self.X, self.Y
-        hz = lattice_sample(lambda a, b: fbm((a - w.ox) / 3000.0, (b - w.oy) / 3000.0, acq.cloud_seed + 3, 2),
-                            X, Y, 200.0)
+        hz = lattice_sample(
+            lambda a, b: fbm((a - w.ox) / 3000.0, (b - w.oy) / 3000.0, acq.cloud_seed + 3, 2), X, Y, 200.0
+        )
         haze = acq.haze * np.clip(0.5 + hz, 0, 1)
         refl = refl + spec((0.030, 0.020, 0.012, 0.006)) * haze
         # Clouds, their shadows (displaced away from the sun), thin cirrus.
@@ -216,8 +243,9 @@ class Surface:
         refl = _sensor_noise(refl, abs_col, abs_row, acq.noise_seed)
         return refl, self._scene_classes(refl, illum, shadow, cirrus, alpha, acq.cirrus > 0)
 
-    def _scene_classes(self, refl: np.ndarray, illum: np.ndarray, shadow: np.ndarray, cirrus, alpha: np.ndarray,
-                       has_cirrus: bool) -> np.ndarray:
+    def _scene_classes(
+        self, refl: np.ndarray, illum: np.ndarray, shadow: np.ndarray, cirrus, alpha: np.ndarray, has_cirrus: bool
+    ) -> np.ndarray:
         """Scene classification as Sen2Cor would do it (but missing thin cloud edges)."""
         blue, red, nir = refl[0], refl[2], refl[3]
         ndvi = (nir - red) / (nir + red + 1e-6)

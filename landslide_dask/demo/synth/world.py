@@ -21,44 +21,55 @@ from .noise import fbm, ridged
 from .regions import RES, SCL_RES, RegionSpec
 
 __all__ = [
-    "HILL_OCTAVES", "HILL_GAIN", "HILL_SHARE", "CELL", "SLIDE_MIN_SLOPE", "RUNOUT_STOP_SLOPE",
-    "Feature", "Acquisition", "World", "sun_position", "EDGE_LO", "EDGE_HI", "plan_acquisitions",
+    "HILL_OCTAVES",
+    "HILL_GAIN",
+    "HILL_SHARE",
+    "CELL",
+    "SLIDE_MIN_SLOPE",
+    "RUNOUT_STOP_SLOPE",
+    "Feature",
+    "Acquisition",
+    "World",
+    "sun_position",
+    "EDGE_LO",
+    "EDGE_HI",
+    "plan_acquisitions",
 ]
 
 
-HILL_OCTAVES, HILL_GAIN, HILL_SHARE = 5, 0.42, 0.5   # the ridge pattern: detail, roughness, weight
-CELL = 1000.0          # m, vector features are generated per cell of this size
-_FEATURE_STEP = 10.0   # m, step of the downslope trace
-SLIDE_MIN_SLOPE = 22.0     # degrees: sources need steeper ground (susceptibility rises to 40 deg)
-RUNOUT_STOP_SLOPE = 22.0   # degrees: a scar stops two steps after the ground gets gentler
+HILL_OCTAVES, HILL_GAIN, HILL_SHARE = 5, 0.42, 0.5  # the ridge pattern: detail, roughness, weight
+CELL = 1000.0  # m, vector features are generated per cell of this size
+_FEATURE_STEP = 10.0  # m, step of the downslope trace
+SLIDE_MIN_SLOPE = 22.0  # degrees: sources need steeper ground (susceptibility rises to 40 deg)
+RUNOUT_STOP_SLOPE = 22.0  # degrees: a scar stops two steps after the ground gets gentler
 
 
 @dataclass
 class Feature:
     """One landslide or old scar, in the home CRS."""
 
-    key: tuple[int, int, int]     # (cell ix, cell iy, k): stable identity
+    key: tuple[int, int, int]  # (cell ix, cell iy, k): stable identity
     poly: shapely.Polygon
     toe: shapely.Geometry | None = None
-    reveg: float = 0.0            # old scars: vegetation that has come back (0..1)
+    reveg: float = 0.0  # old scars: vegetation that has come back (0..1)
 
 
 @dataclass(frozen=True)
 class Acquisition:
     """One satellite pass over a region: its date, sun, and the state of the sky."""
 
-    day: date                   # local solar day
-    when: datetime              # UTC (naive)
+    day: date  # local solar day
+    when: datetime  # UTC (naive)
     platform: str
     sun_azimuth: float
     sun_elevation: float
-    cover: float                # wanted cloud fraction (flagged)
+    cover: float  # wanted cloud fraction (flagged)
     cloud_seed: int
-    cloud_scale: float          # m
-    cloud_height: float         # m, for the shadow offset
+    cloud_scale: float  # m
+    cloud_height: float  # m, for the shadow offset
     cloud_thr: float
-    cirrus: float               # 0..~0.3 peak reflectance added by thin cirrus
-    haze: float                 # residual haze of the date
+    cirrus: float  # 0..~0.3 peak reflectance added by thin cirrus
+    haze: float  # residual haze of the date
     noise_seed: int
     pre: bool
 
@@ -79,19 +90,31 @@ class World:
         # Local origin, snapped coarsely: noise is evaluated on small numbers (precision).
         self.ox, self.oy = round(cx / 10000.0) * 10000.0, round(cy / 10000.0) * 10000.0
         half = (spec.size_km / 2.0 + spec.margin_km) * 1000.0
-        self.world_box = (self._snap(self.cx - half, -1), self._snap(self.cy - half, -1),
-                          self._snap(self.cx + half, 1), self._snap(self.cy + half, 1))
+        self.world_box = (
+            self._snap(self.cx - half, -1),
+            self._snap(self.cy - half, -1),
+            self._snap(self.cx + half, 1),
+            self._snap(self.cy + half, 1),
+        )
         a = spec.size_km * 500.0
         self.aoi_box = (self.cx - a, self.cy - a, self.cx + a, self.cy + a)
         rng = np.random.default_rng([spec.seed, 1])
         self.s_terrain, self.s_cover, self.s_parcel, self.s_scar, self.s_slide, self.s_tex = (
-            int(v) for v in rng.integers(0, 2**31 - 1, 6))
+            int(v) for v in rng.integers(0, 2**31 - 1, 6)
+        )
         th = math.radians(spec.valley_angle)
         self.cos_t, self.sin_t = math.cos(th), math.sin(th)
         # Main valley centre line v = c(u): offset and meanders.
         off = float(rng.uniform(-0.12, 0.12)) * spec.size_km * 1000.0
-        self.meander = (off, float(rng.uniform(150, 320)), float(rng.uniform(900, 1500)), float(rng.uniform(0, 6.28)),
-                        float(rng.uniform(40, 90)), float(rng.uniform(250, 400)), float(rng.uniform(0, 6.28)))
+        self.meander = (
+            off,
+            float(rng.uniform(150, 320)),
+            float(rng.uniform(900, 1500)),
+            float(rng.uniform(0, 6.28)),
+            float(rng.uniform(40, 90)),
+            float(rng.uniform(250, 400)),
+            float(rng.uniform(0, 6.28)),
+        )
         self.road_side = float(rng.choice([-1.0, 1.0]))
         # Tributaries joining the main valley, alternating sides, every trib_spacing along it.
         reach = half * 1.5 + 3000.0
@@ -102,13 +125,28 @@ class World:
             u0 = k * spec.trib_spacing + float(r.uniform(-0.25, 0.25)) * spec.trib_spacing
             side = 1.0 if (k % 2 == 0) else -1.0
             ang = math.radians(side * float(r.uniform(55, 100)))
-            tribs.append((u0, ang, float(r.uniform(40, 120)), float(r.uniform(400, 800)), float(r.uniform(0, 6.28)),
-                          float(r.uniform(1800, 3500)), float(r.uniform(0.6, 1.0))))
+            tribs.append(
+                (
+                    u0,
+                    ang,
+                    float(r.uniform(40, 120)),
+                    float(r.uniform(400, 800)),
+                    float(r.uniform(0, 6.28)),
+                    float(r.uniform(1800, 3500)),
+                    float(r.uniform(0.6, 1.0)),
+                )
+            )
         self.tribs = tribs
         # Epicentre(s): several would make a country-scale event.
         ex, ey = spec.epicentre_offset
-        self.epicentres = [(self.cx + ex * spec.size_km * 1000.0, self.cy + ey * spec.size_km * 1000.0,
-                            max(1.5, spec.slide_decay_km * spec.size_km / 6.0) * 1000.0, 1.0)]
+        self.epicentres = [
+            (
+                self.cx + ex * spec.size_km * 1000.0,
+                self.cy + ey * spec.size_km * 1000.0,
+                max(1.5, spec.slide_decay_km * spec.size_km / 6.0) * 1000.0,
+                1.0,
+            )
+        ]
         self._cells: dict[tuple[str, int, int], list[Feature]] = {}
 
     @staticmethod
@@ -158,7 +196,7 @@ class World:
     @staticmethod
     def _profile(d: np.ndarray, floor: float, width: float) -> np.ndarray:
         t = np.maximum(d - np.float32(floor), 0) / np.float32(width)
-        return (np.float32(1) - np.exp(-(t ** 1.5))).astype(np.float32)
+        return (np.float32(1) - np.exp(-(t**1.5))).astype(np.float32)
 
     def elevation(self, x: np.ndarray, y: np.ndarray, vals: dict | None = None) -> np.ndarray:
         """Terrain elevation (m, float32): ridged hills carved by river valleys with flat floors."""
@@ -169,9 +207,12 @@ class World:
         h = np.clip((h - np.float32(0.08)) / np.float32(0.55), 0, 1.3)
         rough = fbm((x - self.ox) / 90.0, (y - self.oy) / 90.0, self.s_terrain + 5, 2)
         p = vals["profile"]
-        z = (np.float32(s.base_elev) - np.float32(0.01) * vals["u"].astype(np.float32)
-             + np.float32(s.relief) * p * (np.float32(1.0 - HILL_SHARE) + np.float32(HILL_SHARE) * h)
-             + np.float32(6.0) * rough * p)
+        z = (
+            np.float32(s.base_elev)
+            - np.float32(0.01) * vals["u"].astype(np.float32)
+            + np.float32(s.relief) * p * (np.float32(1.0 - HILL_SHARE) + np.float32(HILL_SHARE) * h)
+            + np.float32(6.0) * rough * p
+        )
         return z.astype(np.float32)
 
     def elevation_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -183,7 +224,7 @@ class World:
         xs = np.concatenate([x + h, x - h, x, x])
         ys = np.concatenate([y, y, y + h, y - h])
         z = self.elevation_at(xs, ys).astype(np.float64)
-        return (z[:n] - z[n:2 * n]) / (2 * h), (z[2 * n:3 * n] - z[3 * n:]) / (2 * h)
+        return (z[:n] - z[n : 2 * n]) / (2 * h), (z[2 * n : 3 * n] - z[3 * n :]) / (2 * h)
 
     def in_world(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = self.world_box
@@ -246,7 +287,7 @@ class World:
             px = cx0 + r.random(n) * CELL
             py = cy0 + r.random(n) * CELL
             accept_u = r.random(n)
-            length = 40.0 * (1.0 - r.random(n)) ** (-1.0 / 1.45)          # power-law lengths
+            length = 40.0 * (1.0 - r.random(n)) ** (-1.0 / 1.45)  # power-law lengths
             # width / length across the range of real inventories (0.2 narrow debris slides to 0.8
             # broad slope failures; 0.18-0.42 before, which made every slide a thin streak)
             aspect = r.uniform(0.2, 0.8, n)
@@ -320,7 +361,7 @@ class World:
             if not active.any():
                 break
         allp = np.stack(pts, axis=1)  # (n, steps+1, 2)
-        return [allp[i, :count[i]] for i in range(n)]
+        return [allp[i, : count[i]] for i in range(n)]
 
     # Clouds
 
@@ -341,18 +382,19 @@ class World:
         return fbm(a, b, acq.cloud_seed + 9, 4) + patch - np.float32(0.1)
 
 
-def _slide_polygon(path: np.ndarray, width: float, jseed: int, with_toe: bool
-                   ) -> tuple[shapely.Polygon | None, shapely.Geometry | None]:
+def _slide_polygon(
+    path: np.ndarray, width: float, jseed: int, with_toe: bool
+) -> tuple[shapely.Polygon | None, shapely.Geometry | None]:
     """An elongated scar around a downslope path: narrow crown, wide body, flared toe."""
     m = len(path)
     s = np.linspace(0.0, 1.0, m)
     r = np.random.default_rng(jseed)
     style = r.random()
-    if style < 0.5:    # teardrop: broad source area narrowing downslope
-        shape = 0.5 + 0.7 * np.exp(-((s - 0.22) / 0.32) ** 2)
+    if style < 0.5:  # teardrop: broad source area narrowing downslope
+        shape = 0.5 + 0.7 * np.exp(-(((s - 0.22) / 0.32) ** 2))
     elif style < 0.8:  # flow: source bowl, narrow track, deposition fan
-        shape = 0.35 + 0.8 * np.exp(-(s / 0.22) ** 2) + 0.55 * np.clip((s - 0.7) / 0.3, 0, 1)
-    else:              # slump: a compact elongated body
+        shape = 0.35 + 0.8 * np.exp(-((s / 0.22) ** 2)) + 0.55 * np.clip((s - 0.7) / 0.3, 0, 1)
+    else:  # slump: a compact elongated body
         shape = 0.55 + 0.45 * np.sin(np.pi * np.clip(s * 1.15, 0, 1)) ** 0.6 + 0.15 * s
     # Correlated wobble of the edges and of the centre line: no two scars alike.
     walk = np.cumsum(r.standard_normal((3, m)), axis=1) * 0.09
@@ -411,10 +453,12 @@ def plan_acquisitions(spec: RegionSpec, world: World) -> list[Acquisition]:
     anchor = spec.event_date - timedelta(days=int(rng.integers(1, 5)))
     pre_slots = sorted(rng.choice(np.arange(0, 12), 4, replace=False).tolist())
     post_slots = sorted(rng.choice(np.arange(1, 10), 4, replace=False).tolist())
-    pre_cov = rng.permutation([rng.uniform(0.0, 0.04), rng.uniform(0.05, 0.2), rng.uniform(0.15, 0.35),
-                               rng.uniform(0.02, 0.12)])
-    post_cov = rng.permutation([rng.uniform(0.45, 0.65), rng.uniform(0.0, 0.04), rng.uniform(0.05, 0.25),
-                                rng.uniform(0.1, 0.3)])
+    pre_cov = rng.permutation(
+        [rng.uniform(0.0, 0.04), rng.uniform(0.05, 0.2), rng.uniform(0.15, 0.35), rng.uniform(0.02, 0.12)]
+    )
+    post_cov = rng.permutation(
+        [rng.uniform(0.45, 0.65), rng.uniform(0.0, 0.04), rng.uniform(0.05, 0.25), rng.uniform(0.1, 0.3)]
+    )
     days = [(anchor - timedelta(days=5 * int(k)), True, float(c)) for k, c in zip(pre_slots, pre_cov)]
     days += [(anchor + timedelta(days=5 * int(k)), False, float(c)) for k, c in zip(post_slots, post_cov)]
     days.sort()
@@ -436,11 +480,24 @@ def plan_acquisitions(spec: RegionSpec, world: World) -> list[Acquisition]:
         # Local 10:30 solar time -> UTC; NZ passes fall on the previous UTC day, as real ones do.
         when = datetime(day.year, day.month, day.day, 10, 30) - timedelta(hours=spec.lon / 15.0)
         when = when.replace(microsecond=0) + timedelta(seconds=int(r.integers(0, 50)), milliseconds=24)
-        out.append(Acquisition(
-            day=day, when=when, platform="sentinel-2a" if slot % 2 == 0 else "sentinel-2b",
-            sun_azimuth=round(az, 4), sun_elevation=round(el, 4), cover=cover,
-            cloud_seed=cloud_seed, cloud_scale=cloud_scale,
-            cloud_height=float(r.uniform(900, 2600)), cloud_thr=thr,
-            cirrus=float(r.choice([0.0, 0.0, r.uniform(0.03, 0.09), r.uniform(0.05, 0.14)])) if cover > 0.05 else 0.0,
-            haze=float(spec.haze * r.uniform(0.4, 1.2)), noise_seed=int(r.integers(0, 2**31 - 1)), pre=pre))
+        out.append(
+            Acquisition(
+                day=day,
+                when=when,
+                platform="sentinel-2a" if slot % 2 == 0 else "sentinel-2b",
+                sun_azimuth=round(az, 4),
+                sun_elevation=round(el, 4),
+                cover=cover,
+                cloud_seed=cloud_seed,
+                cloud_scale=cloud_scale,
+                cloud_height=float(r.uniform(900, 2600)),
+                cloud_thr=thr,
+                cirrus=float(r.choice([0.0, 0.0, r.uniform(0.03, 0.09), r.uniform(0.05, 0.14)]))
+                if cover > 0.05
+                else 0.0,
+                haze=float(spec.haze * r.uniform(0.4, 1.2)),
+                noise_seed=int(r.integers(0, 2**31 - 1)),
+                pre=pre,
+            )
+        )
     return out
