@@ -60,14 +60,14 @@ def _local_stats(x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 def pixel_features(cube: str | Path, bands: list[str] | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Features ``(n, H, W)`` float32, their names and the cube's ``valid`` mask. Pre-event features
     are NaN where the cube has no pre-event image."""
-    from .cube.read import open_cube, select_bands
+    from .cube.read import model_bands, open_cube, select_bands
     from .train.reader import radiometry
 
     ds = open_cube(cube)
     if "post" not in ds:
         raise InputDataError(f"{cube} has no post-event composite: the pixel baseline needs one.")
     have = [str(b) for b in ds["band"].values]
-    idx = list(select_bands(bands, have, f"the cube {cube}")) if bands else list(range(len(have)))
+    idx = list(select_bands(model_bands(bands, [ds]), have, f"the cube {cube}"))
     names_b = [have[i] for i in idx]
     gain, bias = radiometry(cube)
     valid = ds["valid"].values.astype(bool)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from .cube.spec import SCENE_CHUNK
 from .errors import InputDataError
 
 __all__ = ["RealEvent", "IBURI_2018", "EVENTS", "event_of", "catalog_event", "event_cube", "split_labels", "map_event"]
@@ -122,7 +123,7 @@ def catalog_event(folder: str | Path, stac: str | Path) -> Path:
 
 
 def event_cube(
-    folder: str | Path, out_dir: str | Path, chunk: int = 512, progress: bool = True, aoi: str | None = None
+    folder: str | Path, out_dir: str | Path, chunk: int = SCENE_CHUNK, progress: bool = True, aoi: str | None = None
 ) -> Path:
     """The event's labelled cube (``out_dir/<name>.zarr``), built from its catalogue folder (no
     server); a finished cube is reused. ``aoi``: W,S,E,N (default: the whole scene)."""
@@ -169,7 +170,7 @@ def split_labels(cube: str | Path, index, split: str = "test"):
 
     ds = open_cube(cube)
     mine = index[(index["path"] == str(cube)) & (index["split"] == split)]
-    if not index.attrs.get("size") or not len(mine):
+    if not index.attrs.get("window") or not len(mine):
         raise InputDataError(f"no {split} windows of {cube} in the index: nothing to score on")
     keep = split_mask(index, cube, split, (ds.sizes["y"], ds.sizes["x"]))
     mask = xr.DataArray(keep, dims=("y", "x")).chunk(dict(zip(("y", "x"), ds["label"].data.chunksize)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cube.spec import CHUNK
 from ..errors import UsageError
 from .options import config_default, parse_csv, parse_date
 
@@ -135,7 +136,7 @@ def cmd_import_patches(args: argparse.Namespace) -> None:
     ql = "" if args.no_quicklook else f" (quicklook {out.with_suffix('.png')})"
     print(f"{a['patch_count']} patches ({a['patch_unlabelled']} without a mask) written to {out}{ql}")
     print(
-        f"train on it with --streams post,terrain --window {r['size']} --stride {r['stride']} "
+        f"train on it with --streams post,terrain --window {r['window']} --stride {r['stride']} "
         f"--block {r['block']} --min-usable {r['min_usable']:g}"
     )
 
@@ -286,7 +287,12 @@ def cube_commands(sub) -> None:
         default=0,
         help="invalid pixels between patches (default 0: one window per patch with --stride = patch size)",
     )
-    s.add_argument("--chunk", type=int, default=1024, help="zarr chunk side in pixels, rounded down to whole patches")
+    s.add_argument(
+        "--chunk",
+        type=int,
+        default=CHUNK,
+        help=f"zarr chunk side in pixels, rounded down to whole patches (default {CHUNK})",
+    )
     s.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNG")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_import_patches)

@@ -124,6 +124,16 @@ def cmd_evaluate_map(args: argparse.Namespace) -> None:
     print(f"report {rep['files']['report_md']} (+ report.json), map {rep['files']['map']}")
 
 
+def polygon_threshold_option(s: argparse.ArgumentParser) -> None:
+    """``--threshold`` of the commands that make polygons from a finished map."""
+    s.add_argument(
+        "--threshold",
+        type=float,
+        help="probability threshold 0..1 (default: the map's own, recorded by predict: the checkpoint's "
+        "validation threshold, or the label-free scene rule's for a region the model never saw)",
+    )
+
+
 def products_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--inventory", help="reference landslide polygons to draw on the web map (any vector file)")
     s.add_argument("--attribution", help="the data's credit line (imagery, inventory), shown on the web map")
@@ -178,22 +188,14 @@ def predict_commands(sub) -> None:
     )
     s.add_argument("--prediction", required=True, help="prediction zarr written by `landslide-dask predict`")
     s.add_argument("--out", help="output folder (default: beside the prediction, named PREDICTION-products)")
-    s.add_argument(
-        "--threshold",
-        type=float,
-        help="probability threshold 0..1 of the polygons (default: the prediction's threshold)",
-    )
+    polygon_threshold_option(s)
     products_options(s)
     s.set_defaults(func=cmd_products)
 
     s = sub.add_parser("polygons", help="landslide polygons (GeoParquet + GeoPackage) from a finished prediction")
     s.add_argument("--prediction", required=True, help="prediction zarr written by `landslide-dask predict`")
     s.add_argument("--out", required=True, help="output stem: writes STEM.parquet and STEM.gpkg (a suffix is dropped)")
-    s.add_argument(
-        "--threshold",
-        type=float,
-        help="probability threshold 0..1 (default: the checkpoint's validation-chosen threshold)",
-    )
+    polygon_threshold_option(s)
     s.add_argument(
         "--min-area",
         type=float,
@@ -215,11 +217,7 @@ def predict_commands(sub) -> None:
     s.add_argument("--out", required=True, help="folder for report.md, report.json and map.png")
     s.add_argument("--inventory", help="inventory polygons for the object metrics (default: the cube's label layer)")
     s.add_argument("--polygons", help="predicted polygons, .parquet or .gpkg (default: made from the prediction)")
-    s.add_argument(
-        "--threshold",
-        type=float,
-        help="probability threshold 0..1 (default: the checkpoint's validation-chosen threshold)",
-    )
+    polygon_threshold_option(s)
     s.add_argument(
         "--min-area",
         type=float,

@@ -77,6 +77,7 @@ from .patch_files import (
     to_label,
 )
 from .read import open_cube
+from .spec import CHUNK
 from .terrain import hillshade, slope_degrees
 
 if TYPE_CHECKING:
@@ -307,7 +308,7 @@ def _chunked_mosaic(
 def recommended_index(size: int, pitch: int) -> dict:
     """build_index settings that give exactly one window per patch (see the module docstring)."""
     stride = math.gcd(size, pitch)
-    return {"size": size, "stride": stride, "block": pitch, "min_usable": 1 - stride / (2 * size)}
+    return {"window": size, "stride": stride, "block": pitch, "min_usable": 1 - stride / (2 * size)}
 
 
 def assemble_patches(
@@ -317,7 +318,7 @@ def assemble_patches(
     size: int,
     gap: int = 0,
     res: float = 10.0,
-    chunk: int = 1024,
+    chunk: int = CHUNK,
     ignore_value: float | None = None,
     source: str = "",
 ) -> xr.Dataset:
@@ -424,7 +425,7 @@ def assemble_packed(
     bmap: BandMap,
     gap: int,
     res: float = 10.0,
-    chunk: int = 1024,
+    chunk: int = CHUNK,
     ignore_value: float | None = None,
     source: str = "",
 ) -> xr.Dataset:
@@ -453,7 +454,7 @@ def assemble_packed(
             "patch_rows": 0,
             "patch_cols": 0,
             "patch_offsets": [[r, c, h, w] for (r, c), (h, w) in zip(offsets, sizes)],
-            "recommended_index": {"size": win, "stride": win // 2, "block": 4 * win, "min_usable": 0.5},
+            "recommended_index": {"window": win, "stride": win // 2, "block": 4 * win, "min_usable": 0.5},
         }
     )
     return ds
@@ -479,7 +480,7 @@ def patch_windows(cube: str | Path) -> pd.DataFrame:
             "col": i % a["patch_cols"] * a["patch_pitch"],
         }
     )
-    df.attrs["size"] = a["patch_size"]
+    df.attrs["window"] = a["patch_size"]
     return df
 
 
@@ -501,7 +502,7 @@ def import_patches(
     ignore_value: float | None = None,
     gap: int = 0,
     res: float = 10.0,
-    chunk: int = 1024,
+    chunk: int = CHUNK,
     progress: bool = True,
     quicklook: bool = False,
 ) -> Path:

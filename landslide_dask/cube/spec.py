@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-__all__ = ["CHUNK", "event_windows", "CubeSpec"]
+__all__ = ["CHUNK", "SCENE_CHUNK", "event_windows", "CubeSpec"]
 
 #: Side of a cube's zarr chunks in pixels: the default of every cube writer and the unit the
 #: training order groups windows by (each chunk decoded about once per pass).
 CHUNK = 1024
+#: The chunk side of one scene's cube (a real event folder, a tile export, the demo's regions): a
+#: 10-15 km scene is then 4-16 chunks, so every worker of a small cluster has blocks to build.
+SCENE_CHUNK = 512
 
 
 def event_windows(event: date, pre_days: int, post_days: int) -> tuple[tuple[date, date], tuple[date, date]]:

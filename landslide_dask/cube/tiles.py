@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import InputDataError
 from .inventory import LABEL_UNKNOWN
+from .spec import SCENE_CHUNK
 
 __all__ = [
     "CHATTOGRAM_BANDS",
@@ -86,7 +87,7 @@ def import_tiles(
     bands: tuple[str, ...] = CHATTOGRAM_BANDS,
     label_map: dict[int, int] | None = None,
     resolution: float = 10.0,
-    chunk: int = 512,
+    chunk: int = SCENE_CHUNK,
     region: str | None = None,
     attribution: str | None = None,
     progress: bool = False,

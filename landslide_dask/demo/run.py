@@ -15,6 +15,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..cube.spec import SCENE_CHUNK
+
 __all__ = [
     "region_table",
     "DEMO_MODEL",
@@ -163,7 +165,7 @@ def run_demo(
                 out=out / "cubes" / f"{r['name']}.zarr",
                 inventory=data / r["inventory"],
                 inventory_area=data / r["inventory_area"],
-                chunk=512,
+                chunk=SCENE_CHUNK,
             )
             cubes[r["name"]] = build_cube(spec)
             print(f"[demo] cube for {r['name']} done in {time.perf_counter() - t_cube:.0f} s", flush=True)

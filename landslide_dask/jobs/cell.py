@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common.files import atomic_write
+from ..cube.spec import CHUNK
 from ..errors import EmptySearchError
 
 __all__ = ["STAGES", "NO_VALID_PIXEL", "run_cell", "cell_dir", "short"]
@@ -66,7 +67,7 @@ def cell_rasters(pred: Path, cell, d: Path, zoom: int) -> Path:
     return cog
 
 
-def run_cell(spec, cell, out: Path, client, *, chunk: int = 1024) -> dict[str, Any]:
+def run_cell(spec, cell, out: Path, client, *, chunk: int = CHUNK) -> dict[str, Any]:
     """Map one cell into ``out/cells/<id>/``; returns {status, reason, outputs, timings, ...}.
     Inference takes its window, overlap, batch size and device from ``spec.predict``.
 

@@ -78,6 +78,7 @@ from typing import Any
 
 from ..common.files import write_bytes
 from ..common.workers import n_workers
+from ..cube.spec import CHUNK
 from ..errors import CountryJobError
 from .cell import NO_VALID_PIXEL, STAGES, cell_dir, run_cell, short
 from .merge import merge_cell_polygons, write_country_outputs, write_vrt
@@ -236,7 +237,7 @@ def run_job(
     progress: bool = True,
     force: bool = False,
     concurrency: int | None = None,
-    chunk: int = 1024,
+    chunk: int = CHUNK,
     on_cell: Callable[[str, str], None] | None = None,
     echo: Callable[[str], None] | None = print,
     scratch: str | Path | None = None,
@@ -324,7 +325,7 @@ def run_job(
     return JobResult(summary=summary, outputs=outputs, seconds=seconds, computed=computed, n_polygons=n_poly)
 
 
-def _run_cell_in(spec, cell, target: _Target, client, *, chunk: int = 1024) -> dict[str, Any]:
+def _run_cell_in(spec, cell, target: _Target, client, *, chunk: int = CHUNK) -> dict[str, Any]:
     """:func:`run_cell` into ``target.work``; for a URL output, upload the finished cell's files to
     ``URL/cells/<id>/`` (after removing what a killed run left there) and free its scratch folder."""
     if target.remote is None:

@@ -164,7 +164,7 @@ def build_index(
     whether they hold landslides; a window belongs to a split when every block it touches does
     (otherwise it is a ``gap``), so windows of different splits never overlap. ``index.attrs
     ["splits"]`` holds, per split, its windows, blocks and the known and landslide pixels they cover;
-    ``index.attrs["size"]`` the window.
+    ``index.attrs["window"]`` the window.
     """
     if window % stride:
         raise UsageError(f"window size {window} must be a multiple of the stride {stride}")
@@ -218,7 +218,7 @@ def build_index(
         )
         _count_splits(totals, rows[-1], counts, dealt, k, stride)
     index = pd.concat(rows, ignore_index=True)
-    index.attrs.update(size=window, stride=stride, block=block, splits=totals)
+    index.attrs.update(window=window, stride=stride, block=block, splits=totals)
     if not len(index):
         raise InputDataError(
             f"No {window}x{window} window in {', '.join(map(str, cubes))} has {min_usable:.0%} "
@@ -246,7 +246,7 @@ def _count_splits(
 
 def split_mask(index: pd.DataFrame, cube: str | Path, split: str, shape: tuple[int, int]) -> np.ndarray:
     """Pixels covered by the ``split`` windows of a training index in one cube."""
-    window = int(index.attrs["size"])
+    window = int(index.attrs["window"])
     mine = index[(index["path"] == str(cube)) & (index["split"] == split)]
     out = np.zeros(shape, bool)
     for r, c in zip(mine["row"].to_numpy(), mine["col"].to_numpy()):
@@ -271,7 +271,7 @@ def check_splits(index: pd.DataFrame, splits: tuple[str, ...] = ("train", "val")
     needs windows, :data:`MIN_SPLIT_POSITIVES` landslide pixels and as many others. Says what to
     change (a smaller block or window, or more inventories)."""
     t = index.attrs["splits"]
-    window, block = index.attrs["size"], index.attrs["block"]
+    window, block = index.attrs["window"], index.attrs["block"]
     for name in splits:
         s = t[name]
         pos, neg = s["landslide_px"], s["known_px"] - s["landslide_px"]
@@ -362,7 +362,7 @@ def compute_stats(
     pre-event stream: over those that have a pre-event image), in one dask pass (sums and sums of
     squares in float64). ``bands``: the imagery bands, by name (None: every band of the first
     cube); ``units``: DN as stored, or ``REFLECTANCE`` (each cube's DN scale and offset applied)."""
-    window, stride = index.attrs["size"], index.attrs["stride"]
+    window, stride = index.attrs["window"], index.attrs["stride"]
     parts: dict[str, list] = {s: [] for s in streams}
     chosen = index[index["split"] == split]
     if any(s != "terrain" for s in streams) and len(chosen):

@@ -114,7 +114,7 @@ def tiles(cube: str, window: int = SCORING_TILE, multiple: int = INPUT_MULTIPLE)
         [(0, r, c, sr, sc) for r, sr in starts(h) for c, sc in starts(w)],
         columns=["cube", "row", "col", "skip_r", "skip_c"],
     )
-    df.attrs["size"] = window
+    df.attrs["window"] = window
     return df
 
 
@@ -141,7 +141,7 @@ def evaluate(
         from .model import ModelConfig
 
         windows = tiles(cube, tile, ModelConfig.from_dict(ckpt["model_config"]).size_multiple)
-        window = windows.attrs["size"]
+        window = windows.attrs["window"]
     else:
         if c.window is None:
             raise InputDataError(f"{ckpt_path} records no training window: score it on a whole cube (no split)")

@@ -92,8 +92,8 @@ def test_hillshade_is_computed_per_patch_from_the_dem(l4s):
 def test_one_window_per_patch_without_gap(l4s):
     data, cube = l4s
     rec = open_cube(cube).attrs["recommended_index"]
-    assert rec == {"size": S, "stride": S, "block": S, "min_usable": 0.5}
-    index = build_index([cube], rec["size"], rec["stride"], rec["block"], rec["min_usable"])
+    assert rec == {"window": S, "stride": S, "block": S, "min_usable": 0.5}
+    index = build_index([cube], rec["window"], rec["stride"], rec["block"], rec["min_usable"])
     assert len(index) == 5 and set(index["split"]) <= {"train", "val", "test"}
     pw = patch_windows(cube)
     assert sorted(zip(index["row"], index["col"])) == sorted(zip(pw["row"], pw["col"]))
@@ -116,7 +116,7 @@ def test_gap_index_and_reader_return_exactly_the_patches(l4s_gap):
     ds = open_cube(cube)
     rec = ds.attrs["recommended_index"]
     assert rec["stride"] == 16 and rec["block"] == S + 16 and 0.5 < rec["min_usable"] < 1
-    index = build_index([cube], rec["size"], rec["stride"], rec["block"], rec["min_usable"])
+    index = build_index([cube], rec["window"], rec["stride"], rec["block"], rec["min_usable"])
     pw = patch_windows(cube)
     assert len(index) == 7
     assert sorted(zip(index["row"], index["col"])) == sorted(zip(pw["row"], pw["col"]))
@@ -341,7 +341,7 @@ def test_folder_dataset_of_mixed_non_square_sizes_is_packed_with_masks_in_0_255_
     assert (label[~inside] == 255).all() and (post[:, ~inside] == 0).all()
     # the stored index settings find windows on it, and the reader reads them
     rec = a["recommended_index"]
-    index = build_index([str(cube)], rec["size"], rec["stride"], rec["block"], rec["min_usable"])
+    index = build_index([str(cube)], rec["window"], rec["stride"], rec["block"], rec["min_usable"])
     assert len(index) > 0
-    sample = WindowReader([str(cube)], ("post",)).sample(0, int(index["row"][0]), int(index["col"][0]), rec["size"])
-    assert sample["post"].shape == (3, rec["size"], rec["size"]) and sample["valid"].mean() >= rec["min_usable"]
+    sample = WindowReader([str(cube)], ("post",)).sample(0, int(index["row"][0]), int(index["col"][0]), rec["window"])
+    assert sample["post"].shape == (3, rec["window"], rec["window"]) and sample["valid"].mean() >= rec["min_usable"]

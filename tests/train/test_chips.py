@@ -224,7 +224,7 @@ def test_windows_may_span_blocks_of_one_split_and_the_default_block_fits_small_r
 def test_random_crops_stay_inside_their_split_and_vary(index):
     """Shifted training windows never read a pixel of another split's windows (no leak into val or
     test), and they do move: off the index's grid in both directions."""
-    size = int(index.attrs["size"])
+    size = int(index.attrs["window"])
     rng = np.random.default_rng(0)
     train = epoch_windows(index, "train", 0, n=2000, positive_boost=3.0)
     moved = shift_windows(train, index, rng)

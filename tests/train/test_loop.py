@@ -179,7 +179,7 @@ def test_scoring_tiles_count_every_pixel_exactly_once(tmp_path, h, w, size):
     path = tmp_path / "c.zarr"
     xr.Dataset({"valid": (("y", "x"), np.ones((h, w), bool))}).to_zarr(path, consolidated=False)
     t = tiles(str(path), size, 32)
-    s = t.attrs["size"]
+    s = t.attrs["window"]
     seen = np.zeros((h, w), int)
     for _, r in t.iterrows():
         win = np.ones((s, s), int)
