@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         markdown(table),
         "",
         f"Test blocks: {test_share:.1%} of the cube's pixels ({len(index[index['split'] == 'test'])} windows of "
-        f"{index.attrs['size']} px), the same in every run. Threshold (column): by each map's default rule — "
+        f"{index.attrs['window']} px), the same in every run. Threshold (column): by each map's default rule — "
         "the checkpoint's own, chosen on its validation blocks, for a model that trained on Iburi; the "
         "label-free scene rule (Otsu on the map's log-odds) for one that never saw it, on Iburi and on the "
         "unseen synthetic region alike; the pixel baseline's on the local model's validation blocks. "

@@ -134,12 +134,12 @@ def rank_bench(
     ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     total = warmup + steps + nosync_steps
     opt, sched = _optimizer(model, total)
-    reader = _counting_reader(cubes, int(index.attrs["size"]), streams, BandStats.from_dict(stats_d))
+    reader = _counting_reader(cubes, int(index.attrs["window"]), streams, BandStats.from_dict(stats_d))
     windows = epoch_windows(
         index, "train", 0, ctx.rank, ctx.world_size, seed, n=total * batch_size * ctx.world_size, positive_boost=3.0
     )
     rng = np.random.default_rng([seed, 0, ctx.rank, 7])
-    batches = window_batches(reader, windows, int(index.attrs["size"]), batch_size, rng, streams)
+    batches = window_batches(reader, windows, int(index.attrs["window"]), batch_size, rng, streams)
     ddp.train()
 
     def run(n: int) -> list[float]:
