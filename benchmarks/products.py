@@ -67,15 +67,15 @@ def folder_bytes(folder: Path) -> tuple[int, int]:
 
 
 def measure(n: int, work: Path) -> dict:
-    from landslide_dask.products.region import MapSource, _statistics, gis_files, stac_item, web_map
+    from landslide_dask.products.region import MapSource, gis_files, stac_item, statistics, web_map
 
     pred = synthetic_prediction(work / f"pred{n}.zarr", n)
     out = work / f"products{n}"
     t0 = time.perf_counter()
     src = MapSource.open(pred)
-    files, polygons = gis_files(src, out, None)
+    files, polygons, counts = gis_files(src, out, None)
     t1 = time.perf_counter()
-    stats = _statistics(src.group, src.inside, src.res, polygons)
+    stats = statistics(counts, src.res, polygons)
     files["web_map"] = web_map(src, out / "web", polygons, stats, title="benchmark")
     t2 = time.perf_counter()
     files["item"] = stac_item(src, out, files, stats, "benchmark")

@@ -62,7 +62,7 @@ def cell_rasters(pred: Path, cell, d: Path, zoom: int) -> Path:
     ds = open_prediction(pred, georeferenced=True)
     crs, transform = ds.attrs["crs"], transform_of(ds)
     inside = aoi_reader([cell.aoi_utm], transform, crs)
-    export_status(pred, d / "not-mapped.tif", inside)
+    export_status(pred, d / "not-mapped.tif", inside)  # (its counts: the country sums cell areas)
     web_rasters(zarr.open_group(str(pred), mode="r"), crs, transform, inside, zoom, d)
     return cog
 

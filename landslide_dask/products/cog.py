@@ -224,9 +224,10 @@ def export_status(
     inside: Callable[[int, int, int, int], np.ndarray] | None = None,
     *,
     blocksize: int = 512,
-) -> Path:
+) -> tuple[Path, np.ndarray]:
     """The not-mapped layer as a COG: status codes (:data:`STATUS`), 0 nodata, a colour table.
-    ``inside(y0, y1, x0, x1)``: the area of interest of a block (None: the whole grid)."""
+    ``inside(y0, y1, x0, x1)``: the area of interest of a block (None: the whole grid). Returns the
+    COG and the pixel count of each code, counted in the same pass (the products' areas)."""
     import zarr
 
     pred = Path(pred)
@@ -235,14 +236,17 @@ def export_status(
     valid, attrs = g["valid"], dict(g.attrs)
     no_pre = g["no_pre"] if "no_pre" in g else None
     crs, transform = _georef(attrs)
+    counts = np.zeros(len(STATUS), np.int64)
 
     def read(y0: int, y1: int, x0: int, x1: int):
         np_ = None if no_pre is None else no_pre[y0:y1, x0:x1]
         box = None if inside is None else inside(y0, y1, x0, x1)
-        return status_block(valid[y0:y1, x0:x1], np_, box), None
+        block = status_block(valid[y0:y1, x0:x1], np_, box)
+        counts[:] += np.bincount(block.ravel(), minlength=len(STATUS))[: len(STATUS)]
+        return block, None
 
     tags = {"product": "landslide map status", **{f"code_{k}": v for k, v in STATUS.items()}}
-    return stream_cog(
+    cog = stream_cog(
         out_tif,
         read,
         valid.shape,
@@ -256,3 +260,4 @@ def export_status(
         blocksize=blocksize,
         overview_resampling="nearest",
     )
+    return cog, counts

@@ -35,6 +35,7 @@ __all__ = [
     "web_rasters",
     "zoom_range",
     "km2",
+    "statistics",
     "source_credit",
 ]
 
@@ -201,6 +202,11 @@ class MapSource:
         return float(self.attrs.get("threshold", 0.5))
 
     @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """W, S, E, N of the map's grid in degrees."""
+        return _lonlat_bounds(self.transform, self.shape, self.crs)
+
+    @property
     def event(self) -> str:
         return self.attrs.get("event_date") or self.cube_attrs.get("event_date", "")
 
@@ -235,8 +241,8 @@ def write_products(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     title = title or f"Landslides, event of {src.event}"
-    files, polygons = gis_files(src, out, polygons, client)
-    stats = _statistics(src.group, src.inside, src.res, polygons)
+    files, polygons, counts = gis_files(src, out, polygons, client)
+    stats = statistics(counts, src.res, polygons)
     credit = source_credit(src.cube_attrs) if credit_sources else ""
     if credit and "Copernicus" not in attribution:
         attribution = f"{attribution}. {credit}" if attribution else credit
@@ -247,13 +253,13 @@ def write_products(
     return files
 
 
-def gis_files(src: MapSource, out: Path, polygons, client=None) -> tuple[dict[str, Path], object]:
-    """The COGs, the polygons and their QGIS styles; returns (files, polygons)."""
+def gis_files(src: MapSource, out: Path, polygons, client=None) -> tuple[dict[str, Path], object, np.ndarray]:
+    """The COGs, the polygons and their QGIS styles; returns (files, polygons, pixels per status code)."""
     from ..predict.polygons import polygonize, write_polygons
 
     files = {"probability": export_cog(src.path, out / "probability.tif")}
     files["probability_style"] = write_qml(files["probability"], probability_qml(src.threshold))
-    files["not_mapped"] = export_status(src.path, out / "not-mapped.tif", src.inside)
+    files["not_mapped"], counts = export_status(src.path, out / "not-mapped.tif", src.inside)
     files["not_mapped_style"] = write_qml(files["not_mapped"], status_qml())
     if polygons is None:
         polygons = polygonize(src.path, out / "landslides", threshold=src.threshold, client=client)
@@ -262,7 +268,7 @@ def gis_files(src: MapSource, out: Path, polygons, client=None) -> tuple[dict[st
     files["landslides_parquet"], files["landslides_gpkg"] = out / "landslides.parquet", out / "landslides.gpkg"
     embed_gpkg_style(files["landslides_gpkg"], "landslides", polygons_qml())
     files["landslides_style"] = write_qml(files["landslides_gpkg"], polygons_qml())
-    return files, polygons
+    return files, polygons, counts
 
 
 def web_map(
@@ -279,7 +285,7 @@ def web_map(
     """The offline web map of one region in ``out`` (the products' ``web/``); returns its index.html."""
     import geopandas as gpd
 
-    bounds = _lonlat_bounds(src.transform, src.shape, src.crs)
+    bounds = src.bounds
     zmin, zmax = zoom_range(src.shape, src.res, (bounds[1] + bounds[3]) / 2)
     work = out.parent / ".web-rasters"
     shutil.rmtree(work, ignore_errors=True)
@@ -336,7 +342,7 @@ def stac_item(src: MapSource, out: Path, files: dict[str, Path], stats: dict, ti
     """The products' STAC item (``out/item.json``): footprint = the area of interest, else the grid."""
     import shapely
 
-    bounds = _lonlat_bounds(src.transform, src.shape, src.crs)
+    bounds = src.bounds
     footprint = src.aoi.to_crs(4326).union_all() if src.aoi is not None else shapely.box(*bounds)
     item = products_item(
         f"landslides-{src.event}-{src.path.stem}",
@@ -375,22 +381,8 @@ def web_rasters(g, crs, transform, inside, zoom: int, out: Path) -> tuple[Path, 
     )
 
 
-def _statistics(g, inside, res: float, polygons) -> dict:
-    """Mapped and not-mapped area (km²) and the landslides found, chunk by chunk."""
-    valid = g["valid"]
-    no_pre = g["no_pre"] if "no_pre" in g else None
-    counts = np.zeros(5, np.int64)
-    h, w = valid.shape
-    cy, cx = valid.chunks
-    for y0 in range(0, h, cy):
-        for x0 in range(0, w, cx):
-            y1, x1 = min(y0 + cy, h), min(x0 + cx, w)
-            s = status_block(
-                valid[y0:y1, x0:x1],
-                None if no_pre is None else no_pre[y0:y1, x0:x1],
-                None if inside is None else inside(y0, y1, x0, x1),
-            )
-            counts += np.bincount(s.ravel(), minlength=5)[:5]
+def statistics(counts: np.ndarray, res: float, polygons) -> dict:
+    """Mapped and not-mapped area (km²) from the pixels per status code, and the landslides found."""
     return {
         "mapped_km2": km2(int(counts[1] + counts[2]), res),
         "mapped_without_pre_event_km2": km2(int(counts[2]), res),
