@@ -135,9 +135,11 @@ def train_pixel_baseline(
     seed: int = 0,
     threads: int | None = None,
     max_pixels: int = MAX_TRAIN_PIXELS,
+    trees: int = N_TREES,
 ) -> PixelBaseline:
     """Train on the known pixels of the index's training windows in ``cube`` and choose the threshold
-    by MCC on its validation windows (the CNN's grid of thresholds and rule)."""
+    by MCC on its validation windows (the CNN's grid of thresholds and rule). ``trees`` and
+    ``max_pixels`` are lowered only by the benchmark's small mode (CI time)."""
     import lightgbm as lgb
     import torch
 
@@ -164,7 +166,7 @@ def train_pixel_baseline(
             "the baseline cannot learn or choose a threshold"
         )
     params = {**LGBM_PARAMS, "seed": seed, "num_threads": threads or 0}
-    model = lgb.train(params, lgb.Dataset(xt, yt, feature_name=names), num_boost_round=N_TREES)
+    model = lgb.train(params, lgb.Dataset(xt, yt, feature_name=names), num_boost_round=trees)
     pv = torch.from_numpy(model.predict(xv).astype(np.float32))
     counts = confusion_by_threshold(pv, torch.from_numpy(yv.astype(np.float32)), torch.ones(len(yv), dtype=torch.bool))
     th, conf = best_threshold(counts)

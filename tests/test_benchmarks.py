@@ -111,7 +111,11 @@ def test_real_event_benchmark_small_mode_and_the_demo_on_the_real_event(tmp_path
     base = rows[rows["model"] == "pixel baseline"].iloc[0]
     assert base["scored on"] == "Iburi test blocks" and base["mcc"] > 0.2 and 0 < base["AP"] <= 1
     assert (tmp_path / "bench" / "maps" / "pixel-baseline" / "map.png").stat().st_size > 10_000
-    assert "| AP |" in table
+    assert "| AP |" in table and "| MCC at best t |" in table
+    # the threshold rule's loss and what the two model families reach together are in the table too
+    assert base["MCC at best t"] >= base["mcc"]
+    both = rows[rows["model"] == "local + pixel baseline"]
+    assert len(both) == 1 and both["scored on"].iloc[0] == "Iburi test blocks" and 0 < both["AP"].iloc[0] <= 1
     # the second real region, where present: a model trained with it maps Iburi unseen, and models
     # that never saw it are scored on it per pixel and per labelled blob
     chatto_rows = rows[rows["scored on"].str.startswith("Chattogram")]

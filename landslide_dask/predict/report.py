@@ -63,7 +63,7 @@ from affine import Affine
 from ..common.files import write_text
 from ..cube.tiles import sparse_labels
 from ..errors import InputDataError
-from ..train.metrics import IGNORE, Confusion, average_precision, defined, fmt
+from ..train.metrics import IGNORE, Confusion, average_precision, best_level, defined, fmt
 from .config import MIN_AREA_M2
 from .figure import cell_pixels, class_image, coarse, draw, rgb_lazy, stretch_rgb
 from .polygons import CONNECTIVITY, components, polygonize, read_polygons_file, resolve_threshold, threshold_level
@@ -308,6 +308,14 @@ def markdown_report(rep: dict) -> str:
         )
         + " |",
         "",
+        (
+            f"With these labels the best threshold would be {px['best_threshold']:.3f} (MCC "
+            f"{_fmt(px['mcc_best_threshold'])}): what the map's ranking allows; no rule can pick it "
+            "without the labels, so the gap to the MCC above is what the threshold rule lost."
+            if px.get("best_threshold") is not None
+            else "No best threshold: the scored pixels lack a class."
+        ),
+        "",
         "## Objects",
         "",
         f"Predicted objects: {ob['predicted_source']}; minimum area {rep['min_area_m2']:.0f} m². "
@@ -407,6 +415,7 @@ class _Pixels:
     evaluated: da.Array
     conf: Confusion
     ap: float
+    best: tuple[float, int]
     step: int
     counts: dict[str, np.ndarray]
     unevaluated: np.ndarray
@@ -456,6 +465,7 @@ def _pixels(pred: xr.Dataset, cb: xr.Dataset, level: int, max_px: int, client=No
         evaluated=evaluated,
         conf=Confusion(*(int(v) for v in computed[:4])),
         ap=average_precision(computed[11], computed[12]),
+        best=best_level(computed[11], computed[12]),
         step=step,
         counts=dict(zip(cells, computed[4:8])),
         unevaluated=computed[8],
@@ -638,7 +648,13 @@ def evaluate_map(
         "min_area_m2": float(min_area_m2),
         "evaluated_km2": conf.total * pixel_area / 1e6,
         "attribution": attribution,
-        "pixel": {**conf.scores(), "average_precision": px.ap if defined(px.ap) else None},
+        "pixel": {
+            **conf.scores(),
+            "average_precision": px.ap if defined(px.ap) else None,
+            # with the labels: the best any threshold could do on these pixels (not a usable threshold)
+            "mcc_best_threshold": px.best[0] if defined(px.best[0]) else None,
+            "best_threshold": px.best[1] / 255 if px.best[1] >= 0 else None,
+        },
         "object": om,
         "map_step": px.step,
         **({"blobs": blobs} if blobs is not None else {}),

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..cube.inventory import LABEL_UNKNOWN
 
-__all__ = ["IGNORE", "Confusion", "average_precision", "defined", "fmt"]
+__all__ = ["IGNORE", "Confusion", "average_precision", "best_level", "defined", "fmt"]
 
 #: Truth pixels scored by no metric: the cube's unknown label (outside the inventory's mapped area).
 IGNORE = LABEL_UNKNOWN
@@ -122,6 +122,21 @@ def average_precision(positives: np.ndarray, negatives: np.ndarray) -> float:
     precision = np.divide(pos, taken, out=np.zeros_like(pos), where=taken > 0)
     recall_step = np.diff(np.r_[0.0, pos]) / pos[-1]
     return float((recall_step * precision).sum())
+
+
+def best_level(positives: np.ndarray, negatives: np.ndarray) -> tuple[float, int]:
+    """The highest MCC any threshold level gives, and that level (pixels ``>= level`` are
+    landslides), from the same per-level counts as :func:`average_precision`. Read with the
+    labels of the scored pixels: what the map's ranking allows, not a threshold a user could
+    choose; the gap to the map's MCC is what its threshold rule lost. NaN and -1 without both classes."""
+    pos = np.asarray(positives, np.int64)
+    neg = np.asarray(negatives, np.int64)
+    tp, fp = pos[::-1].cumsum()[::-1], neg[::-1].cumsum()[::-1]
+    if not pos.size or tp[0] == 0 or fp[0] == 0:
+        return math.nan, -1
+    scores = [Confusion(int(a), int(b), int(tp[0] - a), int(fp[0] - b)).mcc() for a, b in zip(tp, fp)]
+    level = int(np.argmax(scores))
+    return float(scores[level]), level
 
 
 def defined(v) -> bool:

@@ -92,12 +92,15 @@ def test_evaluation_exact_counts_reports_and_map(tmp_path):
     assert px["recall"] == pytest.approx(339 / 436)
     assert rep["threshold"] == 0.5 and rep["threshold_level"] == 128
     assert rep["evaluated_km2"] == pytest.approx(1.1)
+    # the best any threshold could do on these pixels, with their labels: never below the map's own
+    assert px["mcc_best_threshold"] >= px["mcc"] and 0 <= px["best_threshold"] <= 1
     _check_objects(rep["object"])
 
     out = tmp_path / "eval"
     assert json.loads((out / "report.json").read_text())["pixel"]["tp"] == 339
     md = (out / "report.md").read_text()
     assert "| MCC |" in md and "1,000-10,000 m²" in md and "![map](map.png)" in md
+    assert "the best threshold would be" in md
     assert sorted(p.name for p in out.iterdir()) == ["map.png", "report.json", "report.md"]
 
     png = mpimg.imread(out / "map.png")[..., :3]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from landslide_dask.train.metrics import Confusion, fmt
+from landslide_dask.train.metrics import Confusion, average_precision, best_level, fmt
 
 
 def test_hand_computed_matrix():
@@ -61,3 +61,32 @@ def test_an_empty_class_is_reported_undefined_not_perfect():
     assert s["mcc"] is None and s["recall"] is None and s["f1"] is None and s["tn"] == 5000
     assert fmt(empty.mcc()) == "undefined" and fmt(0.51234) == "0.512"
     assert Confusion(tp=3, fn=1, fp=1, tn=5).scores()["mcc"] == pytest.approx((15 - 1) / 24)
+
+
+def _levels(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.bincount(scores[truth], minlength=256), np.bincount(scores[~truth], minlength=256)
+
+
+def test_best_level_is_the_best_of_every_threshold_and_average_precision_the_area_by_hand():
+    rng = np.random.default_rng(0)
+    truth = rng.random(5000) < 0.2
+    scores = np.clip(rng.normal(np.where(truth, 150, 90), 40), 0, 255).astype(np.int64)
+    mcc, level = best_level(*_levels(scores, truth))
+    every = [Confusion.from_arrays(scores >= k, truth.astype(np.uint8)).mcc() for k in range(256)]
+    assert mcc == pytest.approx(max(every)) and every[level] == pytest.approx(mcc)
+    assert 90 < level < 150 and 0 < mcc < 1
+    # average precision: the mean of the precision at each landslide pixel's own level (ties together)
+    order = sorted(set(scores[truth]), reverse=True)
+    by_hand = sum(
+        (scores[truth] == k).sum() / truth.sum() * (truth & (scores >= k)).sum() / (scores >= k).sum() for k in order
+    )
+    assert average_precision(*_levels(scores, truth)) == pytest.approx(by_hand)
+
+
+def test_best_level_of_a_map_that_separates_the_classes_and_of_one_class():
+    truth = np.r_[np.ones(50, bool), np.zeros(200, bool)]
+    scores = np.r_[np.full(50, 200), np.arange(200) % 101]
+    mcc, level = best_level(*_levels(scores, truth))
+    assert mcc == 1.0 and 100 < level <= 200
+    mcc, level = best_level(*_levels(scores[:50], truth[:50]))  # no negative pixel: undefined
+    assert math.isnan(mcc) and level == -1
