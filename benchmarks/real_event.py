@@ -15,7 +15,10 @@ What it runs, all through the package's public API and in one run:
    - **self-trained**: real-transfer (else transfer) continued for half its epochs on its sources
      plus Iburi pseudo-labelled by its own map (``train.selftrain``): still no Iburi label;
    - **combined**: those synthetic regions and Iburi together;
-   - **progressive**: the transfer model continued on synthetic regions + Iburi.
+   - **progressive**: the transfer model continued on synthetic regions + Iburi;
+   - **chattogram-local**: Chattogram's own training blocks alone (post-event RGB only): with the
+     pixel baseline on the same blocks, Chattogram's floor, which tells a transfer failure on it
+     from samples no model can learn.
    A region's blocks are dealt by its name, so Iburi's test blocks are the same in every run and
    no model trains on them.
 3. The pixel baseline (``landslide_dask.baseline``: gradient-boosted trees on per-pixel features)
@@ -25,7 +28,9 @@ What it runs, all through the package's public API and in one run:
    (pixel MCC, precision, recall, F1, IoU, average precision; object precision / recall); transfer also on the whole
    labelled (western) area; combined, progressive and transfer also on the held-out synthetic
    region; transfer and combined also on Chattogram, which they never saw (per pixel and per
-   labelled blob). Maps beside the post-event image, with the inventory's attribution, in ``OUT/maps``.
+   labelled blob), on all its samples and on its test blocks beside chattogram-local and a pixel
+   baseline trained on its training blocks. Maps beside the post-event image, with the inventory's
+   attribution, in ``OUT/maps``.
 5. ``OUT/real_event.md``: the table, the training curves' summary and where the maps are.
 
 The east of the scene has imagery and no labels here; it is mapped, never scored, and nothing is
@@ -90,6 +95,11 @@ def synthetic_cubes(data: Path, cubes_dir: Path, size_km: float, n_regions: int)
                 build_cube(spec, progress=False, quicklook=False)
             out.append(str(path))
     return out
+
+
+def post_only(c):
+    """A training config on the post-event stream alone (Chattogram's tiles have nothing else)."""
+    return replace(c, streams=("post",), model={**c.model, "stem_widths": {"post": c.model["stem_widths"]["post"]}})
 
 
 def train_once(client, cfg):
@@ -181,6 +191,29 @@ def local_and_baseline(local_pred, base_pred, iburi: str, index, maps: Path, tes
     )
 
 
+def chattogram_test_rows(chatto: str, maps: dict, c, out: Path, names: dict, small: dict) -> list[dict]:
+    """Chattogram's own floor: the pixel baseline trained on its training blocks (post-event bands
+    only: it has no pre-event image nor terrain) and scored on its test blocks, beside the maps of
+    models that never saw it on the same blocks. Tells a transfer failure from samples no model
+    can learn."""
+    from landslide_dask.baseline import baseline_prediction, train_pixel_baseline
+    from landslide_dask.events import split_labels
+    from landslide_dask.predict.report import evaluate_map
+    from landslide_dask.train.chips import build_index
+
+    index = build_index([chatto], c.window, c.stride, c.block, c.min_usable, seed=c.seed)
+    base = train_pixel_baseline(index, chatto, bands=list(c.bands) if c.bands else None, seed=c.seed, **small)
+    test_ds, _ = split_labels(chatto, index)
+    where = "Chattogram test blocks"
+    kw = {"attribution": CHATTOGRAM_CREDIT}
+    rep = evaluate_map(baseline_prediction(base, chatto), test_ds, out / "chattogram-baseline", **kw)
+    rows = [row("pixel baseline", "Chattogram (its training blocks)", where, rep)]
+    for name, pred in maps.items():
+        rep = evaluate_map(pred, test_ds, out / f"{name}-chattogram-test", **kw)
+        rows.append(row(name, names[name], where if name == "chattogram-local" else f"{where} (unseen)", rep))
+    return rows
+
+
 def markdown(table: pd.DataFrame) -> str:
     cols = list(table.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -209,9 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--models",
         type=lambda v: v.split(","),
-        default=["local", "transfer", "real-transfer", "self-trained", "combined", "progressive"],
-        help="which of local,transfer,real-transfer,self-trained,combined,progressive to train and "
-        "score (progressive needs transfer; real-transfer needs the Chattogram tiles; "
+        default=["local", "transfer", "real-transfer", "self-trained", "combined", "progressive", "chattogram-local"],
+        help="which of local,transfer,real-transfer,self-trained,combined,progressive,chattogram-local to train "
+        "and score (progressive needs transfer; real-transfer and chattogram-local need the Chattogram tiles; "
         "self-trained continues real-transfer, else transfer, on Iburi's own map)",
     )
     p.add_argument(
@@ -256,9 +289,9 @@ def main(argv: list[str] | None = None) -> None:
         if not (chatto / "zarr.json").exists():
             import_tiles(args.chattogram, chatto, region="chattogram", attribution=CHATTOGRAM_CREDIT)
         chatto = str(chatto)
-    elif "real-transfer" in args.models:
-        print(f"[real-event] {args.chattogram} is not here: no real-transfer model", flush=True)
-        args.models = [m for m in args.models if m != "real-transfer"]
+    elif {"real-transfer", "chattogram-local"} & set(args.models):
+        print(f"[real-event] {args.chattogram} is not here: no real-transfer nor chattogram-local model", flush=True)
+        args.models = [m for m in args.models if m not in ("real-transfer", "chattogram-local")]
     t_cubes = time.perf_counter() - t0
 
     def cfg(name: str, cubes: list[str], **kw):
@@ -288,6 +321,10 @@ def main(argv: list[str] | None = None) -> None:
         "combined": lambda: cfg("combined", [*seen, iburi], strategy="combined"),
         "progressive": lambda: cfg(
             "progressive", [*seen, iburi], strategy="progressive", init_from=results["transfer"]["best"]
+        ),
+        # post-event RGB only, as Chattogram has: no pre-event stream, no terrain, no haze
+        "chattogram-local": lambda: post_only(
+            cfg("chattogram-local", [chatto], strategy="local", haze=0.0, stream_dropout={}, pre_dropout=0.0)
         ),
     }
     with local_client(args.workers) as client:
@@ -321,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
             "then Iburi's own map (no Iburi label)",
             "combined": "synthetic + Iburi",
             "progressive": "synthetic, then + Iburi",
+            "chattogram-local": "Chattogram (its training blocks)",
         }
         reports = {}
         t_base = time.perf_counter()
@@ -349,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
             f"(AP {fmt(rep['pixel'].get(AP))}; {t_base:.0f} s)",
             flush=True,
         )
-        for name, res in results.items():
+        for name, res in [(k, v) for k, v in results.items() if k != "chattogram-local"]:
             rep = map_event(
                 folder,
                 res["best"],
@@ -393,7 +431,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             rows.append(row("transfer", names["transfer"], "Iburi, whole labelled area", whole))
         # the second real region, never seen by the models that trained on Iburi and synthetic regions
-        for name in [m for m in ("combined", "transfer") if m in results and chatto]:
+        chatto_maps = {}
+        for name in [m for m in ("combined", "transfer", "chattogram-local") if m in results and chatto]:
             pred = predict(
                 chatto,
                 results[name]["best"],
@@ -410,7 +449,12 @@ def main(argv: list[str] | None = None) -> None:
                 attribution=CHATTOGRAM_CREDIT,
                 beside=True,
             )
-            rows.append(row(name, names[name], "Chattogram (unseen; sparse samples)", rep))
+            if name != "chattogram-local":  # its own samples: scored on its test blocks only, below
+                rows.append(row(name, names[name], "Chattogram (unseen; sparse samples)", rep))
+            chatto_maps[name] = pred
+        if chatto:
+            small = {"trees": 50, "max_pixels": 50_000} if args.small else {}
+            rows += chattogram_test_rows(chatto, chatto_maps, c, out / "maps", names, small)
         for name in [m for m in ("transfer", "real-transfer", "combined", "progressive") if m in results]:
             conf = evaluate(results[name]["best"], unseen)
             rows.append(row(name, names[name], f"synthetic {Path(unseen).stem} (unseen)", conf=conf))

@@ -100,7 +100,7 @@ def test_real_event_benchmark_small_mode_and_the_demo_on_the_real_event(tmp_path
         "--event",
         str(IBURI),
         "--models",
-        "local,transfer,real-transfer,self-trained,combined",
+        "local,transfer,real-transfer,self-trained,combined,chattogram-local",
     )
     table = (tmp_path / "bench" / "real_event.md").read_text(encoding="utf-8")
     for model in ("local", "transfer", "combined"):
@@ -118,7 +118,7 @@ def test_real_event_benchmark_small_mode_and_the_demo_on_the_real_event(tmp_path
     assert len(both) == 1 and both["scored on"].iloc[0] == "Iburi test blocks" and 0 < both["AP"].iloc[0] <= 1
     # the second real region, where present: a model trained with it maps Iburi unseen, and models
     # that never saw it are scored on it per pixel and per labelled blob
-    chatto_rows = rows[rows["scored on"].str.startswith("Chattogram")]
+    chatto_rows = rows[rows["scored on"] == "Chattogram (unseen; sparse samples)"]
     if (IBURI.parent / "chattogram_s2_tiles").exists():
         assert "| real-transfer | synthetic + Chattogram | Iburi test blocks |" in table
         st = rows[(rows["model"] == "self-trained") & (rows["scored on"] == "Iburi test blocks")]
@@ -126,6 +126,13 @@ def test_real_event_benchmark_small_mode_and_the_demo_on_the_real_event(tmp_path
         assert set(chatto_rows["model"]) == {"transfer", "combined"}
         assert chatto_rows["blobs found"].str.endswith("/120").all()
         assert chatto_rows["blobs rejected"].str.endswith("/214").all()
+        # Chattogram's own floor on its test blocks, beside the unseen models on the same blocks
+        test_rows = rows[rows["scored on"].str.startswith("Chattogram test blocks")]
+        assert set(test_rows["model"]) == {"pixel baseline", "chattogram-local", "transfer", "combined"}
+        assert not rows[(rows["model"] == "chattogram-local") & rows["scored on"].str.startswith("Iburi")].shape[0]
+        base_ch = test_rows[test_rows["model"] == "pixel baseline"].iloc[0]
+        assert base_ch["trained on"] == "Chattogram (its training blocks)" and 0 < base_ch["AP"] <= 1
+        assert test_rows["blobs found"].str.contains("/").all()
     else:
         assert chatto_rows.empty
     assert "Pre-event gap" in out
