@@ -199,15 +199,22 @@ def local_cluster(n_workers: int, threads_per_worker: int = 1, *, tls: bool = Tr
 
 
 def close_workers_patiently(cluster: Any) -> None:
-    """Close a local cluster's worker processes one by one with :data:`CLOSE_TIMEOUT_S` each, before
-    the cluster's own close (which allows 4 s); anything else is left to that close."""
+    """Close a local cluster's worker processes, all at once, each with :data:`CLOSE_TIMEOUT_S`,
+    before the cluster's own close (which allows 4 s); anything else is left to that close."""
+    import asyncio
+
     from distributed import LocalCluster
 
     if not isinstance(cluster, LocalCluster) or cluster.asynchronous or cluster.status.name != "running":
         return
-    for nanny in list(cluster.workers.values()):
-        with contextlib.suppress(Exception):
-            cluster.sync(nanny.close, timeout=CLOSE_TIMEOUT_S, reason="cluster-close")
+
+    async def close_all(nannies: list) -> None:
+        # together, not one after another: each stop is mostly waiting (a cluster's close took 2x)
+        closes = (n.close(timeout=CLOSE_TIMEOUT_S, reason="cluster-close") for n in nannies)
+        await asyncio.gather(*closes, return_exceptions=True)
+
+    with contextlib.suppress(Exception):
+        cluster.sync(close_all, list(cluster.workers.values()))
 
 
 def _make_cluster(defn: ClusterDef, record: dict) -> Any:
