@@ -181,7 +181,10 @@ def explain(exc: BaseException, url: str, doing: str) -> str:
     bucket = urlparse(url).netloc
     name = type(exc).__name__
     text = " ".join(str(exc).split())[:300] or name
-    if isinstance(exc, PermissionError) or "AccessDenied" in text or "Forbidden" in text or "403" in text:
+    # s3fs may hand an unreachable endpoint over as a PermissionError: connection first
+    unreachable = "Could not connect to the endpoint" in text or "Connect" in name or "Timeout" in name
+    refused = isinstance(exc, PermissionError) or "AccessDenied" in text or "Forbidden" in text or "403" in text
+    if refused and not unreachable:
         right = "read" if doing.startswith(("reading", "downloading")) else "write to"
         return (
             f"{doing} {url} was refused ({text}): check the credentials ({creds}) and that they may "
@@ -192,12 +195,7 @@ def explain(exc: BaseException, url: str, doing: str) -> str:
             f"{doing} {url} failed: {text}. Check the bucket name {bucket!r} (create it first: jobs do "
             f"not create buckets) and, for a self-hosted or non-AWS object store, the endpoint ({endpoint})"
         )
-    if (
-        "Connect" in name
-        or "Timeout" in name
-        or isinstance(exc, (ConnectionError, TimeoutError))
-        or "connect" in text.lower()
-    ):
+    if unreachable or isinstance(exc, (ConnectionError, TimeoutError)) or "connect" in text.lower():
         return (
             f"{doing} {url} failed: the storage endpoint cannot be reached ({name}: {text}). Check the "
             f"endpoint ({endpoint}), the network or proxy, and the region"
